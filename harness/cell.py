@@ -1,0 +1,239 @@
+"""One cell (model x task x compression), run inside a worker process (or inline)."""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import shutil
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .api import CellContext, LoadedModel, Plugin, iter_rows
+from .errors import PluginError
+from .plugins import PluginManager, get_plugin_manager
+from .provenance import device_name
+from .registry import Registries
+from .suite import Entry, Settings
+from .timing import PeakMemory, describe_lengths, measure_latency, measure_throughput
+
+LATENCY_INPUTS = 64  # distinct batch-1 inputs cycled through when timing
+THROUGHPUT_BATCHES = 8
+
+
+@dataclass
+class CellSpec:
+    """Plain data describing a cell; picklable, sent to a worker."""
+
+    cell_id: str
+    model: Entry
+    task: Entry
+    compression: Entry
+    settings: Settings
+    device: str = "cpu"
+
+
+@dataclass
+class CellOutcome:
+    status: str  # ok / failed / skipped
+    rows: list[dict[str, Any]] = field(default_factory=list)  # metric part + cell info
+    error: str | None = None
+    phase: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)  # cell-level columns
+
+
+def path_bytes(path: Path) -> int:
+    """Bytes on disk of a file, or of every file under a folder."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+@dataclass
+class PluginSet:
+    """What a worker keeps between cells: the registries and memoised models and tasks."""
+
+    registries: Registries
+    tasks: dict[str, Any] = field(default_factory=dict)
+    fitted: dict[str, LoadedModel] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, disabled: list[str], extra: list[str]) -> PluginSet:
+        pm: PluginManager = get_plugin_manager(
+            disabled=disabled, extra_plugins=[importlib.import_module(m) for m in extra]
+        )
+        return cls(pm.registries())
+
+    def create(self, entry: Entry) -> Plugin:
+        cls = self.registries.by_kind(entry.kind).get(entry.plugin)
+        try:
+            return cls(**entry.params)
+        except Exception as exc:
+            raise PluginError(
+                f"{entry.kind} plugin {entry.plugin!r} ({entry.where}) rejected its parameters: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+
+def _key(entry: Entry) -> str:
+    return repr(sorted(entry.spec().items()))
+
+
+def run_cell(
+    spec: CellSpec,
+    plugins: PluginSet,
+    *,
+    progress: Callable[[str, str], None] = lambda phase, text: None,
+    show_progress: bool = False,
+) -> CellOutcome:
+    """Run one cell; never raises for a plugin's error (the outcome is ``failed``)."""
+    phase = "setup"
+    culprit = "harness"
+    work = Path(tempfile.mkdtemp(prefix="harness-cell-"))
+    info: dict[str, Any] = {"device": spec.device}
+
+    def step(name: str, who: str) -> None:
+        nonlocal phase, culprit
+        phase, culprit = name, who
+        progress(name, "")
+
+    try:
+        s = spec.settings
+        ctx = CellContext(
+            device=spec.device, seed=s.seed, cache_dir=Path(s.cache_dir).absolute(),
+            work_dir=work, progress=progress, show_progress=show_progress,
+        )
+        step("setup", f"model plugin {spec.model.plugin!r}")
+        model = plugins.create(spec.model)
+        step("setup", f"task plugin {spec.task.plugin!r}")
+        task_key = _key(spec.task)
+        task = plugins.tasks.get(task_key) or plugins.create(spec.task)
+        plugins.tasks[task_key] = task
+        step("setup", f"compression plugin {spec.compression.plugin!r}")
+        compression = plugins.create(spec.compression)
+        reason = compression.unsupported_reason(ctx)  # type: ignore[attr-defined]
+        if reason:
+            return CellOutcome("skipped", error=str(reason), phase="setup", info=info)
+
+        fit_key = _key(spec.model) + task_key
+        loaded = plugins.fitted.get(fit_key)
+        if loaded is None:
+            step("load", f"model plugin {spec.model.plugin!r}")
+            loaded = model.load(task.head(), ctx)  # type: ignore[attr-defined]
+            step("fine-tune", f"task plugin {spec.task.plugin!r}")
+            loaded = task.fit(loaded, ctx)  # type: ignore[attr-defined]
+            plugins.fitted = {fit_key: loaded}  # keep one: models are large
+        step("compress", f"compression plugin {spec.compression.plugin!r}")
+        t0 = time.perf_counter()
+        predictor = compression.apply(  # type: ignore[attr-defined]
+            _copy_model(loaded), task, ctx
+        )
+        compress_s = time.perf_counter() - t0
+        info.update(runtime=predictor.runtime, device=predictor.device,
+                    precision=predictor.precision, device_name=device_name(predictor.device))
+
+        step("evaluate", f"task plugin {spec.task.plugin!r}")
+        t0 = time.perf_counter()
+        with PeakMemory(predictor.device) as mem:
+            metrics = list(task.evaluate(predictor, ctx))  # type: ignore[attr-defined]
+            eval_s = time.perf_counter() - t0
+            if sum(m.main for m in metrics) != 1:
+                raise PluginError(
+                    f"task plugin {spec.task.plugin!r} returned {sum(m.main for m in metrics)} "
+                    "main metrics; exactly one MetricValue must have main=True"
+                )
+            step("time", f"task plugin {spec.task.plugin!r}")
+            b1 = task.latency_batches(loaded.tokenizer, 1, LATENCY_INPUTS, s.seed)  # type: ignore[attr-defined]
+            bn = task.latency_batches(  # type: ignore[attr-defined]
+                loaded.tokenizer, s.throughput_batch_size, THROUGHPUT_BATCHES, s.seed
+            )
+            step("time", f"compression plugin {spec.compression.plugin!r}")
+            lat = measure_latency(predictor, b1, warmup=s.warmup,
+                                  min_iterations=s.min_iterations, min_duration_s=s.min_duration_s)
+            thr = measure_throughput(predictor, bn, min_duration_s=min(s.min_duration_s, 5.0))
+
+        step("size", f"compression plugin {spec.compression.plugin!r}")
+        artifact = predictor.save(work / "artifact")
+        total, nonzero = predictor.parameter_counts()
+        info.update(
+            latency_batch_size=1, throughput_batch_size=s.throughput_batch_size,
+            seq_len=describe_lengths(lat.seq_lens),
+        )
+        described = predictor.describe()
+        info["threads"] = described.pop("threads", None)
+        info.update({k: v for k, v in described.items() if not isinstance(v, (dict, list))})
+
+        rows = list(iter_rows(metrics))
+        for name, value in lat.stats().items():
+            rows.append(_num(name, value, "ms" if name.endswith("_ms") else "",
+                             _DOCS.get(name, _LATENCY_DOC), higher=False,
+                             samples=lat.samples_ms if name.startswith("latency_b1_") else None))
+        for name, value in {**thr, **mem.result()}.items():
+            higher = name.startswith("throughput")
+            rows.append(_num(name, value, _UNITS.get(name, ""), _DOCS.get(name, ""), higher))
+        sizes = {
+            "size_bytes": path_bytes(artifact), "parameters": total,
+            "nonzero_parameters": nonzero, "bits_per_weight": predictor.bits_per_weight(),
+            "compression_time_s": float(described.get("compression_time_s", compress_s)),
+            "eval_time_s": eval_s,
+        }
+        if "train_time_s" in loaded.info:
+            sizes["train_time_s"] = float(loaded.info["train_time_s"])
+        for name, value in sizes.items():
+            rows.append(_num(name, float(value), _UNITS.get(name, ""), _DOCS.get(name, ""), False))
+        return CellOutcome("ok", rows=rows, info=info)
+    except BaseException as exc:  # noqa: BLE001 - a cell must not take the run down
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        tb = traceback.extract_tb(exc.__traceback__)
+        where = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""
+        return CellOutcome(
+            "failed",
+            error=f"{culprit} raised {type(exc).__name__} during {phase}: {exc}{where}",
+            phase=phase, info=info,
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _copy_model(loaded: LoadedModel) -> LoadedModel:
+    """Compressions may modify the module in place; give them a copy."""
+    clone = copy.copy(loaded)
+    clone.module = copy.deepcopy(loaded.module)
+    return clone
+
+
+_LATENCY_DOC = "batch-1 forward latency over real test inputs, after warm-up"
+_UNITS = {"throughput_samples_s": "samples/s", "throughput_tokens_s": "tokens/s",
+          "peak_rss_mb": "MiB", "peak_gpu_mem_mb": "MiB", "peak_gpu_reserved_mb": "MiB",
+          "size_bytes": "bytes", "compression_time_s": "s", "eval_time_s": "s",
+          "train_time_s": "s", "bits_per_weight": "bits"}
+_DOCS = {
+    "cold_start_ms": "first forward call after loading (one call, not averaged)",
+    "latency_b1_cv": "coefficient of variation (std/mean) of the batch-1 latency samples",
+    "throughput_samples_s": "samples per second at the throughput batch size, real lengths",
+    "throughput_tokens_s": "non-padding tokens per second at the throughput batch size",
+    "peak_rss_mb": "peak resident memory of the worker process while evaluating and timing",
+    "peak_gpu_mem_mb": "peak GPU memory allocated by torch while evaluating and timing",
+    "peak_gpu_reserved_mb": "peak GPU memory reserved by torch's allocator",
+    "size_bytes": "bytes on disk of the saved deployable artifact",
+    "parameters": "parameter count of the model as it runs",
+    "nonzero_parameters": "parameters that are not zero",
+    "bits_per_weight": "average storage bits per weight",
+    "compression_time_s": "seconds to produce the compressed model (0 on a cache hit)",
+    "eval_time_s": "seconds to score the evaluation split",
+    "train_time_s": "seconds of fine-tuning (from the checkpoint cache when reused)",
+}
+
+
+def _num(name: str, value: float, unit: str, doc: str, higher: bool,
+         samples: list[float] | None = None) -> dict[str, Any]:
+    return {
+        "metric": name, "value": value, "ci_low": None, "ci_high": None,
+        "metric_description": doc, "higher_is_better": higher, "main_metric": False,
+        "unit": unit, "samples": samples,
+    }

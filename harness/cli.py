@@ -1,0 +1,177 @@
+"""The ``harness`` command line. Thin: parsing and printing; the work is in the modules."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import HarnessError
+from .plugins import PluginManager, get_plugin_manager
+
+EXIT_FAILED = 1  # a cell failed, or the regression gate found a regression
+EXIT_BAD_INPUT = 2  # bad suite, unknown plugin, unreadable results, ...
+
+
+class _Group(click.Group):
+    """Turns HarnessError into a one-line message and exit status 2 (no traceback)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except HarnessError as exc:
+            click.secho(f"Error: {exc}", fg="red", err=True)
+            ctx.exit(EXIT_BAD_INPUT)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="harness")
+@click.option("--disable-plugin", "disabled", multiple=True, metavar="NAME",
+              help="Do not load this plugin (entry-point name); repeatable. "
+                   "Also $HARNESS_DISABLE_PLUGINS=a,b.")
+@click.option("--strict", is_flag=True,
+              help="Fail when any installed plugin fails to import (default: warn and go on).")
+@click.pass_context
+def main(ctx: click.Context, disabled: tuple[str, ...], strict: bool) -> None:
+    """Benchmark NLP models and their compressed variants: accuracy x size x latency.
+
+    \b
+    Examples:
+      harness run suites/quickstart.yaml            # run a suite, write results + HTML
+      harness plugins                               # what is installed
+      harness report runs/quickstart -o reports/qs  # re-render a leaderboard
+      harness compare runs/v1 runs/v2               # regression gate (exit 1 on regression)
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["disabled"] = list(disabled)
+    ctx.obj["strict"] = strict
+
+
+def _plugin_manager(ctx: click.Context) -> PluginManager:
+    if "pm" not in ctx.obj:
+        pm = get_plugin_manager(disabled=ctx.obj["disabled"], strict=ctx.obj["strict"])
+        for err in pm.load_errors:
+            click.secho(f"Warning: {err} (skipped; --strict makes this fatal)", fg="yellow", err=True)
+        ctx.obj["pm"] = pm
+    return ctx.obj["pm"]
+
+
+@main.command()
+@click.argument("suite_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path),
+              help="Results folder [default: runs/<suite name>]. Re-running into the same "
+                   "folder resumes: finished cells are kept, not recomputed.")
+@click.option("--only", multiple=True, metavar="PATTERN",
+              help="Run only cells whose 'model/task/compression' matches this glob; repeatable.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a suite value, e.g. tasks.conll2003.params.data_dir=/data/conll "
+                   "or settings.seed=1; repeatable. Strings may use ${VAR:-default}.")
+@click.option("--jobs", "-j", type=int, default=None,
+              help="Worker processes [default: one per GPU, 1 on CPU]; 0 runs cells in this "
+                   "process without isolation.")
+@click.option("--devices", default=None, metavar="LIST",
+              help="Comma-separated devices, e.g. cuda:0,cuda:1 or cpu [default: all GPUs, else cpu].")
+@click.option("--force", is_flag=True, help="Recompute cells found in the cache.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--no-report", is_flag=True, help="Do not render the HTML leaderboard.")
+@click.option("--baseline", type=click.Path(exists=True, path_type=Path), default=None,
+              help="After the run, gate against these earlier results (see 'harness compare'); "
+                   "exit 1 on a regression.")
+@click.pass_context
+def run(ctx, suite_file, out, only, overrides, jobs, devices, force, no_progress, no_report,
+        baseline) -> None:
+    """Run every model x task x compression cell of SUITE_FILE.
+
+    Rows are appended to OUT/results.jsonl as each cell finishes (also exported as CSV, JSON
+    and Parquet at the end), and OUT/index.html shows the leaderboard. A cell that fails is
+    recorded as 'failed' with its error and the run goes on; the exit status is then 1.
+
+    \b
+    Example:
+      harness run suites/conll2003.yaml --set tasks.conll2003.params.data_dir=../shared/data/conll2003
+    """
+    from .runner import RunOptions, run_suite
+    from .suite import load_suite
+
+    suite = load_suite(suite_file, overrides)
+    pm = _plugin_manager(ctx)
+    out = out or Path("runs") / suite.name
+    opts = RunOptions(
+        jobs=jobs, devices=devices.split(",") if devices else None, force=force,
+        only=list(only), show_progress=not no_progress, disabled_plugins=ctx.obj["disabled"],
+    )
+    summary = run_suite(suite, pm, out, opts)
+    parts = ", ".join(f"{v} {k}" for k, v in sorted(summary.counts.items()))
+    click.echo(f"{parts or 'nothing to do'}; results in {out / 'results.jsonl'}")
+    status = EXIT_FAILED if summary.failed else 0
+    if not no_report:
+        page = _render(out)
+        if page:
+            click.echo(f"leaderboard: {page}")
+    if baseline is not None:
+        from .gate import run_gate
+        from .results import load_results
+
+        status = max(status, run_gate(baseline, load_results(out), suite.gate, out_dir=out))
+    ctx.exit(status)
+
+
+def _render(out: Path) -> Path | None:
+    """Render the leaderboard; a rendering problem never costs the measured results."""
+    from .results import load_results
+
+    try:
+        from .report import render_report
+
+        return render_report(load_results(out), out)
+    except Exception as exc:  # noqa: BLE001
+        click.secho(f"Warning: could not render the leaderboard: {type(exc).__name__}: {exc}; "
+                    f"results are intact in {out}", fg="yellow", err=True)
+        return None
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+def plugins(ctx, as_json: bool) -> None:
+    """List installed models, tasks and compressions with their plugin and distribution.
+
+    \b
+    Example:
+      harness plugins
+      harness --disable-plugin nncf plugins
+    """
+    from .plugins import plugin_table
+
+    pm = _plugin_manager(ctx)
+    rows = plugin_table(pm)
+    if as_json:
+        import json
+
+        click.echo(json.dumps({"plugins": rows, "load_errors": [str(e) for e in pm.load_errors]},
+                              indent=1))
+        return
+    widths = {k: max(len(k), *(len(r[k]) for r in rows)) if rows else len(k)
+              for k in ("name", "kind", "version", "plugin", "distribution")}
+    header = "  ".join(k.upper().ljust(w) for k, w in widths.items())
+    click.echo(header)
+    for r in rows:
+        click.echo("  ".join(r[k].ljust(w) for k, w in widths.items()))
+    if pm.load_errors:
+        sys.exit(EXIT_FAILED)
+
+
+def _add_optional_commands() -> None:
+    try:  # TEMP while report/gate land
+        from .gate import compare_command
+        from .report import report_command
+    except ImportError:
+        return
+
+    main.add_command(report_command, "report")
+    main.add_command(compare_command, "compare")
+
+
+_add_optional_commands()

@@ -1,0 +1,142 @@
+"""The plugin manager factory. Nothing here runs at import time."""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import os
+import traceback
+from collections.abc import Iterable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .api import Compression, Model, Task
+from .errors import PluginError
+from .registry import Registries, Registry
+
+GROUP = "harness"
+DISABLE_ENV = "HARNESS_DISABLE_PLUGINS"
+
+
+@dataclass
+class PluginLoadError:
+    name: str
+    distribution: str
+    error: str
+    traceback: str
+
+    def __str__(self) -> str:
+        return f'Error loading plugin "{self.name}" from {self.distribution}: {self.error}'
+
+
+class PluginManager(pluggy.PluginManager):
+    """A pluggy manager that remembers which entry points failed and where plugins came from."""
+
+    def __init__(self) -> None:
+        super().__init__(GROUP)
+        self.add_hookspecs(hookspecs)
+        self.load_errors: list[PluginLoadError] = []
+        self.distributions: dict[str, tuple[str, str]] = {}  # plugin name -> (dist, version)
+
+    def registries(self) -> Registries:
+        """Collect every registered class through the ``register_*`` hooks."""
+        regs = Registries(
+            Registry("model", Model), Registry("task", Task), Registry("compression", Compression)
+        )
+        for hook, reg in (
+            (self.hook.register_models, regs.models),
+            (self.hook.register_tasks, regs.tasks),
+            (self.hook.register_compressions, regs.compressions),
+        ):
+            for impl in hook.get_hookimpls():
+                source = impl.plugin_name
+
+                def register(cls: type, _reg: Registry = reg, _source: str = source) -> None:
+                    _reg.add(cls, _source)
+
+                try:
+                    impl.function(
+                        **{a: register for a in impl.argnames if a == "register"}
+                    )
+                except PluginError:
+                    raise
+                except Exception as exc:
+                    raise PluginError(
+                        f"plugin {source!r} raised in {hook.name}: {type(exc).__name__}: {exc}"
+                    ) from exc
+        return regs
+
+
+def disabled_from_env() -> list[str]:
+    return [n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()]
+
+
+def get_plugin_manager(
+    *,
+    load_entrypoints: bool = True,
+    disabled: Iterable[str] = (),
+    strict: bool = False,
+    extra_plugins: Iterable[ModuleType | Any] = (),
+) -> PluginManager:
+    """Build a fresh plugin manager.
+
+    :param load_entrypoints: load every installed ``harness`` entry point (built-ins included).
+    :param disabled: plugin (entry-point) names to skip, on top of ``$HARNESS_DISABLE_PLUGINS``.
+    :param strict: raise ``PluginError`` on the first plugin that fails to import, instead of
+        recording it in ``pm.load_errors`` and going on.
+    :param extra_plugins: modules or objects to register directly (tests, notebooks).
+    """
+    pm = PluginManager()
+    for name in [*disabled, *disabled_from_env()]:
+        pm.set_blocked(name)
+    if load_entrypoints:
+        for ep in sorted(md.entry_points(group=GROUP), key=lambda e: e.name):
+            if pm.is_blocked(ep.name) or pm.get_plugin(ep.name) is not None:
+                continue
+            dist = ep.dist.name if ep.dist else "?"
+            version = ep.dist.version if ep.dist else "?"
+            try:
+                plugin = ep.load()
+                pm.register(plugin, name=ep.name)
+            except Exception as exc:  # a broken plugin must not take the others down
+                err = PluginLoadError(
+                    ep.name, f"{dist} {version}", f"{type(exc).__name__}: {exc}",
+                    traceback.format_exc(),
+                )
+                if strict:
+                    raise PluginError(str(err)) from exc
+                pm.load_errors.append(err)
+                continue
+            pm.distributions[ep.name] = (dist, version)
+    for plugin in extra_plugins:
+        name = getattr(plugin, "__name__", None) or type(plugin).__name__
+        if pm.get_plugin(name) is None and not pm.is_blocked(name):
+            pm.register(plugin, name=name)
+    pm.check_pending()
+    return pm
+
+
+def plugin_table(pm: PluginManager) -> list[dict[str, str]]:
+    """One row per registered class: name, kind, version, plugin, distribution."""
+    regs = pm.registries()
+    rows = []
+    for kind in ("model", "task", "compression"):
+        reg = regs.by_kind(kind)
+        for name in reg:
+            cls = reg.classes[name]
+            source = reg.sources[name]
+            dist, dist_version = pm.distributions.get(source, ("(registered directly)", ""))
+            rows.append(
+                {
+                    "name": name,
+                    "kind": kind,
+                    "version": str(cls.version),
+                    "plugin": source,
+                    "distribution": f"{dist} {dist_version}".strip(),
+                    "description": cls.description or (cls.__doc__ or "").strip().split("\n")[0],
+                }
+            )
+    return rows

@@ -1,0 +1,72 @@
+"""Name -> class registries for models, tasks and compressions, with helpful errors."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from .api import Compression, Model, Plugin, Task
+from .errors import PluginError
+
+P = TypeVar("P", bound=Plugin)
+
+
+@dataclass
+class Registry(Generic[P]):
+    """Classes of one kind, by name. ``add`` rejects duplicates, ``get`` suggests near names."""
+
+    kind: str
+    base: type[P]
+    classes: dict[str, type[P]] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def add(self, cls: type[P], source: str) -> None:
+        if not (isinstance(cls, type) and issubclass(cls, self.base)):
+            raise PluginError(
+                f"plugin {source!r} registered {cls!r} as a {self.kind}, "
+                f"but it is not a subclass of harness.{self.base.__name__}"
+            )
+        name = cls.name
+        if not name:
+            raise PluginError(f"plugin {source!r} registered {cls.__qualname__} without a name")
+        if name in self.classes:
+            raise PluginError(
+                f"duplicate {self.kind} name {name!r}: registered by {self.sources[name]!r} "
+                f"({self.classes[name].__module__}.{self.classes[name].__qualname__}) and by "
+                f"{source!r} ({cls.__module__}.{cls.__qualname__})"
+            )
+        self.classes[name] = cls
+        self.sources[name] = source
+
+    def get(self, name: str) -> type[P]:
+        try:
+            return self.classes[name]
+        except KeyError:
+            raise PluginError(unknown_name_message(self.kind, name, self.classes)) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.classes
+
+    def __iter__(self):
+        return iter(sorted(self.classes))
+
+
+def unknown_name_message(kind: str, name: str, known: object) -> str:
+    names = sorted(known)  # type: ignore[call-overload]
+    msg = f"Unknown {kind} {name!r}."
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    if close:
+        msg += f" Did you mean: {', '.join(close)}?"
+    msg += f" Available: {', '.join(names) if names else '(none)'}"
+    return msg
+
+
+@dataclass
+class Registries:
+    models: Registry[Model]
+    tasks: Registry[Task]
+    compressions: Registry[Compression]
+
+    def by_kind(self, kind: str) -> Registry:
+        return {"model": self.models, "task": self.tasks, "compression": self.compressions}[kind]

@@ -1,0 +1,396 @@
+"""Suite files: YAML -> validated, typed ``Suite`` objects.
+
+A suite lists models, tasks and compressions; the runner expands them to their product. Errors
+name the file and the key path (``suites/x.yaml: tasks[0].params.lr: ...``).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import SuiteError
+from .registry import Registries, unknown_name_message
+
+KINDS = ("models", "tasks", "compressions")
+KIND_SINGULAR = {"models": "model", "tasks": "task", "compressions": "compression"}
+TOP_KEYS = {"name", "description", "include", "settings", "defaults", *KINDS, "gate"}
+ENTRY_KEYS = {"plugin", "name", "params"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Run settings; every field can be set under ``settings:`` or with ``--set settings.X=V``."""
+
+    seed: int = 0
+    #: batch-1 latency: warm-up iterations, then at least this many iterations *and* seconds
+    warmup: int = 10
+    min_iterations: int = 50
+    min_duration_s: float = 2.0
+    #: batch size for the throughput measurement
+    throughput_batch_size: int = 32
+    #: per-cell timeout in seconds (0: none)
+    timeout_s: float = 0.0
+    #: persistent cache of fine-tuned checkpoints, compressed artifacts and finished cells
+    cache_dir: str = ".harness-cache"
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        return list(cls.__dataclass_fields__)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One model, task or compression of a suite."""
+
+    kind: str  #: "model", "task" or "compression"
+    plugin: str
+    name: str  #: label used in result rows (defaults to the plugin name)
+    params: dict[str, Any]
+    where: str  #: key path in the suite file, e.g. "tasks[1]"
+
+    def spec(self) -> dict[str, Any]:
+        return {"plugin": self.plugin, "name": self.name, "params": self.params}
+
+
+@dataclass
+class Suite:
+    name: str
+    path: Path | None
+    models: list[Entry]
+    tasks: list[Entry]
+    compressions: list[Entry]
+    settings: Settings = field(default_factory=Settings)
+    gate: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def hash(self) -> str:
+        """Hash of everything that defines the results (not the file's formatting)."""
+        doc = {
+            "models": [e.spec() for e in self.models],
+            "tasks": [e.spec() for e in self.tasks],
+            "compressions": [e.spec() for e in self.compressions],
+            "settings": vars(self.settings),
+        }
+        blob = json.dumps(doc, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def entries(self) -> list[Entry]:
+        return [*self.models, *self.tasks, *self.compressions]
+
+    def validate(self, registries: Registries) -> None:
+        """Check plugin names and parameters against the registered classes."""
+        for entry in self.entries():
+            reg = registries.by_kind(entry.kind)
+            if entry.plugin not in reg:
+                raise SuiteError(
+                    unknown_name_message(entry.kind, entry.plugin, reg.classes),
+                    path=self.path, key=f"{entry.where}.plugin",
+                )
+            check_params(reg.classes[entry.plugin], entry, self.path)
+
+
+def check_params(cls: type, entry: Entry, path: Path | None) -> None:
+    accepted = cls.parameters()
+    has_var_kw = any(p.kind == p.VAR_KEYWORD for p in _signature_params(cls))
+    for key, value in entry.params.items():
+        where = f"{entry.where}.params.{key}"
+        if key not in accepted:
+            if has_var_kw:
+                continue
+            msg = f"unknown parameter {key!r} for {entry.kind} plugin {entry.plugin!r}."
+            close = difflib.get_close_matches(key, accepted, n=3)
+            if close:
+                msg += f" Did you mean: {', '.join(close)}?"
+            msg += f" Accepted: {', '.join(accepted) or '(none)'}"
+            raise SuiteError(msg, path=path, key=where)
+        expected = _simple_type(accepted[key].annotation)
+        if expected and value is not None and not _type_ok(value, expected):
+            raise SuiteError(
+                f"parameter {key!r} of {entry.kind} plugin {entry.plugin!r} must be "
+                f"{'/'.join(t.__name__ for t in expected)}, got {type(value).__name__} {value!r}",
+                path=path, key=where,
+            )
+    missing = [
+        n for n, p in accepted.items()
+        if p.default is p.empty and n not in entry.params
+    ]
+    if missing:
+        raise SuiteError(
+            f"{entry.kind} plugin {entry.plugin!r} needs parameter(s): {', '.join(missing)}",
+            path=path, key=f"{entry.where}.params",
+        )
+
+
+def _signature_params(cls: type):
+    import inspect
+
+    return list(inspect.signature(cls.__init__).parameters.values())
+
+
+_TYPE_NAMES = {"int": (int,), "float": (float, int), "str": (str,), "bool": (bool,),
+               "dict": (dict,), "list": (list,)}
+
+
+def _simple_type(annotation: Any) -> tuple[type, ...] | None:
+    """Map annotations like ``float``, ``'int | None'`` to accepted runtime types."""
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    if not text:
+        return None
+    parts = [p.strip() for p in text.split("|")]
+    types: list[type] = []
+    for p in parts:
+        if p == "None":
+            continue
+        base = p.split("[")[0]
+        if base not in _TYPE_NAMES:
+            return None  # unknown annotation: do not check
+        types.extend(_TYPE_NAMES[base])
+    return tuple(types) or None
+
+
+def _type_ok(value: Any, expected: tuple[type, ...]) -> bool:
+    if isinstance(value, bool) and bool not in expected:
+        return False
+    return isinstance(value, expected)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SuiteError("suite file not found", path=path) from None
+    except OSError as exc:
+        raise SuiteError(f"cannot read suite file: {exc}", path=path) from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise SuiteError(f"malformed YAML: {line}{exc.problem or exc}", path=path) from None
+    except yaml.YAMLError as exc:
+        raise SuiteError(f"malformed YAML: {exc}", path=path) from None
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise SuiteError(f"a suite must be a mapping, got {type(doc).__name__}", path=path)
+    return doc
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _load_with_includes(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    path = path.resolve()
+    if path in seen:
+        chain = " -> ".join(str(p) for p in (*seen, path))
+        raise SuiteError(f"include cycle: {chain}", path=path, key="include")
+    doc = _read_yaml(path)
+    includes = doc.pop("include", None) or []
+    if isinstance(includes, str):
+        includes = [includes]
+    if not isinstance(includes, list):
+        raise SuiteError("must be a file name or a list of file names", path=path, key="include")
+    merged: dict[str, Any] = {}
+    for i, inc in enumerate(includes):
+        if not isinstance(inc, str):
+            raise SuiteError("must be a file name", path=path, key=f"include[{i}]")
+        merged = _deep_merge(merged, _load_with_includes(path.parent / inc, (*seen, path)))
+    return _deep_merge(merged, doc)
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand_vars(value: Any, path: Path | None, key: str) -> Any:
+    """``${VAR}`` / ``${VAR:-default}`` in strings, from the environment."""
+    if isinstance(value, str):
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            raise SuiteError(
+                f"environment variable {name} is not set (use ${{{name}:-default}} for a default)",
+                path=path, key=key,
+            )
+
+        return _VAR.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: _expand_vars(v, path, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_vars(v, path, f"{key}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``tasks.conll2003.params.data_dir=/data`` -> (["tasks", "conll2003", ...], "/data")."""
+    if "=" not in text:
+        raise SuiteError(f"--set {text!r}: expected KEY.PATH=VALUE")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise SuiteError(f"--set {text!r}: empty key")
+    return parts, value
+
+
+def _apply_override(doc: dict[str, Any], parts: list[str], value: Any, path: Path | None) -> None:
+    dotted = ".".join(parts)
+    head = parts[0]
+    if head in KINDS:
+        if len(parts) < 3:
+            raise SuiteError(
+                f"--set {dotted}: use {head}.<name>.params.<key>=VALUE", path=path
+            )
+        entries = doc.get(head) or []
+        matches = [
+            e for e in entries
+            if isinstance(e, dict) and parts[1] in (e.get("name"), e.get("plugin"))
+        ]
+        if not matches:
+            names = [str(e.get("name") or e.get("plugin")) for e in entries if isinstance(e, dict)]
+            raise SuiteError(
+                f"--set {dotted}: no {KIND_SINGULAR[head]} named {parts[1]!r} in the suite "
+                f"(have: {', '.join(names) or 'none'})", path=path,
+            )
+        for entry in matches:
+            _set_path(entry, parts[2:], value)
+    else:
+        _set_path(doc, parts, value)
+
+
+def _set_path(node: dict[str, Any], parts: list[str], value: Any) -> None:
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+
+
+def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Suite:
+    """Read, merge (``include:``), override (``--set``), expand ``${VARS}`` and validate."""
+    path = Path(path)
+    doc = _load_with_includes(path)
+    for text in overrides:
+        parts, value = parse_override(text)
+        _apply_override(doc, parts, value, path)
+    doc = _expand_vars(doc, path, "")
+    return suite_from_dict(doc, path)
+
+
+def suite_from_dict(doc: dict[str, Any], path: Path | None = None) -> Suite:
+    unknown = sorted(set(doc) - TOP_KEYS)
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], TOP_KEYS, n=1)
+        hint = f" Did you mean: {close[0]}?" if close else ""
+        raise SuiteError(
+            f"unknown key.{hint} Allowed: {', '.join(sorted(TOP_KEYS - {'include'}))}",
+            path=path, key=unknown[0],
+        )
+    name = doc.get("name") or (path.stem if path else "suite")
+    if not isinstance(name, str):
+        raise SuiteError("must be a string", path=path, key="name")
+    settings = _settings(doc.get("settings") or {}, path)
+    defaults = doc.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        raise SuiteError("must be a mapping of kind -> plugin -> params", path=path, key="defaults")
+    for k in defaults:
+        if k not in KINDS:
+            raise SuiteError(f"unknown kind; use one of {', '.join(KINDS)}", path=path, key=f"defaults.{k}")
+    lists = {}
+    for kind in KINDS:
+        raw = doc.get(kind)
+        if kind == "compressions" and raw is None:
+            raw = [{"plugin": "none"}]
+        if not raw:
+            raise SuiteError(f"a suite needs at least one entry under {kind!r}", path=path, key=kind)
+        if not isinstance(raw, list):
+            raise SuiteError("must be a list", path=path, key=kind)
+        lists[kind] = [
+            _entry(kind, i, item, defaults.get(kind) or {}, path) for i, item in enumerate(raw)
+        ]
+        seen: dict[str, str] = {}
+        for e in lists[kind]:
+            if e.name in seen:
+                raise SuiteError(
+                    f"duplicate name {e.name!r} (also at {seen[e.name]}); give each entry a "
+                    "distinct 'name'", path=path, key=f"{e.where}.name",
+                )
+            seen[e.name] = e.where
+    gate = doc.get("gate") or {}
+    if not isinstance(gate, dict):
+        raise SuiteError("must be a mapping", path=path, key="gate")
+    return Suite(
+        name=name, path=path, settings=settings, gate=gate,
+        description=str(doc.get("description") or ""),
+        models=lists["models"], tasks=lists["tasks"], compressions=lists["compressions"],
+    )
+
+
+def _settings(raw: Any, path: Path | None) -> Settings:
+    if not isinstance(raw, dict):
+        raise SuiteError("must be a mapping", path=path, key="settings")
+    allowed = Settings.keys()
+    for k, v in raw.items():
+        if k not in allowed:
+            close = difflib.get_close_matches(k, allowed, n=1)
+            hint = f" Did you mean: {close[0]}?" if close else ""
+            raise SuiteError(f"unknown setting.{hint} Allowed: {', '.join(allowed)}",
+                             path=path, key=f"settings.{k}")
+        default = getattr(Settings, k)
+        if isinstance(default, bool) or not isinstance(v, (type(default), int)) or isinstance(v, bool):
+            if not (isinstance(default, str) and isinstance(v, str)):
+                raise SuiteError(f"must be {type(default).__name__}, got {v!r}",
+                                 path=path, key=f"settings.{k}")
+    return Settings(**raw)
+
+
+def _entry(kind: str, i: int, item: Any, defaults: dict[str, Any], path: Path | None) -> Entry:
+    where = f"{kind}[{i}]"
+    if isinstance(item, str):
+        item = {"plugin": item}
+    if not isinstance(item, dict):
+        raise SuiteError("must be a plugin name or a mapping with 'plugin'", path=path, key=where)
+    unknown = sorted(set(item) - ENTRY_KEYS)
+    if unknown:
+        raise SuiteError(
+            f"unknown key; an entry has {', '.join(sorted(ENTRY_KEYS))}",
+            path=path, key=f"{where}.{unknown[0]}",
+        )
+    plugin = item.get("plugin")
+    if not isinstance(plugin, str) or not plugin:
+        raise SuiteError("missing plugin name", path=path, key=f"{where}.plugin")
+    params = item.get("params") or {}
+    if not isinstance(params, dict):
+        raise SuiteError("must be a mapping", path=path, key=f"{where}.params")
+    if not isinstance(defaults, dict):
+        raise SuiteError("must be a mapping of plugin -> params", path=path, key=f"defaults.{kind}")
+    merged = _deep_merge(defaults.get(plugin) or {}, params)
+    name = item.get("name") or plugin
+    if not isinstance(name, str):
+        raise SuiteError("must be a string", path=path, key=f"{where}.name")
+    return Entry(KIND_SINGULAR[kind], plugin, name, merged, where)

@@ -1,0 +1,186 @@
+"""Latency, throughput and memory of a predictor.
+
+Method (see docs/methodology.md): the first call after load is the cold start, timed alone;
+then ``warmup`` iterations are discarded; then batch-1 inputs drawn from the task's evaluation
+split at their real lengths are timed one call per iteration until *both* ``min_iterations``
+and ``min_duration_s`` are reached. On CUDA each iteration is bracketed by CUDA events and the
+device is synchronised once before reading them; on CPU ``time.perf_counter`` brackets a call
+that returns only when the logits are computed. Peak memory is sampled while timing.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .api import Predictor
+
+
+@dataclass
+class LatencyResult:
+    samples_ms: list[float]
+    cold_start_ms: float
+    warmup: int
+    seq_lens: list[int] = field(default_factory=list)
+
+    def percentile(self, q: float) -> float:
+        """Linear-interpolated percentile (numpy's default method) of the samples."""
+        xs = sorted(self.samples_ms)
+        if len(xs) == 1:
+            return xs[0]
+        pos = (len(xs) - 1) * q / 100
+        lo = int(pos)
+        hi = min(lo + 1, len(xs) - 1)
+        return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+    def stats(self) -> dict[str, float]:
+        mean = statistics.fmean(self.samples_ms)
+        std = statistics.stdev(self.samples_ms) if len(self.samples_ms) > 1 else 0.0
+        return {
+            "latency_b1_p50_ms": self.percentile(50),
+            "latency_b1_p90_ms": self.percentile(90),
+            "latency_b1_p99_ms": self.percentile(99),
+            "latency_b1_mean_ms": mean,
+            "latency_b1_std_ms": std,
+            "latency_b1_cv": std / mean if mean else 0.0,
+            "cold_start_ms": self.cold_start_ms,
+        }
+
+
+class PeakMemory:
+    """Samples this process's RSS every ``interval`` s in a thread; GPU peaks from torch."""
+
+    def __init__(self, device: str, interval: float = 0.01) -> None:
+        self.device, self.interval = device, interval
+        self.peak_rss = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> PeakMemory:
+        import psutil
+
+        proc = psutil.Process()
+        self.peak_rss = proc.memory_info().rss
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+        def loop() -> None:
+            while not self._stop.wait(self.interval):
+                self.peak_rss = max(self.peak_rss, proc.memory_info().rss)
+
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+
+    def result(self) -> dict[str, float]:
+        out = {"peak_rss_mb": self.peak_rss / 2**20}
+        if self.device.startswith("cuda"):
+            import torch
+
+            out["peak_gpu_mem_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
+            out["peak_gpu_reserved_mb"] = torch.cuda.max_memory_reserved(self.device) / 2**20
+        return out
+
+
+def _seq_len(batch: dict[str, Any]) -> int:
+    return int(batch["input_ids"].shape[-1])
+
+
+def measure_latency(
+    predictor: Predictor,
+    batches: Sequence[dict[str, Any]],
+    *,
+    warmup: int = 10,
+    min_iterations: int = 50,
+    min_duration_s: float = 2.0,
+    max_iterations: int = 100_000,
+) -> LatencyResult:
+    """Time one call per iteration, cycling through ``batches`` (batch-1 real inputs)."""
+    if not batches:
+        raise ValueError("no inputs to time")
+    cuda = predictor.device.startswith("cuda")
+    t0 = time.perf_counter()
+    predictor(batches[0])
+    predictor.synchronize()
+    cold = (time.perf_counter() - t0) * 1000
+    for i in range(warmup):
+        predictor(batches[i % len(batches)])
+    predictor.synchronize()
+
+    samples: list[float] = []
+    lens: list[int] = []
+    if cuda:
+        import torch
+
+        events = []
+        start = time.perf_counter()
+        i = 0
+        while i < max_iterations and (i < min_iterations or time.perf_counter() - start < min_duration_s):
+            b = batches[i % len(batches)]
+            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            s.record()
+            predictor(b)
+            e.record()
+            events.append((s, e))
+            lens.append(_seq_len(b))
+            i += 1
+            if i % 64 == 0:  # bound the queue so wall-clock duration is meaningful
+                torch.cuda.synchronize(predictor.device)
+        torch.cuda.synchronize(predictor.device)
+        samples = [s.elapsed_time(e) for s, e in events]
+    else:
+        start = time.perf_counter()
+        i = 0
+        while i < max_iterations and (i < min_iterations or time.perf_counter() - start < min_duration_s):
+            b = batches[i % len(batches)]
+            t = time.perf_counter()
+            predictor(b)
+            samples.append((time.perf_counter() - t) * 1000)
+            lens.append(_seq_len(b))
+            i += 1
+    return LatencyResult(samples, cold, warmup, lens)
+
+
+def measure_throughput(
+    predictor: Predictor,
+    batches: Sequence[dict[str, Any]],
+    *,
+    warmup: int = 2,
+    min_duration_s: float = 2.0,
+    min_batches: int = 3,
+) -> dict[str, float]:
+    """Samples/s and tokens/s (non-padding tokens) over real batches of the throughput size."""
+    for i in range(min(warmup, len(batches))):
+        predictor(batches[i])
+    predictor.synchronize()
+    n = samples = tokens = 0
+    start = time.perf_counter()
+    while n < min_batches or time.perf_counter() - start < min_duration_s:
+        b = batches[n % len(batches)]
+        predictor(b)
+        samples += int(b["input_ids"].shape[0])
+        tokens += int(b["attention_mask"].sum())
+        n += 1
+        if n >= 10_000:
+            break
+    predictor.synchronize()
+    elapsed = time.perf_counter() - start
+    return {"throughput_samples_s": samples / elapsed, "throughput_tokens_s": tokens / elapsed}
+
+
+def describe_lengths(lens: Sequence[int]) -> str:
+    if not lens:
+        return ""
+    xs = sorted(lens)
+    return f"real lengths: p50 {xs[len(xs) // 2]} / max {xs[-1]} tokens"

@@ -1,0 +1,202 @@
+"""Metrics of the built-in tasks, as ``evaluate`` metric modules defined here (never loaded from
+a hub), plus a seeded percentile bootstrap for confidence intervals.
+
+``evaluate`` and ``seqeval`` are imported lazily: ``seqeval_metric()`` and
+``classification_metric()`` build the module instances.
+
+* :func:`seqeval_metric` - entity-level scores with seqeval. Default mode is seqeval's
+  conlleval-compatible chunking (an ``I-X`` after ``O`` or another type starts an entity, as the
+  CoNLL-2000 ``conlleval`` script does); ``mode="strict"`` is seqeval's strict IOB2 matching,
+  which is *not* conlleval and scores ~1-2 F1 points lower on a model's raw output.
+* :func:`classification_metric` - accuracy, macro-F1 and per-class precision/recall/F1.
+* :func:`sentence_entity_counts` - (true positives, predicted, gold) entities per sentence, the
+  exact decomposition of seqeval's micro scores, so bootstrapping over sentences is cheap.
+* :func:`bootstrap_ci` - percentile bootstrap over rows of per-item statistics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+_SEQEVAL_DESCRIPTION = (
+    "Entity-level precision, recall and F1 (micro over all entities, and per entity type) "
+    "computed with seqeval; default mode follows conlleval's chunking."
+)
+_CLS_DESCRIPTION = "Accuracy, macro-averaged F1 and per-class precision/recall/F1 over label ids."
+
+
+def _safe_div(a: float, b: float) -> float:
+    return float(a) / float(b) if b else 0.0
+
+
+def _f1(p: float, r: float) -> float:
+    return 2 * p * r / (p + r) if (p + r) else 0.0
+
+
+def _build_seqeval_class():
+    import datasets
+    import evaluate
+
+    class Seqeval(evaluate.Metric):
+        """seqeval wrapped as an ``evaluate`` metric module (local, no hub)."""
+
+        def _info(self) -> Any:
+            return evaluate.MetricInfo(
+                description=_SEQEVAL_DESCRIPTION,
+                citation="seqeval: https://github.com/chakki-works/seqeval (Nakayama, 2018)",
+                inputs_description=(
+                    "predictions, references: lists of sentences, each a list of IOB tag strings. "
+                    "mode: None (conlleval-compatible, default) or 'strict' (IOB2 scheme)."
+                ),
+                features=datasets.Features(
+                    {
+                        "predictions": datasets.Sequence(datasets.Value("string")),
+                        "references": datasets.Sequence(datasets.Value("string")),
+                    }
+                ),
+            )
+
+        def _compute(self, predictions, references, mode: str | None = None) -> dict[str, Any]:
+            from seqeval.metrics import accuracy_score, classification_report
+
+            kwargs: dict[str, Any] = {}
+            if mode == "strict":
+                from seqeval.scheme import IOB2
+
+                kwargs = {"mode": "strict", "scheme": IOB2}
+            elif mode is not None:
+                raise ValueError(f"mode must be None (conlleval) or 'strict', got {mode!r}")
+            report = classification_report(
+                references, predictions, output_dict=True, zero_division=0, digits=6, **kwargs
+            )
+            out: dict[str, Any] = {}
+            for key, row in report.items():
+                if key.endswith(" avg"):
+                    continue
+                out[key] = {
+                    "precision": float(row["precision"]),
+                    "recall": float(row["recall"]),
+                    "f1": float(row["f1-score"]),
+                    "number": int(row["support"]),
+                }
+            micro = report["micro avg"]
+            out["overall_precision"] = float(micro["precision"])
+            out["overall_recall"] = float(micro["recall"])
+            out["overall_f1"] = float(micro["f1-score"])
+            out["overall_number"] = int(micro["support"])
+            out["overall_accuracy"] = float(accuracy_score(references, predictions))
+            return out
+
+    return Seqeval
+
+
+def _build_classification_class():
+    import datasets
+    import evaluate
+
+    class ClassificationScores(evaluate.Metric):
+        """Accuracy, macro-F1, per-class P/R/F1 as an ``evaluate`` metric module (local)."""
+
+        def _info(self) -> Any:
+            return evaluate.MetricInfo(
+                description=_CLS_DESCRIPTION,
+                citation="",
+                inputs_description=(
+                    "predictions, references: label ids. num_labels: number of classes (classes "
+                    "absent from both get F1 0 and still count in the macro average)."
+                ),
+                features=datasets.Features(
+                    {
+                        "predictions": datasets.Value("int64"),
+                        "references": datasets.Value("int64"),
+                    }
+                ),
+            )
+
+        def _compute(self, predictions, references, num_labels: int | None = None):
+            pred = np.asarray(predictions, dtype=np.int64)
+            ref = np.asarray(references, dtype=np.int64)
+            k = int(num_labels or (max(pred.max(initial=0), ref.max(initial=0)) + 1))
+            cm = np.zeros((k, k), dtype=np.int64)  # rows: reference, cols: prediction
+            np.add.at(cm, (ref, pred), 1)
+            tp = np.diag(cm).astype(float)
+            support = cm.sum(axis=1)
+            predicted = cm.sum(axis=0)
+            precision = [_safe_div(t, p) for t, p in zip(tp, predicted)]
+            recall = [_safe_div(t, s) for t, s in zip(tp, support)]
+            f1 = [_f1(p, r) for p, r in zip(precision, recall)]
+            return {
+                "accuracy": _safe_div(tp.sum(), len(ref)),
+                "macro_f1": float(np.mean(f1)) if k else 0.0,
+                "precision": precision,
+                "recall": recall,
+                "f1": f1,
+                "support": support.tolist(),
+                "confusion_matrix": cm.tolist(),
+            }
+
+    return ClassificationScores
+
+
+_CLASSES: dict[str, type] = {}
+
+
+def seqeval_metric():
+    """A fresh seqeval ``evaluate.Metric`` (kept in memory, no cache files, no hub)."""
+    if "seqeval" not in _CLASSES:
+        _CLASSES["seqeval"] = _build_seqeval_class()
+    return _CLASSES["seqeval"](keep_in_memory=True)
+
+
+def classification_metric():
+    """A fresh classification ``evaluate.Metric`` (kept in memory, no cache files, no hub)."""
+    if "cls" not in _CLASSES:
+        _CLASSES["cls"] = _build_classification_class()
+    return _CLASSES["cls"](keep_in_memory=True)
+
+
+def sentence_entity_counts(
+    references: Sequence[Sequence[str]], predictions: Sequence[Sequence[str]]
+) -> np.ndarray:
+    """(n_sentences, 3) int array: true-positive, predicted and gold entity counts per sentence,
+    with seqeval's default (conlleval) chunking. Column sums give seqeval's micro counts exactly."""
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    out = np.zeros((len(references), 3), dtype=np.int64)
+    for i, (ref, pred) in enumerate(zip(references, predictions)):
+        gold = set(get_entities(list(ref)))
+        guess = set(get_entities(list(pred)))
+        out[i] = (len(gold & guess), len(guess), len(gold))
+    return out
+
+
+def micro_f1_from_counts(counts: np.ndarray) -> float:
+    """Entity micro F1 from summed (tp, predicted, gold) counts (rows summed over axis 0)."""
+    tp, npred, ngold = (float(x) for x in np.asarray(counts).sum(axis=0))
+    return _f1(_safe_div(tp, npred), _safe_div(tp, ngold))
+
+
+def bootstrap_ci(
+    stats: np.ndarray,
+    statistic: Callable[[np.ndarray], float],
+    n_resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> tuple[float | None, float | None]:
+    """Percentile bootstrap CI of ``statistic`` over rows of ``stats`` (items resampled with
+    replacement, ``n_resamples`` times, numpy ``default_rng(seed)``). ``(None, None)`` when
+    ``n_resamples`` is 0 or there are no items."""
+    stats = np.asarray(stats)
+    n = len(stats)
+    if n_resamples <= 0 or n == 0:
+        return None, None
+    rng = np.random.default_rng(seed)
+    values = np.empty(n_resamples, dtype=float)
+    for b in range(n_resamples):
+        values[b] = statistic(stats[rng.integers(0, n, size=n)])
+    alpha = (1.0 - confidence) / 2
+    low, high = np.quantile(values, [alpha, 1.0 - alpha])
+    return float(low), float(high)
