@@ -45,8 +45,11 @@ __all__ = [
 ]
 
 
-def load_results(path: Any) -> "pd.DataFrame":
-    """Read a results file or run folder (``results.jsonl``, ``.csv``, ``.json``, ``.parquet``)."""
+def load_results(path: Any, *, latest: bool = True) -> "pd.DataFrame":
+    """Read a results file or run folder (``results.jsonl``, ``.csv``, ``.json``, ``.parquet``).
+
+    :param latest: keep only the rows of the last run that wrote each cell.
+    """
     from .results import load_results as _load
 
-    return _load(path)
+    return _load(path, latest=latest)

@@ -26,6 +26,8 @@ from typing import Any, ClassVar
 __all__ = [
     "CellContext",
     "Compression",
+    "Executor",
+    "ExecutorContext",
     "Head",
     "LoadedModel",
     "MetricValue",
@@ -238,3 +240,30 @@ def iter_rows(metrics: Iterable[MetricValue]) -> Iterable[dict[str, Any]]:
             "main_metric": m.main,
             "unit": m.unit,
         }
+
+
+@dataclass
+class ExecutorContext:
+    """What an executor needs to run cells, besides the cells."""
+
+    devices: list[str]  #: e.g. ["cpu"] or ["cuda:0", "cuda:1"]
+    jobs: int  #: parallel workers asked for (``--jobs``)
+    disabled_plugins: list[str]  #: names a worker must not load
+    extra_plugins: list[str]  #: importable module names a worker must load
+    address: str | None = None  #: cluster address (``--address``), for executors that use one
+    plugin_manager: Any = None  #: the main process's manager (in-process executors only)
+
+
+class Executor(Plugin):
+    """Runs a list of cells: in this process, in local worker processes, on a cluster.
+
+    ``run`` calls ``on_phase(cell, phase)`` as work progresses (optional) and
+    ``on_done(cell, outcome)`` exactly once per cell, in the calling thread, with a
+    ``harness.cell.CellOutcome``; a cell whose worker died is reported ``failed`` with the
+    reason. The runner writes rows and caches results; executors never touch the results file.
+    """
+
+    def run(self, cells: list[Any], ectx: ExecutorContext,
+            on_phase: Callable[[Any, str], None],
+            on_done: Callable[[Any, Any], None]) -> None:  # pragma: no cover - interface
+        raise NotImplementedError

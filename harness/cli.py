@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
+import os
 import sys
 from pathlib import Path
 
 import click
 
 from . import __version__
-from .errors import HarnessError
+from .errors import HarnessError, PluginError
 from .plugins import PluginManager, get_plugin_manager
 
 EXIT_FAILED = 1  # a cell failed, or the regression gate found a regression
@@ -31,10 +33,14 @@ class _Group(click.Group):
 @click.option("--disable-plugin", "disabled", multiple=True, metavar="NAME",
               help="Do not load this plugin (entry-point name); repeatable. "
                    "Also $HARNESS_DISABLE_PLUGINS=a,b.")
+@click.option("--plugin", "-p", "extra", multiple=True, metavar="MODULE",
+              help="Also load this importable module as a plugin (one-off, local plugins; "
+                   "no packaging needed); repeatable. Also $HARNESS_PLUGINS=a,b.")
 @click.option("--strict", is_flag=True,
               help="Fail when any installed plugin fails to import (default: warn and go on).")
 @click.pass_context
-def main(ctx: click.Context, disabled: tuple[str, ...], strict: bool) -> None:
+def main(ctx: click.Context, disabled: tuple[str, ...], extra: tuple[str, ...],
+         strict: bool) -> None:
     """Benchmark NLP models and their compressed variants: accuracy x size x latency.
 
     \b
@@ -46,12 +52,20 @@ def main(ctx: click.Context, disabled: tuple[str, ...], strict: bool) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["disabled"] = list(disabled)
+    ctx.obj["extra"] = [*extra, *(m.strip() for m in os.environ.get("HARNESS_PLUGINS", "").split(",")
+                                  if m.strip())]
     ctx.obj["strict"] = strict
 
 
 def _plugin_manager(ctx: click.Context) -> PluginManager:
     if "pm" not in ctx.obj:
-        pm = get_plugin_manager(disabled=ctx.obj["disabled"], strict=ctx.obj["strict"])
+        try:
+            modules = [importlib.import_module(m) for m in ctx.obj["extra"]]
+        except Exception as exc:
+            raise PluginError(f"cannot import plugin module given with --plugin: "
+                              f"{type(exc).__name__}: {exc}") from exc
+        pm = get_plugin_manager(disabled=ctx.obj["disabled"], strict=ctx.obj["strict"],
+                                extra_plugins=modules)
         for err in pm.load_errors:
             click.secho(f"Warning: {err} (skipped; --strict makes this fatal)", fg="yellow", err=True)
         ctx.obj["pm"] = pm
@@ -73,6 +87,11 @@ def _plugin_manager(ctx: click.Context) -> PluginManager:
                    "process without isolation.")
 @click.option("--devices", default=None, metavar="LIST",
               help="Comma-separated devices, e.g. cuda:0,cuda:1 or cpu [default: all GPUs, else cpu].")
+@click.option("--executor", default=None, metavar="NAME",
+              help="Where cells run: 'local' worker processes (default), 'inline' (this "
+                   "process), or an executor plugin such as 'ray' (see 'harness plugins').")
+@click.option("--address", default=None,
+              help="Cluster address for executors that use one (e.g. --executor ray --address auto).")
 @click.option("--force", is_flag=True, help="Recompute cells found in the cache.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--no-report", is_flag=True, help="Do not render the HTML leaderboard.")
@@ -80,8 +99,8 @@ def _plugin_manager(ctx: click.Context) -> PluginManager:
               help="After the run, gate against these earlier results (see 'harness compare'); "
                    "exit 1 on a regression.")
 @click.pass_context
-def run(ctx, suite_file, out, only, overrides, jobs, devices, force, no_progress, no_report,
-        baseline) -> None:
+def run(ctx, suite_file, out, only, overrides, jobs, devices, executor, address, force,
+        no_progress, no_report, baseline) -> None:
     """Run every model x task x compression cell of SUITE_FILE.
 
     Rows are appended to OUT/results.jsonl as each cell finishes (also exported as CSV, JSON
@@ -96,11 +115,16 @@ def run(ctx, suite_file, out, only, overrides, jobs, devices, force, no_progress
     from .suite import load_suite
 
     suite = load_suite(suite_file, overrides)
+    if baseline is not None:
+        from .gate import gate_thresholds
+
+        gate_thresholds(suite.gate, path=suite.path)  # a bad gate: fail before a long run
     pm = _plugin_manager(ctx)
     out = out or Path("runs") / suite.name
     opts = RunOptions(
         jobs=jobs, devices=devices.split(",") if devices else None, force=force,
         only=list(only), show_progress=not no_progress, disabled_plugins=ctx.obj["disabled"],
+        extra_plugins=ctx.obj["extra"], executor=executor, address=address,
     )
     summary = run_suite(suite, pm, out, opts)
     parts = ", ".join(f"{v} {k}" for k, v in sorted(summary.counts.items()))
@@ -163,15 +187,12 @@ def plugins(ctx, as_json: bool) -> None:
         sys.exit(EXIT_FAILED)
 
 
-def _add_optional_commands() -> None:
-    try:  # TEMP while report/gate land
-        from .gate import compare_command
-        from .report import report_command
-    except ImportError:
-        return
+def _add_commands() -> None:
+    from .gate import compare_command
+    from .report import report_command
 
     main.add_command(report_command, "report")
     main.add_command(compare_command, "compare")
 
 
-_add_optional_commands()
+_add_commands()

@@ -303,8 +303,7 @@ def _set_dotted(doc: dict[str, Any], text: str) -> None:
     except yaml.YAMLError:
         value = raw
     key = key.strip()
-    if key.startswith("gate."):
-        key = key[5:]
+    key = key.removeprefix("gate.")
     parts = key.split(".", 2) if key.startswith("metrics.") else [key]
     if not all(parts) or (parts[0] == "metrics" and len(parts) != 3):
         raise SuiteError(f"--threshold {text!r}: use KEY=VALUE or metrics.METRIC.KEY=VALUE")
@@ -369,12 +368,12 @@ Cell = tuple[str, str, str]
 
 
 def _is_null(v: Any) -> bool:
+    """None, NaN, pandas NA/NaT."""
     if v is None:
         return True
-    try:
-        return bool(v != v)  # NaN / NA
-    except (TypeError, ValueError):
-        return False
+    if isinstance(v, float):
+        return math.isnan(v)
+    return type(v).__name__ in ("NAType", "NaTType")
 
 
 def _bool(v: Any) -> bool | None:
@@ -580,8 +579,8 @@ class GateResult:
                  _fmt(f.baseline), _fmt(f.current), _change(f), f.message]
                 for f in self._ordered()]
 
-    _HEAD = ["STATUS", "KIND", "TASK", "MODEL", "COMPRESSION", "METRIC", "BASELINE", "CURRENT",
-             "CHANGE", "DETAIL"]
+    _HEAD = ("STATUS", "KIND", "TASK", "MODEL", "COMPRESSION", "METRIC", "BASELINE", "CURRENT",
+             "CHANGE", "DETAIL")
 
     def to_table(self, *, width: int = 40) -> str:
         """Plain-text table (every check, regressions first) with a summary line."""
@@ -723,7 +722,7 @@ def compare(baseline: pd.DataFrame, current: pd.DataFrame,
     for cell in sorted(base):
         b = base[cell]
         model, task, comp = cell
-        mk = dict(model=model, task=task, compression=comp)
+        mk = {"model": model, "task": task, "compression": comp}
         c = cur.get(cell)
         miss_status = "info" if th.allow_missing else "regression"
         if c is None:
@@ -851,7 +850,8 @@ def _write(path: Path | None, text: str) -> None:
 
 def run_gate(baseline: Any, current: Any, thresholds: Mapping[str, Any] | Thresholds | None = None,
              *, markdown: Path | None = None, junit: Path | None = None,
-             json_path: Path | None = None, out: IO[str] | None = None,
+             json_path: Path | None = None, out_dir: Path | None = None,
+             suite_path: Path | None = None, out: IO[str] | None = None,
              err: IO[str] | None = None, baseline_name: str | None = None,
              current_name: str | None = None) -> int:
     """Compare, print the table to ``out`` (stdout), write the requested reports; return the
@@ -859,23 +859,32 @@ def run_gate(baseline: Any, current: Any, thresholds: Mapping[str, Any] | Thresh
 
     ``baseline``/``current``: a results folder or file, or a DataFrame. ``harness run SUITE
     --baseline DIR`` calls this with the fresh run's rows and the suite's ``gate:`` mapping.
+    ``out_dir``: also write ``gate.md``, ``gate.junit.xml`` and ``gate.json`` there (for the
+    paths not given explicitly). ``suite_path`` names the suite in threshold errors.
     """
     out = out or sys.stdout
     err = err or sys.stderr
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        markdown = markdown or out_dir / "gate.md"
+        junit = junit or out_dir / "gate.junit.xml"
+        json_path = json_path or out_dir / "gate.json"
+        current_name = current_name or str(out_dir)
     try:
         bname = baseline_name or (str(baseline) if not hasattr(baseline, "columns") else "baseline")
         cname = current_name or (str(current) if not hasattr(current, "columns") else "current")
-        th = gate_thresholds(thresholds) if not isinstance(thresholds, Thresholds) else thresholds
+        th = gate_thresholds(thresholds, path=suite_path) \
+            if not isinstance(thresholds, Thresholds) else thresholds
         result = compare(_load(baseline, "baseline"), _load(current, "current"), th,
                          baseline_name=bname, current_name=cname)
         _write(markdown, result.to_markdown())
         _write(junit, result.to_junit_xml())
         _write(json_path, result.to_json())
     except HarnessError as e:
-        print(f"error: {e}", file=err)
+        print(f"Error: {e}", file=err)
         return 2
     except OSError as e:
-        print(f"error: {e}", file=err)
+        print(f"Error: {e}", file=err)
         return 2
     out.write(result.to_table())
     out.flush()
@@ -934,7 +943,7 @@ def compare_command(baseline: Path, current: Path, overrides: tuple[str, ...],
                 _set_dotted(gate, text)
             th = gate_thresholds(gate)
     except HarnessError as e:
-        click.echo(f"error: {e}", err=True)
+        click.echo(f"Error: {e}", err=True)
         raise SystemExit(2) from None
     code = run_gate(baseline, current, th, markdown=markdown, junit=junit, json_path=json_path,
                     out=click.get_text_stream("stdout"), err=click.get_text_stream("stderr"))

@@ -16,7 +16,7 @@ import pluggy
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .api import Compression, Model, Task
+    from .api import Compression, Executor, Model, Task
     from .suite import Suite
 
 hookspec = pluggy.HookspecMarker("harness")
@@ -47,6 +47,16 @@ def register_compressions(register: Callable[[type[Compression]], None]) -> None
     """Register ``harness.Compression`` subclasses: call ``register(MyCompression)``.
 
     Called once when the registries are built.
+    :param register: adds a class under its ``name``; duplicates raise ``PluginError``.
+    """
+
+
+@hookspec
+def register_executors(register: Callable[[type[Executor]], None]) -> None:
+    """Register ``harness.Executor`` subclasses: call ``register(MyExecutor)``.
+
+    Called once when the registries are built. ``harness run --executor NAME`` picks one; the
+    built-ins are ``local`` (worker processes, the default) and ``inline`` (this process).
     :param register: adds a class under its ``name``; duplicates raise ``PluginError``.
     """
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata as md
 import os
 import traceback
@@ -13,11 +14,13 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .api import Compression, Model, Task
+from .api import Compression, Executor, Model, Task
 from .errors import PluginError
 from .registry import Registries, Registry
 
 GROUP = "harness"
+#: Core plugins registered in every manager, after the entry points (like pytest's defaults).
+DEFAULT_PLUGINS = ("harness.executors",)
 DISABLE_ENV = "HARNESS_DISABLE_PLUGINS"
 
 
@@ -44,12 +47,14 @@ class PluginManager(pluggy.PluginManager):
     def registries(self) -> Registries:
         """Collect every registered class through the ``register_*`` hooks."""
         regs = Registries(
-            Registry("model", Model), Registry("task", Task), Registry("compression", Compression)
+            Registry("model", Model), Registry("task", Task), Registry("compression", Compression),
+            Registry("executor", Executor),
         )
         for hook, reg in (
             (self.hook.register_models, regs.models),
             (self.hook.register_tasks, regs.tasks),
             (self.hook.register_compressions, regs.compressions),
+            (self.hook.register_executors, regs.executors),
         ):
             for impl in hook.get_hookimpls():
                 source = impl.plugin_name
@@ -68,6 +73,13 @@ class PluginManager(pluggy.PluginManager):
                         f"plugin {source!r} raised in {hook.name}: {type(exc).__name__}: {exc}"
                     ) from exc
         return regs
+
+
+def _own_version() -> str:
+    try:
+        return md.version("harness-bench")
+    except md.PackageNotFoundError:
+        return "?"
 
 
 def disabled_from_env() -> list[str]:
@@ -111,6 +123,10 @@ def get_plugin_manager(
                 pm.load_errors.append(err)
                 continue
             pm.distributions[ep.name] = (dist, version)
+    for name in DEFAULT_PLUGINS:
+        if not pm.is_blocked(name):
+            pm.register(importlib.import_module(name), name=name)
+            pm.distributions[name] = ("harness-bench", _own_version())
     for plugin in extra_plugins:
         name = getattr(plugin, "__name__", None) or type(plugin).__name__
         if pm.get_plugin(name) is None and not pm.is_blocked(name):
@@ -123,7 +139,7 @@ def plugin_table(pm: PluginManager) -> list[dict[str, str]]:
     """One row per registered class: name, kind, version, plugin, distribution."""
     regs = pm.registries()
     rows = []
-    for kind in ("model", "task", "compression"):
+    for kind in ("model", "task", "compression", "executor"):
         reg = regs.by_kind(kind)
         for name in reg:
             cls = reg.classes[name]

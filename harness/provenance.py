@@ -84,7 +84,10 @@ def now() -> str:
 
 def device_name(device: str) -> str:
     if device.startswith("cuda"):
-        import torch
+        try:
+            import torch
 
-        return torch.cuda.get_device_name(torch.device(device))
+            return torch.cuda.get_device_name(torch.device(device))
+        except (AssertionError, RuntimeError):  # no CUDA in this torch / no such device
+            return device
     return cpu_name()

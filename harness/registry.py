@@ -6,7 +6,7 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from .api import Compression, Model, Plugin, Task
+from .api import Compression, Executor, Model, Plugin, Task
 from .errors import PluginError
 
 P = TypeVar("P", bound=Plugin)
@@ -67,6 +67,8 @@ class Registries:
     models: Registry[Model]
     tasks: Registry[Task]
     compressions: Registry[Compression]
+    executors: Registry[Executor]
 
     def by_kind(self, kind: str) -> Registry:
-        return {"model": self.models, "task": self.tasks, "compression": self.compressions}[kind]
+        return {"model": self.models, "task": self.tasks, "compression": self.compressions,
+                "executor": self.executors}[kind]

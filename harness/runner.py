@@ -12,19 +12,16 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
-import multiprocessing as mp
 import os
-import queue
-import signal
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .cell import CellOutcome, CellSpec, PluginSet, run_cell
+from .api import ExecutorContext
+from .cell import CellOutcome, CellSpec, PluginSet
 from .plugins import PluginManager
 from .provenance import device_name, environment, now
 from .results import RESULTS_FILE, ResultsWriter, read_rows
@@ -40,6 +37,8 @@ class RunOptions:
     show_progress: bool = True
     disabled_plugins: list[str] = field(default_factory=list)
     extra_plugins: list[str] = field(default_factory=list)  #: importable module names
+    executor: str | None = None  #: registered executor name; None: "local" ("inline" if jobs=0)
+    address: str | None = None  #: cluster address for executors that use one
 
 
 @dataclass
@@ -113,163 +112,6 @@ def plan(suite: Suite, plugins: PluginSet, device_kind: str, harness_version: st
 
 
 # ---------------------------------------------------------------------------------------------
-# Workers
-
-
-def _worker_main(disabled: list[str], extra: list[str], threads: int | None,
-                 inbox: Any, outbox: Any) -> None:
-    """Worker loop: build plugins once, run cells until told to stop."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    plugins = PluginSet.build(disabled, extra)
-    while True:
-        msg = inbox.get()
-        if msg is None:
-            return
-        spec: CellSpec = msg
-
-        def progress(phase: str, text: str, _id: str = spec.cell_id) -> None:
-            outbox.put(("phase", _id, phase, text))
-
-        outcome = run_cell(spec, plugins, progress=progress)
-        outbox.put(("done", spec.cell_id, outcome))
-
-
-@dataclass
-class _Worker:
-    device: str
-    proc: Any = None
-    inbox: Any = None
-    cell: CellSpec | None = None
-    started: float = 0.0
-
-
-class ProcessExecutor:
-    """One spawned process per device slot; replaces a worker that dies or hangs."""
-
-    def __init__(self, devices: list[str], jobs: int, opts: RunOptions) -> None:
-        self.ctx = mp.get_context("spawn")
-        self.outbox = self.ctx.Queue()
-        self.opts = opts
-        ncpu = os.cpu_count() or 1
-        self.threads = max(1, ncpu // jobs) if devices == ["cpu"] else None
-        slots = [devices[i % len(devices)] for i in range(jobs)]
-        self.workers = [_Worker(d) for d in slots]
-        for w in self.workers:
-            self._start(w)
-
-    def _start(self, w: _Worker) -> None:
-        env_backup = os.environ.get("CUDA_VISIBLE_DEVICES")
-        if w.device.startswith("cuda"):
-            os.environ["CUDA_VISIBLE_DEVICES"] = w.device.split(":", 1)[1]
-        w.inbox = self.ctx.Queue()
-        w.proc = self.ctx.Process(
-            target=_worker_main,
-            args=(self.opts.disabled_plugins, self.opts.extra_plugins, self.threads,
-                  w.inbox, self.outbox),
-            daemon=True,
-        )
-        try:
-            w.proc.start()
-        finally:
-            if env_backup is None:
-                os.environ.pop("CUDA_VISIBLE_DEVICES", None)
-            else:
-                os.environ["CUDA_VISIBLE_DEVICES"] = env_backup
-        w.cell = None
-
-    def run(self, cells: list[CellSpec], on_phase: Callable[[CellSpec, str], None],
-            on_done: Callable[[CellSpec, CellOutcome], None]) -> None:
-        pending = list(cells)
-        by_id = {c.cell_id: c for c in cells}
-        while pending or any(w.cell for w in self.workers):
-            for w in self.workers:
-                if w.cell is None and pending:
-                    spec = pending.pop(0)
-                    # inside the worker the pinned GPU is always cuda:0
-                    w.cell = replace(spec, device="cuda:0" if w.device.startswith("cuda") else "cpu")
-                    w.started = time.monotonic()
-                    w.inbox.put(w.cell)
-            try:
-                msg = self.outbox.get(timeout=0.2)
-            except queue.Empty:
-                msg = None
-            if msg is not None:
-                kind, cell_id = msg[0], msg[1]
-                w = next((w for w in self.workers if w.cell and w.cell.cell_id == cell_id), None)
-                if kind == "phase" and w is not None:
-                    on_phase(by_id[cell_id], msg[2])
-                elif kind == "done" and w is not None:
-                    w.cell = None
-                    on_done(by_id[cell_id], msg[2])
-            for w in self.workers:
-                if w.cell is None:
-                    continue
-                timeout = w.cell.settings.timeout_s
-                reason = None
-                if not w.proc.is_alive():
-                    code = w.proc.exitcode
-                    if code is not None and code < 0:
-                        sig = signal.Signals(-code).name
-                        reason = (f"worker process was killed by {sig}"
-                                  + (" (out of memory? the kernel's OOM killer sends SIGKILL)"
-                                     if sig == "SIGKILL" else ""))
-                    else:
-                        reason = f"worker process exited with status {code} in the middle of the cell"
-                elif timeout and time.monotonic() - w.started > timeout:
-                    reason = f"timed out after {timeout:g} s (settings.timeout_s); worker killed"
-                    w.proc.kill()
-                if reason:
-                    spec = by_id[w.cell.cell_id]
-                    w.proc.join(5)
-                    self._drain(by_id, on_done, w)
-                    if w.cell is not None:
-                        on_done(spec, CellOutcome("failed", error=reason, phase="worker",
-                                                  info={"device": w.device}))
-                    self._start(w)
-
-    def _drain(self, by_id, on_done, w: _Worker) -> None:
-        """Take a 'done' that a dying worker managed to send before it went."""
-        try:
-            while True:
-                kind, cell_id, *rest = self.outbox.get_nowait()
-                if kind == "done" and w.cell and cell_id == w.cell.cell_id:
-                    w.cell = None
-                    on_done(by_id[cell_id], rest[-1])
-        except queue.Empty:
-            pass
-
-    def close(self) -> None:
-        for w in self.workers:
-            if w.proc.is_alive():
-                w.inbox.put(None)
-        for w in self.workers:
-            w.proc.join(10)
-            if w.proc.is_alive():
-                w.proc.kill()
-
-
-class InlineExecutor:
-    """Runs cells in this process (``--jobs 0``): no isolation, easiest to debug."""
-
-    def __init__(self, devices: list[str], opts: RunOptions, pm: PluginManager | None) -> None:
-        self.device = devices[0]
-        self.plugins = PluginSet(pm.registries()) if pm is not None else PluginSet.build(
-            opts.disabled_plugins, opts.extra_plugins)
-
-    def run(self, cells, on_phase, on_done) -> None:
-        for spec in cells:
-            spec = replace(spec, device=self.device)
-            on_done(spec, run_cell(spec, self.plugins, progress=lambda p, t, s=spec: on_phase(s, p)))
-
-    def close(self) -> None:
-        pass
-
-
-# ---------------------------------------------------------------------------------------------
 # The run
 
 
@@ -286,6 +128,8 @@ def run_suite(
     out_dir = Path(out_dir)
     registries = pm.registries()
     suite.validate(registries)
+    if opts.executor:
+        registries.executors.get(opts.executor)  # unknown name: fail before any work
     devices = opts.devices or detect_devices()
     device_kind = "cpu" if devices == ["cpu"] else device_name(devices[0])
     jobs = opts.jobs if opts.jobs is not None else (len(devices) if devices != ["cpu"] else 1)
@@ -338,15 +182,15 @@ def run_suite(
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
         bar.done(cell_label(spec), outcome.status, outcome.error)
 
-    executor: Any = None
+    name = opts.executor or ("inline" if jobs == 0 else "local")
+    executor = registries.executors.get(name)()
+    ectx = ExecutorContext(devices=devices, jobs=jobs, disabled_plugins=opts.disabled_plugins,
+                           extra_plugins=opts.extra_plugins, address=opts.address,
+                           plugin_manager=pm)
     try:
         if todo:
-            executor = (InlineExecutor(devices, opts, pm) if jobs == 0
-                        else ProcessExecutor(devices, jobs, opts))
-            executor.run(todo, on_phase, on_done)
+            executor.run(todo, ectx, on_phase, on_done)
     finally:
-        if executor is not None:
-            executor.close()
         bar.close()
         writer.close()
 

@@ -31,19 +31,54 @@ from ._torch import TorchPredictor, count_parameters, dir_bytes, hash_text
 # ---------------------------------------------------------------------------------------------
 
 
-def plugin_params(comp: Compression) -> dict[str, Any]:
-    """The plugin's constructor parameters as set (each is stored under its own name)."""
+def plugin_params(comp: Any) -> dict[str, Any]:
+    """A plugin's constructor parameters as set (each is stored under its own name)."""
     return {n: getattr(comp, n, None) for n in type(comp).parameters()}
 
 
-def cache_key(model: LoadedModel, comp: Compression) -> str:
-    """Hash of the input model's identity and the plugin's name, version and parameters."""
+def module_fingerprint(module: Any) -> str:
+    """sha256 (16 hex digits) of every tensor of the module's state dict: names, dtypes,
+    shapes and bytes. ``LoadedModel.identity`` names where weights came from but not the head
+    (an untrained head is initialised at load time), so the cache also keys on the content."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        if not isinstance(t, torch.Tensor):
+            h.update(f"{name}={t!r}".encode())
+            continue
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        if t.is_quantized:
+            t = t.int_repr()
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def cache_key(model: LoadedModel, comp: Compression, extra_key: str = "") -> str:
+    """Hash of the input model (identity, head and weight content), the plugin's name, version
+    and parameters, plus ``extra_key`` (e.g. the task's data when it shapes the artifact)."""
     params = json.dumps(plugin_params(comp), sort_keys=True, default=str)
-    return hash_text(model.identity, comp.name, comp.version, params)
+    return hash_text(
+        model.identity, model.head.kind, tuple(model.head.labels), module_fingerprint(model.module),
+        comp.name, comp.version, params, extra_key,
+    )
 
 
-def cache_dir(ctx: CellContext, model: LoadedModel, comp: Compression) -> Path:
-    return Path(ctx.cache_dir) / "compress" / f"{comp.name}-{cache_key(model, comp)}"
+def cache_dir(ctx: CellContext, model: LoadedModel, comp: Compression, extra_key: str = "") -> Path:
+    return Path(ctx.cache_dir) / "compress" / f"{comp.name}-{cache_key(model, comp, extra_key)}"
+
+
+def task_key(task: Task) -> str:
+    """The task's name, version, parameters and data hash (for data-dependent compressions)."""
+    try:
+        data = task.data_hash()
+    except Exception:  # noqa: BLE001 - a task without data hashing: parameters only
+        data = ""
+    params = json.dumps(plugin_params(task), sort_keys=True, default=str)  # type: ignore[arg-type]
+    return hash_text(task.name, task.version, params, data)
 
 
 def cached_or_build(
@@ -51,6 +86,7 @@ def cached_or_build(
     model: LoadedModel,
     comp: Compression,
     build: Callable[[Path], dict[str, Any]],
+    extra_key: str = "",
 ) -> tuple[Path, dict[str, Any], bool]:
     """Return ``(folder, meta, cache_hit)`` for this model and plugin configuration.
 
@@ -59,7 +95,7 @@ def cached_or_build(
     temporary name, renamed when complete), so an interrupted or concurrent build never leaves a
     half-written entry behind. ``meta["compression_time_s"]`` is the time of the original build.
     """
-    final = cache_dir(ctx, model, comp)
+    final = cache_dir(ctx, model, comp, extra_key)
     meta_file = final / "meta.json"
     if meta_file.exists():
         try:
@@ -80,6 +116,7 @@ def cached_or_build(
             "model_identity": model.identity,
             "model_source": model.source,
             "compression_time_s": round(time.perf_counter() - t0, 3),
+            "cache_key": final.name,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             **extra,
         }
@@ -237,14 +274,23 @@ class CompressedTorchPredictor(TorchPredictor):
 
 
 def base_info(comp: Compression, runtime: str, meta: dict[str, Any] | None, hit: bool) -> dict[str, Any]:
+    """The ``describe()`` columns every built-in compression reports. (No ``compression`` or
+    ``compression_params`` key: the core's row already has those columns.)
+
+    ``compression_time_s`` is the time this cell spent compressing: 0 on a cache hit, as the
+    core documents; ``compression_time_build_s`` is what building the cached artifact took.
+    """
     meta = meta or {}
-    return {
-        "compression": comp.name,
+    built = float(meta.get("compression_time_s", 0.0))
+    info: dict[str, Any] = {
         "runtime": runtime,
-        "compression_time_s": meta.get("compression_time_s", 0.0),
+        "compression_time_s": 0.0 if hit else built,
+        "compression_time_build_s": built,
         "cache_hit": hit,
-        "compression_params": json.dumps(plugin_params(comp), sort_keys=True, default=str),
     }
+    if meta.get("created"):
+        info["compression_cache_key"] = str(meta.get("cache_key", ""))
+    return info
 
 
 # ---------------------------------------------------------------------------------------------
@@ -427,6 +473,7 @@ __all__ = [
     "cache_dir",
     "cache_key",
     "cached_or_build",
+    "task_key",
     "copy_artifact",
     "count_parameters",
     "cpu_capabilities",

@@ -303,36 +303,40 @@ def finetune(
     )
     ctx.progress("fine-tune", f"{len(features)} features, {total_steps} steps on {ctx.device}")
     loss_sum, loss_n, step = 0.0, 0, 0
+    # dropout draws from the global generators: seed them for the run, restore them after
+    rng_devices = [device.index or 0] if device.type == "cuda" else []
     start = time.perf_counter()
     try:
-        for _epoch in range(recipe.epochs):
-            optimizer.zero_grad(set_to_none=True)
-            n_batches = len(loader)
-            for i, batch in enumerate(loader):
-                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                # the last accumulation group of an epoch may be short: scale by its real size
-                group = min(recipe.grad_accum, n_batches - (i // recipe.grad_accum) * recipe.grad_accum)
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    loss = module(**batch).loss
-                scaler.scale(loss / group).backward()
-                loss_sum += float(loss.detach())
-                loss_n += 1
-                if (i + 1) % recipe.grad_accum == 0 or i + 1 == n_batches:
-                    scaler.unscale_(optimizer)
-                    if recipe.max_grad_norm and recipe.max_grad_norm > 0:
-                        torch.nn.utils.clip_grad_norm_(module.parameters(), recipe.max_grad_norm)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    step += 1
-                    bar.update(1)
-                    if step % 10 == 0 or step == total_steps:
-                        avg = loss_sum / max(1, loss_n)
-                        bar.set_postfix(loss=f"{avg:.4f}")
-                        ctx.progress("fine-tune", f"step {step}/{total_steps} loss {avg:.4f}")
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        with torch.random.fork_rng(devices=rng_devices):
+            torch.manual_seed(recipe.seed)
+            for _epoch in range(recipe.epochs):
+                optimizer.zero_grad(set_to_none=True)
+                n_batches = len(loader)
+                for i, batch in enumerate(loader):
+                    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                    # the last accumulation group of an epoch may be short: scale by its real size
+                    group = min(recipe.grad_accum, n_batches - (i // recipe.grad_accum) * recipe.grad_accum)
+                    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                        loss = module(**batch).loss
+                    scaler.scale(loss / group).backward()
+                    loss_sum += float(loss.detach())
+                    loss_n += 1
+                    if (i + 1) % recipe.grad_accum == 0 or i + 1 == n_batches:
+                        scaler.unscale_(optimizer)
+                        if recipe.max_grad_norm and recipe.max_grad_norm > 0:
+                            torch.nn.utils.clip_grad_norm_(module.parameters(), recipe.max_grad_norm)
+                        scaler.step(optimizer)
+                        scaler.update()
+                        scheduler.step()
+                        optimizer.zero_grad(set_to_none=True)
+                        step += 1
+                        bar.update(1)
+                        if step % 10 == 0 or step == total_steps:
+                            avg = loss_sum / max(1, loss_n)
+                            bar.set_postfix(loss=f"{avg:.4f}")
+                            ctx.progress("fine-tune", f"step {step}/{total_steps} loss {avg:.4f}")
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
     finally:
         bar.close()
     train_time = time.perf_counter() - start
@@ -374,3 +378,30 @@ def finetune(
             raise
     ctx.progress("fine-tune", f"trained in {train_time:.1f}s, saved {folder}")
     return _result(model, module, folder, key, meta, cached=False)
+
+
+def task_recipe(task: Any, seed: int) -> Recipe:
+    """The recipe of a task that stores the recipe parameters under their own names."""
+    return Recipe(
+        lr=float(task.lr),
+        epochs=int(task.epochs),
+        batch_size=int(task.batch_size),
+        max_length=int(task.max_length),
+        warmup_ratio=float(task.warmup_ratio),
+        grad_accum=int(task.grad_accum),
+        weight_decay=float(task.weight_decay),
+        max_grad_norm=float(task.max_grad_norm),
+        seed=int(seed),
+        mixed_precision=task.mixed_precision,
+        max_train_samples=task.max_train_samples,
+    )
+
+
+def model_eval_length(model: LoadedModel, requested: int | None) -> int:
+    """Evaluation length: ``requested`` or the model's limit, never above the model's or the
+    tokenizer's own limit."""
+    limit = int(model.max_length)
+    tok_limit = getattr(model.tokenizer, "model_max_length", None)
+    if isinstance(tok_limit, int) and 0 < tok_limit < 100_000:
+        limit = min(limit, tok_limit)
+    return min(int(requested), limit) if requested else limit

@@ -200,3 +200,18 @@ def bootstrap_ci(
     alpha = (1.0 - confidence) / 2
     low, high = np.quantile(values, [alpha, 1.0 - alpha])
     return float(low), float(high)
+
+
+def macro_f1_from_pairs(pairs: np.ndarray, num_labels: int) -> float:
+    """Macro F1 from an (n, 2) array of (reference, prediction) label ids."""
+    pairs = np.asarray(pairs, dtype=np.int64)
+    k = int(num_labels)
+    ref, pred = pairs[:, 0], pairs[:, 1]
+    tp = np.bincount(ref[ref == pred], minlength=k).astype(float)
+    support = np.bincount(ref, minlength=k).astype(float)
+    predicted = np.bincount(pred, minlength=k).astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = np.where(predicted > 0, tp / predicted, 0.0)
+        r = np.where(support > 0, tp / support, 0.0)
+        f1 = np.where(p + r > 0, 2 * p * r / (p + r), 0.0)
+    return float(f1.mean()) if k else 0.0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -142,7 +143,7 @@ def make_results(
 
         def row(metric: str, value: float, *, desc: str, hib: bool | None, unit: str,
                 main: bool = False, ci: tuple[float, float] | None = None,
-                samples: list[float] | None = None) -> None:
+                samples: list[float] | None = None, base: dict[str, Any] = base) -> None:
             r = {**base, "metric": metric, "value": float(value), "metric_description": desc,
                  "higher_is_better": hib, "main_metric": main, "unit": unit}
             if ci:
@@ -210,6 +211,7 @@ def write_jsonl(df: pd.DataFrame, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "results.jsonl", "w", encoding="utf-8") as f:
         for rec in df.to_dict(orient="records"):
-            clean = {k: (None if isinstance(v, float) and v != v else v) for k, v in rec.items()}
+            clean = {k: (None if isinstance(v, float) and math.isnan(v) else v)
+                     for k, v in rec.items()}
             f.write(json.dumps(clean) + "\n")
     return folder

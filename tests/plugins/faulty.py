@@ -39,8 +39,11 @@ class OutOfMemory(_Base):
 class Hangs(_Base):
     name = "hangs"
 
-    def misbehave(self):
+    def unsupported_reason(self, ctx):  # hangs early, before any model is loaded
         time.sleep(600)
+
+    def misbehave(self):
+        raise AssertionError("never applied")
 
 
 class Unsupported(_Base):
@@ -53,7 +56,23 @@ class Unsupported(_Base):
         raise AssertionError("never applied")
 
 
+
+
+class WhereAmI(_Base):
+    """Skips itself, reporting the worker's pinned GPU, pid and device (scheduling tests)."""
+
+    name = "where-am-i"
+
+    def __init__(self, *, tag: int = 0):
+        self.tag = tag
+
+    def unsupported_reason(self, ctx):
+        time.sleep(0.5)  # long enough that both workers take cells
+        return (f"visible={os.environ.get('CUDA_VISIBLE_DEVICES')} pid={os.getpid()} "
+                f"device={ctx.device}")
+
+
 @harness.hookimpl
 def register_compressions(register):
-    for cls in (Raises, Exits, OutOfMemory, Hangs, Unsupported):
+    for cls in (Raises, Exits, OutOfMemory, Hangs, Unsupported, WhereAmI):
         register(cls)

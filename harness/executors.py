@@ -1,0 +1,203 @@
+"""The built-in executors: ``local`` (a pool of spawned worker processes) and ``inline``.
+
+Registered through the ``register_executors`` hook like any plugin's executor.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .api import Executor, ExecutorContext
+from .cell import CellOutcome, CellSpec, PluginSet, run_cell
+from .hookspecs import hookimpl
+
+#: a worker's start-up (imports, plugin loading) does not count towards a cell's timeout,
+#: up to this many seconds
+STARTUP_GRACE_S = 300
+
+
+
+def _worker_main(disabled: list[str], extra: list[str], threads: int | None,
+                 inbox: Any, outbox: Any) -> None:
+    """Worker loop: build plugins once, run cells until told to stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    # the parent draws the progress; keep library chatter (load reports, shard bars) quiet
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    plugins = PluginSet.build(disabled, extra)
+    while True:
+        msg = inbox.get()
+        if msg is None:
+            return
+        spec: CellSpec = msg
+
+        def progress(phase: str, text: str, _id: str = spec.cell_id) -> None:
+            outbox.put(("phase", _id, phase, text))
+
+        outcome = run_cell(spec, plugins, progress=progress)
+        outbox.put(("done", spec.cell_id, outcome))
+
+
+@dataclass
+class _Worker:
+    device: str
+    proc: Any = None
+    inbox: Any = None
+    cell: CellSpec | None = None
+    started: float = 0.0
+    begun: bool = False
+
+
+class LocalExecutor(Executor):
+    """One spawned worker process per device slot; replaces a worker that dies or hangs."""
+
+    name = "local"
+    version = "1"
+    description = "spawned worker processes: one per GPU (pinned), or --jobs on CPU"
+
+    def _setup(self, ectx: ExecutorContext) -> None:
+        self.ctx = mp.get_context("spawn")
+        self.outbox = self.ctx.Queue()
+        self.ectx = ectx
+        ncpu = os.cpu_count() or 1
+        devices, jobs = ectx.devices, max(1, ectx.jobs)
+        self.threads = max(1, ncpu // jobs) if devices == ["cpu"] else None
+        slots = [devices[i % len(devices)] for i in range(jobs)]
+        self.workers = [_Worker(d) for d in slots]
+        for w in self.workers:
+            self._start(w)
+
+    def _start(self, w: _Worker) -> None:
+        env_backup = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if w.device.startswith("cuda"):
+            os.environ["CUDA_VISIBLE_DEVICES"] = w.device.split(":", 1)[1]
+        w.inbox = self.ctx.Queue()
+        w.proc = self.ctx.Process(
+            target=_worker_main,
+            args=(self.ectx.disabled_plugins, self.ectx.extra_plugins, self.threads,
+                  w.inbox, self.outbox),
+            daemon=True,
+        )
+        try:
+            w.proc.start()
+        finally:
+            if env_backup is None:
+                os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+            else:
+                os.environ["CUDA_VISIBLE_DEVICES"] = env_backup
+        w.cell = None
+
+    def run(self, cells: list[CellSpec], ectx: ExecutorContext,
+            on_phase: Callable[[CellSpec, str], None],
+            on_done: Callable[[CellSpec, CellOutcome], None]) -> None:
+        self._setup(ectx)
+        try:
+            self._loop(cells, on_phase, on_done)
+        finally:
+            self._close()
+
+    def _loop(self, cells, on_phase, on_done) -> None:
+        pending = list(cells)
+        by_id = {c.cell_id: c for c in cells}
+        while pending or any(w.cell for w in self.workers):
+            for w in self.workers:
+                if w.cell is None and pending:
+                    spec = pending.pop(0)
+                    # inside the worker the pinned GPU is always cuda:0
+                    w.cell = replace(spec, device="cuda:0" if w.device.startswith("cuda") else "cpu")
+                    w.started, w.begun = time.monotonic(), False
+                    w.inbox.put(w.cell)
+            try:
+                msg = self.outbox.get(timeout=0.2)
+            except queue.Empty:
+                msg = None
+            if msg is not None:
+                kind, cell_id = msg[0], msg[1]
+                w = next((w for w in self.workers if w.cell and w.cell.cell_id == cell_id), None)
+                if kind == "phase" and w is not None:
+                    if msg[2] == "setup" and not w.begun:
+                        w.started, w.begun = time.monotonic(), True  # worker start-up excluded
+                    on_phase(by_id[cell_id], msg[2])
+                elif kind == "done" and w is not None:
+                    w.cell = None
+                    on_done(by_id[cell_id], msg[2])
+            for w in self.workers:
+                if w.cell is None:
+                    continue
+                timeout = w.cell.settings.timeout_s
+                reason = None
+                if not w.proc.is_alive():
+                    code = w.proc.exitcode
+                    if code is not None and code < 0:
+                        sig = signal.Signals(-code).name
+                        reason = (f"worker process was killed by {sig}"
+                                  + (" (out of memory? the kernel's OOM killer sends SIGKILL)"
+                                     if sig == "SIGKILL" else ""))
+                    else:
+                        reason = f"worker process exited with status {code} in the middle of the cell"
+                elif timeout and time.monotonic() - w.started > timeout + (
+                        0 if w.begun else STARTUP_GRACE_S):
+                    reason = (f"timed out after {timeout:g} s (settings.timeout_s); worker killed"
+                              if w.begun else f"worker did not start within {STARTUP_GRACE_S} s")
+                    w.proc.kill()
+                if reason:
+                    spec = by_id[w.cell.cell_id]
+                    w.proc.join(5)
+                    self._drain(by_id, on_done, w)
+                    if w.cell is not None:
+                        on_done(spec, CellOutcome("failed", error=reason, phase="worker",
+                                                  info={"device": w.device}))
+                    self._start(w)
+
+    def _drain(self, by_id, on_done, w: _Worker) -> None:
+        """Take a 'done' that a dying worker managed to send before it went."""
+        try:
+            while True:
+                kind, cell_id, *rest = self.outbox.get_nowait()
+                if kind == "done" and w.cell and cell_id == w.cell.cell_id:
+                    w.cell = None
+                    on_done(by_id[cell_id], rest[-1])
+        except queue.Empty:
+            pass
+
+    def _close(self) -> None:
+        for w in self.workers:
+            if w.proc.is_alive():
+                w.inbox.put(None)
+        for w in self.workers:
+            w.proc.join(10)
+            if w.proc.is_alive():
+                w.proc.kill()
+
+
+class InlineExecutor(Executor):
+    """Runs cells in this process (``--jobs 0``): no isolation, easiest to debug."""
+
+    name = "inline"
+    version = "1"
+    description = "cells run in the harness process itself (no isolation; for debugging)"
+
+    def run(self, cells, ectx, on_phase, on_done) -> None:
+        pm = ectx.plugin_manager
+        plugins = PluginSet(pm.registries()) if pm is not None else PluginSet.build(
+            ectx.disabled_plugins, ectx.extra_plugins)
+        for spec in cells:
+            spec = replace(spec, device=ectx.devices[0])
+            on_done(spec, run_cell(spec, plugins, progress=lambda p, t, s=spec: on_phase(s, p)))
+
+
+@hookimpl
+def register_executors(register):
+    register(LocalExecutor)
+    register(InlineExecutor)

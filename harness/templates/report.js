@@ -1,0 +1,114 @@
+{% raw %}
+/* Leaderboard behaviour: sort by any column, filter rows, chart tooltips. No network, no eval;
+   all text goes through textContent. */
+(function () {
+  "use strict";
+  var data = JSON.parse(document.getElementById("report-data").textContent);
+  var each = function (list, fn) { Array.prototype.forEach.call(list, fn); };
+
+  /* ---- sorting: empty values always last; first click ascending, then toggles ---- */
+  function sortTable(table, index, th) {
+    var asc = th.getAttribute("aria-sort") !== "ascending";
+    var numeric = th.getAttribute("data-type") === "num";
+    each(th.parentNode.children, function (h) { h.setAttribute("aria-sort", "none"); });
+    th.setAttribute("aria-sort", asc ? "ascending" : "descending");
+    var body = table.tBodies[0];
+    var rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function (a, b) {
+      var va = a.cells[index] ? a.cells[index].getAttribute("data-sort") : "";
+      var vb = b.cells[index] ? b.cells[index].getAttribute("data-sort") : "";
+      var ea = va === null || va === "", eb = vb === null || vb === "";
+      if (ea || eb) { return ea === eb ? 0 : (ea ? 1 : -1); }
+      var r = numeric ? parseFloat(va) - parseFloat(vb) : va.localeCompare(vb);
+      return asc ? r : -r;
+    });
+    rows.forEach(function (r) { body.appendChild(r); });
+  }
+  each(document.querySelectorAll("table.sortable"), function (table) {
+    each(table.tHead.rows[0].cells, function (th, index) {
+      th.tabIndex = 0;
+      th.addEventListener("click", function () { sortTable(table, index, th); });
+      th.addEventListener("keydown", function (e) {
+        if (e.key === "Enter" || e.key === " ") { e.preventDefault(); sortTable(table, index, th); }
+      });
+    });
+  });
+
+  /* ---- filtering: every word must occur in the row's text; plus a status choice ---- */
+  function applyFilter(tableId) {
+    var table = document.getElementById(tableId);
+    var text = document.querySelector('input.filter[data-table="' + tableId + '"]');
+    var status = document.querySelector('select.status-filter[data-table="' + tableId + '"]');
+    var words = text.value.toLowerCase().split(/\s+/).filter(Boolean);
+    var shown = 0, total = 0;
+    each(table.tBodies[0].rows, function (row) {
+      var hay = row.getAttribute("data-search") || "";
+      var ok = words.every(function (w) { return hay.indexOf(w) >= 0; }) &&
+               (status.value === "all" || row.getAttribute("data-status") === status.value);
+      row.hidden = !ok;
+      total += 1;
+      if (ok) { shown += 1; }
+    });
+    var counter = document.querySelector('.shown[data-table="' + tableId + '"]');
+    if (counter) { counter.textContent = shown + " of " + total + " cells"; }
+  }
+  each(document.querySelectorAll("input.filter, select.status-filter"), function (el) {
+    var id = el.getAttribute("data-table");
+    el.addEventListener("input", function () { applyFilter(id); });
+    el.addEventListener("change", function () { applyFilter(id); });
+  });
+
+  /* ---- chart tooltips (details from the embedded JSON), row highlight, click to row ---- */
+  var tip = document.getElementById("tooltip");
+  function highlight(rowId, on) {
+    var row = document.getElementById(rowId);
+    if (row) { row.classList.toggle("hl", on); }
+    each(document.querySelectorAll('circle.point[data-row="' + rowId + '"]'), function (c) {
+      c.classList.toggle("hl", on);
+    });
+  }
+  function showTip(point, x, y) {
+    var info = data.tips[point.getAttribute("data-row")];
+    if (!info) { return; }
+    tip.textContent = "";
+    var head = document.createElement("strong");
+    head.textContent = info.title;
+    tip.appendChild(head);
+    info.lines.forEach(function (line) {
+      var div = document.createElement("div");
+      div.textContent = line;
+      tip.appendChild(div);
+    });
+    tip.hidden = false;
+    var w = tip.offsetWidth, h = tip.offsetHeight;
+    tip.style.left = Math.max(4, Math.min(window.innerWidth - w - 4, x + 14)) + "px";
+    tip.style.top = Math.max(4, Math.min(window.innerHeight - h - 4, y + 14)) + "px";
+  }
+  each(document.querySelectorAll("svg circle.point"), function (point) {
+    var title = point.querySelector("title");
+    if (title) {  /* the JS tooltip replaces the native one (kept in the file for no-JS) */
+      point.setAttribute("aria-label", title.textContent);
+      title.parentNode.removeChild(title);
+    }
+    var rowId = point.getAttribute("data-row");
+    point.addEventListener("mouseenter", function (e) { showTip(point, e.clientX, e.clientY); highlight(rowId, true); });
+    point.addEventListener("mousemove", function (e) { showTip(point, e.clientX, e.clientY); });
+    point.addEventListener("mouseleave", function () { tip.hidden = true; highlight(rowId, false); });
+    point.addEventListener("focus", function () {
+      var r = point.getBoundingClientRect();
+      showTip(point, r.right, r.bottom);
+      highlight(rowId, true);
+    });
+    point.addEventListener("blur", function () { tip.hidden = true; highlight(rowId, false); });
+    point.addEventListener("click", function () {
+      var row = document.getElementById(rowId);
+      if (row) { row.hidden = false; row.scrollIntoView({ block: "center" }); }
+    });
+  });
+  each(document.querySelectorAll("table.leaderboard tbody tr"), function (row) {
+    row.addEventListener("mouseenter", function () { highlight(row.id, true); });
+    row.addEventListener("mouseleave", function () { highlight(row.id, false); });
+  });
+  document.documentElement.setAttribute("data-ready", "1");
+})();
+{% endraw %}

@@ -1,0 +1,390 @@
+"""The ``classification`` task: single-text or text-pair classification from SST-2 TSV, AG News
+CSV, or any CSV/TSV/JSONL table; scored by accuracy (main, with a bootstrap CI), macro-F1 and
+per-class precision/recall/F1. See docs/tasks.md."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import harness
+from harness.api import CellContext, Head, LoadedModel, MetricValue, Predictor, Task
+from harness.errors import DataError, PluginError
+
+from .textdata import FORMATS, Example, LabelMap, TextSplit, preset, read_names, read_table, sort_labels
+
+SPLITS = ("train", "validation", "test")
+
+
+class ClassificationTask(Task):
+    """Text (or text-pair) classification on local tables."""
+
+    name = "classification"
+    version = "1"
+    description = "text classification (SST-2, AG News, CSV/TSV/JSONL); accuracy, macro-F1"
+
+    def __init__(
+        self,
+        *,
+        data_dir: str = ".",
+        format: str = "csv",
+        train_file: str | None = None,
+        validation_file: str | None = None,
+        test_file: str | None = None,
+        eval_split: str | None = None,
+        text_column: str | list[str] | None = None,
+        text_pair_column: str | list[str] | None = None,
+        label_column: str | None = None,
+        header: bool | None = None,
+        label_names: list[str] | None = None,
+        label_offset: int | None = None,
+        classes_file: str | None = None,
+        max_train_samples: int | None = None,
+        max_eval_samples: int | None = None,
+        lr: float = 5e-5,
+        epochs: int = 1,
+        batch_size: int = 32,
+        max_length: int = 128,
+        warmup_ratio: float = 0.1,
+        grad_accum: int = 1,
+        weight_decay: float = 0.0,
+        max_grad_norm: float = 1.0,
+        mixed_precision: str = "auto",
+        eval_batch_size: int = 64,
+        eval_max_length: int | None = None,
+        bootstrap: int = 1000,
+    ) -> None:
+        from .finetune import MIXED_PRECISION
+
+        if format not in FORMATS:
+            raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+        if mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}")
+        p = preset(format)
+        self.data_dir, self.format = data_dir, format
+        self.table = p["table"]
+        self.files = dict(p["files"])
+        for split, given in (("train", train_file), ("validation", validation_file), ("test", test_file)):
+            if given is not None:  # None: the preset's file; "": no such split
+                self.files[split] = given or None
+        self.eval_split = eval_split or p["eval_split"]
+        if self.eval_split not in SPLITS:
+            raise ValueError(f"eval_split must be one of {SPLITS}, got {self.eval_split!r}")
+        if not self.files.get(self.eval_split):
+            raise ValueError(f"eval_split {self.eval_split!r} has no file configured")
+        self.text_column = text_column if text_column is not None else p["text_column"]
+        self.text_pair_column = text_pair_column if text_pair_column is not None else p["text_pair_column"]
+        self.label_column = label_column if label_column is not None else p["label_column"]
+        self.header = header if header is not None else p["header"]
+        self.label_names = list(label_names) if label_names is not None else p["label_names"]
+        self.label_offset = label_offset if label_offset is not None else p["label_offset"]
+        self.classes_file = p["classes_file"] if classes_file is None else (classes_file or None)
+        self.max_train_samples, self.max_eval_samples = max_train_samples, max_eval_samples
+        self.lr, self.epochs, self.batch_size, self.max_length = lr, epochs, batch_size, max_length
+        self.warmup_ratio, self.grad_accum = warmup_ratio, grad_accum
+        self.weight_decay, self.max_grad_norm = weight_decay, max_grad_norm
+        self.mixed_precision = mixed_precision
+        self.eval_batch_size, self.eval_max_length = eval_batch_size, eval_max_length
+        self.bootstrap = bootstrap
+        self._splits: dict[str, TextSplit | None] = {}
+        self._names: list[str] | None = None
+        self._tokenizer: Any = None
+        self._labels: tuple[str, ...] | None = None
+        self._eval_len: int | None = None
+
+    # -- data --------------------------------------------------------------------------------
+    def _path(self, split: str) -> Path | None:
+        name = self.files.get(split)
+        return Path(self.data_dir) / name if name else None
+
+    def _fixed_names(self) -> list[str] | None:
+        """Label names fixed by the configuration (classes file or label_names), if any."""
+        if self._names is None:
+            if self.classes_file:
+                self._names = read_names(Path(self.data_dir) / self.classes_file)
+            elif self.label_names:
+                self._names = list(self.label_names)
+        return self._names
+
+    def split(self, split: str, required: bool = True) -> TextSplit | None:
+        if split not in self._splits:
+            path = self._path(split)
+            data = None
+            if path is not None and path.is_file():
+                data = read_table(
+                    path, fmt=self.table, text_columns=self.text_column,
+                    pair_columns=self.text_pair_column, label_column=self.label_column,
+                    label_map=LabelMap(self._fixed_names(), self.label_offset), header=self.header,
+                )
+            self._splits[split] = data
+        data = self._splits[split]
+        if data is None and required:
+            path = self._path(split)
+            hint = ""
+            if self.format == "ag_news" and split == "train":
+                hint = (
+                    "; AG News' train split is not shipped with the test data: download train.csv "
+                    "(same layout as test.csv) and set the task's data_dir or train_file to it"
+                )
+            raise DataError(f"{path or '(no file configured)'}: the {split} split is missing (data file not found){hint}")
+        return data
+
+    def examples(self, split: str) -> list[Example]:
+        data = self.split(split)
+        assert data is not None
+        limit = self.max_train_samples if split == "train" else (
+            self.max_eval_samples if split == self.eval_split else None
+        )
+        return data.examples[:limit] if limit else data.examples
+
+    def labels(self) -> list[str]:
+        names = self._fixed_names()
+        if names is not None:
+            return list(names)
+        values: set[str] = set()
+        for sp in SPLITS:
+            data = self.split(sp, required=sp == self.eval_split)
+            if data is not None:
+                values |= {e.label for e in data.examples}
+        return sort_labels(values)
+
+    def head(self) -> Head:
+        return Head("sequence-classification", tuple(self.labels()))
+
+    def _split_hash(self, split: str) -> str:
+        data = self.split(split)
+        assert data is not None
+        limit = self.max_train_samples if split == "train" else self.max_eval_samples
+        cols = (self.text_column, self.text_pair_column, self.label_column, self.header)
+        return f"{split}:{data.sha256}:{cols}:{self._fixed_names()}:{self.label_offset}:{limit}"
+
+    def train_hash(self) -> str:
+        from ._torch import hash_text
+
+        return hash_text(self._split_hash("train"))
+
+    def data_hash(self) -> str:
+        from ._torch import hash_text
+
+        parts = [self._split_hash(self.eval_split)]
+        if self.eval_split != "train" and self.split("train", required=False) is not None:
+            parts.append(self._split_hash("train"))
+        return hash_text(*parts)
+
+    # -- encoding ----------------------------------------------------------------------------
+    @staticmethod
+    def encode(tokenizer: Any, examples: list[Example], max_length: int) -> list[dict[str, Any]]:
+        """Tokenise (truncating to ``max_length``); each feature keeps ``truncated``."""
+        texts = [e.text for e in examples]
+        pairs = [e.pair or "" for e in examples] if any(e.pair is not None for e in examples) else None
+        out: list[dict[str, Any]] = []
+        step = 4096
+        for lo in range(0, len(texts), step):
+            kw: dict[str, Any] = {}
+            if pairs is not None:
+                kw["text_pair"] = pairs[lo : lo + step]
+            enc = tokenizer(texts[lo : lo + step], truncation=False, verbose=False, **kw)
+            long = [i for i, ids in enumerate(enc["input_ids"]) if len(ids) > max_length]
+            cut = None
+            if long:  # only inputs over the limit are encoded again, truncated
+                kw2 = {"text_pair": [kw["text_pair"][i] for i in long]} if pairs is not None else {}
+                cut = tokenizer(
+                    [texts[lo + i] for i in long], truncation=True, max_length=max_length, **kw2
+                )
+            redo = {i: j for j, i in enumerate(long)}
+            for i in range(len(enc["input_ids"])):
+                src, at = (cut, redo[i]) if i in redo else (enc, i)
+                f = {"input_ids": src["input_ids"][at], "truncated": i in redo}
+                if "token_type_ids" in src:
+                    f["token_type_ids"] = src["token_type_ids"][at]
+                out.append(f)
+        return out
+
+    # -- fine-tuning -------------------------------------------------------------------------
+    def recipe(self, seed: int):
+        from .finetune import task_recipe
+
+        return task_recipe(self, seed)
+
+    def bind(self, model: LoadedModel) -> None:
+        """Remember the tokenizer, label order and evaluation length ``evaluate`` will use."""
+        from .finetune import model_eval_length
+
+        self._tokenizer = model.tokenizer
+        self._labels = tuple(model.head.labels)
+        self._eval_len = model_eval_length(model, self.eval_max_length)
+
+    def fit(self, model: LoadedModel, ctx: CellContext) -> LoadedModel:
+        if model.head.kind != "sequence-classification":
+            raise PluginError(
+                f"task 'classification' needs a sequence-classification head, got {model.head.kind!r}"
+            )
+        wanted = self.labels()
+        if model.trained_for_task:
+            if sorted(model.head.labels) != sorted(wanted):
+                raise PluginError(
+                    f"model {model.source!r} is fine-tuned for labels {list(model.head.labels)}, "
+                    f"but the task has labels {wanted}"
+                )
+            self.bind(model)
+            return model
+        from .finetune import finetune
+
+        recipe = self.recipe(ctx.seed)
+        label2id = {label: i for i, label in enumerate(model.head.labels)}
+        missing = set(wanted) - set(label2id)
+        if missing:
+            raise PluginError(f"model head lacks labels {sorted(missing)} of the data")
+        train_len = min(recipe.max_length, model.max_length)
+
+        def build():
+            exs = self.examples("train")
+            feats = self.encode(model.tokenizer, exs, train_len)
+            for f, e in zip(feats, exs):
+                f["labels"] = label2id[e.label]
+                f.pop("truncated")
+            return feats, len(exs)
+
+        self.split("train")  # a missing train file is a DataError before any work
+        tuned = finetune(
+            model, build, recipe, ctx, data_hash=self.train_hash(), task=self.name,
+            task_version=self.version,
+        )
+        self.bind(tuned)
+        return tuned
+
+    # -- evaluation --------------------------------------------------------------------------
+    def _require_bound(self) -> tuple[Any, tuple[str, ...], int]:
+        if self._tokenizer is None or self._labels is None or self._eval_len is None:
+            raise PluginError(
+                "task 'classification': evaluate() needs fit(model, ctx) (or bind(model)) first"
+            )
+        return self._tokenizer, self._labels, self._eval_len
+
+    def predict(self, predictor: Predictor, ctx: CellContext, examples: list[Example]) -> tuple[list[int], int]:
+        """Predicted label ids (in the model's label order) and the number of truncated inputs."""
+        import torch
+        from tqdm.auto import tqdm
+
+        from .finetune import pad_batch
+
+        tokenizer, labels, max_len = self._require_bound()
+        feats = self.encode(tokenizer, examples, max_len)
+        order = sorted(range(len(feats)), key=lambda i: len(feats[i]["input_ids"]), reverse=True)
+        bs = max(1, int(self.eval_batch_size))
+        batches = [order[i : i + bs] for i in range(0, len(order), bs)]
+        preds = [-1] * len(feats)
+        with torch.inference_mode():
+            for idx in tqdm(batches, desc="evaluate classification", unit="batch", disable=not ctx.show_progress):
+                logits = predictor(pad_batch([feats[i] for i in idx], tokenizer))
+                logits = torch.as_tensor(getattr(logits, "logits", logits)).float().cpu()
+                if logits.shape[-1] != len(labels):
+                    raise PluginError(f"predictor returned {logits.shape[-1]} logits, task has {len(labels)} labels")
+                for i, p in zip(idx, logits.argmax(-1).tolist()):
+                    preds[i] = int(p)
+        return preds, sum(bool(f["truncated"]) for f in feats)
+
+    def evaluate(self, predictor: Predictor, ctx: CellContext) -> list[MetricValue]:
+        _, labels, max_len = self._require_bound()
+        examples = self.examples(self.eval_split)
+        ctx.progress("evaluate", f"{len(examples)} examples of {self.eval_split}")
+        preds, truncated = self.predict(predictor, ctx, examples)
+        index = {name: i for i, name in enumerate(labels)}
+        refs = []
+        for e in examples:
+            if e.label not in index:
+                raise DataError(f"{self._path(self.eval_split)}:{e.line}: label {e.label!r} unknown to the model ({list(labels)})")
+            refs.append(index[e.label])
+        return classification_metrics(
+            refs, preds, list(labels), bootstrap=self.bootstrap, seed=ctx.seed,
+            split=self.eval_split, truncated=truncated, max_length=max_len,
+        )
+
+    # -- inputs for timing and calibration ---------------------------------------------------
+    def _limit(self, tokenizer: Any, default: int) -> int:
+        if self._eval_len is not None:
+            return self._eval_len
+        lim = getattr(tokenizer, "model_max_length", None)
+        return min(default, lim) if isinstance(lim, int) and lim > 0 else default
+
+    def latency_batches(self, tokenizer: Any, batch_size: int, count: int, seed: int) -> list[dict[str, Any]]:
+        from .finetune import pad_batch
+
+        exs = self.examples(self.eval_split)
+        rng = random.Random(seed)
+        need = batch_size * count
+        picks = rng.sample(exs, need) if need <= len(exs) else rng.choices(exs, k=need)
+        feats = self.encode(tokenizer, picks, self._limit(tokenizer, 512))
+        return [pad_batch(feats[i * batch_size : (i + 1) * batch_size], tokenizer) for i in range(count)]
+
+    def calibration_batches(self, tokenizer: Any, samples: int, seed: int) -> list[dict[str, Any]]:
+        from .finetune import pad_batch
+
+        split = "train" if self.split("train", required=False) is not None else "validation"
+        if split == self.eval_split or self.split(split, required=False) is None:
+            self.split("train")  # raises the DataError naming the missing train file
+        exs = self.examples(split)
+        rng = random.Random(seed)
+        picks = rng.sample(exs, min(samples, len(exs)))
+        feats = self.encode(tokenizer, picks, min(self.max_length, self._limit(tokenizer, 512)))
+        return [pad_batch([f], tokenizer) for f in feats]
+
+
+def classification_metrics(
+    references: list[int],
+    predictions: list[int],
+    labels: list[str],
+    *,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    split: str = "test",
+    truncated: int = 0,
+    max_length: int | None = None,
+) -> list[MetricValue]:
+    """Accuracy (main), macro-F1 and per-class scores of label-id ``predictions``."""
+    import numpy as np
+
+    from .metrics import bootstrap_ci, classification_metric, macro_f1_from_pairs
+
+    if len(references) != len(predictions):
+        raise DataError(f"{len(references)} gold labels but {len(predictions)} predictions")
+    k = len(labels)
+    res = classification_metric().compute(predictions=predictions, references=references, num_labels=k)
+    n = len(references)
+    pairs = np.stack([np.asarray(references), np.asarray(predictions)], axis=1)
+    acc_ci = bootstrap_ci((pairs[:, 0] == pairs[:, 1]).astype(float), np.mean, bootstrap, seed)
+    f1_ci = bootstrap_ci(pairs, lambda s: macro_f1_from_pairs(s, k), bootstrap, seed)
+    ci = (
+        f"; 95% CI: percentile bootstrap, {bootstrap} resamples of the {n} examples, seed {seed}"
+        if bootstrap > 0 else ""
+    )
+    trunc = f"; {truncated} of {n} inputs truncated to {max_length} tokens" if truncated else ""
+    out = [
+        MetricValue(
+            "accuracy", res["accuracy"], *acc_ci,
+            description=f"accuracy (fraction of the {n} {split} examples whose predicted label "
+            f"is the gold label){ci}{trunc}",
+            main=True,
+        ),
+        MetricValue(
+            "macro_f1", res["macro_f1"], *f1_ci,
+            description=f"macro-averaged F1 over the {k} classes (unweighted mean of per-class "
+            f"F1), {split} split{ci}",
+        ),
+    ]
+    for i, name in enumerate(labels):
+        for key in ("f1", "precision", "recall"):
+            out.append(
+                MetricValue(
+                    f"{key}.{name}", res[key][i],
+                    description=f"{key if key != 'f1' else 'F1'} of class {name!r} "
+                    f"({res['support'][i]} gold examples), one-vs-rest, {split} split",
+                )
+            )
+    return out
+
+
+@harness.hookimpl
+def register_tasks(register):
+    register(ClassificationTask)

@@ -1,0 +1,576 @@
+"""Compressions that run on OpenVINO, where NNCF's int8 is real int8 (in PyTorch an NNCF
+model is fake-quantised and slower than fp32):
+
+* ``openvino``: the fp32 model converted to OpenVINO IR, no compression: the runtime baseline
+  that the int8 speed-up is measured against (the same kernels, only the precision differs).
+* ``nncf-ptq``: NNCF post-training static int8 quantisation (``ModelType.TRANSFORMER``),
+  calibrated on the task's train split; ``max_drop`` switches to NNCF's accuracy-controlled
+  quantisation with the task's own main metric.
+* ``nncf-weights``: NNCF weight compression (int8/int4, group size, ratio); activations stay
+  floating point.
+
+The model is converted with ``openvino.convert_model`` with dynamic batch and sequence dims, so
+real (dynamically padded) lengths are fed. It is compiled for the CPU with
+``INFERENCE_PRECISION_HINT=f32`` by default (on AMX/AVX512-BF16 processors OpenVINO would
+otherwise silently run fp32 models in bf16) and the precision the compiled model really uses is
+read back from the runtime graph. nncf and openvino are imported lazily.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import harness
+from harness.api import CellContext, Compression, LoadedModel, Predictor, Task
+from harness.errors import PluginError
+
+from .compress_torch import (
+    base_info,
+    cached_or_build,
+    copy_artifact,
+    cpu_capabilities,
+    cpu_copy,
+    task_key,
+    weight_counts,
+)
+
+XML, BIN = "model.xml", "model.bin"
+INFERENCE_PRECISIONS = ("f32", "bf16", "f16")
+WEIGHT_MODES = ("int8_sym", "int8_asym", "int4_sym", "int4_asym", "nf4")
+_COMPUTE_OPS = ("FullyConnected", "MatMul", "Convolution", "FullyConnectedCompressed")
+
+
+def _missing_packages(*names: str) -> list[str]:
+    return [n for n in names if importlib.util.find_spec(n) is None]
+
+
+def _openvino_reason(plugin: str, ctx: CellContext, need_nncf: bool) -> str | None:
+    missing = _missing_packages("openvino", *(("nncf",) if need_nncf else ()))
+    if missing:
+        return f"{plugin}: package(s) {', '.join(missing)} not installed (pip install {' '.join(missing)})"
+    if ctx.device != "cpu":
+        return (
+            f"{plugin}: runs on OpenVINO's CPU plugin; device {ctx.device!r} is not supported "
+            "(OpenVINO has no CUDA device)"
+        )
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# torch -> OpenVINO
+# ---------------------------------------------------------------------------------------------
+
+
+def _logits_wrapper(module: Any, names: tuple[str, ...]) -> Any:
+    """A module whose forward takes the model inputs positionally/by name and returns logits."""
+    import torch
+
+    class Logits(torch.nn.Module):
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask=None, token_type_ids=None):  # noqa: ANN001
+            kwargs = {"input_ids": input_ids}
+            if attention_mask is not None:
+                kwargs["attention_mask"] = attention_mask
+            if token_type_ids is not None:
+                kwargs["token_type_ids"] = token_type_ids
+            return self.inner(**kwargs).logits
+
+    unknown = set(names) - {"input_ids", "attention_mask", "token_type_ids"}
+    if unknown:
+        raise PluginError(f"OpenVINO export: unsupported model inputs {sorted(unknown)}")
+    return Logits(module).eval()
+
+
+def example_batch(model: LoadedModel) -> dict[str, Any]:
+    """A padded batch of two real-looking sentences, only the inputs the tokenizer makes."""
+    enc = model.tokenizer(
+        ["The European Commission said on Thursday it disagreed .", "Peter Blackburn"],
+        padding=True,
+        return_tensors="pt",
+    )
+    return {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+
+
+def to_openvino(model: LoadedModel) -> Any:
+    """``openvino.convert_model`` of the fp32 module, dynamic batch and sequence dims, output
+    named ``logits``."""
+    import warnings
+
+    import openvino as ov
+    import torch
+
+    example = example_batch(model)
+    wrapper = _logits_wrapper(cpu_copy(model.module).float().eval(), tuple(example))
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        ov_model = ov.convert_model(wrapper, example_input=example)
+    for inp in ov_model.inputs:  # dynamic batch and sequence, whatever tracing inferred
+        if inp.get_partial_shape().rank.get_length() == 2:
+            ov_model.reshape({inp.get_any_name(): ov.PartialShape([-1, -1])})
+    ov_model.outputs[0].get_tensor().set_names({"logits"})
+    return ov_model
+
+
+def save_ov(ov_model: Any, folder: Path) -> None:
+    import openvino as ov
+
+    ov.save_model(ov_model, str(folder / XML), compress_to_fp16=False)
+
+
+def runtime_precisions(compiled: Any) -> dict[str, dict[str, int]]:
+    """{layer type: {runtime precision: count}} of the compute layers of a compiled model."""
+    out: dict[str, Counter] = {}
+    for op in compiled.get_runtime_model().get_ops():
+        rt = op.get_rt_info()
+        try:
+            kind = rt["layerType"].astype(str)
+            prec = rt["runtimePrecision"].astype(str)
+        except Exception:  # noqa: BLE001 - an op without the info
+            continue
+        if kind in _COMPUTE_OPS:
+            out.setdefault(kind, Counter())[prec] += 1
+    return {k: dict(v) for k, v in out.items()}
+
+
+def _dominant_compute_precision(precisions: dict[str, dict[str, int]]) -> str:
+    """"int8" when most FullyConnected/MatMul layers run in u8/i8, else the float type."""
+    totals: Counter = Counter()
+    for counts in precisions.values():
+        for prec, n in counts.items():
+            totals["int8" if prec in ("u8", "i8") else {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(prec, prec)] += n
+    return totals.most_common(1)[0][0] if totals else "fp32"
+
+
+class OpenVINOPredictor(Predictor):
+    """Runs an OpenVINO IR (``model.xml`` + ``model.bin``) on the CPU plugin; returns torch logits."""
+
+    runtime = "openvino"
+    device = "cpu"
+
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        counts: tuple[int, int],
+        info: dict[str, Any] | None = None,
+        inference_precision: str = "f32",
+        threads: int | None = None,
+        precision: str | None = None,
+        compiled: Any = None,
+    ) -> None:
+        import openvino as ov
+
+        self.folder = Path(folder)
+        self.counts = counts
+        self.info = dict(info or {})
+        if compiled is None:
+            core = ov.Core()
+            config: dict[str, Any] = {
+                "INFERENCE_PRECISION_HINT": inference_precision,
+                "PERFORMANCE_HINT": "LATENCY",
+            }
+            if threads:
+                config["INFERENCE_NUM_THREADS"] = int(threads)
+            compiled = core.compile_model(core.read_model(str(self.folder / XML)), "CPU", config)
+        self.compiled = compiled
+        self.request = compiled.create_infer_request()
+        self.input_names = tuple(i.get_any_name() for i in compiled.inputs)
+        self.precisions = runtime_precisions(compiled)
+        hint = compiled.get_property("INFERENCE_PRECISION_HINT")
+        self.inference_precision = hint.to_string() if hasattr(hint, "to_string") else str(hint)
+        self.precision = precision or _dominant_compute_precision(self.precisions)
+
+    def __call__(self, batch: Mapping[str, Any]) -> Any:
+        import numpy as np
+        import torch
+
+        feed = {}
+        for name in self.input_names:
+            v = batch[name]
+            feed[name] = v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
+        out = self.request.infer(feed, share_inputs=True, share_outputs=False)
+        return torch.from_numpy(out[0])
+
+    def save(self, directory: Path) -> Path:
+        return copy_artifact(self.folder, directory)
+
+    def parameter_counts(self) -> tuple[int, int]:
+        return self.counts
+
+    def bits_per_weight(self) -> float:
+        """Bytes of ``model.bin`` x 8 / parameters of the source model (int8/int4 weights plus
+        their scales and zero points, and whatever stays fp32)."""
+        total = self.counts[0]
+        return round(8 * (self.folder / BIN).stat().st_size / total, 3) if total else 0.0
+
+    def describe(self) -> dict[str, Any]:
+        import openvino as ov
+
+        def prop(name: str) -> Any:
+            try:
+                return self.compiled.get_property(name)
+            except Exception:  # noqa: BLE001
+                return None
+
+        return {
+            **self.info,
+            "runtime": "openvino",
+            "openvino_version": ov.get_version(),
+            "inference_precision_hint": self.inference_precision,
+            "runtime_precisions": json.dumps(self.precisions, sort_keys=True),
+            "threads": prop("INFERENCE_NUM_THREADS"),
+            "streams": prop("NUM_STREAMS"),
+            "nonzero_counted_on": "fp32 source model",
+        }
+
+
+def _predictor_config(comp: Any) -> dict[str, Any]:
+    import torch
+
+    return {
+        "inference_precision": comp.inference_precision,
+        "threads": comp.threads or torch.get_num_threads(),
+    }
+
+
+def _check_common(plugin: str, inference_precision: str, threads: int | None) -> None:
+    if inference_precision not in INFERENCE_PRECISIONS:
+        raise ValueError(f"{plugin}: inference_precision must be one of {INFERENCE_PRECISIONS}")
+    if threads is not None and int(threads) < 1:
+        raise ValueError(f"{plugin}: threads must be >= 1")
+
+
+def _precision_reason(plugin: str, inference_precision: str) -> str | None:
+    if inference_precision == "f32":
+        return None
+    caps = cpu_capabilities()
+    need = ("avx512_bf16", "amx_bf16") if inference_precision == "bf16" else ("avx512_fp16", "amx_fp16")
+    if not any(caps[f] for f in need):
+        return f"{plugin}: inference_precision={inference_precision} needs {' or '.join(need)} on the CPU"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# openvino (fp32 runtime baseline)
+# ---------------------------------------------------------------------------------------------
+
+
+class OpenVINOFP32(Compression):
+    """The fp32 model on OpenVINO: the same-runtime baseline of ``nncf-ptq``/``nncf-weights``."""
+
+    name = "openvino"
+    version = "1"
+    description = "fp32 model converted to OpenVINO IR (runtime baseline for nncf-*), CPU"
+
+    def __init__(self, *, inference_precision: str = "f32", threads: int | None = None) -> None:
+        super().__init__()
+        _check_common(self.name, inference_precision, threads)
+        self.inference_precision, self.threads = inference_precision, threads
+
+    def unsupported_reason(self, ctx: CellContext) -> str | None:
+        return _openvino_reason(self.name, ctx, need_nncf=False) or _precision_reason(
+            self.name, self.inference_precision
+        )
+
+    def apply(self, model: LoadedModel, task: Task, ctx: CellContext) -> OpenVINOPredictor:
+        def build(folder: Path) -> dict[str, Any]:
+            save_ov(to_openvino(model), folder)
+            return {}
+
+        folder, meta, hit = cached_or_build(ctx, model, self, build)
+        info = base_info(self, "openvino", meta, hit)
+        return OpenVINOPredictor(
+            folder / "model", counts=weight_counts(model.module), info=info, **_predictor_config(self)
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# nncf-ptq
+# ---------------------------------------------------------------------------------------------
+
+
+def _to_numpy_fn(names: tuple[str, ...]):
+    def transform(batch: Mapping[str, Any]) -> dict[str, Any]:
+        return {n: batch[n].numpy() for n in names if n in batch}
+
+    return transform
+
+
+def _control_task(task: Task, split: str, samples: int | None) -> tuple[Task, str]:
+    """A copy of ``task`` that evaluates on ``split`` (when the task has an ``eval_split``
+    parameter and that split exists), without bootstrap CIs; plus the split actually used."""
+    params = type(task).parameters()
+    t = copy.copy(task)
+    used = getattr(task, "eval_split", "the task's evaluation split")
+    if "eval_split" in params and split:
+        has_split = getattr(task, "split", None)
+        try:
+            ok = has_split is None or has_split(split, required=False) is not None
+        except Exception:  # noqa: BLE001
+            ok = False
+        if ok:
+            t.eval_split = split  # type: ignore[attr-defined]
+            used = split
+    if "bootstrap" in params:
+        t.bootstrap = 0  # type: ignore[attr-defined]
+    if samples and "max_eval_samples" in params:
+        t.max_eval_samples = int(samples)  # type: ignore[attr-defined]
+    return t, str(used)
+
+
+def _main_metric(metrics: list[Any]) -> tuple[float, bool, str]:
+    mains = [m for m in metrics if m.main]
+    if len(mains) != 1:
+        raise PluginError(f"accuracy control: the task returned {len(mains)} main metrics, needs 1")
+    return float(mains[0].value), bool(mains[0].higher_is_better), mains[0].name
+
+
+class NNCFPostTrainingInt8(Compression):
+    """NNCF post-training static int8 quantisation of the OpenVINO model.
+
+    :param subset_size: calibration samples drawn (seeded) from the task's train split.
+    :param preset: "mixed" (asymmetric activations, NNCF's transformer default) or "performance".
+    :param max_drop: if set, ``nncf.quantize_with_accuracy_control``: layers are reverted to
+        fp32 until the task's main metric drops by at most this much (absolute, metric units:
+        0.01 = 1 F1 point), measured on ``control_split``.
+    :param control_split: split for accuracy control (the task's ``eval_split`` is swapped for
+        it when the task has that parameter; otherwise the task's own evaluation split is used
+        and the result row says so).
+    :param control_samples: cap on evaluated examples per accuracy-control evaluation.
+    :param ranking_samples: train examples NNCF ranks layers on (by output change).
+    :param smooth_quant: apply SmoothQuant (NNCF's transformer default); False disables it.
+    """
+
+    name = "nncf-ptq"
+    version = "1"
+    description = "NNCF post-training static int8 (transformer preset) on OpenVINO, CPU"
+
+    def __init__(
+        self,
+        *,
+        subset_size: int = 300,
+        preset: str = "mixed",
+        fast_bias_correction: bool = True,
+        smooth_quant: bool = True,
+        max_drop: float | None = None,
+        control_split: str = "validation",
+        control_samples: int | None = None,
+        ranking_samples: int = 100,
+        inference_precision: str = "f32",
+        threads: int | None = None,
+    ) -> None:
+        super().__init__()
+        if int(subset_size) < 1:
+            raise ValueError("nncf-ptq: subset_size must be >= 1")
+        if preset not in ("mixed", "performance"):
+            raise ValueError("nncf-ptq: preset must be 'mixed' or 'performance'")
+        if max_drop is not None and float(max_drop) < 0:
+            raise ValueError("nncf-ptq: max_drop must be >= 0")
+        _check_common(self.name, inference_precision, threads)
+        self.subset_size, self.preset = int(subset_size), preset
+        self.fast_bias_correction, self.smooth_quant = bool(fast_bias_correction), bool(smooth_quant)
+        self.max_drop = None if max_drop is None else float(max_drop)
+        self.control_split, self.control_samples = control_split, control_samples
+        self.ranking_samples = int(ranking_samples)
+        self.inference_precision, self.threads = inference_precision, threads
+
+    def unsupported_reason(self, ctx: CellContext) -> str | None:
+        return _openvino_reason(self.name, ctx, need_nncf=True) or _precision_reason(
+            self.name, self.inference_precision
+        )
+
+    def _quantize(self, model: LoadedModel, task: Task, ctx: CellContext) -> tuple[Any, dict[str, Any]]:
+        import nncf
+        from nncf.quantization.advanced_parameters import (
+            AdvancedAccuracyRestorerParameters,
+            AdvancedQuantizationParameters,
+            AdvancedSmoothQuantParameters,
+        )
+
+        ov_model = to_openvino(model)
+        names = tuple(i.get_any_name() for i in ov_model.inputs)
+        calib = task.calibration_batches(model.tokenizer, self.subset_size, ctx.seed)
+        if not calib:
+            raise PluginError(f"nncf-ptq: task {task.name!r} gave no calibration samples")
+        dataset = nncf.Dataset(calib, _to_numpy_fn(names))
+        preset = {"mixed": nncf.QuantizationPreset.MIXED, "performance": nncf.QuantizationPreset.PERFORMANCE}[self.preset]
+        adv = AdvancedQuantizationParameters()
+        if not self.smooth_quant:
+            adv = AdvancedQuantizationParameters(
+                smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1, convolution=-1)
+            )
+        common = dict(
+            preset=preset,
+            subset_size=min(self.subset_size, len(calib)),
+            fast_bias_correction=self.fast_bias_correction,
+            model_type=nncf.ModelType.TRANSFORMER,
+            target_device=nncf.TargetDevice.CPU,
+        )
+        extra: dict[str, Any] = {"calibration_samples": len(calib)}
+        if self.max_drop is None:
+            return nncf.quantize(ov_model, dataset, advanced_parameters=adv, **common), extra
+
+        control, split = _control_task(task, self.control_split, self.control_samples)
+        ranking = task.calibration_batches(model.tokenizer, self.ranking_samples, ctx.seed + 1)
+        evaluations: list[float] = []
+        cfg = _predictor_config(self)
+        sign = {"value": 1.0}
+
+        def validate(compiled: Any, data: Any) -> tuple[float | None, None]:
+            items = list(data)
+            if len(items) < len(ranking) and len(ranking) > 1:
+                # NNCF probes the function on one item to pick its mode; answering None makes it
+                # rank layers by output change (the task metric is not defined per item here)
+                return None, None
+            pred = OpenVINOPredictor(Path("."), counts=(0, 0), compiled=compiled, **cfg)
+            value, higher, _ = _main_metric(control.evaluate(pred, ctx))
+            sign["value"] = 1.0 if higher else -1.0
+            evaluations.append(value)
+            ctx.progress("compress", f"nncf-ptq accuracy control: metric {value:.4f}")
+            return sign["value"] * value, None
+
+        restorer = AdvancedAccuracyRestorerParameters(
+            ranking_subset_size=min(self.ranking_samples, len(ranking))
+        )
+        quantized = nncf.quantize_with_accuracy_control(
+            ov_model,
+            dataset,
+            nncf.Dataset(ranking, _to_numpy_fn(names)),
+            validate,
+            max_drop=self.max_drop,
+            drop_type=nncf.DropType.ABSOLUTE,
+            advanced_quantization_parameters=adv,
+            advanced_accuracy_restorer_parameters=restorer,
+            **common,
+        )
+        extra.update(
+            accuracy_control_split=split,
+            accuracy_control_evaluations=len(evaluations),
+            accuracy_control_fp32_metric=evaluations[0] if evaluations else None,
+            accuracy_control_final_metric=evaluations[-1] if evaluations else None,
+        )
+        return quantized, extra
+
+    def apply(self, model: LoadedModel, task: Task, ctx: CellContext) -> OpenVINOPredictor:
+        def build(folder: Path) -> dict[str, Any]:
+            import nncf
+
+            q, extra = self._quantize(model, task, ctx)
+            save_ov(q, folder)
+            return {**extra, "nncf_version": nncf.__version__}
+
+        folder, meta, hit = cached_or_build(ctx, model, self, build, extra_key=task_key(task))
+        info = base_info(self, "openvino", meta, hit)
+        for k in (
+            "calibration_samples",
+            "accuracy_control_split",
+            "accuracy_control_evaluations",
+            "accuracy_control_fp32_metric",
+            "accuracy_control_final_metric",
+            "nncf_version",
+        ):
+            if k in meta:
+                info[k] = meta[k]
+        return OpenVINOPredictor(
+            folder / "model", counts=weight_counts(model.module), info=info, **_predictor_config(self)
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# nncf-weights
+# ---------------------------------------------------------------------------------------------
+
+
+class NNCFWeightCompression(Compression):
+    """NNCF weight compression of the OpenVINO model (data-free): weights int8 or int4 (with
+    groups), activations in floating point; OpenVINO decompresses weights inside its kernels.
+
+    :param mode: int8_sym, int8_asym (per output channel), int4_sym, int4_asym, nf4.
+    :param group_size: int4/nf4 only: weights per scale along the input dim (-1 = per channel);
+        NNCF's default is 128.
+    :param ratio: int4/nf4 only: share of the layers compressed to 4 bits; the rest int8.
+    :param all_layers: int4/nf4 only: also compress the embeddings and the last layer to 4 bits.
+    """
+
+    name = "nncf-weights"
+    version = "1"
+    description = "NNCF weight-only compression (int8 / int4, group size, ratio) on OpenVINO, CPU"
+
+    def __init__(
+        self,
+        *,
+        mode: str = "int8_asym",
+        group_size: int | None = None,
+        ratio: float | None = None,
+        all_layers: bool | None = None,
+        inference_precision: str = "f32",
+        threads: int | None = None,
+    ) -> None:
+        super().__init__()
+        if mode not in WEIGHT_MODES:
+            raise ValueError(f"nncf-weights: mode must be one of {WEIGHT_MODES}, got {mode!r}")
+        four_bit = not mode.startswith("int8")
+        if not four_bit and (group_size is not None or ratio is not None or all_layers):
+            raise ValueError("nncf-weights: group_size, ratio and all_layers apply to 4-bit modes only")
+        if ratio is not None and not 0 < float(ratio) <= 1:
+            raise ValueError("nncf-weights: ratio must be in (0, 1]")
+        _check_common(self.name, inference_precision, threads)
+        self.mode, self.group_size, self.ratio, self.all_layers = mode, group_size, ratio, all_layers
+        self.inference_precision, self.threads = inference_precision, threads
+
+    def unsupported_reason(self, ctx: CellContext) -> str | None:
+        return _openvino_reason(self.name, ctx, need_nncf=True) or _precision_reason(
+            self.name, self.inference_precision
+        )
+
+    def apply(self, model: LoadedModel, task: Task, ctx: CellContext) -> OpenVINOPredictor:
+        def build(folder: Path) -> dict[str, Any]:
+            import nncf
+
+            kwargs: dict[str, Any] = {"mode": nncf.CompressWeightsMode(self.mode)}
+            if self.group_size is not None:
+                kwargs["group_size"] = int(self.group_size)
+            if self.ratio is not None:
+                kwargs["ratio"] = float(self.ratio)
+            if self.all_layers is not None:
+                kwargs["all_layers"] = bool(self.all_layers)
+            save_ov(nncf.compress_weights(to_openvino(model), **kwargs), folder)
+            return {"nncf_version": nncf.__version__}
+
+        folder, meta, hit = cached_or_build(ctx, model, self, build)
+        info = base_info(self, "openvino", meta, hit)
+        info["weights"] = self.mode
+        pred = OpenVINOPredictor(
+            folder / "model", counts=weight_counts(model.module), info=info, **_predictor_config(self)
+        )
+        bits = "8" if self.mode.startswith("int8") else "4"
+        act = {"int8": "8", "fp32": "32", "bf16": "16", "fp16": "16"}.get(pred.precision, "32")
+        pred.info["compute_precision"] = pred.precision
+        pred.precision = f"w{bits}a{act}"  # weight-only: int weights, float (or dyn-int8) activations
+        return pred
+
+
+@harness.hookimpl
+def register_compressions(register):
+    register(OpenVINOFP32)
+    register(NNCFPostTrainingInt8)
+    register(NNCFWeightCompression)
+
+
+__all__ = [
+    "NNCFPostTrainingInt8",
+    "NNCFWeightCompression",
+    "OpenVINOFP32",
+    "OpenVINOPredictor",
+    "runtime_precisions",
+    "to_openvino",
+]

