@@ -12,7 +12,16 @@ import harness
 from harness.api import CellContext, Head, LoadedModel, MetricValue, Predictor, Task
 from harness.errors import DataError, PluginError
 
-from .textdata import FORMATS, Example, LabelMap, TextSplit, preset, read_names, read_table, sort_labels
+from .textdata import (
+    FORMATS,
+    Example,
+    LabelMap,
+    TextSplit,
+    preset,
+    read_names,
+    read_table,
+    sort_labels,
+)
 
 SPLITS = ("train", "validation", "test")
 

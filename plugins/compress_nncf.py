@@ -76,7 +76,7 @@ def _logits_wrapper(module: Any, names: tuple[str, ...]) -> Any:
             super().__init__()
             self.inner = inner
 
-        def forward(self, input_ids, attention_mask=None, token_type_ids=None):  # noqa: ANN001
+        def forward(self, input_ids, attention_mask=None, token_type_ids=None):
             kwargs = {"input_ids": input_ids}
             if attention_mask is not None:
                 kwargs["attention_mask"] = attention_mask
@@ -298,6 +298,29 @@ class OpenVINOFP32(Compression):
 # ---------------------------------------------------------------------------------------------
 
 
+class _NNCFLogLevel:
+    """NNCF logs at INFO (tables, per-step timings); keep it to warnings unless the run shows
+    progress."""
+
+    def __init__(self, ctx: CellContext) -> None:
+        self.quiet = not ctx.show_progress
+
+    def __enter__(self) -> None:
+        if self.quiet:
+            import logging
+
+            import nncf
+
+            self.level = nncf.nncf_logger.level
+            nncf.set_log_level(logging.WARNING)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.quiet:
+            import nncf
+
+            nncf.set_log_level(self.level)
+
+
 def _to_numpy_fn(names: tuple[str, ...]):
     def transform(batch: Mapping[str, Any]) -> dict[str, Any]:
         return {n: batch[n].numpy() for n in names if n in batch}
@@ -324,6 +347,9 @@ def _control_task(task: Task, split: str, samples: int | None) -> tuple[Task, st
         t.bootstrap = 0  # type: ignore[attr-defined]
     if samples and "max_eval_samples" in params:
         t.max_eval_samples = int(samples)  # type: ignore[attr-defined]
+    if used == getattr(task, "eval_split", None):
+        # e.g. SST-2: the only labelled held-out split is the one that is scored
+        used = f"{used} (the task's evaluation split: tuned on what is scored)"
     return t, str(used)
 
 
@@ -464,7 +490,8 @@ class NNCFPostTrainingInt8(Compression):
         def build(folder: Path) -> dict[str, Any]:
             import nncf
 
-            q, extra = self._quantize(model, task, ctx)
+            with _NNCFLogLevel(ctx):
+                q, extra = self._quantize(model, task, ctx)
             save_ov(q, folder)
             return {**extra, "nncf_version": nncf.__version__}
 
@@ -543,7 +570,8 @@ class NNCFWeightCompression(Compression):
                 kwargs["ratio"] = float(self.ratio)
             if self.all_layers is not None:
                 kwargs["all_layers"] = bool(self.all_layers)
-            save_ov(nncf.compress_weights(to_openvino(model), **kwargs), folder)
+            with _NNCFLogLevel(ctx):
+                save_ov(nncf.compress_weights(to_openvino(model), **kwargs), folder)
             return {"nncf_version": nncf.__version__}
 
         folder, meta, hit = cached_or_build(ctx, model, self, build)

@@ -309,9 +309,9 @@ class NoCompression(Compression):
         super().__init__()
 
     def apply(self, model: LoadedModel, task: Task, ctx: CellContext) -> CompressedTorchPredictor:
-        module = model.module if ctx.device == "cpu" else copy.deepcopy(model.module)
+        # the core hands each compression its own copy of the model: no need to copy again
         info = base_info(self, "torch", None, False)
-        return CompressedTorchPredictor(module, device=ctx.device, precision="fp32", info=info)
+        return CompressedTorchPredictor(model.module, device=ctx.device, precision="fp32", info=info)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -473,12 +473,12 @@ __all__ = [
     "cache_dir",
     "cache_key",
     "cached_or_build",
-    "task_key",
     "copy_artifact",
     "count_parameters",
     "cpu_capabilities",
     "cpu_copy",
     "dir_bytes",
     "plugin_params",
+    "task_key",
     "weight_counts",
 ]

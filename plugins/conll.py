@@ -75,7 +75,7 @@ def iob1_to_iob2(tags: list[str]) -> list[str]:
     return out
 
 
-def _is_iob2(tags: list[str]) -> bool:
+def is_iob2(tags: list[str]) -> bool:
     """True when no ``I-X`` starts a chunk (what IOB2 requires)."""
     prev = "O"
     for tag in tags:
@@ -145,7 +145,7 @@ def read_conll(path: str | Path, scheme: str = "auto") -> ConllSplit:
     if not sentences:
         raise DataError(f"{path}: no sentences found")
 
-    iob1_evidence = next((s for s in sentences if not _is_iob2(s.tags)), None)
+    iob1_evidence = next((s for s in sentences if not is_iob2(s.tags)), None)
     if scheme == "iob2" and iob1_evidence is not None:
         s = iob1_evidence
         prev = "O"
@@ -190,6 +190,5 @@ def write_conll(path: str | Path, tokens: list[list[str]], *columns: list[list[s
     """Write sentences as a column file (token, then each column), blank line between them."""
     with open(path, "w", encoding="utf-8") as f:
         for i, sent in enumerate(tokens):
-            for j, tok in enumerate(sent):
-                f.write(" ".join([tok, *(col[i][j] for col in columns)]) + "\n")
+            f.writelines(" ".join([tok, *(col[i][j] for col in columns)]) + "\n" for j, tok in enumerate(sent))
             f.write("\n")

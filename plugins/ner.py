@@ -21,7 +21,7 @@ import harness
 from harness.api import CellContext, Head, LoadedModel, MetricValue, Predictor, Task
 from harness.errors import DataError, PluginError
 
-from .conll import ConllSplit, Sentence, iob1_to_iob2, label_list, read_conll
+from .conll import ConllSplit, Sentence, iob1_to_iob2, is_iob2, label_list, read_conll
 
 SPLITS = ("train", "validation", "test")
 
@@ -214,6 +214,11 @@ class NERTask(Task):
 
     def _hf_split(self, split: str) -> ConllSplit | None:
         ds = self._load_hf()
+        if not hasattr(ds, "keys"):
+            raise DataError(
+                f"{self.hf_dataset}: expected a DatasetDict with train/validation/test splits, "
+                f"got a single {type(ds).__name__}"
+            )
         names = {"validation": ("validation", "valid", "dev"), "test": ("test",), "train": ("train",)}
         key = next((n for n in names[split] if n in ds), None)
         if key is None:
@@ -237,8 +242,11 @@ class NERTask(Task):
                 if not (t == "O" or (t[:2] in ("B-", "I-") and len(t) > 2)):
                     raise DataError(f"{where}: row {i}: tag {t!r} is not IOB")
             if toks:
-                sentences.append(Sentence(list(toks), iob1_to_iob2(list(tags)), i + 1))
-        return ConllSplit(where, sentences, "iob2", _hash_sentences(sentences))
+                sentences.append(Sentence(list(toks), list(tags), i + 1))
+        scheme = "iob2" if all(is_iob2(s.tags) for s in sentences) else "iob1"
+        for s in sentences:
+            s.tags = iob1_to_iob2(s.tags)
+        return ConllSplit(where, sentences, scheme, _hash_sentences(sentences))
 
     def split(self, split: str, required: bool = True) -> ConllSplit | None:
         """The sentences of ``split`` (IOB2), read once; ``None`` if absent and not required."""
@@ -451,7 +459,12 @@ def ner_metrics(
     split: str = "test",
 ) -> list[MetricValue]:
     """Entity-level metrics of ``predictions`` against ``references`` (IOB tags per word)."""
-    from .metrics import bootstrap_ci, micro_f1_from_counts, sentence_entity_counts, seqeval_metric
+    from .metrics import (
+        bootstrap_ci,
+        micro_f1_from_counts,
+        sentence_entity_counts,
+        seqeval_metric,
+    )
 
     for i, (r, p) in enumerate(zip(references, predictions)):
         if len(r) != len(p):

