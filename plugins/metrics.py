@@ -7,7 +7,8 @@ a hub), plus a seeded percentile bootstrap for confidence intervals.
 * :func:`seqeval_metric` - entity-level scores with seqeval. Default mode is seqeval's
   conlleval-compatible chunking (an ``I-X`` after ``O`` or another type starts an entity, as the
   CoNLL-2000 ``conlleval`` script does); ``mode="strict"`` is seqeval's strict IOB2 matching,
-  which is *not* conlleval and scores ~1-2 F1 points lower on a model's raw output.
+  which is *not* conlleval: it drops predicted entities that start with ``I-`` instead of
+  counting them, so on a model's raw output it differs by 1-2 F1 points (either direction).
 * :func:`classification_metric` - accuracy, macro-F1 and per-class precision/recall/F1.
 * :func:`sentence_entity_counts` - (true positives, predicted, gold) entities per sentence, the
   exact decomposition of seqeval's micro scores, so bootstrapping over sentences is cheap.
