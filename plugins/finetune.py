@@ -214,8 +214,17 @@ def finetune(
     data_hash: str,
     task: str,
     task_version: str,
+    epochs: float | None = None,
+    resume: bool = False,
 ) -> LoadedModel:
     """Fine-tune ``model`` (or load the cached result) and return it with ``trained_for_task``.
+
+    :param epochs: train this many epochs instead of ``recipe.epochs`` (may be fractional:
+        ``0.25`` stops after a quarter of the optimizer steps of one epoch; the schedule is
+        laid out over the shortened run).
+    :param resume: continue training a model that already has its trained head (e.g. a pruned
+        model's recovery): the head is not re-initialised and nothing is cached here (the
+        caller caches its own artifact). The returned model keeps ``model``'s identity.
 
     :param build_features: called only when training is needed; returns (features, examples):
         the features are dicts with ``input_ids`` (+ ``token_type_ids``) and ``labels`` (a list,
@@ -230,7 +239,10 @@ def finetune(
     folder = root / key
     auto = _auto_class(model.head.kind)
     meta_path = folder / META_FILE
-    if meta_path.is_file():
+    n_epochs = float(recipe.epochs if epochs is None else epochs)
+    if n_epochs <= 0:
+        raise PluginError(f"task {task!r}: epochs must be > 0, got {n_epochs!r}")
+    if not resume and meta_path.is_file():
         meta = json.loads(meta_path.read_text())
         ctx.progress("fine-tune", f"cached checkpoint {folder}")
         module = auto.from_pretrained(folder)
@@ -243,7 +255,8 @@ def finetune(
     precision = effective_precision(recipe, ctx.device)
     device = torch.device(ctx.device)
     module = model.module
-    _reinit_head(module, recipe.seed)
+    if not resume:
+        _reinit_head(module, recipe.seed)
     module.to(device)
     module.train()
 
@@ -256,7 +269,7 @@ def finetune(
         collate_fn=lambda fs: pad_batch(fs, model.tokenizer, with_labels=True),
     )
     steps_per_epoch = math.ceil(len(loader) / recipe.grad_accum)
-    total_steps = steps_per_epoch * recipe.epochs
+    total_steps = max(1, math.ceil(steps_per_epoch * n_epochs))
     warmup_steps = math.ceil(total_steps * recipe.warmup_ratio)
 
     no_decay = ("bias", "layernorm", "layer_norm", "norm.")
@@ -309,10 +322,14 @@ def finetune(
     try:
         with torch.random.fork_rng(devices=rng_devices):
             torch.manual_seed(recipe.seed)
-            for _epoch in range(recipe.epochs):
+            for _epoch in range(math.ceil(n_epochs)):
+                if step >= total_steps:
+                    break
                 optimizer.zero_grad(set_to_none=True)
                 n_batches = len(loader)
                 for i, batch in enumerate(loader):
+                    if step >= total_steps:
+                        break
                     batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                     # the last accumulation group of an epoch may be short: scale by its real size
                     group = min(recipe.grad_accum, n_batches - (i // recipe.grad_accum) * recipe.grad_accum)
@@ -360,9 +377,23 @@ def finetune(
         "optimizer_steps": step,
         "train_loss": loss_sum / max(1, loss_n),
         "train_time_s": train_time,
+        "epochs": n_epochs,
         "torch": torch.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if resume:
+        ctx.progress("fine-tune", f"continued training in {train_time:.1f}s")
+        info = {**model.info, "recovery": meta}
+        return LoadedModel(
+            module=module,
+            tokenizer=model.tokenizer,
+            head=model.head,
+            identity=model.identity,
+            source=model.source,
+            trained_for_task=True,
+            max_length=model.max_length,
+            info=info,
+        )
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".{key}.tmp-{os.getpid()}"
     if tmp.exists():
@@ -378,6 +409,42 @@ def finetune(
             raise
     ctx.progress("fine-tune", f"trained in {train_time:.1f}s, saved {folder}")
     return _result(model, module, folder, key, meta, cached=False)
+
+
+def train_task(
+    task: Any,
+    model: LoadedModel,
+    ctx: CellContext,
+    make_features: Callable[[dict[str, int], int], tuple[list[dict[str, Any]], int]],
+    *,
+    epochs: float | None = None,
+    resume: bool = False,
+) -> LoadedModel:
+    """Fine-tune ``model`` for a built-in ``task`` (``recipe()``, ``labels()``,
+    ``train_hash()``, ``bind()``) and bind the result to the task.
+
+    :param make_features: ``(label2id, train_length) -> (features, examples)``, called only
+        when training is needed.
+    """
+    recipe = task.recipe(ctx.seed)
+    label2id = {label: i for i, label in enumerate(model.head.labels)}
+    missing = set(task.labels()) - set(label2id)
+    if missing:
+        raise PluginError(f"model head lacks labels {sorted(missing)} of the data")
+    train_len = min(recipe.max_length, model.max_length)
+    tuned = finetune(
+        model,
+        lambda: make_features(label2id, train_len),
+        recipe,
+        ctx,
+        data_hash=task.train_hash(),
+        task=task.name,
+        task_version=task.version,
+        epochs=epochs,
+        resume=resume,
+    )
+    task.bind(tuned)
+    return tuned
 
 
 def task_recipe(task: Any, seed: int) -> Recipe:

@@ -343,25 +343,23 @@ class NERTask(Task):
                 )
             self.bind(model)
             return model
-        from .finetune import finetune
+        return self._train(model, ctx)
 
-        recipe = self.recipe(ctx.seed)
-        label2id = {label: i for i, label in enumerate(model.head.labels)}
-        missing = set(wanted) - set(label2id)
-        if missing:
-            raise PluginError(f"model head lacks labels {sorted(missing)} of the data")
-        train_len = min(recipe.max_length, model.max_length)
+    def finetune(self, model: LoadedModel, ctx: CellContext, *, epochs: float) -> LoadedModel:
+        """Continue training ``model`` (head kept) for ``epochs`` with this task's recipe; used
+        by compressions that recover accuracy (``prune``'s ``recovery_epochs``). Not cached here."""
+        return self._train(model, ctx, epochs=epochs, resume=True)
 
-        def build():
+    def _train(
+        self, model: LoadedModel, ctx: CellContext, *, epochs: float | None = None, resume: bool = False
+    ) -> LoadedModel:
+        from .finetune import train_task
+
+        def build(label2id: dict[str, int], train_len: int):
             sents = self.sentences("train")
             return self._features(model.tokenizer, sents, label2id, train_len), len(sents)
 
-        tuned = finetune(
-            model, build, recipe, ctx, data_hash=self.train_hash(), task=self.name,
-            task_version=self.version,
-        )
-        self.bind(tuned)
-        return tuned
+        return train_task(self, model, ctx, build, epochs=epochs, resume=resume)
 
     # -- evaluation --------------------------------------------------------------------------
     def _require_bound(self) -> tuple[Any, tuple[str, ...], int]:

@@ -237,3 +237,27 @@ def test_recovery_keeps_zeros(tiny, rows, ctx):
     # without a finetune hook: skipped with a note, not failed
     note = Prune(sparsity=0.6, recovery_epochs=1).apply(model, TinySST2(rows, model.tokenizer), ctx)
     assert "recovery skipped" in note.describe()["recovery"]
+
+
+def test_recovery_with_the_builtin_classification_task(ctx):
+    """The real path: ``classification.finetune`` continues training the pruned model with the
+    task's recipe (head kept, a fraction of an epoch, not cached as a fine-tune checkpoint)."""
+    from harness_plugins.classification import ClassificationTask
+
+    data = Path(__file__).resolve().parents[1] / "suites" / "data" / "sst2-sample"
+    task = ClassificationTask(format="sst2", data_dir=str(data), max_train_samples=64,
+                              max_eval_samples=32, batch_size=16, bootstrap=0, max_length=32)
+    tuned = task.fit(HFModel(**TINY64).load(task.head(), ctx), ctx)
+    head_before = {n: p.clone() for n, p in tuned.module.named_parameters() if "classifier" in n}
+    plain = Prune(sparsity=0.5).apply(tuned, task, ctx)
+    pred = Prune(sparsity=0.5, recovery_epochs=0.5).apply(tuned, task, ctx)
+    d = pred.describe()
+    assert d["recovery"].startswith("recovered: 0.5 epoch") and d["achieved_sparsity"] >= 0.5 - 1e-3
+    params = dict(pred.module.named_parameters())
+    for n, w in prunable_weights(plain.module, False):
+        assert torch.all(params[n][w == 0] == 0), n  # pruned weights stay pruned
+    moved = [n for n, w in prunable_weights(plain.module, False) if not torch.equal(params[n], w)]
+    assert moved  # the surviving weights were trained
+    # the input (fine-tuned) model is untouched: recovery trained a copy
+    assert all(torch.equal(p, dict(tuned.module.named_parameters())[n]) for n, p in head_before.items())
+    assert len(list((ctx.cache_dir / "finetune").iterdir())) == 1  # only fit()'s checkpoint
