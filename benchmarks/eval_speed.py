@@ -52,6 +52,8 @@ def main() -> None:
     ap.add_argument("--max-eval-samples", type=int, default=None)
     ap.add_argument("--max-train-samples", type=int, default=None,
                     help="for a quick try without --checkpoint")
+    ap.add_argument("--seed", type=int, default=42,
+                    help="fine-tuning seed (42 = suites/conll2003.yaml, so its cached checkpoint is used)")
     ap.add_argument("--json", help="write the figures here too")
     args = ap.parse_args()
 
@@ -65,7 +67,7 @@ def main() -> None:
     from harness_plugins.ner import NERTask, make_windows, special_affixes, word_pieces
 
     work = Path(tempfile.mkdtemp(prefix="eval-speed-"))
-    ctx = CellContext(device="cpu", seed=0, cache_dir=Path(args.cache_dir).absolute(),
+    ctx = CellContext(device="cpu", seed=args.seed, cache_dir=Path(args.cache_dir).absolute(),
                       work_dir=work, show_progress=False)
     task = NERTask(data_dir=args.data_dir, eval_batch_size=args.batch_size, bootstrap=1000,
                    max_eval_samples=args.max_eval_samples, max_train_samples=args.max_train_samples)

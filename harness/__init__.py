@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 
-def load_results(path: Any, *, latest: bool = True) -> "pd.DataFrame":
+def load_results(path: Any, *, latest: bool = True) -> pd.DataFrame:
     """Read a results file or run folder (``results.jsonl``, ``.csv``, ``.json``, ``.parquet``).
 
     :param latest: keep only the rows of the last run that wrote each cell.

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import harness
-from harness.api import CellContext, Head, LoadedModel, MetricValue, Predictor, Task
+from harness.api import CellContext, MetricValue, Predictor
 from harness.errors import DataError, PluginError
 
+from ._task import FineTunedTask
 from .textdata import (
     FORMATS,
     Example,
@@ -26,10 +27,11 @@ from .textdata import (
 SPLITS = ("train", "validation", "test")
 
 
-class ClassificationTask(Task):
+class ClassificationTask(FineTunedTask):
     """Text (or text-pair) classification on local tables."""
 
     name = "classification"
+    head_kind = "sequence-classification"
     version = "1"
     description = "text classification (SST-2, AG News, CSV/TSV/JSONL); accuracy, macro-F1"
 
@@ -64,12 +66,8 @@ class ClassificationTask(Task):
         eval_max_length: int | None = None,
         bootstrap: int = 1000,
     ) -> None:
-        from .finetune import MIXED_PRECISION
-
         if format not in FORMATS:
             raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
-        if mixed_precision not in MIXED_PRECISION:
-            raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}")
         p = preset(format)
         self.data_dir, self.format = data_dir, format
         self.table = p["table"]
@@ -89,18 +87,15 @@ class ClassificationTask(Task):
         self.label_names = list(label_names) if label_names is not None else p["label_names"]
         self.label_offset = label_offset if label_offset is not None else p["label_offset"]
         self.classes_file = p["classes_file"] if classes_file is None else (classes_file or None)
-        self.max_train_samples, self.max_eval_samples = max_train_samples, max_eval_samples
-        self.lr, self.epochs, self.batch_size, self.max_length = lr, epochs, batch_size, max_length
-        self.warmup_ratio, self.grad_accum = warmup_ratio, grad_accum
-        self.weight_decay, self.max_grad_norm = weight_decay, max_grad_norm
-        self.mixed_precision = mixed_precision
-        self.eval_batch_size, self.eval_max_length = eval_batch_size, eval_max_length
-        self.bootstrap = bootstrap
+        self._init_recipe(
+            lr=lr, epochs=epochs, batch_size=batch_size, max_length=max_length,
+            warmup_ratio=warmup_ratio, grad_accum=grad_accum, weight_decay=weight_decay,
+            max_grad_norm=max_grad_norm, mixed_precision=mixed_precision,
+            eval_batch_size=eval_batch_size, eval_max_length=eval_max_length, bootstrap=bootstrap,
+            max_train_samples=max_train_samples, max_eval_samples=max_eval_samples,
+        )
         self._splits: dict[str, TextSplit | None] = {}
         self._names: list[str] | None = None
-        self._tokenizer: Any = None
-        self._labels: tuple[str, ...] | None = None
-        self._eval_len: int | None = None
 
     # -- data --------------------------------------------------------------------------------
     def _path(self, split: str) -> Path | None:
@@ -158,28 +153,12 @@ class ClassificationTask(Task):
                 values |= {e.label for e in data.examples}
         return sort_labels(values)
 
-    def head(self) -> Head:
-        return Head("sequence-classification", tuple(self.labels()))
-
     def _split_hash(self, split: str) -> str:
         data = self.split(split)
         assert data is not None
         limit = self.max_train_samples if split == "train" else self.max_eval_samples
         cols = (self.text_column, self.text_pair_column, self.label_column, self.header)
         return f"{split}:{data.sha256}:{cols}:{self._fixed_names()}:{self.label_offset}:{limit}"
-
-    def train_hash(self) -> str:
-        from ._torch import hash_text
-
-        return hash_text(self._split_hash("train"))
-
-    def data_hash(self) -> str:
-        from ._torch import hash_text
-
-        parts = [self._split_hash(self.eval_split)]
-        if self.eval_split != "train" and self.split("train", required=False) is not None:
-            parts.append(self._split_hash("train"))
-        return hash_text(*parts)
 
     # -- encoding ----------------------------------------------------------------------------
     @staticmethod
@@ -210,65 +189,17 @@ class ClassificationTask(Task):
                 out.append(f)
         return out
 
-    # -- fine-tuning -------------------------------------------------------------------------
-    def recipe(self, seed: int):
-        from .finetune import task_recipe
-
-        return task_recipe(self, seed)
-
-    def bind(self, model: LoadedModel) -> None:
-        """Remember the tokenizer, label order and evaluation length ``evaluate`` will use."""
-        from .finetune import model_eval_length
-
-        self._tokenizer = model.tokenizer
-        self._labels = tuple(model.head.labels)
-        self._eval_len = model_eval_length(model, self.eval_max_length)
-
-    def fit(self, model: LoadedModel, ctx: CellContext) -> LoadedModel:
-        if model.head.kind != "sequence-classification":
-            raise PluginError(
-                f"task 'classification' needs a sequence-classification head, got {model.head.kind!r}"
-            )
-        wanted = self.labels()
-        if model.trained_for_task:
-            if sorted(model.head.labels) != sorted(wanted):
-                raise PluginError(
-                    f"model {model.source!r} is fine-tuned for labels {list(model.head.labels)}, "
-                    f"but the task has labels {wanted}"
-                )
-            self.bind(model)
-            return model
-        return self._train(model, ctx)
-
-    def finetune(self, model: LoadedModel, ctx: CellContext, *, epochs: float) -> LoadedModel:
-        """Continue training ``model`` (head kept) for ``epochs`` with this task's recipe; used
-        by compressions that recover accuracy (``prune``'s ``recovery_epochs``). Not cached here."""
-        return self._train(model, ctx, epochs=epochs, resume=True)
-
-    def _train(
-        self, model: LoadedModel, ctx: CellContext, *, epochs: float | None = None, resume: bool = False
-    ) -> LoadedModel:
-        from .finetune import train_task
-
-        def build(label2id: dict[str, int], train_len: int):
-            exs = self.examples("train")
-            feats = self.encode(model.tokenizer, exs, train_len)
-            for f, e in zip(feats, exs):
-                f["labels"] = label2id[e.label]
-                f.pop("truncated")
-            return feats, len(exs)
-
-        self.split("train")  # a missing train file is a DataError before any work
-        return train_task(self, model, ctx, build, epochs=epochs, resume=resume)
+    def _train_features(
+        self, tokenizer: Any, label2id: dict[str, int], max_length: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        exs = self.examples("train")
+        feats = self.encode(tokenizer, exs, max_length)
+        for f, e in zip(feats, exs):
+            f["labels"] = label2id[e.label]
+            f.pop("truncated")
+        return feats, len(exs)
 
     # -- evaluation --------------------------------------------------------------------------
-    def _require_bound(self) -> tuple[Any, tuple[str, ...], int]:
-        if self._tokenizer is None or self._labels is None or self._eval_len is None:
-            raise PluginError(
-                "task 'classification': evaluate() needs fit(model, ctx) (or bind(model)) first"
-            )
-        return self._tokenizer, self._labels, self._eval_len
-
     def predict(self, predictor: Predictor, ctx: CellContext, examples: list[Example]) -> tuple[list[int], int]:
         """Predicted label ids (in the model's label order) and the number of truncated inputs."""
         import torch

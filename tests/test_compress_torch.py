@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from harness.api import CellContext, Head, MetricValue, Task
+from harness.testing import TINY_BERT
 from harness_plugins import compress_torch as ct
 from harness_plugins._torch import dir_bytes
 from harness_plugins.compress_torch import DynamicInt8, Half, NoCompression
 from harness_plugins.hf import HFModel
-
-from harness.api import CellContext, Head, MetricValue, Task
-from harness.testing import TINY_BERT
 
 
 class TinySST2(Task):

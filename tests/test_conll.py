@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from harness_plugins.conll import entity_counts, iob1_to_iob2, label_list, read_conll
 
 from harness.errors import DataError
+from harness_plugins.conll import entity_counts, iob1_to_iob2, label_list, read_conll
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -8,6 +8,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+
+from harness.api import CellContext, Head
 from harness_plugins.finetune import (
     META_FILE,
     Recipe,
@@ -16,8 +18,6 @@ from harness_plugins.finetune import (
     pad_batch,
 )
 from harness_plugins.hf import HFModel
-
-from harness.api import CellContext, Head
 
 TINY = {
     "config": {

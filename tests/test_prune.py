@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from harness.api import CellContext, Head, LoadedModel, MetricValue, Task
+from harness.errors import PluginError
 from harness_plugins._torch import dir_bytes
 from harness_plugins.compress_torch import NoCompression
 from harness_plugins.hf import HFModel
 from harness_plugins.prune import Prune, load_sparse, prunable_weights, save_sparse
-
-from harness.api import CellContext, Head, LoadedModel, MetricValue, Task
-from harness.errors import PluginError
 
 TINY64 = {
     "config": {

@@ -142,6 +142,7 @@ def test_ray_failures_become_failed_cells_with_the_reason():
     """What Ray raises for a cell (worker crash after retries, OOM kill, lost node, timeout
     cancel, an exception in the task) becomes a ``failed`` outcome naming the cause."""
     import ray.exceptions as rex
+
     from harness_plugins.ray_executor import RayExecutor
 
     class FakeRay:

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 
-import harness
 from harness.errors import SuiteError
 from harness.suite import load_suite, suite_from_dict
 
