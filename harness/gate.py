@@ -36,6 +36,7 @@ from typing import IO, TYPE_CHECKING, Any
 import click
 
 from .errors import DataError, HarnessError, SuiteError
+from .results import as_bool, as_float, is_null
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -367,38 +368,6 @@ _REQUIRED = ("model", "task", "compression", "status", "metric", "value")
 Cell = tuple[str, str, str]
 
 
-def _is_null(v: Any) -> bool:
-    """None, NaN, pandas NA/NaT."""
-    if v is None:
-        return True
-    if isinstance(v, float):
-        return math.isnan(v)
-    return type(v).__name__ in ("NAType", "NaTType")
-
-
-def _bool(v: Any) -> bool | None:
-    if _is_null(v):
-        return None
-    if isinstance(v, str):
-        s = v.strip().lower()
-        if s in ("true", "1", "yes"):
-            return True
-        if s in ("false", "0", "no", ""):
-            return False
-        return None
-    return bool(v)
-
-
-def _float(v: Any) -> float | None:
-    if _is_null(v):
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) or math.isinf(f) else f
-
-
 def parse_samples(v: Any) -> list[float] | None:
     """Per-iteration samples from a row: a JSON list string, a list or an array; else None."""
     if v is None:
@@ -427,7 +396,7 @@ class _CellData:
 
 
 def _text(v: Any) -> str:
-    return "" if _is_null(v) else str(v)
+    return "" if is_null(v) else str(v)
 
 
 def _cells(df: pd.DataFrame, name: str) -> dict[Cell, _CellData]:
@@ -444,16 +413,16 @@ def _cells(df: pd.DataFrame, name: str) -> dict[Cell, _CellData]:
         by_cell.setdefault(tuple(_text(rec.get(k)) for k in _KEY), []).append(rec)  # type: ignore[arg-type]
     for cell, recs in by_cell.items():
         last_run = recs[-1].get("run_id")
-        if not _is_null(last_run):
+        if not is_null(last_run):
             recs = [r for r in recs if r.get("run_id") == last_run]
         status = _text(recs[-1].get("status")) or "ok"
         rows: dict[str, dict[str, Any]] = {}
         error = None
         for r in recs:
-            if _is_null(r.get("metric")):
+            if is_null(r.get("metric")):
                 if _text(r.get("status")) != "ok":
                     status = _text(r.get("status"))
-                    error = None if _is_null(r.get("error")) else str(r.get("error"))
+                    error = None if is_null(r.get("error")) else str(r.get("error"))
                 continue
             rows[str(r["metric"])] = r
         if status == "ok" and not rows:
@@ -754,19 +723,19 @@ def compare(baseline: pd.DataFrame, current: pd.DataFrame,
             continue
         for metric in sorted(b.rows):
             brow = b.rows[metric]
-            rule = th.rule_for(metric, main=bool(_bool(brow.get("main_metric"))))
+            rule = th.rule_for(metric, main=bool(as_bool(brow.get("main_metric"))))
             if rule is None:
                 continue
-            bval = _float(brow.get("value"))
+            bval = as_float(brow.get("value"))
             crow = c.rows.get(metric)
-            if crow is None or _float(crow.get("value")) is None:
+            if crow is None or as_float(crow.get("value")) is None:
                 findings.append(Finding(**mk, metric=metric, kind="missing", status=miss_status,
                                         baseline=bval, limit=rule.describe(),
                                         message="metric no longer reported"))
                 continue
             if bval is None:
                 continue
-            cval = _float(crow.get("value"))
+            cval = as_float(crow.get("value"))
             assert cval is not None
             findings.append(_check(mk, metric, rule, brow, crow, bval, cval))
     for key, pairs in sorted(env_diff.items()):
@@ -779,7 +748,7 @@ def compare(baseline: pd.DataFrame, current: pd.DataFrame,
 
 def _check(mk: dict[str, str], metric: str, rule: MetricRule, brow: dict[str, Any],
            crow: dict[str, Any], bval: float, cval: float) -> Finding:
-    hib = _bool(brow.get("higher_is_better"))
+    hib = as_bool(brow.get("higher_is_better"))
     if hib is None:
         hib = rule.kind == "accuracy" or metric.startswith("throughput_")
     worse = (bval - cval) if hib else (cval - bval)  # > 0: got worse
@@ -796,8 +765,8 @@ def _check(mk: dict[str, str], metric: str, rule: MetricRule, brow: dict[str, An
         if over:
             f.status = "regression"
             f.message = "; ".join(over)
-            bl, bh, cl, ch = (_float(brow.get("ci_low")), _float(brow.get("ci_high")),
-                              _float(crow.get("ci_low")), _float(crow.get("ci_high")))
+            bl, bh, cl, ch = (as_float(brow.get("ci_low")), as_float(brow.get("ci_high")),
+                              as_float(crow.get("ci_low")), as_float(crow.get("ci_high")))
             if None not in (bl, bh, cl, ch):
                 overlap = not (ch < bl or cl > bh)  # type: ignore[operator]
                 f.message += (f" (95% CI baseline [{bl:.4f}, {bh:.4f}], current [{cl:.4f}, {ch:.4f}]"

@@ -48,6 +48,7 @@ def cpu_name() -> str:
 
 
 def cpu_flags() -> set[str]:
+    """CPU feature flags (Linux ``/proc/cpuinfo``); empty where they cannot be read."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("flags"):

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .errors import DataError, HarnessError
+from .results import as_bool, as_float, is_null
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -96,36 +97,8 @@ _PROVENANCE = [
 # --------------------------------------------------------------------------- small helpers
 
 
-def _is_null(v: Any) -> bool:
-    """None, NaN, pandas NA/NaT."""
-    if v is None:
-        return True
-    if isinstance(v, float):
-        return math.isnan(v)
-    return type(v).__name__ in ("NAType", "NaTType")
-
-
-def _float(v: Any) -> float | None:
-    if _is_null(v) or isinstance(v, bool):
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
-def _bool(v: Any) -> bool | None:
-    if _is_null(v):
-        return None
-    if isinstance(v, str):
-        s = v.strip().lower()
-        return True if s in ("true", "1", "yes") else False if s in ("false", "0", "no") else None
-    return bool(v)
-
-
 def _text(v: Any) -> str:
-    if _is_null(v):
+    if is_null(v):
         return ""
     if isinstance(v, (dict, list)):
         return json.dumps(v, sort_keys=True)
@@ -210,7 +183,7 @@ class _Cell:
     def value(self, metric: str | None) -> float | None:
         if metric is None or metric not in self.metrics:
             return None
-        return _float(self.metrics[metric].get("value"))
+        return as_float(self.metrics[metric].get("value"))
 
 
 def _cells(df: pd.DataFrame) -> dict[tuple[str, str, str], _Cell]:
@@ -220,7 +193,7 @@ def _cells(df: pd.DataFrame) -> dict[tuple[str, str, str], _Cell]:
         cell = cells.get(key)
         if cell is None:
             cell = cells[key] = _Cell(*key, status="ok", error="", info=rec)
-        if _is_null(rec.get("metric")):
+        if is_null(rec.get("metric")):
             if rec["status"] != "ok":
                 cell.status = rec["status"]
                 cell.error = _text(rec.get("error"))
@@ -236,7 +209,7 @@ def _main_metric(cells: Sequence[_Cell]) -> str | None:
     votes: dict[str, int] = {}
     for c in cells:
         for m, r in c.metrics.items():
-            if _bool(r.get("main_metric")):
+            if as_bool(r.get("main_metric")):
                 votes[m] = votes.get(m, 0) + 1
     if votes:
         return max(votes, key=lambda m: (votes[m], m))
@@ -258,7 +231,7 @@ def _latency_metric(cells: Sequence[_Cell], q: int) -> str | None:
 def _higher_is_better(cells: Sequence[_Cell], metric: str | None, default: bool) -> bool:
     for c in cells:
         if metric in c.metrics:
-            b = _bool(c.metrics[metric].get("higher_is_better"))
+            b = as_bool(c.metrics[metric].get("higher_is_better"))
             if b is not None:
                 return b
     return default
@@ -497,7 +470,7 @@ def _task_view(ti: int, task: str, cells: list[_Cell], base_cells: dict[tuple[st
     has_gpu = any(c.value("peak_gpu_mem_mb") is not None for c in ok)
     main_desc = ""
     for c in ok:
-        if main in c.metrics and not _is_null(c.metrics[main].get("metric_description")):
+        if main in c.metrics and not is_null(c.metrics[main].get("metric_description")):
             main_desc = str(c.metrics[main]["metric_description"])
             break
     plugin = _text(cells[0].info.get("task_plugin"))
@@ -576,8 +549,8 @@ def _task_view(ti: int, task: str, cells: list[_Cell], base_cells: dict[tuple[st
             x = v[col.key]
             if col.key == "main":
                 text = _num(x)
-                lo = _float(c.metrics.get(main or "", {}).get("ci_low"))
-                hi = _float(c.metrics.get(main or "", {}).get("ci_high"))
+                lo = as_float(c.metrics.get(main or "", {}).get("ci_low"))
+                hi = as_float(c.metrics.get(main or "", {}).get("ci_high"))
                 ci = f"[{_num(lo)}, {_num(hi)}]" if lo is not None and hi is not None else ""
                 cell = {"text": text, "ci": ci}
             elif col.key == "parameters":
@@ -598,8 +571,8 @@ def _task_view(ti: int, task: str, cells: list[_Cell], base_cells: dict[tuple[st
         rows.append(row)
         rec = {"task": task, "model": c.model, "compression": c.compression, "status": c.status,
                "error": c.error or None, "main_metric": main, "main": v["main"],
-               "ci_low": _float(c.metrics.get(main or "", {}).get("ci_low")),
-               "ci_high": _float(c.metrics.get(main or "", {}).get("ci_high")),
+               "ci_low": as_float(c.metrics.get(main or "", {}).get("ci_low")),
+               "ci_high": as_float(c.metrics.get(main or "", {}).get("ci_high")),
                "size_mb": v["size_mb"], "parameters": v["parameters"],
                "nonzero_parameters": c.value("nonzero_parameters"),
                "bits_per_weight": c.value("bits_per_weight"),
@@ -731,7 +704,7 @@ def _provenance(df: pd.DataFrame) -> list[dict[str, str]]:
 
 def _metric_docs(df: pd.DataFrame, mains: set[str]) -> list[dict[str, Any]]:
     seen: dict[str, dict[str, Any]] = {}
-    ok = df[df["metric"].map(lambda m: not _is_null(m))]
+    ok = df[df["metric"].map(lambda m: not is_null(m))]
     for rec in ok.to_dict(orient="records"):
         name = str(rec["metric"])
         group = name.split(".", 1)[0] + ".*" if "." in name else name
@@ -740,7 +713,7 @@ def _metric_docs(df: pd.DataFrame, mains: set[str]) -> list[dict[str, Any]]:
             if member and member not in seen[group]["members"]:
                 seen[group]["members"].append(member)
             continue
-        hib = _bool(rec.get("higher_is_better"))
+        hib = as_bool(rec.get("higher_is_better"))
         seen[group] = {
             "name": group, "main": name in mains, "unit": _text(rec.get("unit")),
             "better": "higher" if hib else "lower" if hib is False else "",

@@ -14,6 +14,37 @@ from .errors import DataError
 
 RESULTS_FILE = "results.jsonl"
 
+
+# -- reading values of rows that went through CSV / JSON / pandas -----------------------------
+def is_null(v: Any) -> bool:
+    """None, NaN, pandas NA/NaT."""
+    if v is None:
+        return True
+    if isinstance(v, float):
+        return math.isnan(v)
+    return type(v).__name__ in ("NAType", "NaTType")
+
+
+def as_float(v: Any) -> float | None:
+    """A finite float, or None for null, non-numeric, boolean and infinite values."""
+    if is_null(v) or isinstance(v, bool):
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def as_bool(v: Any) -> bool | None:
+    """True/False from a bool, a number or "true"/"false"/"1"/"0"/"yes"/"no"; else None."""
+    if is_null(v):
+        return None
+    if isinstance(v, str):
+        s = v.strip().lower()
+        return True if s in ("true", "1", "yes") else False if s in ("false", "0", "no") else None
+    return bool(v)
+
 #: Columns every row has, in this order (extra columns follow).
 COLUMNS = [
     "run_id", "cell_id", "suite", "suite_hash",

@@ -23,6 +23,7 @@ from typing import Any
 
 import harness
 from harness.api import CellContext, Compression, LoadedModel, Task
+from harness.provenance import cpu_flags
 
 from ._torch import TorchPredictor, count_parameters, dir_bytes, hash_text
 
@@ -139,18 +140,6 @@ def copy_artifact(src: Path, directory: Path) -> Path:
         shutil.rmtree(out)
     shutil.copytree(src, out)
     return out
-
-
-def cpu_flags() -> set[str]:
-    """CPU feature flags (Linux ``/proc/cpuinfo``); empty where they cannot be read."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def cpu_capabilities() -> dict[str, bool]:
