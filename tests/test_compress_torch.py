@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import random
-from pathlib import Path
 
 import pytest
 import torch
+from tiny_tasks import TinySST2
+from tiny_tasks import sst2_rows as real_sst2_rows
 
-from harness.api import CellContext, Head, MetricValue, Task
+from harness.api import CellContext, Head
 from harness.testing import TINY_BERT
 from harness_plugins import compress_torch as ct
 from harness_plugins._torch import dir_bytes
@@ -17,43 +17,9 @@ from harness_plugins.compress_torch import DynamicInt8, Half, NoCompression
 from harness_plugins.hf import HFModel
 
 
-class TinySST2(Task):
-    """Real SST-2 sentences; accuracy of argmax on 32 validation sentences."""
-
-    name = "tiny-sst2"
-
-    def __init__(self, rows: list[tuple[str, int]], tokenizer) -> None:
-        super().__init__()
-        self.rows, self.tok = rows, tokenizer
-
-    def head(self) -> Head:
-        return Head("sequence-classification", ("0", "1"))
-
-    def data_hash(self) -> str:
-        return str(len(self.rows))
-
-    def batch(self, rows) -> dict:
-        """Real sentences, dynamically padded, int64 tensors."""
-        return dict(self.tok([s for s, _ in rows], padding=True, return_tensors="pt"))
-
-    def evaluate(self, predictor, ctx) -> list[MetricValue]:
-        rows = self.rows[-32:]
-        logits = torch.cat([predictor(self.batch(rows[i : i + 8])) for i in range(0, 32, 8)])
-        acc = sum(int(p) == y for p, (_, y) in zip(logits.argmax(-1).tolist(), rows)) / len(rows)
-        return [MetricValue("accuracy", acc, main=True)]
-
-    def calibration_batches(self, tokenizer, samples: int, seed: int) -> list[dict]:
-        picks = random.Random(seed).sample(self.rows[:-32], min(samples, len(self.rows) - 32))
-        return [self.batch([r]) for r in picks]
-
-
 @pytest.fixture(scope="module")
 def sst2_rows() -> list[tuple[str, int]]:
-    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2" / "train.tsv"
-    if not path.is_file():
-        pytest.skip(f"SST-2 data not found at {path}")
-    lines = path.read_text().splitlines()[1:161]
-    return [(s.strip(), int(y)) for s, y in (line.split("\t") for line in lines)]
+    return real_sst2_rows()
 
 
 @pytest.fixture(scope="module")

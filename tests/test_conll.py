@@ -3,21 +3,11 @@ blank lines) and clear errors on corrupt files."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from tiny_tasks import data
 
 from harness.errors import DataError
 from harness_plugins.conll import entity_counts, iob1_to_iob2, label_list, read_conll
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def data(*parts: str) -> Path:
-    path = DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"real benchmark data not found at {path} (expected ../shared/data beside the checkout)")
-    return path
 
 
 def test_conll2003_test_split_entity_counts():

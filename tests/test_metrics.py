@@ -3,10 +3,9 @@ local ``evaluate`` modules."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from tiny_tasks import data
 
 from harness_plugins.conll import read_conll
 from harness_plugins.metrics import (
@@ -17,15 +16,6 @@ from harness_plugins.metrics import (
     sentence_entity_counts,
     seqeval_metric,
 )
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def data(*parts: str) -> Path:
-    path = DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"real benchmark data not found at {path} (expected ../shared/data beside the checkout)")
-    return path
 
 
 def by_name(metrics):

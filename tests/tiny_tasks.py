@@ -1,0 +1,74 @@
+"""Helpers shared by the compression tests: real data paths and a small task over real SST-2
+sentences, so compressions can be tested on a tiny model in seconds."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.api import Head, MetricValue, Task
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def data(*parts: str) -> Path:
+    """A path under ``../shared/data``; skips the test when the real data is not there."""
+    path = DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real benchmark data not found at {path} (expected ../shared/data beside the checkout)")
+    return path
+
+
+def sst2_rows(n: int = 160) -> list[tuple[str, int]]:
+    """The first ``n`` (sentence, label) rows of SST-2's train split."""
+    lines = data("sst2", "train.tsv").read_text().splitlines()[1 : n + 1]
+    return [(s.strip(), int(y)) for s, y in (line.split("\t") for line in lines)]
+
+
+class TinySST2(Task):
+    """Real SST-2 sentences; the last 32 rows are held out. Sequence classification: accuracy
+    against the label; token classification: per-token accuracy of ``input_id % 2``."""
+
+    name = "tiny-sst2"
+
+    def __init__(self, rows, tokenizer, kind: str = "sequence-classification") -> None:
+        super().__init__()
+        self.rows, self.tok, self.kind = rows, tokenizer, kind
+        self.eval_log: list[str] = []  # runtimes evaluated, shared by copies of the task
+
+    def head(self) -> Head:
+        return Head(self.kind, ("0", "1"))
+
+    def data_hash(self) -> str:
+        return f"{self.kind}:{len(self.rows)}"
+
+    def batch(self, rows, labels: bool = False) -> dict:
+        """Real sentences, dynamically padded, int64 tensors (+ labels for training)."""
+        out = dict(self.tok([s for s, _ in rows], padding=True, return_tensors="pt"))
+        if labels:
+            out["labels"] = torch.tensor([y for _, y in rows])
+        return out
+
+    def evaluate(self, predictor, ctx) -> list[MetricValue]:
+        self.eval_log.append(getattr(predictor, "runtime", "?"))
+        rows = self.rows[-32:]
+        right = n = 0
+        for i in range(0, len(rows), 8):
+            b = self.batch(rows[i : i + 8])
+            pred = torch.as_tensor(predictor(b)).argmax(-1)
+            if self.kind == "sequence-classification":
+                right += sum(int(p) == y for p, (_, y) in zip(pred.tolist(), rows[i : i + 8]))
+                n += len(pred)
+            else:
+                mask = b["attention_mask"].bool()
+                gold = (b["input_ids"] % 2).long()
+                right += int(((pred == gold) & mask).sum())
+                n += int(mask.sum())
+        return [MetricValue("accuracy", right / n, main=True)]
+
+    def calibration_batches(self, tokenizer, samples: int, seed: int) -> list[dict]:
+        pool = self.rows[:-32]
+        return [self.batch([r]) for r in random.Random(seed).sample(pool, min(samples, len(pool)))]
