@@ -19,7 +19,7 @@ from .plugins import PluginManager, get_plugin_manager
 from .provenance import device_name
 from .registry import Registries
 from .suite import Entry, Settings
-from .timing import PeakMemory, describe_lengths, measure_latency, measure_throughput
+from .timing import PeakMemory, describe_lengths, fixed_length, measure_latency, measure_throughput
 
 LATENCY_INPUTS = 64  # distinct batch-1 inputs cycled through when timing
 THROUGHPUT_BATCHES = 8
@@ -151,6 +151,8 @@ def run_cell(
             bn = task.latency_batches(  # type: ignore[attr-defined]
                 loaded.tokenizer, s.throughput_batch_size, THROUGHPUT_BATCHES, s.seed
             )
+            if s.latency_seq_len:
+                b1, bn = fixed_length(b1, s.latency_seq_len), fixed_length(bn, s.latency_seq_len)
             step("time", f"compression plugin {spec.compression.plugin!r}")
             lat = measure_latency(predictor, b1, warmup=s.warmup,
                                   min_iterations=s.min_iterations, min_duration_s=s.min_duration_s)
@@ -161,7 +163,7 @@ def run_cell(
         total, nonzero = predictor.parameter_counts()
         info.update(
             latency_batch_size=1, throughput_batch_size=s.throughput_batch_size,
-            seq_len=describe_lengths(lat.seq_lens),
+            seq_len=describe_lengths(lat.seq_lens, s.latency_seq_len),
         )
         described = predictor.describe()
         info["threads"] = described.pop("threads", None)

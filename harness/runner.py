@@ -103,7 +103,8 @@ def plan(suite: Suite, plugins: PluginSet, device_kind: str, harness_version: st
                     "model": [m.spec(), identity(m)], "task": [t.spec(), identity(t)],
                     "compression": [c.spec(), identity(c)], "harness": harness_version,
                     "device": device_kind, "seed": s.seed, "timing": [
-                        s.warmup, s.min_iterations, s.min_duration_s, s.throughput_batch_size],
+                        s.warmup, s.min_iterations, s.min_duration_s, s.throughput_batch_size,
+                        *([s.latency_seq_len] if s.latency_seq_len else [])],
                 }
                 blob = json.dumps(doc, sort_keys=True, default=str).encode()
                 cell_id = hashlib.sha256(blob).hexdigest()[:16]

@@ -38,6 +38,8 @@ class Settings:
     min_duration_s: float = 2.0
     #: batch size for the throughput measurement
     throughput_batch_size: int = 32
+    #: time inputs at this fixed length in tokens (real inputs cut or repeated); 0: real lengths
+    latency_seq_len: int = 0
     #: per-cell timeout in seconds (0: none)
     timeout_s: float = 0.0
     #: persistent cache of fine-tuned checkpoints, compressed artifacts and finished cells
@@ -366,6 +368,8 @@ def _settings(raw: Any, path: Path | None) -> Settings:
             if not (isinstance(default, str) and isinstance(v, str)):
                 raise SuiteError(f"must be {type(default).__name__}, got {v!r}",
                                  path=path, key=f"settings.{k}")
+        if isinstance(v, (int, float)) and v < 0:
+            raise SuiteError(f"must be >= 0, got {v!r}", path=path, key=f"settings.{k}")
     return Settings(**raw)
 
 

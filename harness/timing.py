@@ -179,7 +179,28 @@ def measure_throughput(
     return {"throughput_samples_s": samples / elapsed, "throughput_tokens_s": tokens / elapsed}
 
 
-def describe_lengths(lens: Sequence[int]) -> str:
+def fixed_length(batches: Sequence[dict[str, Any]], length: int) -> list[dict[str, Any]]:
+    """The same real inputs at exactly ``length`` tokens: longer ones cut, shorter ones repeated
+    along the sequence (so every position is a real token and attends), attention all ones.
+    For timing at a stated fixed length (``settings.latency_seq_len``); not for accuracy."""
+    out = []
+    for batch in batches:
+        n = _seq_len(batch)
+        fixed: dict[str, Any] = {}
+        for key, t in batch.items():
+            if getattr(t, "ndim", 0) != 2 or t.shape[1] != n:
+                fixed[key] = t
+            elif key == "attention_mask":
+                fixed[key] = t.new_ones((t.shape[0], length))
+            else:
+                fixed[key] = t[:, :length] if n >= length else t.repeat(1, -(-length // n))[:, :length]
+        out.append(fixed)
+    return out
+
+
+def describe_lengths(lens: Sequence[int], fixed: int = 0) -> str:
+    if fixed:
+        return f"fixed length: {fixed} tokens (real inputs cut or repeated)"
     if not lens:
         return ""
     xs = sorted(lens)

@@ -226,3 +226,26 @@ def test_jobs_on_cpu_split_threads(tmp_path):
     pids = {e.split()[1] for e in df.error}
     assert len(pids) == 2 and set(df.jobs) == {2}
     assert {e.split()[0] for e in df.error} == {"visible=None"}
+
+
+def test_fixed_latency_length_is_stated_and_keys_the_cell(run_suite_dict, tmp_path):
+    import torch
+
+    from harness.timing import fixed_length
+
+    # cut and repeat: real tokens at exactly the length asked for, every position attended
+    batch = {"input_ids": torch.tensor([[101, 7, 8, 102]]), "attention_mask": torch.tensor([[1, 1, 1, 0]])}
+    long, short = fixed_length([batch], 10)[0], fixed_length([batch], 3)[0]
+    assert long["input_ids"].tolist() == [[101, 7, 8, 102, 101, 7, 8, 102, 101, 7]]
+    assert long["attention_mask"].tolist() == [[1] * 10] and short["input_ids"].tolist() == [[101, 7, 8]]
+
+    df = run_suite_dict(suite_doc(Path("/u"), ["none"]) | {"settings": {"latency_seq_len": 24}},
+                        out=tmp_path / "fixed")
+    assert set(df.status) == {"ok"}
+    assert set(df.seq_len) == {"fixed length: 24 tokens (real inputs cut or repeated)"}
+    real = run_suite_dict(suite_doc(Path("/u"), ["none"]) | {"settings": {}}, out=tmp_path / "real")
+    assert set(real.seq_len).pop().startswith("real lengths")
+    zero = run_suite_dict(suite_doc(Path("/u"), ["none"]) | {"settings": {"latency_seq_len": 0}},
+                          out=tmp_path / "zero")
+    # the fixed length keys the cell; 0 (real lengths, the default) keeps the old key
+    assert set(df.cell_id) != set(real.cell_id) and set(zero.cell_id) == set(real.cell_id)

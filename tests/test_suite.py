@@ -124,6 +124,12 @@ def test_unknown_setting(tmp_path):
         load_suite(p)
 
 
+def test_negative_setting(tmp_path):
+    p = write(tmp_path, "s.yaml", BASIC + "settings: {latency_seq_len: -8}\n")
+    with pytest.raises(SuiteError, match=r"s\.yaml: settings\.latency_seq_len: must be >= 0, got -8"):
+        load_suite(p)
+
+
 def test_duplicate_entry_names(tmp_path):
     p = write(tmp_path, "s.yaml", BASIC.replace("name: int8", "name: none"))
     with pytest.raises(SuiteError, match="duplicate name 'none'"):
