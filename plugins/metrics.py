@@ -12,7 +12,8 @@ a hub), plus a seeded percentile bootstrap for confidence intervals.
 * :func:`classification_metric` - accuracy, macro-F1 and per-class precision/recall/F1.
 * :func:`sentence_entity_counts` - (true positives, predicted, gold) entities per sentence, the
   exact decomposition of seqeval's micro scores, so bootstrapping over sentences is cheap.
-* :func:`bootstrap_ci` - percentile bootstrap over rows of per-item statistics.
+* :func:`bootstrap_ci` - percentile bootstrap over rows of per-item statistics (vectorised for
+  statistics marked ``vectorized``, such as :func:`micro_f1_from_counts`).
 """
 
 from __future__ import annotations
@@ -61,33 +62,14 @@ def _build_seqeval_class():
             )
 
         def _compute(self, predictions, references, mode: str | None = None) -> dict[str, Any]:
-            from seqeval.metrics import accuracy_score, classification_report
+            from seqeval.metrics import accuracy_score
 
-            kwargs: dict[str, Any] = {}
             if mode == "strict":
-                from seqeval.scheme import IOB2
-
-                kwargs = {"mode": "strict", "scheme": IOB2}
-            elif mode is not None:
+                out = _strict_scores(references, predictions)
+            elif mode is None:
+                out = _default_scores(references, predictions)
+            else:
                 raise ValueError(f"mode must be None (conlleval) or 'strict', got {mode!r}")
-            report = classification_report(
-                references, predictions, output_dict=True, zero_division=0, digits=6, **kwargs
-            )
-            out: dict[str, Any] = {}
-            for key, row in report.items():
-                if key.endswith(" avg"):
-                    continue
-                out[key] = {
-                    "precision": float(row["precision"]),
-                    "recall": float(row["recall"]),
-                    "f1": float(row["f1-score"]),
-                    "number": int(row["support"]),
-                }
-            micro = report["micro avg"]
-            out["overall_precision"] = float(micro["precision"])
-            out["overall_recall"] = float(micro["recall"])
-            out["overall_f1"] = float(micro["f1-score"])
-            out["overall_number"] = int(micro["support"])
             out["overall_accuracy"] = float(accuracy_score(references, predictions))
             return out
 
@@ -142,6 +124,55 @@ def _build_classification_class():
     return ClassificationScores
 
 
+def _default_scores(references: Sequence[Sequence[str]], predictions: Sequence[Sequence[str]]) -> dict[str, Any]:
+    """seqeval default (conlleval) mode. The micro scores come from seqeval's
+    ``precision_recall_fscore_support``; per type and per sentence, the same entities (seqeval's
+    ``get_entities``) are counted once, and their sums must reproduce seqeval's micro scores
+    (checked here, so a change in seqeval cannot go unnoticed). ``sentence_counts`` holds
+    (true positives, predicted, gold) per sentence for the bootstrap."""
+    from seqeval.metrics.sequence_labeling import precision_recall_fscore_support
+
+    p, r, f, support = precision_recall_fscore_support(
+        references, predictions, average="micro", zero_division=0
+    )
+    counts = sentence_entity_counts(references, predictions, per_type := {})
+    tp, npred, ngold = (int(x) for x in counts.sum(axis=0))
+    if ngold != int(support) or abs(_safe_div(tp, npred) - float(p)) > 1e-9 or abs(
+        _safe_div(tp, ngold) - float(r)
+    ) > 1e-9:
+        raise RuntimeError(
+            f"entity counts ({tp} tp, {npred} predicted, {ngold} gold) do not reproduce seqeval's "
+            f"micro scores (p={p}, r={r}, support={support}); seqeval's chunking changed?"
+        )
+    out: dict[str, Any] = {}
+    for t in sorted(per_type):
+        t_tp, t_pred, t_gold = per_type[t]
+        tp_p, tp_r = _safe_div(t_tp, t_pred), _safe_div(t_tp, t_gold)
+        out[t] = {"precision": tp_p, "recall": tp_r, "f1": _f1(tp_p, tp_r), "number": t_gold}
+    out.update(overall_precision=float(p), overall_recall=float(r), overall_f1=float(f),
+               overall_number=int(support), sentence_counts=counts.tolist())
+    return out
+
+
+def _strict_scores(references: Sequence[Sequence[str]], predictions: Sequence[Sequence[str]]) -> dict[str, Any]:
+    """seqeval strict mode with the IOB2 scheme (not conlleval), via its classification report."""
+    from seqeval.metrics import classification_report
+    from seqeval.scheme import IOB2
+
+    report = classification_report(
+        references, predictions, output_dict=True, zero_division=0, digits=6, mode="strict", scheme=IOB2
+    )
+    out: dict[str, Any] = {}
+    for key, row in report.items():
+        if not key.endswith(" avg"):
+            out[key] = {"precision": float(row["precision"]), "recall": float(row["recall"]),
+                        "f1": float(row["f1-score"]), "number": int(row["support"])}
+    micro = report["micro avg"]
+    out.update(overall_precision=float(micro["precision"]), overall_recall=float(micro["recall"]),
+               overall_f1=float(micro["f1-score"]), overall_number=int(micro["support"]))
+    return out
+
+
 _CLASSES: dict[str, type] = {}
 
 
@@ -160,24 +191,40 @@ def classification_metric():
 
 
 def sentence_entity_counts(
-    references: Sequence[Sequence[str]], predictions: Sequence[Sequence[str]]
+    references: Sequence[Sequence[str]],
+    predictions: Sequence[Sequence[str]],
+    per_type: dict[str, list[int]] | None = None,
 ) -> np.ndarray:
     """(n_sentences, 3) int array: true-positive, predicted and gold entity counts per sentence,
-    with seqeval's default (conlleval) chunking. Column sums give seqeval's micro counts exactly."""
+    with seqeval's default (conlleval) chunking. Column sums give seqeval's micro counts exactly.
+    ``per_type``, when given, is filled with ``type -> [tp, predicted, gold]``."""
     from seqeval.metrics.sequence_labeling import get_entities
 
     out = np.zeros((len(references), 3), dtype=np.int64)
     for i, (ref, pred) in enumerate(zip(references, predictions)):
         gold = set(get_entities(list(ref)))
         guess = set(get_entities(list(pred)))
-        out[i] = (len(gold & guess), len(guess), len(gold))
+        hit = gold & guess
+        out[i] = (len(hit), len(guess), len(gold))
+        if per_type is not None:
+            for col, ents in ((0, hit), (1, guess), (2, gold)):
+                for t, _, _ in ents:
+                    per_type.setdefault(t, [0, 0, 0])[col] += 1
     return out
 
 
-def micro_f1_from_counts(counts: np.ndarray) -> float:
-    """Entity micro F1 from summed (tp, predicted, gold) counts (rows summed over axis 0)."""
-    tp, npred, ngold = (float(x) for x in np.asarray(counts).sum(axis=0))
-    return _f1(_safe_div(tp, npred), _safe_div(tp, ngold))
+def micro_f1_from_counts(counts: np.ndarray) -> float | np.ndarray:
+    """Entity micro F1 from (tp, predicted, gold) rows summed over axis -2: an (n, 3) array gives
+    a float, a (B, n, 3) stack of resamples gives B values."""
+    tp, npred, ngold = np.moveaxis(np.asarray(counts).sum(axis=-2).astype(float), -1, 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = np.where(npred > 0, tp / np.where(npred > 0, npred, 1), 0.0)
+        r = np.where(ngold > 0, tp / np.where(ngold > 0, ngold, 1), 0.0)
+        f1 = np.where(p + r > 0, 2 * p * r / np.where(p + r > 0, p + r, 1), 0.0)
+    return float(f1) if np.ndim(f1) == 0 else f1
+
+
+micro_f1_from_counts.vectorized = True  # type: ignore[attr-defined]
 
 
 def bootstrap_ci(
@@ -196,8 +243,14 @@ def bootstrap_ci(
         return None, None
     rng = np.random.default_rng(seed)
     values = np.empty(n_resamples, dtype=float)
-    for b in range(n_resamples):
-        values[b] = statistic(stats[rng.integers(0, n, size=n)])
+    if getattr(statistic, "vectorized", False):  # takes a (B, n, ...) stack of resamples
+        chunk = max(1, min(n_resamples, 2_000_000 // max(1, stats[:1].size * n)))
+        for lo in range(0, n_resamples, chunk):
+            hi = min(n_resamples, lo + chunk)
+            values[lo:hi] = statistic(stats[rng.integers(0, n, size=(hi - lo, n))])
+    else:
+        for b in range(n_resamples):
+            values[b] = statistic(stats[rng.integers(0, n, size=n)])
     alpha = (1.0 - confidence) / 2
     low, high = np.quantile(values, [alpha, 1.0 - alpha])
     return float(low), float(high)

@@ -392,12 +392,9 @@ def ner_metrics(
     split: str = "test",
 ) -> list[MetricValue]:
     """Entity-level metrics of ``predictions`` against ``references`` (IOB tags per word)."""
-    from .metrics import (
-        bootstrap_ci,
-        micro_f1_from_counts,
-        sentence_entity_counts,
-        seqeval_metric,
-    )
+    import numpy as np
+
+    from .metrics import bootstrap_ci, micro_f1_from_counts, seqeval_metric
 
     for i, (r, p) in enumerate(zip(references, predictions)):
         if len(r) != len(p):
@@ -406,7 +403,7 @@ def ner_metrics(
         raise DataError(f"{len(references)} gold sentences but {len(predictions)} predicted")
     res = seqeval_metric().compute(predictions=predictions, references=references)
     strict = seqeval_metric().compute(predictions=predictions, references=references, mode="strict")
-    counts = sentence_entity_counts(references, predictions)
+    counts = np.asarray(res.pop("sentence_counts"), dtype=np.int64).reshape(-1, 3)
     n_gold = int(counts[:, 2].sum())
     low, high = bootstrap_ci(counts, micro_f1_from_counts, n_resamples=bootstrap, seed=seed)
     mode = "seqeval default (conlleval-compatible) mode"

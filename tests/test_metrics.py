@@ -163,6 +163,33 @@ def test_sentence_counts_decompose_seqeval_micro_scores():
     counts = sentence_entity_counts(gold, pred)
     assert micro_f1_from_counts(counts) == pytest.approx(res["overall_f1"], abs=1e-12)
     assert counts[:, 2].sum() == res["overall_number"]
+    # per type and micro, default and strict: exactly seqeval's own classification report
+    from seqeval.metrics import classification_report
+    from seqeval.scheme import IOB2
+
+    strict = seqeval_metric().compute(predictions=pred, references=gold, mode="strict")
+    for result, kw in ((res, {}), (strict, {"mode": "strict", "scheme": IOB2})):
+        report = classification_report(gold, pred, output_dict=True, zero_division=0, **kw)
+        types = sorted(k for k in report if not k.endswith(" avg"))
+        assert types == sorted(k for k, v in result.items() if isinstance(v, dict)) and len(types) == 4
+        for t in types:
+            assert result[t]["f1"] == pytest.approx(report[t]["f1-score"], abs=1e-12)
+            assert result[t]["precision"] == pytest.approx(report[t]["precision"], abs=1e-12)
+            assert result[t]["number"] == report[t]["support"]
+        assert result["overall_f1"] == pytest.approx(report["micro avg"]["f1-score"], abs=1e-12)
+    assert strict["overall_f1"] != res["overall_f1"]  # the modes differ on perturbed tags
+
+
+def test_vectorised_bootstrap_equals_the_resample_loop():
+    gold = read_conll(data("conll2003", "validation.txt")).tags[:300]
+    counts = sentence_entity_counts(gold, perturb(gold))
+
+    def looped(c):  # the same statistic, not marked vectorized: one resample at a time
+        return micro_f1_from_counts(c)
+
+    fast = bootstrap_ci(counts, micro_f1_from_counts, n_resamples=250, seed=3)
+    slow = bootstrap_ci(counts, looped, n_resamples=250, seed=3)
+    assert fast == pytest.approx(slow, abs=1e-12) and fast[0] < micro_f1_from_counts(counts) < fast[1]
 
 
 def test_bootstrap_is_seeded_and_brackets_the_estimate():
