@@ -51,7 +51,7 @@ def tables(df, baseline: str = "none") -> str:
                 f"{thr:.1f} | {thr / b_thr:.2f}x | {c.precision.iloc[0]} | {c.runtime.iloc[0]} |"
             )
         first = base.iloc[0]
-        out.append(f"\nTiming inputs: {first.seq_len}; {first.threads} threads; "
+        out.append(f"\nTiming inputs: {first.seq_len}; {int(first.threads)} threads; "
                    f"device {first.device_name}.\n")
     return "\n".join(out)
 

@@ -32,7 +32,8 @@ def main() -> None:
         lines.append(
             f"evaluation harness vs Trainer.predict+seqeval: {ev['speedup_vs_reference']:.2f}x faster "
             f"(target >= 2.0), {ev['harness_eval_s']:.1f} s vs {ev['reference_eval_s']:.1f} s; "
-            f"harness / pure forward {ev['overhead_vs_forward']:.3f} (target <= 1.10); "
+            f"harness / pure forward {ev['overhead_vs_forward']:.3f} (median of per-round ratios "
+            f"{ev.get('overhead_per_round_median', float('nan')):.3f}; target <= 1.10); "
             f"F1 {ev['harness_entity_f1']:.4f} vs {ev['reference_entity_f1']:.4f}")
     if wt := load("suite_walltime"):
         lines.append(f"quickstart cold {wt['cold_s']:.0f} s (target < 300), cached re-run "

@@ -187,6 +187,7 @@ class NERTask(FineTunedTask):
         )
         self._splits: dict[str, ConllSplit | None] = {}
         self._hf: Any = None
+        self._windows: dict[tuple[str, int], tuple[Any, list[Window]]] = {}
 
     # -- data --------------------------------------------------------------------------------
     def _path(self, split: str) -> Path:
@@ -304,18 +305,22 @@ class NERTask(FineTunedTask):
             feats.append({"input_ids": w.input_ids, "labels": labels})
         return feats
 
-    def predict(self, predictor: Predictor, ctx: CellContext, sentences: list[Sentence]) -> list[list[str]]:
+    def predict(
+        self, predictor: Predictor, ctx: CellContext, sentences: list[Sentence],
+        windows: list[Window] | None = None,
+    ) -> list[list[str]]:
         """Predicted IOB tags for every word of ``sentences`` (windows, length-sorted batches,
-        dynamic padding)."""
+        dynamic padding). ``windows``: the sentences already tokenised and windowed (by
+        ``_windows_for``), else they are here."""
         import torch
         from tqdm.auto import tqdm
 
         from .finetune import pad_batch
 
         tokenizer, labels, max_len = self._require_bound()
-        prefix, suffix = special_affixes(tokenizer)
-        pieces = word_pieces(tokenizer, [s.tokens for s in sentences])
-        windows = make_windows(pieces, prefix, suffix, max_len)
+        if windows is None:
+            prefix, suffix = special_affixes(tokenizer)
+            windows = make_windows(word_pieces(tokenizer, [s.tokens for s in sentences]), prefix, suffix, max_len)
         order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids), reverse=True)
         preds: list[list[str | None]] = [[None] * len(s.tokens) for s in sentences]
         bs = max(1, int(self.eval_batch_size))
@@ -343,7 +348,9 @@ class NERTask(FineTunedTask):
     def evaluate(self, predictor: Predictor, ctx: CellContext) -> list[MetricValue]:
         sentences = self.sentences(self.eval_split)
         ctx.progress("evaluate", f"{len(sentences)} sentences of {self.eval_split}")
-        preds = self.predict(predictor, ctx, sentences)
+        tokenizer, _, max_len = self._require_bound()
+        windows = self._windows_for(tokenizer, self.eval_split, max_len)
+        preds = self.predict(predictor, ctx, sentences, windows)
         return ner_metrics(
             [s.tags for s in sentences], preds, bootstrap=self.bootstrap, seed=ctx.seed,
             split=self.eval_split,
@@ -351,9 +358,17 @@ class NERTask(FineTunedTask):
 
     # -- inputs for timing and calibration ---------------------------------------------------
     def _windows_for(self, tokenizer: Any, split: str, max_length: int) -> list[Window]:
+        """The split's sentences tokenised and windowed; memoised per (tokenizer, split, length),
+        so the compressions of one model evaluated by one worker tokenise the split once."""
+        key = (split, max_length)
+        hit = self._windows.get(key)
+        if hit is not None and hit[0] is tokenizer:
+            return hit[1]
         sents = self.sentences(split)
         prefix, suffix = special_affixes(tokenizer)
-        return make_windows(word_pieces(tokenizer, [s.tokens for s in sents]), prefix, suffix, max_length)
+        windows = make_windows(word_pieces(tokenizer, [s.tokens for s in sents]), prefix, suffix, max_length)
+        self._windows[key] = (tokenizer, windows)
+        return windows
 
     def _tokenizer_limit(self, tokenizer: Any, default: int) -> int:
         if self._eval_len is not None:
