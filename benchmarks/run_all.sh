@@ -11,7 +11,7 @@ py=${PYTHON:-.venv/bin/python}
 # a: reference Trainer pipeline + d: fine-tuning throughput, both on the full train split
 $py benchmarks/finetune_speed.py --max-train-samples all --json "$out/finetune_speed.json"
 # b, c: evaluation speed vs Trainer.predict + seqeval, and overhead vs pure forward passes
-$py benchmarks/eval_speed.py --data-dir ../shared/data/conll2003 --json "$out/eval_speed.json"
+$py benchmarks/eval_speed.py --data-dir ../shared/data/conll2003 --rounds 5 --json "$out/eval_speed.json"
 # e: quickstart suite wall time, cold and cached
 $py benchmarks/suite_walltime.py --json "$out/suite_walltime.json"
 # latency repeatability (issue 5)
