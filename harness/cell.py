@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import os
 import shutil
 import tempfile
 import time
@@ -135,6 +136,8 @@ def run_cell(
         compress_s = time.perf_counter() - t0
         info.update(runtime=predictor.runtime, device=predictor.device,
                     precision=predictor.precision, device_name=device_name(predictor.device))
+        if predictor.device.startswith("cuda"):  # which physical GPU a pinned worker had
+            info["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
 
         step("evaluate", f"task plugin {spec.task.plugin!r}")
         t0 = time.perf_counter()
@@ -164,6 +167,7 @@ def run_cell(
         info.update(
             latency_batch_size=1, throughput_batch_size=s.throughput_batch_size,
             seq_len=describe_lengths(lat.seq_lens, s.latency_seq_len),
+            latency_inputs=lat.inputs, latency_passes=lat.passes,
         )
         described = predictor.describe()
         info["threads"] = described.pop("threads", None)

@@ -24,6 +24,17 @@ STARTUP_GRACE_S = 300
 
 
 
+def physical_gpu(device: str, visible: str | None) -> str:
+    """What to put in a worker's ``CUDA_VISIBLE_DEVICES`` for ``device`` ("cuda:N") as this
+    process numbers it: the N-th entry of this process's own ``CUDA_VISIBLE_DEVICES`` when that
+    is set (so ``CUDA_VISIBLE_DEVICES=2,3 harness run`` uses GPUs 2 and 3), else N."""
+    index = device.split(":", 1)[1] if ":" in device else "0"
+    entries = [e.strip() for e in (visible or "").split(",") if e.strip()]
+    if entries and index.isdigit() and int(index) < len(entries):
+        return entries[int(index)]
+    return index
+
+
 def _worker_main(disabled: list[str], extra: list[str], threads: int | None,
                  inbox: Any, outbox: Any) -> None:
     """Worker loop: build plugins once, run cells until told to stop."""
@@ -81,7 +92,7 @@ class LocalExecutor(Executor):
     def _start(self, w: _Worker) -> None:
         env_backup = os.environ.get("CUDA_VISIBLE_DEVICES")
         if w.device.startswith("cuda"):
-            os.environ["CUDA_VISIBLE_DEVICES"] = w.device.split(":", 1)[1]
+            os.environ["CUDA_VISIBLE_DEVICES"] = physical_gpu(w.device, env_backup)
         w.inbox = self.ctx.Queue()
         w.proc = self.ctx.Process(
             target=_worker_main,

@@ -79,6 +79,29 @@ def environment() -> dict[str, Any]:
     }
 
 
+def gpu_environment(devices: list[str]) -> dict[str, Any]:
+    """GPU provenance columns for a run on CUDA devices: the CUDA version torch was built with,
+    cuDNN, the driver (from ``nvidia-smi``) and the name of every device used."""
+    if not any(d.startswith("cuda") for d in devices):
+        return {}
+    out: dict[str, Any] = {"gpu_names": ", ".join(device_name(d) for d in devices)}
+    try:
+        import torch
+
+        out["cuda_version"] = torch.version.cuda
+        out["cudnn_version"] = torch.backends.cudnn.version()
+    except ImportError:
+        pass
+    try:
+        smi = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+        if smi.returncode == 0 and smi.stdout.strip():
+            out["gpu_driver"] = smi.stdout.strip().splitlines()[0].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return out
+
+
 def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 

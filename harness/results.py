@@ -55,7 +55,7 @@ COLUMNS = [
     "metric", "value", "ci_low", "ci_high", "metric_description", "higher_is_better",
     "main_metric", "unit", "samples",
     "runtime", "device", "device_name", "precision", "latency_batch_size",
-    "throughput_batch_size", "seq_len", "threads", "jobs", "cached",
+    "throughput_batch_size", "seq_len", "latency_inputs", "latency_passes", "threads", "jobs", "cached",
     "harness_version", "plugin_versions", "python_version", "torch_version",
     "transformers_version", "platform", "cpu", "git_commit", "seed", "timestamp", "hostname",
 ]

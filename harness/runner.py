@@ -23,7 +23,7 @@ from typing import Any
 from .api import ExecutorContext
 from .cell import CellOutcome, CellSpec, PluginSet
 from .plugins import PluginManager
-from .provenance import device_name, environment, now
+from .provenance import device_name, environment, gpu_environment, now
 from .results import RESULTS_FILE, ResultsWriter, read_rows
 from .suite import Suite
 
@@ -138,7 +138,7 @@ def run_suite(
     main_plugins = PluginSet(registries)
     cells = plan(suite, main_plugins, device_kind, harness.__version__, opts.only)
     run_id = uuid.uuid4().hex[:12]
-    env = environment()
+    env = {**environment(), **gpu_environment(devices)}
     base = {"run_id": run_id, "suite": suite.name, "suite_hash": suite.hash,
             "seed": suite.settings.seed, "jobs": jobs, **env}
     cache = Path(suite.settings.cache_dir) / "cells"

@@ -2,8 +2,9 @@
 
 Method (see docs/methodology.md): the first call after load is the cold start, timed alone;
 then ``warmup`` iterations are discarded; then batch-1 inputs drawn from the task's evaluation
-split at their real lengths are timed one call per iteration until *both* ``min_iterations``
-and ``min_duration_s`` are reached. On CUDA each iteration is bracketed by CUDA events and the
+split at their real lengths are timed one call per iteration, in whole passes over the inputs,
+until *both* ``min_iterations`` and ``min_duration_s`` are reached (so every predictor of a task
+is timed on the same inputs, each the same number of times). On CUDA each iteration is bracketed by CUDA events and the
 device is synchronised once before reading them; on CPU ``time.perf_counter`` brackets a call
 that returns only when the logits are computed. Peak memory is sampled while timing.
 """
@@ -26,6 +27,11 @@ class LatencyResult:
     cold_start_ms: float
     warmup: int
     seq_lens: list[int] = field(default_factory=list)
+    inputs: int = 0  #: distinct inputs, each timed ``passes`` times
+
+    @property
+    def passes(self) -> int:
+        return len(self.samples_ms) // self.inputs if self.inputs else 0
 
     def percentile(self, q: float) -> float:
         """Linear-interpolated percentile (numpy's default method) of the samples."""
@@ -106,28 +112,39 @@ def measure_latency(
     min_duration_s: float = 2.0,
     max_iterations: int = 100_000,
 ) -> LatencyResult:
-    """Time one call per iteration, cycling through ``batches`` (batch-1 real inputs)."""
+    """Time one call per iteration over ``batches`` (batch-1 real inputs) in whole passes: the
+    loop stops at the end of the first pass after which both ``min_iterations`` and
+    ``min_duration_s`` are reached, so every predictor of a task is timed on the same multiset
+    of inputs (each input the same number of times), however fast it is. ``max_iterations``
+    bounds the run (rounded down to whole passes, at least one)."""
     if not batches:
         raise ValueError("no inputs to time")
+    n = len(batches)
+    cap = max(n, max_iterations - max_iterations % n)
     cuda = predictor.device.startswith("cuda")
     t0 = time.perf_counter()
     predictor(batches[0])
     predictor.synchronize()
     cold = (time.perf_counter() - t0) * 1000
     for i in range(warmup):
-        predictor(batches[i % len(batches)])
+        predictor(batches[i % n])
     predictor.synchronize()
+
+    def more(i: int, start: float) -> bool:
+        if i % n:  # finish the pass
+            return True
+        return i < cap and (i < min_iterations or time.perf_counter() - start < min_duration_s)
 
     samples: list[float] = []
     lens: list[int] = []
+    start = time.perf_counter()
+    i = 0
     if cuda:
         import torch
 
         events = []
-        start = time.perf_counter()
-        i = 0
-        while i < max_iterations and (i < min_iterations or time.perf_counter() - start < min_duration_s):
-            b = batches[i % len(batches)]
+        while more(i, start):
+            b = batches[i % n]
             s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             s.record()
             predictor(b)
@@ -140,16 +157,14 @@ def measure_latency(
         torch.cuda.synchronize(predictor.device)
         samples = [s.elapsed_time(e) for s, e in events]
     else:
-        start = time.perf_counter()
-        i = 0
-        while i < max_iterations and (i < min_iterations or time.perf_counter() - start < min_duration_s):
-            b = batches[i % len(batches)]
+        while more(i, start):
+            b = batches[i % n]
             t = time.perf_counter()
             predictor(b)
             samples.append((time.perf_counter() - t) * 1000)
             lens.append(_seq_len(b))
             i += 1
-    return LatencyResult(samples, cold, warmup, lens)
+    return LatencyResult(samples, cold, warmup, lens, inputs=n)
 
 
 def measure_throughput(
@@ -159,21 +174,24 @@ def measure_throughput(
     warmup: int = 2,
     min_duration_s: float = 2.0,
     min_batches: int = 3,
+    max_batches: int = 10_000,
 ) -> dict[str, float]:
-    """Samples/s and tokens/s (non-padding tokens) over real batches of the throughput size."""
+    """Samples/s and tokens/s (non-padding tokens) over real batches of the throughput size,
+    in whole passes over ``batches`` (the same inputs for every predictor)."""
+    if not batches:
+        raise ValueError("no inputs to time")
     for i in range(min(warmup, len(batches))):
         predictor(batches[i])
     predictor.synchronize()
     n = samples = tokens = 0
     start = time.perf_counter()
-    while n < min_batches or time.perf_counter() - start < min_duration_s:
+    while n % len(batches) or (
+            n < max_batches and (n < min_batches or time.perf_counter() - start < min_duration_s)):
         b = batches[n % len(batches)]
         predictor(b)
         samples += int(b["input_ids"].shape[0])
         tokens += int(b["attention_mask"].sum())
         n += 1
-        if n >= 10_000:
-            break
     predictor.synchronize()
     elapsed = time.perf_counter() - start
     return {"throughput_samples_s": samples / elapsed, "throughput_tokens_s": tokens / elapsed}

@@ -249,3 +249,14 @@ def test_fixed_latency_length_is_stated_and_keys_the_cell(run_suite_dict, tmp_pa
                           out=tmp_path / "zero")
     # the fixed length keys the cell; 0 (real lengths, the default) keeps the old key
     assert set(df.cell_id) != set(real.cell_id) and set(zero.cell_id) == set(real.cell_id)
+
+
+def test_pinning_respects_the_callers_cuda_visible_devices():
+    """``CUDA_VISIBLE_DEVICES=2,3 harness run`` sees cuda:0 and cuda:1; its workers must be
+    pinned to the physical GPUs 2 and 3, not 0 and 1."""
+    from harness.executors import physical_gpu
+
+    assert physical_gpu("cuda:0", None) == "0" and physical_gpu("cuda:1", "") == "1"
+    assert physical_gpu("cuda:0", "2,3") == "2" and physical_gpu("cuda:1", "2, 3") == "3"
+    assert physical_gpu("cuda:1", "GPU-5a1c,GPU-77e0") == "GPU-77e0"  # UUIDs pass through
+    assert physical_gpu("cuda:4", "2,3") == "4"  # not in the list: as given

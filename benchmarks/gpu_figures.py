@@ -1,0 +1,218 @@
+"""Figures of a GPU run of suites/gpu.yaml (docs/gpu.md), with an outside check of the timer.
+
+    python benchmarks/gpu_figures.py runs/gpu [--suite suites/gpu.yaml]
+
+* Table per task and compression from the run's rows: status, headline metric with its CI and
+  delta vs fp32, batch-1 p50/p90 (CUDA events), throughput, peak GPU memory, evaluation,
+  fine-tuning and compression time, size on disk.
+* F1/accuracy parity of fp16 and bf16 with fp32: |delta| <= 0.005.
+* Outside check: for each task the fine-tuned model (from the harness's checkpoint cache) is
+  timed by a plain loop written here, with no harness timing code: ``torch.cuda.Event`` pairs
+  around ``model(**inputs).logits`` (inputs moved to the GPU inside the timed call, as the
+  harness predictor does), the same 64 batch-1 inputs and the same number of passes as the
+  harness row; one synchronise at the end. The harness p50 must be within 10% of it.
+
+Writes OUT/gpu_figures.json and OUT/gpu_figures.md; exit 1 if a check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+PARITY = 0.005
+OUTSIDE_TOLERANCE = 0.10
+HALF = {"none": "fp32", "fp16": "fp16", "bf16": "bf16"}
+
+
+def cell_table(df) -> dict[str, dict[str, dict[str, Any]]]:
+    """{task: {compression: {status, error, metric values...}}} from the latest rows."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for (task, comp), g in df.groupby(["task", "compression"], sort=False):
+        first = g.iloc[0]
+        cell: dict[str, Any] = {"status": first.status, "error": first.error,
+                                "precision": first.get("precision"), "device_name": first.get("device_name")}
+        for _, row in g.iterrows():
+            if row.metric is None or row.metric != row.metric:
+                continue
+            cell[row.metric] = row.value
+            if bool(row.main_metric):
+                cell.update(main=row.metric, value=row.value, ci_low=row.ci_low, ci_high=row.ci_high)
+        for col in ("latency_passes", "latency_inputs", "seq_len", "cuda_version", "gpu_driver",
+                    "torch_version", "transformers_version", "gpu_names", "cpu", "cpu_isa"):
+            if col in g.columns:
+                cell[col] = first.get(col)
+        out.setdefault(task, {})[comp] = cell
+    return out
+
+
+def parity(table) -> list[dict[str, Any]]:
+    rows = []
+    for task, cells in table.items():
+        base = cells.get("none", {})
+        for comp in ("fp16", "bf16"):
+            c = cells.get(comp)
+            if not c or c["status"] != "ok" or base.get("status") != "ok":
+                continue
+            delta = c["value"] - base["value"]
+            rows.append({"task": task, "compression": comp, "metric": base["main"],
+                         "fp32": base["value"], "value": c["value"], "delta": delta,
+                         "ok": abs(delta) <= PARITY})
+    return rows
+
+
+def plain_p50(module, batches, passes: int, warmup: int = 10) -> dict[str, float]:
+    """The outside timer, nothing from harness: on CUDA, event pairs around a plain forward and
+    one synchronise at the end; on CPU, ``time.perf_counter`` around it."""
+    import time
+
+    import torch
+
+    dev = next(module.parameters()).device
+    cuda = dev.type == "cuda"
+    ms: list[float] = []
+    with torch.inference_mode():
+        for i in range(warmup):
+            module(**{k: v.to(dev, non_blocking=True) for k, v in batches[i % len(batches)].items()})
+        if cuda:
+            torch.cuda.synchronize(dev)
+        events = []
+        for _ in range(passes):
+            for b in batches:
+                if cuda:
+                    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    s.record()
+                    module(**{k: v.to(dev, non_blocking=True) for k, v in b.items()}).logits
+                    e.record()
+                    events.append((s, e))
+                else:
+                    t = time.perf_counter()
+                    module(**b).logits
+                    ms.append((time.perf_counter() - t) * 1000)
+        if cuda:
+            torch.cuda.synchronize(dev)
+            ms = [s.elapsed_time(e) for s, e in events]
+    return {"p50_ms": statistics.median(ms), "n": len(ms)}
+
+
+def outside_check(suite_path: Path, table, device: str) -> list[dict[str, Any]]:
+    """Load each task's fine-tuned model the way the harness does (a cache hit), build the same
+    inputs, time them with the plain loop above, compare with the harness rows."""
+    import copy
+
+    import torch
+
+    from harness.api import CellContext
+    from harness.cell import LATENCY_INPUTS, PluginSet
+    from harness.suite import load_suite
+
+    suite = load_suite(suite_path)
+    plugins = PluginSet.build([], [])
+    s = suite.settings
+    results = []
+    for model_entry in suite.models:
+        for task_entry in suite.tasks:
+            cells = table.get(task_entry.name, {})
+            ctx = CellContext(device=device, seed=s.seed, cache_dir=Path(s.cache_dir).absolute(),
+                              work_dir=Path("/tmp"), show_progress=False)
+            task = plugins.create(task_entry)
+            model = plugins.create(model_entry)
+            loaded = task.fit(model.load(task.head(), ctx), ctx)  # the cached checkpoint
+            if not loaded.info.get("cached"):
+                print(f"note: {task_entry.name}: fine-tune checkpoint was not cached; trained again")
+            batches = task.latency_batches(loaded.tokenizer, 1, LATENCY_INPUTS, s.seed)
+            for comp, precision in HALF.items():
+                cell = cells.get(comp)
+                if not cell or cell["status"] != "ok" or cell.get("precision") != precision:
+                    continue
+                dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+                module = copy.deepcopy(loaded.module).to(device).to(dtype).eval()
+                passes = int(cell.get("latency_passes") or 1)
+                plain = plain_p50(module, batches, passes)
+                harness_p50 = float(cell["latency_b1_p50_ms"])
+                ratio = harness_p50 / plain["p50_ms"]
+                results.append({
+                    "task": task_entry.name, "compression": comp, "harness_p50_ms": harness_p50,
+                    "plain_p50_ms": plain["p50_ms"], "iterations": plain["n"], "ratio": ratio,
+                    "ok": abs(ratio - 1) <= OUTSIDE_TOLERANCE,
+                })
+                del module
+                if device.startswith("cuda"):
+                    torch.cuda.empty_cache()
+    return results
+
+
+def fmt(v: Any, spec: str = ".4f") -> str:
+    try:
+        return format(float(v), spec)
+    except (TypeError, ValueError):
+        return "-"
+
+
+def markdown(table, par, outside) -> str:
+    lines = []
+    for task, cells in table.items():
+        base = cells.get("none", {}).get("value")
+        lines += [f"### {task}", "",
+                  "| compression | status | precision | main metric (95% CI) | delta vs fp32 | b1 p50 ms | b1 p90 ms "
+                  "| throughput /s | peak GPU MiB (alloc / reserved) | eval s | train s | compress s | size MB |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for comp, c in cells.items():
+            if c["status"] != "ok":
+                lines.append(f"| {comp} | {c['status']}: {c['error']} |" + " |" * 11)
+                continue
+            delta = c["value"] - base if base is not None else None
+            lines.append(
+                f"| {comp} | ok | {c.get('precision')} | {fmt(c['value'])} ({fmt(c['ci_low'])}-{fmt(c['ci_high'])}) "
+                f"| {fmt(delta, '+.4f')} | {fmt(c.get('latency_b1_p50_ms'), '.3f')} | {fmt(c.get('latency_b1_p90_ms'), '.3f')} "
+                f"| {fmt(c.get('throughput_samples_s'), '.0f')} "
+                f"| {fmt(c.get('peak_gpu_mem_mb'), '.0f')} / {fmt(c.get('peak_gpu_reserved_mb'), '.0f')} "
+                f"| {fmt(c.get('eval_time_s'), '.2f')} | {fmt(c.get('train_time_s'), '.1f')} "
+                f"| {fmt(c.get('compression_time_s'), '.2f')} | {fmt((c.get('size_bytes') or 0) / 1e6, '.1f')} |")
+        lines.append("")
+    lines += ["### fp16 / bf16 parity with fp32 (|delta| <= 0.005)", "",
+              "| task | compression | metric | fp32 | value | delta | within |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {p['task']} | {p['compression']} | {p['metric']} | {fmt(p['fp32'])} | {fmt(p['value'])} "
+              f"| {fmt(p['delta'], '+.4f')} | {'yes' if p['ok'] else 'NO'} |" for p in par]
+    lines += ["", "### Outside check: harness p50 vs a plain timing loop (CUDA events on GPU; within 10%)", "",
+              "| task | compression | harness p50 ms | plain p50 ms | iterations | ratio | within |",
+              "|---|---|---|---|---|---|---|"]
+    lines += [f"| {o['task']} | {o['compression']} | {fmt(o['harness_p50_ms'], '.3f')} | {fmt(o['plain_p50_ms'], '.3f')} "
+              f"| {o['iterations']} | {fmt(o['ratio'], '.3f')} | {'yes' if o['ok'] else 'NO'} |" for o in outside]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run", type=Path, help="results folder of suites/gpu.yaml")
+    ap.add_argument("--suite", type=Path, default=Path("suites/gpu.yaml"))
+    ap.add_argument("--no-outside", action="store_true", help="skip the outside timer check")
+    ap.add_argument("--device", default=None, help="device of the run [default: cuda:0 if available, else cpu]")
+    args = ap.parse_args(argv)
+
+    import harness
+
+    df = harness.load_results(args.run)
+    table = cell_table(df)
+    par = parity(table)
+    outside: list[dict[str, Any]] = []
+    if not args.no_outside:
+        import torch
+
+        device = args.device or ("cuda:0" if torch.cuda.is_available() else "cpu")
+        outside = outside_check(args.suite, table, device)
+    (args.run / "gpu_figures.json").write_text(json.dumps(
+        {"cells": table, "parity": par, "outside_check": outside}, indent=2, default=str))
+    md = markdown(table, par, outside)
+    (args.run / "gpu_figures.md").write_text(md)
+    print(md)
+    failed = [p for p in par if not p["ok"]] + [o for o in outside if not o["ok"]]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
