@@ -4,9 +4,11 @@ Method (see docs/methodology.md): the first call after load is the cold start, t
 then ``warmup`` iterations are discarded; then batch-1 inputs drawn from the task's evaluation
 split at their real lengths are timed one call per iteration, in whole passes over the inputs,
 until *both* ``min_iterations`` and ``min_duration_s`` are reached (so every predictor of a task
-is timed on the same inputs, each the same number of times). On CUDA each iteration is bracketed by CUDA events and the
-device is synchronised once before reading them; on CPU ``time.perf_counter`` brackets a call
-that returns only when the logits are computed. Peak memory is sampled while timing.
+is timed on the same inputs, each the same number of times). On CUDA each iteration is
+bracketed by CUDA events and the device is synchronised before reading them; on CPU
+``time.perf_counter`` brackets a call that returns only when the logits are computed. Peak RSS
+is sampled by a thread while evaluating and measuring throughput, and read before and after the
+batch-1 loop (the thread is paused there: it would compete for the GIL).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,36 +61,64 @@ class LatencyResult:
 
 
 class PeakMemory:
-    """Samples this process's RSS every ``interval`` s in a thread; GPU peaks from torch."""
+    """Samples this process's RSS every ``interval`` s in a thread; GPU peaks from torch.
+
+    ``paused()`` stops the sampling thread (one reading before and after) around a batch-1
+    latency loop: on a GPU that loop is bound by Python and kernel launches, and the thread's
+    wake-ups, which take the GIL, added 1-3% to its p50 on an H100 (docs/gpu.md)."""
 
     def __init__(self, device: str, interval: float = 0.01) -> None:
         self.device, self.interval = device, interval
         self.peak_rss = 0
+        self._proc: Any = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def _sample(self) -> None:
+        self.peak_rss = max(self.peak_rss, self._proc.memory_info().rss)
+
+    def _start(self) -> None:
+        stop = self._stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(self.interval):
+                self._sample()
+
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+
+    def _halt(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+            self._thread = None
 
     def __enter__(self) -> PeakMemory:
         import psutil
 
-        proc = psutil.Process()
-        self.peak_rss = proc.memory_info().rss
+        self._proc = psutil.Process()
+        self._sample()
         if self.device.startswith("cuda"):
             import torch
 
             torch.cuda.reset_peak_memory_stats(self.device)
-
-        def loop() -> None:
-            while not self._stop.wait(self.interval):
-                self.peak_rss = max(self.peak_rss, proc.memory_info().rss)
-
-        self._thread = threading.Thread(target=loop, daemon=True)
-        self._thread.start()
+        self._start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join()
+        self._halt()
+        self._sample()
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """No sampling thread inside the block; RSS is read on entry and on exit."""
+        self._halt()
+        self._sample()
+        try:
+            yield
+        finally:
+            self._sample()
+            self._start()
 
     def result(self) -> dict[str, float]:
         out = {"peak_rss_mb": self.peak_rss / 2**20}

@@ -65,3 +65,25 @@ def test_throughput_runs_whole_passes_over_the_batches():
     counts = Counter(rec.seen)
     assert sum(counts.values()) == 10 and set(counts.values()) == {2}
     assert out["throughput_samples_s"] > 0 and out["throughput_tokens_s"] > out["throughput_samples_s"]
+
+
+def test_peak_memory_pauses_its_sampler_but_keeps_the_peak():
+    import threading
+
+    from harness.timing import PeakMemory
+
+    def samplers() -> int:
+        return sum(t.is_alive() and t.daemon and t.name.startswith("Thread") for t in threading.enumerate())
+
+    before = samplers()
+    with PeakMemory("cpu", interval=0.001) as mem:
+        assert samplers() == before + 1
+        with mem.paused():
+            assert samplers() == before  # no sampling thread while timing
+            blob = bytearray(64 * 2**20)  # 64 MiB touched inside the pause
+            blob[:: 4096] = b"x" * len(blob[:: 4096])
+            inside = mem.peak_rss
+        assert samplers() == before + 1 and mem.peak_rss >= inside + 60 * 2**20  # read on exit
+        del blob
+    assert samplers() == before
+    assert mem.result()["peak_rss_mb"] * 2**20 == mem.peak_rss
