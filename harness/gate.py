@@ -691,7 +691,7 @@ def compare(baseline: pd.DataFrame, current: pd.DataFrame,
     for cell in sorted(base):
         b = base[cell]
         model, task, comp = cell
-        mk = {"model": model, "task": task, "compression": comp}
+        mk: dict[str, Any] = {"model": model, "task": task, "compression": comp}
         c = cur.get(cell)
         miss_status = "info" if th.allow_missing else "regression"
         if c is None:
@@ -746,7 +746,7 @@ def compare(baseline: pd.DataFrame, current: pd.DataFrame,
     return GateResult(findings, th, notes, baseline_name, current_name)
 
 
-def _check(mk: dict[str, str], metric: str, rule: MetricRule, brow: dict[str, Any],
+def _check(mk: dict[str, Any], metric: str, rule: MetricRule, brow: dict[str, Any],
            crow: dict[str, Any], bval: float, cval: float) -> Finding:
     hib = as_bool(brow.get("higher_is_better"))
     if hib is None:

@@ -70,5 +70,6 @@ class Registries:
     executors: Registry[Executor]
 
     def by_kind(self, kind: str) -> Registry:
-        return {"model": self.models, "task": self.tasks, "compression": self.compressions,
-                "executor": self.executors}[kind]
+        kinds: dict[str, Registry] = {"model": self.models, "task": self.tasks,
+                                      "compression": self.compressions, "executor": self.executors}
+        return kinds[kind]
