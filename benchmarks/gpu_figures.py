@@ -116,7 +116,7 @@ def outside_check(suite_path: Path, table, device: str, *, finetuned: bool = Tru
     import torch
 
     from harness.api import CellContext
-    from harness.cell import LATENCY_INPUTS, PluginSet
+    from harness.cell import LATENCY_INPUTS, PluginSet, scoped_identity
     from harness.suite import load_suite
     from harness.timing import PeakMemory, measure_latency
 
@@ -130,7 +130,8 @@ def outside_check(suite_path: Path, table, device: str, *, finetuned: bool = Tru
             ctx = CellContext(device=device, seed=s.seed, cache_dir=Path(s.cache_dir).absolute(),
                               work_dir=Path("/tmp"), show_progress=False)
             task = plugins.create(task_entry)
-            loaded = plugins.create(model_entry).load(task.head(), ctx)
+            model = plugins.create(model_entry)
+            loaded = scoped_identity(model_entry, model, model.load(task.head(), ctx))  # as a cell
             if finetuned:
                 loaded = task.fit(loaded, ctx)  # the suite's cached checkpoint
                 if not loaded.info.get("cached"):

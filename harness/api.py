@@ -80,8 +80,10 @@ class Head:
 class LoadedModel:
     """A model ready for a task: a ``transformers`` module with a head of ``len(head.labels)``.
 
-    ``identity`` is a stable hash of where the weights came from and their bytes; after
-    fine-tuning it also covers the data hash and the recipe. Caches key on it.
+    ``identity`` is a stable hash of where the weights came from and their bytes; the core then
+    scopes it by the model plugin (module, class, version) and the entry's parameters, so a
+    plugin need not encode those itself. After fine-tuning it also covers the data hash and the
+    recipe. Caches key on it.
     """
 
     module: Any  #: torch.nn.Module; forward(**batch) returns an object with ``.logits``

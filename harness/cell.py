@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import importlib
+import json
 import os
 import shutil
 import tempfile
@@ -80,6 +82,18 @@ class PluginSet:
             ) from exc
 
 
+def scoped_identity(entry: Entry, plugin: Plugin, loaded: LoadedModel) -> LoadedModel:
+    """The core owns cache identity: what a model plugin reports (its weights) is scoped by the
+    plugin's module, class and version and the entry's parameters, so every cache keyed on
+    ``LoadedModel.identity`` (fine-tuned checkpoints, compressed artifacts) tells apart two
+    plugins, or two parameter sets, that load the same weight files into different models."""
+    cls = type(plugin)
+    scope = json.dumps([f"{cls.__module__}.{cls.__qualname__}", cls.version, entry.params],
+                       sort_keys=True, default=str)
+    loaded.identity = "m-" + hashlib.sha256(f"{scope}|{loaded.identity}".encode()).hexdigest()[:16]
+    return loaded
+
+
 def _key(entry: Entry) -> str:
     return repr(sorted(entry.spec().items()))
 
@@ -124,7 +138,8 @@ def run_cell(
         loaded = plugins.fitted.get(fit_key)
         if loaded is None:
             step("load", f"model plugin {spec.model.plugin!r}")
-            loaded = model.load(task.head(), ctx)  # type: ignore[attr-defined]
+            loaded = scoped_identity(spec.model, model,
+                                     model.load(task.head(), ctx))  # type: ignore[attr-defined]
             step("fine-tune", f"task plugin {spec.task.plugin!r}")
             loaded = task.fit(loaded, ctx)  # type: ignore[attr-defined]
             plugins.fitted = {fit_key: loaded}  # keep one: models are large

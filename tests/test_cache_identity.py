@@ -1,0 +1,44 @@
+"""The core owns cache identity: a model plugin's name, version and parameters are part of the
+identity every cache keys on, so a plugin that subclasses ``hf`` and changes the architecture
+is never handed another model's cached checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.testing import TINY_BERT, make_plugin_manager
+
+SAMPLE = Path(__file__).resolve().parents[1] / "suites" / "data" / "conll2003-sample"
+NER = {"plugin": "ner", "name": "conll", "params": {
+    "data_dir": str(SAMPLE), "max_train_samples": 32, "max_eval_samples": 32, "batch_size": 16}}
+
+
+def test_a_subclass_that_changes_the_architecture_is_trained_anew(run_suite_dict):
+    import truncated
+
+    df = run_suite_dict({
+        "models": [{"plugin": "hf", "name": "full", "params": TINY_BERT},
+                   {"plugin": "hf-truncated", "name": "cut", "params": {**TINY_BERT, "layers": 1}}],
+        "tasks": [NER], "compressions": ["none"],
+    }, pm=make_plugin_manager(truncated))
+    assert set(df.status) == {"ok"}, df[["model", "error"]]
+    params = df[df.metric == "parameters"].set_index("model").value
+    assert params["cut"] < params["full"]  # the 1-layer model ran, not the cached 2-layer one
+    size = df[df.metric == "size_bytes"].set_index("model").value
+    assert size["cut"] < size["full"]
+
+
+def test_model_parameters_enter_the_identity(run_suite_dict, tmp_path):
+    """Two entries of one plugin that differ only in a parameter the weights do not show."""
+    import truncated
+
+    doc = {"tasks": [NER], "compressions": ["none"]}
+    one = run_suite_dict({**doc, "models": [
+        {"plugin": "hf-truncated", "name": "m", "params": {**TINY_BERT, "layers": 1}}]},
+        pm=make_plugin_manager(truncated), out=tmp_path / "a")
+    two = run_suite_dict({**doc, "models": [
+        {"plugin": "hf-truncated", "name": "m", "params": {**TINY_BERT, "layers": 2}}]},
+        pm=make_plugin_manager(truncated), out=tmp_path / "b")
+    p1 = one[one.metric == "parameters"].value.iloc[0]
+    p2 = two[two.metric == "parameters"].value.iloc[0]
+    assert p1 < p2
