@@ -123,15 +123,7 @@ class LocalExecutor(Executor):
             except queue.Empty:
                 msg = None
             if msg is not None:
-                kind, cell_id = msg[0], msg[1]
-                w = next((w for w in self.workers if w.cell and w.cell.cell_id == cell_id), None)
-                if kind == "phase" and w is not None:
-                    if msg[2] == "setup" and not w.begun:
-                        w.started, w.begun = time.monotonic(), True  # worker start-up excluded
-                    on_phase(by_id[cell_id], msg[2])
-                elif kind == "done" and w is not None:
-                    w.cell = None
-                    on_done(by_id[cell_id], msg[2])
+                self._handle(msg, by_id, on_phase, on_done)
             for w in self.workers:
                 if w.cell is None:
                     continue
@@ -154,22 +146,38 @@ class LocalExecutor(Executor):
                 if reason:
                     spec = by_id[w.cell.cell_id]
                     w.proc.join(5)
-                    self._drain(by_id, on_done, w)
+                    # every message already sent (by this worker or any other) is handled, so
+                    # a 'done' the dying worker managed to send counts, and none of another
+                    # worker's messages is lost
+                    self._drain(by_id, on_phase, on_done)
                     if w.cell is not None:
+                        w.cell = None
                         on_done(spec, CellOutcome("failed", error=reason, phase="worker",
                                                   info={"device": w.device}))
                     self._start(w)
 
-    def _drain(self, by_id, on_done, w: _Worker) -> None:
-        """Take a 'done' that a dying worker managed to send before it went."""
-        try:
-            while True:
-                kind, cell_id, *rest = self.outbox.get_nowait()
-                if kind == "done" and w.cell and cell_id == w.cell.cell_id:
-                    w.cell = None
-                    on_done(by_id[cell_id], rest[-1])
-        except queue.Empty:
-            pass
+    def _handle(self, msg: tuple, by_id: dict[str, CellSpec], on_phase, on_done) -> None:
+        """One message from a worker: a phase change or a finished cell."""
+        kind, cell_id = msg[0], msg[1]
+        w = next((w for w in self.workers if w.cell and w.cell.cell_id == cell_id), None)
+        if w is None:  # a late message for a cell already reported (e.g. timed out)
+            return
+        if kind == "phase":
+            if msg[2] == "setup" and not w.begun:
+                w.started, w.begun = time.monotonic(), True  # worker start-up excluded
+            on_phase(by_id[cell_id], msg[2])
+        elif kind == "done":
+            w.cell = None
+            on_done(by_id[cell_id], msg[2])
+
+    def _drain(self, by_id, on_phase, on_done) -> None:
+        """Handle every message already in the outbox (from any worker)."""
+        while True:
+            try:
+                msg = self.outbox.get_nowait()
+            except queue.Empty:
+                return
+            self._handle(msg, by_id, on_phase, on_done)
 
     def _close(self) -> None:
         for w in self.workers:

@@ -72,7 +72,44 @@ class WhereAmI(_Base):
                 f"device={ctx.device}")
 
 
+class Rendezvous(_Base):
+    """Coordinates two cells through files in ``folder`` so a test controls when each worker
+    acts: writes ``<role>.started`` (holding its pid), waits for ``go``, then the ``crash`` role
+    exits at once and any other role reports a few phases and skips itself."""
+
+    name = "rendezvous"
+
+    def __init__(self, *, folder: str = "", role: str = "finish"):
+        self.folder, self.role = folder, role
+
+    def unsupported_reason(self, ctx):
+        from pathlib import Path
+
+        folder = Path(self.folder)
+        (folder / f"{self.role}.started").write_text(str(os.getpid()))
+        while not (folder / "go").exists():
+            time.sleep(0.02)
+        if self.role == "crash":
+            os._exit(3)
+        for i in range(5):
+            ctx.progress("time", f"step {i}")
+        return f"finished pid={os.getpid()}"
+
+
+class Slow(_Base):
+    """Skips itself after ``seconds`` (a cell that is still running when something happens)."""
+
+    name = "slow"
+
+    def __init__(self, *, seconds: float = 1.0):
+        self.seconds = seconds
+
+    def unsupported_reason(self, ctx):
+        time.sleep(self.seconds)
+        return f"slept {self.seconds} s"
+
+
 @harness.hookimpl
 def register_compressions(register):
-    for cls in (Raises, Exits, OutOfMemory, Hangs, Unsupported, WhereAmI):
+    for cls in (Raises, Exits, OutOfMemory, Hangs, Unsupported, WhereAmI, Rendezvous, Slow):
         register(cls)

@@ -1,0 +1,108 @@
+"""Faults injected on purpose (issue 13): several workers, killed drivers, broken caches, torn
+and corrupt result files, bad data. Each test reproduces one defect and fails without its fix."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import yaml
+
+import harness
+from harness.testing import FAST_SETTINGS, TINY_BERT
+
+ROOT = Path(__file__).resolve().parents[1]
+PLUGINS = Path(__file__).parent / "plugins"
+SAMPLE = ROOT / "suites" / "data" / "conll2003-sample"
+NER = {"plugin": "ner", "name": "conll", "params": {
+    "data_dir": str(SAMPLE), "max_train_samples": 48, "max_eval_samples": 48, "batch_size": 16}}
+MODEL = {"plugin": "hf", "name": "tiny", "params": TINY_BERT}
+ENV = {**os.environ, "PYTHONPATH": str(PLUGINS), "HARNESS_PLUGINS": "faulty"}
+
+
+def write_suite(tmp: Path, compressions, *, tasks=None, **settings) -> Path:
+    doc = {"name": "t", "settings": {**FAST_SETTINGS, "cache_dir": str(tmp / "cache"), **settings},
+           "models": [MODEL], "tasks": tasks or [NER], "compressions": compressions}
+    p = tmp / "suite.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    return p
+
+
+def cli(*args, cwd: Path, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd, env=ENV,
+                          capture_output=True, text=True, **kw)
+
+
+def start(*args, cwd: Path) -> subprocess.Popen:
+    """``harness run ...`` in the background, in its own session (so a test can signal it)."""
+    return subprocess.Popen([sys.executable, "-m", "harness", *args], cwd=cwd, env=ENV,
+                            start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(cond, what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def rendezvous(folder: Path, role: str, name: str | None = None) -> dict:
+    return {"plugin": "rendezvous", "name": name or role,
+            "params": {"folder": str(folder), "role": role}}
+
+
+def alive(procs: list[psutil.Process]) -> list[psutil.Process]:
+    out = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def kill_all(procs: list[psutil.Process]) -> None:
+    for p in alive(procs):
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+# -- 1. two workers: one dies while the other finishes -----------------------------------------
+def test_worker_death_does_not_lose_another_workers_result(tmp_path):
+    """Two (faked) GPUs, one worker each. While the driver is stopped, one worker crashes and
+    the other finishes its cell; the finished cell must be reported as finished (before the
+    fix its messages were thrown away: a hang with timeout_s 0, 'timed out' with a timeout)."""
+    meet = tmp_path / "meet"
+    meet.mkdir()
+    suite = write_suite(tmp_path, [rendezvous(meet, "crash"), rendezvous(meet, "finish")],
+                        timeout_s=8.0)
+    proc = start("run", str(suite), "--out", str(tmp_path / "out"), "--jobs", "2",
+                 "--devices", "cuda:0,cuda:1", "--no-progress", "--no-report", cwd=tmp_path)
+    try:
+        wait_for(lambda: (meet / "crash.started").exists() and (meet / "finish.started").exists(),
+                 "both cells to start")
+        time.sleep(0.5)  # the driver has handled both cells' first phases
+        os.kill(proc.pid, signal.SIGSTOP)
+        (meet / "go").touch()
+        crashed = psutil.Process(int((meet / "crash.started").read_text()))
+        wait_for(lambda: not alive([crashed]), "the crashing worker to exit", 30)
+        time.sleep(1.0)  # the other worker's phases and 'done' are in the pipe
+        os.kill(proc.pid, signal.SIGCONT)
+        _, err = proc.communicate(timeout=90)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, err
+    df = harness.load_results(tmp_path / "out").set_index("compression")
+    assert df.status.to_dict() == {"crash": "failed", "finish": "skipped"}, df.error.to_dict()
+    assert "exited with status 3" in df.error["crash"]
+    assert df.error["finish"].startswith("finished pid=")
