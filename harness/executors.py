@@ -9,6 +9,8 @@ import multiprocessing as mp
 import os
 import queue
 import signal
+import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -24,10 +26,36 @@ STARTUP_GRACE_S = 300
 
 
 
+def _exit_with_parent(parent: int) -> None:
+    """End this worker as soon as the process that started it is gone (``kill -9`` of
+    ``harness run`` must not leave workers behind): the kernel's parent-death signal on Linux,
+    and everywhere a thread that watches the parent pid."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+    threading.Thread(target=watch, name="harness-parent-watch", daemon=True).start()
+
+
 def _worker_main(disabled: list[str], extra: list[str], threads: int | None,
-                 inbox: Any, outbox: Any) -> None:
+                 inbox: Any, outbox: Any, parent: int | None = None) -> None:
     """Worker loop: build plugins once, run cells until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if parent is not None:
+        _exit_with_parent(parent)
     # the parent draws the progress; keep library chatter (load reports, shard bars) quiet
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -86,7 +114,7 @@ class LocalExecutor(Executor):
         w.proc = self.ctx.Process(
             target=_worker_main,
             args=(self.ectx.disabled_plugins, self.ectx.extra_plugins, self.threads,
-                  w.inbox, self.outbox),
+                  w.inbox, self.outbox, os.getpid()),
             daemon=True,
         )
         try:
@@ -104,8 +132,10 @@ class LocalExecutor(Executor):
         self._setup(ectx)
         try:
             self._loop(cells, on_phase, on_done)
-        finally:
-            self._close()
+        except BaseException:  # Ctrl-C, SIGTERM: the cells in flight are abandoned at once
+            self._close(kill=True)
+            raise
+        self._close()
 
     def _loop(self, cells, on_phase, on_done) -> None:
         pending = list(cells)
@@ -179,14 +209,19 @@ class LocalExecutor(Executor):
                 return
             self._handle(msg, by_id, on_phase, on_done)
 
-    def _close(self) -> None:
+    def _close(self, kill: bool = False) -> None:
         for w in self.workers:
-            if w.proc.is_alive():
+            if kill:
+                w.proc.kill()
+            elif w.proc.is_alive():
                 w.inbox.put(None)
         for w in self.workers:
-            w.proc.join(10)
+            w.proc.join(1 if kill else 10)
             if w.proc.is_alive():
                 w.proc.kill()
+                w.proc.join(1)
+        for q in (self.outbox, *(w.inbox for w in self.workers)):
+            q.close()
 
 
 class InlineExecutor(Executor):

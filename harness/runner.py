@@ -9,11 +9,14 @@ recomputes nothing and a run killed with ``kill -9`` resumes where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import json
 import os
+import signal
 import sys
+import threading
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -189,8 +192,9 @@ def run_suite(
                            extra_plugins=opts.extra_plugins, address=opts.address,
                            plugin_manager=pm)
     try:
-        if todo:
-            executor.run(todo, ectx, on_phase, on_done)
+        with _sigterm_as_interrupt():
+            if todo:
+                executor.run(todo, ectx, on_phase, on_done)
     finally:
         bar.close()
         writer.close()
@@ -201,6 +205,24 @@ def run_suite(
     export(df, out_dir)
     pm.hook.run_finished(results=df, out_dir=out_dir)
     return RunSummary(out_dir, run_id, counts, written)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (``kill``, a batch scheduler's stop) is handled like Ctrl-C: the rows written so
+    far stay, workers are stopped, then the run ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"terminated by {signal.Signals(signum).name}")
+
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _complete_cells(path: Path) -> set[str]:

@@ -14,6 +14,7 @@ import psutil
 import yaml
 
 import harness
+from harness.results import read_rows
 from harness.testing import FAST_SETTINGS, TINY_BERT
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,3 +107,49 @@ def test_worker_death_does_not_lose_another_workers_result(tmp_path):
     assert df.status.to_dict() == {"crash": "failed", "finish": "skipped"}, df.error.to_dict()
     assert "exited with status 3" in df.error["crash"]
     assert df.error["finish"].startswith("finished pid=")
+
+
+# -- 2. killing the driver leaves no worker behind ---------------------------------------------
+def _run_with_two_busy_workers(tmp_path: Path, extra=()) -> tuple[subprocess.Popen, list]:
+    meet = tmp_path / "meet"
+    meet.mkdir()
+    # two cells that wait for a 'go' that never comes: both workers stay busy
+    comps = [*extra, rendezvous(meet, "a"), rendezvous(meet, "b")]
+    suite = write_suite(tmp_path, comps)
+    proc = start("run", str(suite), "--out", str(tmp_path / "out"), "--jobs", "2",
+                 "--no-progress", "--no-report", cwd=tmp_path)
+    wait_for(lambda: (meet / "a.started").exists() and (meet / "b.started").exists(),
+             "both workers to be inside a cell")
+    return proc, psutil.Process(proc.pid).children(recursive=True)
+
+
+def test_kill_9_of_the_driver_leaves_no_worker(tmp_path):
+    proc, children = _run_with_two_busy_workers(tmp_path)
+    try:
+        assert len(alive(children)) >= 2
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 5
+        while alive(children) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = alive(children)
+        assert not left, [p.cmdline()[:3] for p in left]
+    finally:
+        kill_all(children)
+
+
+def test_sigterm_keeps_rows_and_stops_workers(tmp_path):
+    proc, children = _run_with_two_busy_workers(tmp_path, extra=["needs-tpu"])
+    try:
+        wait_for(lambda: (tmp_path / "out" / "results.jsonl").exists(), "the first row")
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.communicate(timeout=30)
+        assert proc.returncode != 0
+        deadline = time.monotonic() + 5
+        while alive(children) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not alive(children)
+    finally:
+        kill_all(children)
+    rows = read_rows(tmp_path / "out" / "results.jsonl")
+    assert [r["compression"] for r in rows] == ["needs-tpu"]
