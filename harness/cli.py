@@ -50,11 +50,31 @@ def main(ctx: click.Context, disabled: tuple[str, ...], extra: tuple[str, ...],
       harness report runs/quickstart -o reports/qs  # re-render a leaderboard
       harness compare runs/v1 runs/v2               # regression gate (exit 1 on regression)
     """
+    _show_harness_warnings_as_one_line()
     ctx.ensure_object(dict)
     ctx.obj["disabled"] = list(disabled)
     ctx.obj["extra"] = [*extra, *(m.strip() for m in os.environ.get("HARNESS_PLUGINS", "").split(",")
                                   if m.strip())]
     ctx.obj["strict"] = strict
+
+
+def _show_harness_warnings_as_one_line() -> None:
+    """``HarnessWarning`` (a problem that costs no result) as 'Warning: ...', no source line."""
+    import warnings
+
+    from .errors import HarnessWarning
+
+    original = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, HarnessWarning):
+            click.secho(f"Warning: {message}", fg="yellow", err=True)
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    if not getattr(original, "harness", False):
+        show.harness = True  # type: ignore[attr-defined]
+        warnings.showwarning = show
 
 
 def _plugin_manager(ctx: click.Context) -> PluginManager:

@@ -18,6 +18,7 @@ import signal
 import sys
 import threading
 import uuid
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any
 
 from .api import ExecutorContext
 from .cell import CellOutcome, CellSpec, PluginSet
+from .errors import HarnessWarning
 from .plugins import PluginManager
 from .provenance import device_name, environment, now
 from .results import RESULTS_FILE, ResultsWriter, read_rows
@@ -145,7 +147,13 @@ def run_suite(
     base = {"run_id": run_id, "suite": suite.name, "suite_hash": suite.hash,
             "seed": suite.settings.seed, "jobs": jobs, **env}
     cache = Path(suite.settings.cache_dir) / "cells"
-    cache.mkdir(parents=True, exist_ok=True)
+    cache_writable = True
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a read-only shared cache is still read; results go to out_dir
+        cache_writable = False
+        _warn(f"cannot create the cell cache folder {cache} ({exc}); finished cells are "
+              f"not cached, results are written to {out_dir} as usual")
 
     writer = ResultsWriter(out_dir)
     done_here = _complete_cells(out_dir / RESULTS_FILE)
@@ -175,14 +183,19 @@ def run_suite(
         bar.phase(cell_label(spec), phase)
 
     def on_done(spec: CellSpec, outcome: CellOutcome) -> None:
-        nonlocal written
+        nonlocal written, cache_writable
         rows = _rows(spec, outcome, base, pm, registries)
-        if outcome.status in ("ok", "skipped"):
-            _write_cache(cache, spec.cell_id, rows)
-        for row in rows:
+        for row in rows:  # rows first: nothing after this may cost a measured result
             writer.write(row)
             written += 1
             pm.hook.result_recorded(row=row)
+        if outcome.status in ("ok", "skipped") and cache_writable:
+            try:
+                _write_cache(cache, spec.cell_id, rows)
+            except OSError as exc:
+                cache_writable = False  # one warning per run
+                _warn(f"cannot write to the cell cache folder {cache} ({exc}); the results "
+                      f"are kept in {out_dir}, the cache is not updated in this run")
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
         bar.done(cell_label(spec), outcome.status, outcome.error)
 
@@ -252,8 +265,16 @@ def _read_cache(cache: Path, cell_id: str) -> list[dict[str, Any]] | None:
 
 def _write_cache(cache: Path, cell_id: str, rows: list[dict[str, Any]]) -> None:
     tmp = cache / f".{cell_id}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(rows, default=str))
-    os.replace(tmp, cache / f"{cell_id}.json")  # atomic: a kill leaves old or new, not half
+    try:
+        tmp.write_text(json.dumps(rows, default=str))
+        os.replace(tmp, cache / f"{cell_id}.json")  # atomic: a kill leaves old or new, not half
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, HarnessWarning, stacklevel=2)
 
 
 def _rows(spec: CellSpec, outcome: CellOutcome, base: dict[str, Any], pm: PluginManager,

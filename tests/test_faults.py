@@ -3,6 +3,7 @@ and corrupt result files, bad data. Each test reproduces one defect and fails wi
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -153,3 +154,42 @@ def test_sigterm_keeps_rows_and_stops_workers(tmp_path):
         kill_all(children)
     rows = read_rows(tmp_path / "out" / "results.jsonl")
     assert [r["compression"] for r in rows] == ["needs-tpu"]
+
+
+# -- 3. a cache that cannot be written costs no result -----------------------------------------
+def test_unwritable_cache_keeps_the_rows_and_warns(tmp_path):
+    """The cache folder stops being writable while a cell runs (it is replaced by a file,
+    which no user, root included, can write into): the cell's row is kept, the run ends
+    normally with a warning naming the folder; then a read-only cache is still read."""
+    meet = tmp_path / "meet"
+    meet.mkdir()
+    suite = write_suite(tmp_path, [rendezvous(meet, "a")])
+    proc = start("run", str(suite), "--out", str(tmp_path / "out"), "--no-progress", cwd=tmp_path)
+    cells = tmp_path / "cache" / "cells"
+    wait_for(lambda: (meet / "a.started").exists(), "the cell to start")
+    os.rename(cells, tmp_path / "cells-saved")
+    cells.write_text("not a folder")
+    (meet / "go").touch()
+    _, err = proc.communicate(timeout=90)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert f"Warning: cannot write to the cell cache folder {cells}" in err
+    rows = read_rows(tmp_path / "out" / "results.jsonl")
+    assert [r["status"] for r in rows] == ["skipped"]
+    assert (tmp_path / "out" / "index.html").exists() and (tmp_path / "out" / "results.csv").exists()
+
+    # a read-only cache holding the cell: read, not recomputed, nothing written
+    cells.unlink()
+    os.rename(tmp_path / "cells-saved", cells)
+    entry = cells / f"{rows[0]['cell_id']}.json"
+    entry.write_text(json.dumps(rows))
+    for p in (entry, cells, cells.parent):
+        p.chmod(0o555 if p.is_dir() else 0o444)
+    try:
+        again = cli("run", str(suite), "--out", str(tmp_path / "again"), "--no-progress",
+                    "--no-report", cwd=tmp_path)
+    finally:
+        for p in (cells.parent, cells, entry):
+            p.chmod(0o755 if p.is_dir() else 0o644)
+    assert again.returncode == 0, again.stderr
+    assert "1 cached" in again.stdout and "Warning" not in again.stderr
