@@ -166,8 +166,8 @@ def run_suite(
             continue
         cached = None if opts.force else _read_cache(cache, spec.cell_id)
         if cached is not None:
-            for row in cached:
-                writer.write({**row, "cached": True})
+            for row in cached:  # rows of this run now: one set per cell, even after a torn write
+                writer.write({**row, "run_id": run_id, "cached": True})
                 written += 1
             counts["cached"] = counts.get("cached", 0) + 1
             continue

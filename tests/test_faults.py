@@ -9,12 +9,15 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import psutil
+import pytest
 import yaml
 
 import harness
+from harness.errors import HarnessWarning
 from harness.results import read_rows
 from harness.testing import FAST_SETTINGS, TINY_BERT
 
@@ -193,3 +196,26 @@ def test_unwritable_cache_keeps_the_rows_and_warns(tmp_path):
             p.chmod(0o755 if p.is_dir() else 0o644)
     assert again.returncode == 0, again.stderr
     assert "1 cached" in again.stdout and "Warning" not in again.stderr
+
+
+# -- 4. resuming after a torn line leaves one set of rows --------------------------------------
+def test_resume_after_a_torn_line_leaves_one_set_of_rows(run_suite_dict, tmp_path):
+    """Killed while writing a cached cell's rows (its cache entry exists): the resumed run
+    restores the cell from the cache. Before the fix the restored rows kept the first run's
+    run_id, so every export held the cell's metrics twice and the torn line warned forever."""
+    doc = {"models": [MODEL], "tasks": [NER], "compressions": ["none"]}
+    out = tmp_path / "out"
+    n = len(run_suite_dict(doc, out=out))
+    path = out / "results.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    assert n == len(lines) > 5
+    path.write_text("".join(lines[:3]) + lines[3][:40])  # three rows, then half of one
+    with pytest.warns(HarnessWarning, match=r"moved 1 \(line 4\) torn or corrupt result line"):
+        again = run_suite_dict(doc, out=out)
+    assert len(again) == n and again.metric.is_unique and set(again.cached) == {True}
+    for fmt in ("csv", "json", "parquet"):
+        assert len(harness.load_results(out / f"results.{fmt}")) == n, fmt
+    assert (out / "results.jsonl.bad").read_text() == lines[3][:40] + "\n"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # repaired once: later reads are clean
+        assert len(harness.load_results(out, latest=False)) == 3 + n
