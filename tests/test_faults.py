@@ -219,3 +219,34 @@ def test_resume_after_a_torn_line_leaves_one_set_of_rows(run_suite_dict, tmp_pat
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # repaired once: later reads are clean
         assert len(harness.load_results(out, latest=False)) == 3 + n
+
+
+# -- 5. a corrupt results file: bad lines skipped, one warning, no traceback --------------------
+def test_corrupt_results_lines_are_skipped_with_one_warning(tmp_path):
+    suite = write_suite(tmp_path, ["needs-tpu"])
+    out = tmp_path / "out"
+    first = cli("run", str(suite), "--out", str(out), "--no-progress", "--no-report", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    path = out / "results.jsonl"
+    good = path.read_bytes()
+    row = json.loads(good)
+    bad_byte = good.replace(b'"skipped"', b'"skip\xffped"')
+    wrong_type = json.dumps({**row, "cell_rows": "many"}).encode() + b"\n"
+    garbage = b"".join(b"garbage %d\n" % i for i in range(50))
+    path.write_bytes(good + bad_byte + wrong_type + garbage)
+
+    for args in (["report", str(out), "-o", str(tmp_path / "rep")], ["compare", str(out), str(out)]):
+        r = cli(*args, cwd=tmp_path)
+        assert r.returncode == 0, (args, r.stderr)
+        assert "Traceback" not in r.stderr
+        warned = [line for line in r.stderr.splitlines() if "torn or corrupt" in line]
+        assert 1 <= len(warned) <= 2, r.stderr  # one per file read (compare reads two)
+        assert "skipped 52 (line 2, 3, 4, 5, 6, 7, 8, 9, 10, 11 and 42 more)" in warned[0]
+        assert "not UTF-8" in warned[0]
+
+    again = cli("run", str(suite), "--out", str(out), "--no-progress", "--no-report", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "Traceback" not in again.stderr and "1 reused" in again.stdout
+    assert again.stderr.count("torn or corrupt") == 1, again.stderr
+    assert path.read_bytes() == good
+    assert len((out / "results.jsonl.bad").read_bytes().splitlines()) == 52
