@@ -169,7 +169,7 @@ def _render(out: Path) -> Path | None:
     try:
         from .report import render_report
 
-        return render_report(load_results(out), out)
+        return render_report(load_results(out), out, write_rows=False)  # the run exported them
     except Exception as exc:  # noqa: BLE001
         click.secho(f"Warning: could not render the leaderboard: {type(exc).__name__}: {exc}; "
                     f"results are intact in {out}", fg="yellow", err=True)

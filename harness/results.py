@@ -214,21 +214,40 @@ def load_results(path: str | Path, *, latest: bool = True):
     return df
 
 
+def _as_text(v: Any) -> Any:
+    """Lists, dicts and arrays as JSON text, so CSV, JSON and Parquet hold the same values."""
+    if isinstance(v, (list, dict, tuple)):
+        return json.dumps(list(v) if isinstance(v, tuple) else v, default=str)
+    if hasattr(v, "tolist") and not isinstance(v, (str, bytes)) and getattr(v, "ndim", 0):
+        return json.dumps(v.tolist(), default=str)
+    return v
+
+
 def export(df, out_dir: Path, formats: Iterable[str] = ("csv", "json", "parquet")) -> list[Path]:
-    """Write ``df`` beside the JSON lines as results.csv / results.json / results.parquet."""
+    """Write ``df`` beside the JSON lines as results.csv / results.json / results.parquet.
+
+    The one writer of these files (``harness run`` and ``harness report`` both call it), so
+    they always hold the same rows; list values such as ``samples`` are JSON text."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    flat = df.copy()
+    for col in flat.columns:
+        if flat[col].dtype == object:
+            flat[col] = flat[col].map(_as_text)
     written = []
     for fmt in formats:
         target = out_dir / f"results.{fmt}"
         if fmt == "csv":
-            df.to_csv(target, index=False)
+            flat.to_csv(target, index=False)
         elif fmt == "json":
-            df.to_json(target, orient="records", indent=1)
+            flat.to_json(target, orient="records", indent=1, force_ascii=False)
         elif fmt == "parquet":
-            flat = df.copy()
-            for col in flat.columns:  # parquet needs one type per column
-                if flat[col].dtype == object:
-                    flat[col] = flat[col].map(lambda v: None if v is None else
-                                              (json.dumps(v) if isinstance(v, (list, dict)) else str(v)))
-            flat.to_parquet(target, index=False)
+            typed = flat.copy()
+            for col in typed.columns:  # parquet needs one type per column
+                if typed[col].dtype == object:
+                    typed[col] = typed[col].map(lambda v: None if is_null(v) else str(v))
+            typed.to_parquet(target, index=False)
+        else:
+            raise ValueError(f"unknown results format {fmt!r} (csv, json or parquet)")
         written.append(target)
     return written

@@ -250,3 +250,26 @@ def test_corrupt_results_lines_are_skipped_with_one_warning(tmp_path):
     assert again.stderr.count("torn or corrupt") == 1, again.stderr
     assert path.read_bytes() == good
     assert len((out / "results.jsonl.bad").read_bytes().splitlines()) == 52
+
+
+# -- 8. results.csv / .json / .parquet: one writer, the same rows ------------------------------
+def test_results_exports_agree_after_a_run(tmp_path):
+    """A second run with another seed adds a cell with the same label (another cell id).
+    Before the fix the run exported both cells and the leaderboard then overwrote results.csv
+    and results.json keeping one row per label: 1 row there, 2 in results.parquet."""
+    import pandas as pd
+
+    suite = write_suite(tmp_path, ["needs-tpu"])
+    out = tmp_path / "out"
+    for seed in (0, 1):
+        r = cli("run", str(suite), "--out", str(out), "--set", f"settings.seed={seed}",
+                "--no-progress", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+    csv = pd.read_csv(out / "results.csv")
+    js = pd.read_json(out / "results.json", orient="records")
+    pq = pd.read_parquet(out / "results.parquet")
+    assert len(csv) == len(js) == len(pq) == 2
+    assert set(csv.cell_id) == set(js.cell_id) == set(pq.cell_id)
+    rep = cli("report", str(out), "-o", str(tmp_path / "rep"), cwd=tmp_path)
+    assert rep.returncode == 0, rep.stderr
+    assert (tmp_path / "rep" / "results.csv").read_text() == (out / "results.csv").read_text()
