@@ -273,3 +273,35 @@ def test_results_exports_agree_after_a_run(tmp_path):
     rep = cli("report", str(out), "-o", str(tmp_path / "rep"), cwd=tmp_path)
     assert rep.returncode == 0, rep.stderr
     assert (tmp_path / "rep" / "results.csv").read_text() == (out / "results.csv").read_text()
+
+
+# -- 10. the documented API exists: every code block of the plugin docs runs -------------------
+def _doc_module(doc: Path):
+    """A module made of every ```python block of ``doc``, run in order."""
+    import re
+    import types
+
+    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.S)
+    assert blocks, doc
+    module = types.ModuleType(f"docs_{doc.stem.replace('-', '_')}")
+    for i, code in enumerate(blocks):
+        exec(compile(code, f"{doc}[block {i}]", "exec"), module.__dict__)  # noqa: S102
+    return module
+
+
+def test_plugin_docs_code_blocks_run(run_suite_dict, repo_root):
+    from harness.testing import make_plugin_manager
+
+    for name in ("Executor", "ExecutorContext"):
+        assert name in harness.__all__ and hasattr(harness, name)
+    scale_out = _doc_module(repo_root / "docs" / "scale-out.md")
+    plugins = _doc_module(repo_root / "docs" / "plugins.md")
+    pm = make_plugin_manager(plugins, scale_out, __import__("faulty"))
+    reg = pm.registries()
+    assert {"tiny-bert"} <= set(reg.models.classes) and {"wnut17"} <= set(reg.tasks.classes)
+    assert {"layer-drop"} <= set(reg.compressions.classes)
+    assert {"serial", "slurm"} <= set(reg.executors.classes)
+    # the documented executor runs a cell
+    df = run_suite_dict({"models": [MODEL], "tasks": [NER], "compressions": ["needs-tpu"]},
+                        pm=pm, executor="serial", extra_plugins=["faulty"])
+    assert df.status.tolist() == ["skipped"]
