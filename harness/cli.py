@@ -149,7 +149,7 @@ def run(ctx, suite_file, out, only, overrides, jobs, devices, executor, address,
     summary = run_suite(suite, pm, out, opts)
     parts = ", ".join(f"{v} {k}" for k, v in sorted(summary.counts.items()))
     click.echo(f"{parts or 'nothing to do'}; results in {out / 'results.jsonl'}")
-    status = EXIT_FAILED if summary.failed else 0
+    status = summary.exit_status  # 2 when every failure is bad input (a data file, ...)
     if not no_report:
         page = _render(out)
         if page:
@@ -158,7 +158,11 @@ def run(ctx, suite_file, out, only, overrides, jobs, devices, executor, address,
         from .gate import run_gate
         from .results import load_results
 
-        status = max(status, run_gate(baseline, load_results(out), suite.gate, out_dir=out))
+        gate = run_gate(baseline, load_results(out), suite.gate, out_dir=out)
+        if EXIT_FAILED in (status, gate):  # a crash or a regression outranks bad input
+            status = EXIT_FAILED
+        else:
+            status = max(status, gate)
     ctx.exit(status)
 
 

@@ -52,10 +52,18 @@ class RunSummary:
     run_id: str
     counts: dict[str, int]
     rows_written: int
+    bad_input: int = 0  #: failed cells whose failure is bad input (a data file, a parameter)
 
     @property
     def failed(self) -> int:
         return self.counts.get("failed", 0)
+
+    @property
+    def exit_status(self) -> int:
+        """0 all good; 2 when every failure is bad input; 1 when any cell crashed."""
+        if not self.failed:
+            return 0
+        return 2 if self.bad_input == self.failed else 1
 
 
 def detect_devices() -> list[str]:
@@ -158,6 +166,7 @@ def run_suite(
     writer = ResultsWriter(out_dir)
     done_here = _complete_cells(out_dir / RESULTS_FILE)
     counts: dict[str, int] = {}
+    bad_input: list[bool] = []
     written = 0
     todo: list[CellSpec] = []
     for spec in cells:
@@ -197,6 +206,7 @@ def run_suite(
                 _warn(f"cannot write to the cell cache folder {cache} ({exc}); the results "
                       f"are kept in {out_dir}, the cache is not updated in this run")
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
+        bad_input.append(outcome.status == "failed" and getattr(outcome, "bad_input", False))
         bar.done(cell_label(spec), outcome.status, outcome.error)
 
     name = opts.executor or ("inline" if jobs == 0 else "local")
@@ -217,7 +227,7 @@ def run_suite(
     df = load_results(out_dir)
     export(df, out_dir)
     pm.hook.run_finished(results=df, out_dir=out_dir)
-    return RunSummary(out_dir, run_id, counts, written)
+    return RunSummary(out_dir, run_id, counts, written, sum(bad_input))
 
 
 @contextlib.contextmanager

@@ -305,3 +305,32 @@ def test_plugin_docs_code_blocks_run(run_suite_dict, repo_root):
     df = run_suite_dict({"models": [MODEL], "tasks": [NER], "compressions": ["needs-tpu"]},
                         pm=pm, executor="serial", extra_plugins=["faulty"])
     assert df.status.tolist() == ["skipped"]
+
+
+# -- 6. bad data is bad input: exit 2, the task and the file and line named --------------------
+def test_bad_data_exits_2_and_blames_the_task(tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(SAMPLE, data)
+    train = data / "train.txt"
+    lines = train.read_text().splitlines(keepends=True)
+    lines[2] = lines[2].replace("I-ORG", "Q-ORG")  # line 3: not an IOB tag
+    train.write_text("".join(lines))
+    task = {**NER, "params": {**NER["params"], "data_dir": str(data)}}
+    suite = write_suite(tmp_path, ["none"], tasks=[task])
+    r = cli("run", str(suite), "--out", str(tmp_path / "out"), "--no-progress", "--no-report",
+            cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    err = harness.load_results(tmp_path / "out").error.iloc[0]
+    assert err.startswith("bad input for task 'conll' (task plugin 'ner') during load: "), err
+    assert f"{train}:3:" in err and "model plugin" not in err
+    assert "Traceback" not in r.stderr
+
+    # a crash besides the bad data: exit 1
+    suite = write_suite(tmp_path, ["none", "raises-early"], tasks=[task])
+    r = cli("run", str(suite), "--out", str(tmp_path / "out2"), "--no-progress", "--no-report",
+            cwd=tmp_path)
+    assert r.returncode == 1, r.stderr
+    df = harness.load_results(tmp_path / "out2").set_index("compression")
+    assert "raised RuntimeError" in df.error["raises-early"]

@@ -36,6 +36,18 @@ class OutOfMemory(_Base):
         raise MemoryError("cannot allocate 1 TiB")
 
 
+class RaisesEarly(_Base):
+    """A crash before any model is loaded (a fast failure that is not bad input)."""
+
+    name = "raises-early"
+
+    def unsupported_reason(self, ctx):
+        raise RuntimeError("boom before any work")
+
+    def misbehave(self):
+        raise AssertionError("never applied")
+
+
 class Hangs(_Base):
     name = "hangs"
 
@@ -111,5 +123,5 @@ class Slow(_Base):
 
 @harness.hookimpl
 def register_compressions(register):
-    for cls in (Raises, Exits, OutOfMemory, Hangs, Unsupported, WhereAmI, Rendezvous, Slow):
+    for cls in (Raises, RaisesEarly, Exits, OutOfMemory, Hangs, Unsupported, WhereAmI, Rendezvous, Slow):
         register(cls)
