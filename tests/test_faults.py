@@ -334,3 +334,22 @@ def test_bad_data_exits_2_and_blames_the_task(tmp_path):
     assert r.returncode == 1, r.stderr
     df = harness.load_results(tmp_path / "out2").set_index("compression")
     assert "raised RuntimeError" in df.error["raises-early"]
+
+
+# -- 7. a mistyped local path is not looked up on the hub --------------------------------------
+def test_missing_data_dir_fails_at_once_without_the_hub(run_suite_dict, tmp_path, monkeypatch):
+    import datasets
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError(f"the hub was asked for {args}")
+
+    monkeypatch.setattr(datasets, "load_dataset", no_hub)
+    monkeypatch.chdir(tmp_path)
+    task = {**NER, "params": {**NER["params"], "data_dir": "data/conlltyni"}}
+    t = time.monotonic()
+    df = run_suite_dict({"models": [MODEL], "tasks": [task], "compressions": ["none"]})
+    assert time.monotonic() - t < 30
+    err = df.error.iloc[0]
+    assert df.status.iloc[0] == "failed" and err.startswith("bad input for task 'conll'"), err
+    assert f"data/conlltyni: no such data folder (looked for {tmp_path / 'data' / 'conlltyni'})" in err
+    assert "hub" in err and "hub was asked" not in err
