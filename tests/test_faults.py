@@ -21,6 +21,8 @@ from harness.errors import HarnessWarning
 from harness.results import read_rows
 from harness.testing import FAST_SETTINGS, TINY_BERT
 
+TINY16 = {**TINY_BERT, "config": {**TINY_BERT["config"], "hidden_size": 16, "num_hidden_layers": 1,
+                                  "intermediate_size": 32}}
 ROOT = Path(__file__).resolve().parents[1]
 PLUGINS = Path(__file__).parent / "plugins"
 SAMPLE = ROOT / "suites" / "data" / "conll2003-sample"
@@ -353,3 +355,26 @@ def test_missing_data_dir_fails_at_once_without_the_hub(run_suite_dict, tmp_path
     assert df.status.iloc[0] == "failed" and err.startswith("bad input for task 'conll'"), err
     assert f"data/conlltyni: no such data folder (looked for {tmp_path / 'data' / 'conlltyni'})" in err
     assert "hub" in err and "hub was asked" not in err
+
+
+# -- 12. fixed-length timing works for every built-in compression ------------------------------
+def test_fixed_latency_length_works_for_every_builtin_compression(run_suite_dict, plugin_manager):
+    """settings.latency_seq_len cuts and repeats real inputs into strided tensors; dynamic
+    int8's quantised embedding refused them ('Expect weight, indices, and offsets to be
+    contiguous'). Every compression installed with harness itself must time them."""
+    reg = plugin_manager.registries().compressions
+    dist = plugin_manager.distributions
+    builtin = sorted(n for n in reg.classes
+                     if (dist.get(reg.sources[n]) or ("",))[0] == "harness-bench")
+    assert {"none", "dynamic-int8"} <= set(builtin), builtin
+    task = {**NER, "params": {**NER["params"], "max_train_samples": 16, "max_eval_samples": 8}}
+    df = run_suite_dict({"models": [{"plugin": "hf", "name": "tiny", "params": TINY16}],
+                         "tasks": [task], "compressions": builtin,
+                         "settings": {"latency_seq_len": 24, "throughput_batch_size": 2}})
+    status = df.groupby("compression").status.first().to_dict()
+    errors = df.groupby("compression").error.first().to_dict()
+    assert set(status) == set(builtin)
+    assert set(status.values()) <= {"ok", "skipped"}, errors
+    assert status["dynamic-int8"] == "ok", errors["dynamic-int8"]
+    ok = df[df.status == "ok"]
+    assert set(ok.seq_len) == {"fixed length: 24 tokens (real inputs cut or repeated)"}
