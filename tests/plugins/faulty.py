@@ -121,7 +121,24 @@ class Slow(_Base):
         return f"slept {self.seconds} s"
 
 
+class SpoilCache(_Base):
+    """Makes the cell cache unwritable while its cell runs (the folder is moved to
+    ``<folder>-saved`` and a file takes its place), then skips itself."""
+
+    name = "spoil-cache"
+
+    def __init__(self, *, folder: str = ""):
+        self.folder = folder
+
+    def unsupported_reason(self, ctx):
+        os.rename(self.folder, self.folder + "-saved")
+        with open(self.folder, "w") as f:
+            f.write("not a folder")
+        return "spoiled the cache"
+
+
 @harness.hookimpl
 def register_compressions(register):
-    for cls in (Raises, RaisesEarly, Exits, OutOfMemory, Hangs, Unsupported, WhereAmI, Rendezvous, Slow):
+    for cls in (Raises, RaisesEarly, Exits, OutOfMemory, Hangs, Unsupported, WhereAmI, Rendezvous, Slow,
+                SpoilCache):
         register(cls)
