@@ -206,6 +206,10 @@ def run_cell(
             whose = f"{entry.kind} {entry.name!r} ({culprit})" if entry else culprit
             return CellOutcome("failed", error=f"bad input for {whose} during {phase}: {exc}",
                                phase=phase, info=info, bad_input=True)
+        if isinstance(exc, MemoryError):  # often raised with no message at all
+            return CellOutcome("failed", phase=phase, info=info, error=(
+                f"out of memory during {phase}: {culprit} raised MemoryError"
+                f"{': ' + str(exc) if str(exc) else ''}{where}"))
         return CellOutcome(
             "failed",
             error=f"{culprit} raised {type(exc).__name__} during {phase}: {exc}{where}",

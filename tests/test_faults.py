@@ -353,7 +353,8 @@ def test_missing_data_dir_fails_at_once_without_the_hub(run_suite_dict, tmp_path
 
 
 # -- 12. fixed-length timing works for every built-in compression ------------------------------
-def test_fixed_latency_length_works_for_every_builtin_compression(run_suite_dict, plugin_manager):
+def test_fixed_latency_length_works_for_every_builtin_compression(run_suite_dict, plugin_manager,
+                                                                   recwarn):
     """settings.latency_seq_len cuts and repeats real inputs into strided tensors; dynamic
     int8's quantised embedding refused them ('Expect weight, indices, and offsets to be
     contiguous'). Every compression installed with harness itself must time them."""
@@ -373,3 +374,31 @@ def test_fixed_latency_length_works_for_every_builtin_compression(run_suite_dict
     assert status["dynamic-int8"] == "ok", errors["dynamic-int8"]
     ok = df[df.status == "ok"]
     assert set(ok.seq_len) == {"fixed length: 24 tokens (real inputs cut or repeated)"}
+    # item 9: no library noise ("TypedStorage is deprecated" on loading dynamic int8 weights)
+    assert not [w for w in recwarn if "TypedStorage" in str(w.message)]
+
+
+# -- 9. smaller ones ---------------------------------------------------------------------------
+def test_bad_settings_and_missing_include_are_suite_errors(tmp_path):
+    from harness.errors import SuiteError
+    from harness.suite import load_suite, suite_from_dict
+
+    doc = {"models": [MODEL], "tasks": [NER], "settings": {"cache_dir": 5}}
+    with pytest.raises(SuiteError, match=r"s.yaml: settings.cache_dir: must be str, got 5"):
+        suite_from_dict(doc, tmp_path / "s.yaml")
+    top = tmp_path / "top.yaml"
+    top.write_text("include: [base.yaml]\nmodels: [hf]\ntasks: [ner]\n")
+    with pytest.raises(SuiteError, match=rf"top.yaml: include\[0\]: included file not found: "
+                                         rf"{tmp_path / 'base.yaml'}"):
+        load_suite(top)
+
+
+def test_memory_error_says_out_of_memory_and_the_phase(run_suite_dict):
+    from harness.testing import make_plugin_manager
+
+    df = run_suite_dict({"models": [MODEL], "tasks": [NER], "compressions": [
+        {"plugin": "oom", "params": {"message": "", "early": True}}]},
+        pm=make_plugin_manager(__import__("faulty")))
+    err = df.error.iloc[0]
+    assert err.startswith("out of memory during setup: compression plugin 'oom' raised "
+                          "MemoryError at faulty.py:"), err

@@ -32,8 +32,15 @@ class Exits(_Base):
 class OutOfMemory(_Base):
     name = "oom"
 
+    def __init__(self, *, message: str = "cannot allocate 1 TiB", early: bool = False):
+        self.message, self.early = message, early
+
+    def unsupported_reason(self, ctx):  # early: before any model is loaded
+        if self.early:
+            self.misbehave()
+
     def misbehave(self):
-        raise MemoryError("cannot allocate 1 TiB")
+        raise MemoryError(self.message) if self.message else MemoryError
 
 
 class RaisesEarly(_Base):
