@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 from .api import (
     CellContext,
     Compression,
+    Executor,
+    ExecutorContext,
     Head,
     LoadedModel,
     MetricValue,
@@ -28,6 +30,8 @@ __all__ = [
     "CellContext",
     "Compression",
     "DataError",
+    "Executor",
+    "ExecutorContext",
     "HarnessError",
     "Head",
     "LoadedModel",

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .api import CellContext, LoadedModel, Plugin, iter_rows
-from .errors import PluginError
+from .errors import DataError, PluginError, SuiteError
 from .plugins import PluginManager, get_plugin_manager
 from .provenance import device_name
 from .registry import Registries
@@ -47,6 +47,8 @@ class CellOutcome:
     error: str | None = None
     phase: str | None = None
     info: dict[str, Any] = field(default_factory=dict)  # cell-level columns
+    #: failed because of bad input (a data file, a suite parameter), not a crash: exit 2
+    bad_input: bool = False
 
 
 def path_bytes(path: Path) -> int:
@@ -76,10 +78,12 @@ class PluginSet:
         try:
             return cls(**entry.params)
         except Exception as exc:
-            raise PluginError(
+            err = PluginError(
                 f"{entry.kind} plugin {entry.plugin!r} ({entry.where}) rejected its parameters: "
                 f"{type(exc).__name__}: {exc}"
-            ) from exc
+            )
+            err.bad_input = True  # type: ignore[attr-defined]  # the suite's values, not a crash
+            raise err from exc
 
 
 def scoped_identity(entry: Entry, plugin: Plugin, loaded: LoadedModel) -> LoadedModel:
@@ -137,9 +141,10 @@ def run_cell(
         fit_key = _key(spec.model) + task_key
         loaded = plugins.fitted.get(fit_key)
         if loaded is None:
+            step("load", f"task plugin {spec.task.plugin!r}")
+            head = task.head()  # type: ignore[attr-defined]  # reads the data: the task's fault
             step("load", f"model plugin {spec.model.plugin!r}")
-            loaded = scoped_identity(spec.model, model,
-                                     model.load(task.head(), ctx))  # type: ignore[attr-defined]
+            loaded = scoped_identity(spec.model, model, model.load(head, ctx))  # type: ignore[attr-defined]
             step("fine-tune", f"task plugin {spec.task.plugin!r}")
             loaded = task.fit(loaded, ctx)  # type: ignore[attr-defined]
             plugins.fitted = {fit_key: loaded}  # keep one: models are large
@@ -213,6 +218,17 @@ def run_cell(
             raise
         tb = traceback.extract_tb(exc.__traceback__)
         where = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""
+        if isinstance(exc, (DataError, SuiteError)) or getattr(exc, "bad_input", False):
+            # bad input, not a crash: say whose input, and where (the message names the file)
+            entry = {"model": spec.model, "task": spec.task,
+                     "compression": spec.compression}.get(culprit.split(" ", 1)[0])
+            whose = f"{entry.kind} {entry.name!r} ({culprit})" if entry else culprit
+            return CellOutcome("failed", error=f"bad input for {whose} during {phase}: {exc}",
+                               phase=phase, info=info, bad_input=True)
+        if isinstance(exc, MemoryError):  # often raised with no message at all
+            return CellOutcome("failed", phase=phase, info=info, error=(
+                f"out of memory during {phase}: {culprit} raised MemoryError"
+                f"{': ' + str(exc) if str(exc) else ''}{where}"))
         return CellOutcome(
             "failed",
             error=f"{culprit} raised {type(exc).__name__} during {phase}: {exc}{where}",

@@ -50,11 +50,31 @@ def main(ctx: click.Context, disabled: tuple[str, ...], extra: tuple[str, ...],
       harness report runs/quickstart -o reports/qs  # re-render a leaderboard
       harness compare runs/v1 runs/v2               # regression gate (exit 1 on regression)
     """
+    _show_harness_warnings_as_one_line()
     ctx.ensure_object(dict)
     ctx.obj["disabled"] = list(disabled)
     ctx.obj["extra"] = [*extra, *(m.strip() for m in os.environ.get("HARNESS_PLUGINS", "").split(",")
                                   if m.strip())]
     ctx.obj["strict"] = strict
+
+
+def _show_harness_warnings_as_one_line() -> None:
+    """``HarnessWarning`` (a problem that costs no result) as 'Warning: ...', no source line."""
+    import warnings
+
+    from .errors import HarnessWarning
+
+    original = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, HarnessWarning):
+            click.secho(f"Warning: {message}", fg="yellow", err=True)
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    if not getattr(original, "harness", False):
+        show.harness = True  # type: ignore[attr-defined]
+        warnings.showwarning = show
 
 
 def _plugin_manager(ctx: click.Context) -> PluginManager:
@@ -129,7 +149,7 @@ def run(ctx, suite_file, out, only, overrides, jobs, devices, executor, address,
     summary = run_suite(suite, pm, out, opts)
     parts = ", ".join(f"{v} {k}" for k, v in sorted(summary.counts.items()))
     click.echo(f"{parts or 'nothing to do'}; results in {out / 'results.jsonl'}")
-    status = EXIT_FAILED if summary.failed else 0
+    status = summary.exit_status  # 2 when every failure is bad input (a data file, ...)
     if not no_report:
         page = _render(out)
         if page:
@@ -138,7 +158,11 @@ def run(ctx, suite_file, out, only, overrides, jobs, devices, executor, address,
         from .gate import run_gate
         from .results import load_results
 
-        status = max(status, run_gate(baseline, load_results(out), suite.gate, out_dir=out))
+        gate = run_gate(baseline, load_results(out), suite.gate, out_dir=out)
+        if EXIT_FAILED in (status, gate):  # a crash or a regression outranks bad input
+            status = EXIT_FAILED
+        else:
+            status = max(status, gate)
     ctx.exit(status)
 
 
@@ -149,7 +173,7 @@ def _render(out: Path) -> Path | None:
     try:
         from .report import render_report
 
-        return render_report(load_results(out), out)
+        return render_report(load_results(out), out, write_rows=False)  # the run exported them
     except Exception as exc:  # noqa: BLE001
         click.secho(f"Warning: could not render the leaderboard: {type(exc).__name__}: {exc}; "
                     f"results are intact in {out}", fg="yellow", err=True)

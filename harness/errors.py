@@ -28,3 +28,7 @@ class SuiteError(HarnessError):
 
 class DataError(HarnessError):
     """A data file is missing or corrupt. The message names the file and line."""
+
+
+class HarnessWarning(UserWarning):
+    """Something went wrong that costs no measured result (the CLI prints it as one line)."""

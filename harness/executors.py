@@ -9,6 +9,8 @@ import multiprocessing as mp
 import os
 import queue
 import signal
+import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -35,10 +37,36 @@ def physical_gpu(device: str, visible: str | None) -> str:
     return index
 
 
+def _exit_with_parent(parent: int) -> None:
+    """End this worker as soon as the process that started it is gone (``kill -9`` of
+    ``harness run`` must not leave workers behind): the kernel's parent-death signal on Linux,
+    and everywhere a thread that watches the parent pid."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+    threading.Thread(target=watch, name="harness-parent-watch", daemon=True).start()
+
+
 def _worker_main(disabled: list[str], extra: list[str], threads: int | None,
-                 inbox: Any, outbox: Any) -> None:
+                 inbox: Any, outbox: Any, parent: int | None = None) -> None:
     """Worker loop: build plugins once, run cells until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if parent is not None:
+        _exit_with_parent(parent)
     # the parent draws the progress; keep library chatter (load reports, shard bars) quiet
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -97,7 +125,7 @@ class LocalExecutor(Executor):
         w.proc = self.ctx.Process(
             target=_worker_main,
             args=(self.ectx.disabled_plugins, self.ectx.extra_plugins, self.threads,
-                  w.inbox, self.outbox),
+                  w.inbox, self.outbox, os.getpid()),
             daemon=True,
         )
         try:
@@ -115,8 +143,10 @@ class LocalExecutor(Executor):
         self._setup(ectx)
         try:
             self._loop(cells, on_phase, on_done)
-        finally:
-            self._close()
+        except BaseException:  # Ctrl-C, SIGTERM: the cells in flight are abandoned at once
+            self._close(kill=True)
+            raise
+        self._close()
 
     def _loop(self, cells, on_phase, on_done) -> None:
         pending = list(cells)
@@ -134,15 +164,7 @@ class LocalExecutor(Executor):
             except queue.Empty:
                 msg = None
             if msg is not None:
-                kind, cell_id = msg[0], msg[1]
-                w = next((w for w in self.workers if w.cell and w.cell.cell_id == cell_id), None)
-                if kind == "phase" and w is not None:
-                    if msg[2] == "setup" and not w.begun:
-                        w.started, w.begun = time.monotonic(), True  # worker start-up excluded
-                    on_phase(by_id[cell_id], msg[2])
-                elif kind == "done" and w is not None:
-                    w.cell = None
-                    on_done(by_id[cell_id], msg[2])
+                self._handle(msg, by_id, on_phase, on_done)
             for w in self.workers:
                 if w.cell is None:
                     continue
@@ -165,31 +187,52 @@ class LocalExecutor(Executor):
                 if reason:
                     spec = by_id[w.cell.cell_id]
                     w.proc.join(5)
-                    self._drain(by_id, on_done, w)
+                    # every message already sent (by this worker or any other) is handled, so
+                    # a 'done' the dying worker managed to send counts, and none of another
+                    # worker's messages is lost
+                    self._drain(by_id, on_phase, on_done)
                     if w.cell is not None:
+                        w.cell = None
                         on_done(spec, CellOutcome("failed", error=reason, phase="worker",
                                                   info={"device": w.device}))
                     self._start(w)
 
-    def _drain(self, by_id, on_done, w: _Worker) -> None:
-        """Take a 'done' that a dying worker managed to send before it went."""
-        try:
-            while True:
-                kind, cell_id, *rest = self.outbox.get_nowait()
-                if kind == "done" and w.cell and cell_id == w.cell.cell_id:
-                    w.cell = None
-                    on_done(by_id[cell_id], rest[-1])
-        except queue.Empty:
-            pass
+    def _handle(self, msg: tuple, by_id: dict[str, CellSpec], on_phase, on_done) -> None:
+        """One message from a worker: a phase change or a finished cell."""
+        kind, cell_id = msg[0], msg[1]
+        w = next((w for w in self.workers if w.cell and w.cell.cell_id == cell_id), None)
+        if w is None:  # a late message for a cell already reported (e.g. timed out)
+            return
+        if kind == "phase":
+            if msg[2] == "setup" and not w.begun:
+                w.started, w.begun = time.monotonic(), True  # worker start-up excluded
+            on_phase(by_id[cell_id], msg[2])
+        elif kind == "done":
+            w.cell = None
+            on_done(by_id[cell_id], msg[2])
 
-    def _close(self) -> None:
+    def _drain(self, by_id, on_phase, on_done) -> None:
+        """Handle every message already in the outbox (from any worker)."""
+        while True:
+            try:
+                msg = self.outbox.get_nowait()
+            except queue.Empty:
+                return
+            self._handle(msg, by_id, on_phase, on_done)
+
+    def _close(self, kill: bool = False) -> None:
         for w in self.workers:
-            if w.proc.is_alive():
+            if kill:
+                w.proc.kill()
+            elif w.proc.is_alive():
                 w.inbox.put(None)
         for w in self.workers:
-            w.proc.join(10)
+            w.proc.join(1 if kill else 10)
             if w.proc.is_alive():
                 w.proc.kill()
+                w.proc.join(1)
+        for q in (self.outbox, *(w.inbox for w in self.workers)):
+            q.close()
 
 
 class InlineExecutor(Executor):

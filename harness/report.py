@@ -779,29 +779,16 @@ def build_view(results: pd.DataFrame, baseline: pd.DataFrame | None = None,
     }
 
 
-def _jsonish(v: Any) -> Any:
-    if isinstance(v, (list, dict, tuple)):
-        return json.dumps(_clean_json(list(v) if isinstance(v, tuple) else v))
-    if hasattr(v, "tolist") and not isinstance(v, (str, bytes)) and getattr(v, "ndim", 0):
-        return json.dumps(_clean_json(v.tolist()))
-    return v
-
-
-def _flat(df: pd.DataFrame) -> pd.DataFrame:
-    """Lists/dicts (samples, params) as JSON text, so CSV and JSON hold the same values."""
-    out = df.copy()
-    for col in out.columns:
-        if out[col].dtype == object:
-            out[col] = out[col].map(_jsonish)
-    return out
-
-
 def render_report(results: pd.DataFrame, out_dir: Path, *, baseline: pd.DataFrame | None = None,
-                  title: str | None = None) -> Path:
+                  title: str | None = None, write_rows: bool = True) -> Path:
     """Write ``index.html`` (self-contained leaderboard), ``results.csv``/``results.json`` (the
-    rows shown) and ``leaderboard.csv``/``leaderboard.json`` (one row per cell) into ``out_dir``;
-    return the path of ``index.html``. Raises :class:`~harness.errors.DataError` on bad input."""
+    rows given, through :func:`harness.results.export`; ``write_rows=False`` when they are
+    already there) and ``leaderboard.csv``/``leaderboard.json`` (one row per cell) into
+    ``out_dir``; return the path of ``index.html``. Raises
+    :class:`~harness.errors.DataError` on bad input."""
     import pandas as pd
+
+    from .results import export
 
     view = build_view(results, baseline, title)
     html = _env().get_template("report.html.j2").render(**view)
@@ -809,9 +796,8 @@ def render_report(results: pd.DataFrame, out_dir: Path, *, baseline: pd.DataFram
     out_dir.mkdir(parents=True, exist_ok=True)
     page = out_dir / "index.html"
     page.write_text(html, encoding="utf-8")
-    rows = _flat(_prepare(results, "results"))
-    rows.to_csv(out_dir / "results.csv", index=False)
-    rows.to_json(out_dir / "results.json", orient="records", indent=1, force_ascii=False)
+    if write_rows:
+        export(results, out_dir, ("csv", "json"))
     board = pd.DataFrame([r for t in view["tasks"] for r in t["records"]])
     board.to_csv(out_dir / "leaderboard.csv", index=False)
     (out_dir / "leaderboard.json").write_text(

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .errors import DataError
+from .errors import DataError, HarnessWarning
 
 RESULTS_FILE = "results.jsonl"
 
@@ -68,21 +68,44 @@ def _clean(value: Any) -> Any:
 
 
 class ResultsWriter:
-    """Appends rows to ``results.jsonl``; each row is flushed and fsynced before the next."""
+    """Appends rows to ``results.jsonl``; each row is flushed and fsynced before the next.
+
+    Opening it repairs the file once: torn or corrupt lines (a write cut by a kill, a bad
+    byte) are moved to ``results.jsonl.bad`` with one warning, so later reads are clean."""
 
     def __init__(self, out_dir: Path) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
         self.path = out_dir / RESULTS_FILE
-        self._repair_tail()
+        self._repair()
         self._fh = open(self.path, "a", encoding="utf-8")
 
-    def _repair_tail(self) -> None:
-        """A torn last line (killed mid-write) gets a newline so later rows stay parseable."""
-        if self.path.exists() and self.path.stat().st_size:
-            with open(self.path, "rb+") as f:
-                f.seek(-1, os.SEEK_END)
-                if f.read(1) != b"\n":
+    def _repair(self) -> None:
+        if not self.path.exists() or not self.path.stat().st_size:
+            return
+        data = self.path.read_bytes()
+        good: list[bytes] = []
+        bad: list[tuple[int, bytes]] = []
+        for lineno, raw in enumerate(data.split(b"\n"), 1):
+            if not raw.strip():
+                continue
+            if _parse_line(raw)[1] is None:
+                good.append(raw)
+            else:
+                bad.append((lineno, raw))
+        if not bad:
+            if not data.endswith(b"\n"):  # a complete last row that lost its newline
+                with open(self.path, "ab") as f:
                     f.write(b"\n")
+            return
+        aside = self.path.with_name(self.path.name + ".bad")
+        with open(aside, "ab") as f:
+            f.writelines(raw + b"\n" for _, raw in bad)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(b"".join(raw + b"\n" for raw in good))
+        os.replace(tmp, self.path)  # atomic: a kill now leaves the old file or the new one
+        warnings.warn(
+            f"{self.path}: moved {_count_lines([n for n, _ in bad])} torn or corrupt result "
+            f"line(s) to {aside}; their cells will be re-run", HarnessWarning, stacklevel=3)
 
     def write(self, row: dict[str, Any]) -> None:
         line = json.dumps({k: _clean(v) for k, v in row.items()}, default=str)
@@ -94,23 +117,57 @@ class ResultsWriter:
         self._fh.close()
 
 
+#: columns whose type the readers rely on (a row with another type there is corrupt)
+_TYPES: dict[str, tuple[type, ...]] = {
+    **{c: (str,) for c in ("run_id", "cell_id", "model", "task", "compression", "status",
+                           "metric", "suite")},
+    **{c: (int, float) for c in ("value", "ci_low", "ci_high")},
+    "cell_rows": (int,),
+}
+
+
+def _parse_line(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """(row, None) for a valid result line, else (None, what is wrong with it)."""
+    try:
+        row = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        return None, f"not UTF-8 ({exc.reason} at byte {exc.start})"
+    except json.JSONDecodeError:
+        return None, "not JSON (torn write?)"
+    if not isinstance(row, dict):
+        return None, f"a JSON {type(row).__name__}, not an object"
+    for col, types in _TYPES.items():
+        v = row.get(col)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, types)):
+            return None, f"{col} is {type(v).__name__} {v!r}"
+    return row, None
+
+
+def _count_lines(numbers: list[int], show: int = 10) -> str:
+    more = f" and {len(numbers) - show} more" if len(numbers) > show else ""
+    return f"{len(numbers)} (line {', '.join(map(str, numbers[:show]))}{more})"
+
+
 def read_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSON-lines file. Unparseable lines (a torn write) are dropped with a warning."""
+    """Rows of a JSON-lines file. Torn or corrupt lines (bad bytes, not JSON, a wrong type in a
+    standard column) are skipped with one warning per file naming their line numbers."""
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
+    bad: list[int] = []
+    problems: list[str] = []
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if not raw.strip():
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                warnings.warn(
-                    f"{path}:{lineno}: dropping a torn or corrupt result line; its cell will be re-run",
-                    stacklevel=2,
-                )
-                continue
-            if isinstance(row, dict):
+            row, problem = _parse_line(raw)
+            if row is None:
+                bad.append(lineno)
+                problems.append(str(problem))
+            else:
                 rows.append(row)
+    if bad:
+        warnings.warn(f"{path}: skipped {_count_lines(bad)} torn or corrupt result line(s) "
+                      f"(first: {problems[0]}); their cells count as not run",
+                      HarnessWarning, stacklevel=2)
     return rows
 
 
@@ -157,21 +214,40 @@ def load_results(path: str | Path, *, latest: bool = True):
     return df
 
 
+def _as_text(v: Any) -> Any:
+    """Lists, dicts and arrays as JSON text, so CSV, JSON and Parquet hold the same values."""
+    if isinstance(v, (list, dict, tuple)):
+        return json.dumps(list(v) if isinstance(v, tuple) else v, default=str)
+    if hasattr(v, "tolist") and not isinstance(v, (str, bytes)) and getattr(v, "ndim", 0):
+        return json.dumps(v.tolist(), default=str)
+    return v
+
+
 def export(df, out_dir: Path, formats: Iterable[str] = ("csv", "json", "parquet")) -> list[Path]:
-    """Write ``df`` beside the JSON lines as results.csv / results.json / results.parquet."""
+    """Write ``df`` beside the JSON lines as results.csv / results.json / results.parquet.
+
+    The one writer of these files (``harness run`` and ``harness report`` both call it), so
+    they always hold the same rows; list values such as ``samples`` are JSON text."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    flat = df.copy()
+    for col in flat.columns:
+        if flat[col].dtype == object:
+            flat[col] = flat[col].map(_as_text)
     written = []
     for fmt in formats:
         target = out_dir / f"results.{fmt}"
         if fmt == "csv":
-            df.to_csv(target, index=False)
+            flat.to_csv(target, index=False)
         elif fmt == "json":
-            df.to_json(target, orient="records", indent=1)
+            flat.to_json(target, orient="records", indent=1, force_ascii=False)
         elif fmt == "parquet":
-            flat = df.copy()
-            for col in flat.columns:  # parquet needs one type per column
-                if flat[col].dtype == object:
-                    flat[col] = flat[col].map(lambda v: None if v is None else
-                                              (json.dumps(v) if isinstance(v, (list, dict)) else str(v)))
-            flat.to_parquet(target, index=False)
+            typed = flat.copy()
+            for col in typed.columns:  # parquet needs one type per column
+                if typed[col].dtype == object:
+                    typed[col] = typed[col].map(lambda v: None if is_null(v) else str(v))
+            typed.to_parquet(target, index=False)
+        else:
+            raise ValueError(f"unknown results format {fmt!r} (csv, json or parquet)")
         written.append(target)
     return written

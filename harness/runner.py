@@ -9,12 +9,16 @@ recomputes nothing and a run killed with ``kill -9`` resumes where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import json
 import os
+import signal
 import sys
+import threading
 import uuid
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +26,7 @@ from typing import Any
 
 from .api import ExecutorContext
 from .cell import CellOutcome, CellSpec, PluginSet
+from .errors import HarnessWarning
 from .plugins import PluginManager
 from .provenance import device_name, environment, gpu_environment, now
 from .results import RESULTS_FILE, ResultsWriter, read_rows
@@ -47,10 +52,18 @@ class RunSummary:
     run_id: str
     counts: dict[str, int]
     rows_written: int
+    bad_input: int = 0  #: failed cells whose failure is bad input (a data file, a parameter)
 
     @property
     def failed(self) -> int:
         return self.counts.get("failed", 0)
+
+    @property
+    def exit_status(self) -> int:
+        """0 all good; 2 when every failure is bad input; 1 when any cell crashed."""
+        if not self.failed:
+            return 0
+        return 2 if self.bad_input == self.failed else 1
 
 
 def detect_devices() -> list[str]:
@@ -142,11 +155,18 @@ def run_suite(
     base = {"run_id": run_id, "suite": suite.name, "suite_hash": suite.hash,
             "seed": suite.settings.seed, "jobs": jobs, **env}
     cache = Path(suite.settings.cache_dir) / "cells"
-    cache.mkdir(parents=True, exist_ok=True)
+    cache_writable = True
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a read-only shared cache is still read; results go to out_dir
+        cache_writable = False
+        _warn(f"cannot create the cell cache folder {cache} ({exc}); finished cells are "
+              f"not cached, results are written to {out_dir} as usual")
 
     writer = ResultsWriter(out_dir)
     done_here = _complete_cells(out_dir / RESULTS_FILE)
     counts: dict[str, int] = {}
+    bad_input: list[bool] = []
     written = 0
     todo: list[CellSpec] = []
     for spec in cells:
@@ -155,8 +175,8 @@ def run_suite(
             continue
         cached = None if opts.force else _read_cache(cache, spec.cell_id)
         if cached is not None:
-            for row in cached:
-                writer.write({**row, "cached": True})
+            for row in cached:  # rows of this run now: one set per cell, even after a torn write
+                writer.write({**row, "run_id": run_id, "cached": True})
                 written += 1
             counts["cached"] = counts.get("cached", 0) + 1
             continue
@@ -172,15 +192,21 @@ def run_suite(
         bar.phase(cell_label(spec), phase)
 
     def on_done(spec: CellSpec, outcome: CellOutcome) -> None:
-        nonlocal written
+        nonlocal written, cache_writable
         rows = _rows(spec, outcome, base, pm, registries)
-        if outcome.status in ("ok", "skipped"):
-            _write_cache(cache, spec.cell_id, rows)
-        for row in rows:
+        for row in rows:  # rows first: nothing after this may cost a measured result
             writer.write(row)
             written += 1
             pm.hook.result_recorded(row=row)
+        if outcome.status in ("ok", "skipped") and cache_writable:
+            try:
+                _write_cache(cache, spec.cell_id, rows)
+            except OSError as exc:
+                cache_writable = False  # one warning per run
+                _warn(f"cannot write to the cell cache folder {cache} ({exc}); the results "
+                      f"are kept in {out_dir}, the cache is not updated in this run")
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
+        bad_input.append(outcome.status == "failed" and getattr(outcome, "bad_input", False))
         bar.done(cell_label(spec), outcome.status, outcome.error)
 
     name = opts.executor or ("inline" if jobs == 0 else "local")
@@ -189,8 +215,9 @@ def run_suite(
                            extra_plugins=opts.extra_plugins, address=opts.address,
                            plugin_manager=pm)
     try:
-        if todo:
-            executor.run(todo, ectx, on_phase, on_done)
+        with _sigterm_as_interrupt():
+            if todo:
+                executor.run(todo, ectx, on_phase, on_done)
     finally:
         bar.close()
         writer.close()
@@ -200,7 +227,25 @@ def run_suite(
     df = load_results(out_dir)
     export(df, out_dir)
     pm.hook.run_finished(results=df, out_dir=out_dir)
-    return RunSummary(out_dir, run_id, counts, written)
+    return RunSummary(out_dir, run_id, counts, written, sum(bad_input))
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (``kill``, a batch scheduler's stop) is handled like Ctrl-C: the rows written so
+    far stay, workers are stopped, then the run ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"terminated by {signal.Signals(signum).name}")
+
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _complete_cells(path: Path) -> set[str]:
@@ -230,8 +275,16 @@ def _read_cache(cache: Path, cell_id: str) -> list[dict[str, Any]] | None:
 
 def _write_cache(cache: Path, cell_id: str, rows: list[dict[str, Any]]) -> None:
     tmp = cache / f".{cell_id}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(rows, default=str))
-    os.replace(tmp, cache / f"{cell_id}.json")  # atomic: a kill leaves old or new, not half
+    try:
+        tmp.write_text(json.dumps(rows, default=str))
+        os.replace(tmp, cache / f"{cell_id}.json")  # atomic: a kill leaves old or new, not half
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, HarnessWarning, stacklevel=2)
 
 
 def _rows(spec: CellSpec, outcome: CellOutcome, base: dict[str, Any], pm: PluginManager,

@@ -218,6 +218,9 @@ def _load_with_includes(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, An
     for i, inc in enumerate(includes):
         if not isinstance(inc, str):
             raise SuiteError("must be a file name", path=path, key=f"include[{i}]")
+        if not (path.parent / inc).is_file():
+            raise SuiteError(f"included file not found: {path.parent / inc}", path=path,
+                             key=f"include[{i}]")
         merged = _deep_merge(merged, _load_with_includes(path.parent / inc, (*seen, path)))
     return _deep_merge(merged, doc)
 
@@ -364,10 +367,10 @@ def _settings(raw: Any, path: Path | None) -> Settings:
             raise SuiteError(f"unknown setting.{hint} Allowed: {', '.join(allowed)}",
                              path=path, key=f"settings.{k}")
         default = getattr(Settings, k)
-        if isinstance(default, bool) or not isinstance(v, (type(default), int)) or isinstance(v, bool):
-            if not (isinstance(default, str) and isinstance(v, str)):
-                raise SuiteError(f"must be {type(default).__name__}, got {v!r}",
-                                 path=path, key=f"settings.{k}")
+        ok = (int, float) if isinstance(default, float) else (type(default),)
+        if not isinstance(v, ok) or isinstance(v, bool):
+            raise SuiteError(f"must be {type(default).__name__}, got {v!r}",
+                             path=path, key=f"settings.{k}")
         if isinstance(v, (int, float)) and v < 0:
             raise SuiteError(f"must be >= 0, got {v!r}", path=path, key=f"settings.{k}")
     return Settings(**raw)

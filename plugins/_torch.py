@@ -67,7 +67,10 @@ class TorchPredictor(Predictor):
         import torch
 
         with torch.inference_mode():
-            inputs = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            # contiguous: quantised kernels (dynamic int8 embeddings) refuse strided inputs,
+            # such as fixed-length batches cut from longer ones (settings.latency_seq_len)
+            inputs = {k: v.contiguous().to(self.device, non_blocking=True)
+                      for k, v in batch.items()}
             return self.module(**inputs).logits
 
     def synchronize(self) -> None:

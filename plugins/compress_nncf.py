@@ -196,7 +196,8 @@ class OpenVINOPredictor(Predictor):
         feed = {}
         for name in self.input_names:
             v = batch[name]
-            feed[name] = v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
+            # contiguous: inputs are shared with OpenVINO, which reads them as dense buffers
+            feed[name] = np.ascontiguousarray(v.numpy() if isinstance(v, torch.Tensor) else v)
         out = self.request.infer(feed, share_inputs=True, share_outputs=False)
         return torch.from_numpy(out[0])
 

@@ -17,6 +17,7 @@ import platform
 import shutil
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -433,7 +434,9 @@ class DynamicInt8(Compression):
 
         folder, meta, hit = cached_or_build(ctx, model, self, build)
         module = _quantize_dynamic(cpu_copy(model.module).eval(), self.per_channel, self.embeddings)
-        state = torch.load(folder / "model" / "model_int8.pt", weights_only=True)
+        with warnings.catch_warnings():  # torch's loader warns about its own internals
+            warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
+            state = torch.load(folder / "model" / "model_int8.pt", weights_only=True)
         module.load_state_dict(state)
         info = base_info(self, "torch", meta, hit)
         info.update(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,21 +100,22 @@ def make_windows(
     return windows
 
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+HUB_PREFIX = "hub:"
 
 
 def _as_hf_source(data_dir: str | None) -> str | None:
     """``data_dir`` if it names an HF ``datasets`` source rather than a folder of CoNLL files:
-    a ``save_to_disk`` folder, or (when no such local path exists) a hub id like
-    ``eriktks/conll2003``."""
+    a ``save_to_disk`` folder, or a hub id written with the ``hub:`` prefix
+    (``hub:eriktks/conll2003``). Never a guess: a path that does not exist is a local path
+    that is missing, not a hub id."""
     if data_dir is None:
         return None
+    if data_dir.startswith(HUB_PREFIX):
+        return data_dir[len(HUB_PREFIX):]
     path = Path(data_dir)
     if path.is_dir():
         marks = ("dataset_dict.json", "dataset_info.json", "state.json")
         return data_dir if any((path / m).is_file() for m in marks) else None
-    if not path.exists() and _HUB_ID.match(data_dir) and not data_dir.startswith("."):
-        return data_dir
     return None
 
 
@@ -165,14 +165,14 @@ class NERTask(FineTunedTask):
         from .conll import SCHEMES
 
         if data_dir is None and hf_dataset is None:
-            raise ValueError("set 'data_dir' (CoNLL files, a save_to_disk folder or a hub id) or 'hf_dataset'")
+            raise ValueError("set 'data_dir' (CoNLL files, a save_to_disk folder or hub:ID) or 'hf_dataset'")
         if eval_split not in SPLITS:
             raise ValueError(f"eval_split must be one of {SPLITS}, got {eval_split!r}")
         if scheme not in SCHEMES:
             raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
         self.data_dir = data_dir
-        # hf_dataset wins over data_dir; a data_dir that is a save_to_disk folder, or no local
-        # path at all but shaped like a hub id, is read with `datasets` too
+        # hf_dataset wins over data_dir; a data_dir that is a save_to_disk folder or hub:ID is
+        # read with `datasets` too
         self.hf_dataset = hf_dataset or _as_hf_source(data_dir)
         self.files = {"train": train_file, "validation": validation_file, "test": test_file}
         self.eval_split, self.scheme = eval_split, scheme
@@ -252,6 +252,12 @@ class NERTask(FineTunedTask):
             if self.hf_dataset is not None:
                 data = self._hf_split(split)
             else:
+                folder = Path(self.data_dir)  # type: ignore[arg-type]
+                if not folder.is_dir():
+                    raise DataError(
+                        f"{self.data_dir}: no such data folder (looked for {folder.absolute()}); "
+                        f"a Hugging Face hub dataset is named explicitly: hf_dataset: ID or "
+                        f"data_dir: {HUB_PREFIX}ID")
                 path = self._path(split)
                 data = read_conll(path, self.scheme) if path.is_file() else None
             self._splits[split] = data

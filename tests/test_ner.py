@@ -202,8 +202,9 @@ def test_trained_checkpoint_is_used_as_is_and_mismatch_is_an_error(tmp_path, ctx
 def test_data_dir_forms():
     from harness_plugins.ner import _as_hf_source
 
-    assert _as_hf_source("eriktks/conll2003") == "eriktks/conll2003"  # a hub id (online users)
-    assert _as_hf_source("conll2003") == "conll2003"
+    assert _as_hf_source("hub:eriktks/conll2003") == "eriktks/conll2003"  # a hub id, explicit
+    assert _as_hf_source("eriktks/conll2003") is None  # no guessing: a local path
+    assert _as_hf_source("conll2003") is None
     assert _as_hf_source("../shared/data/conll2003-missing") is None  # a path: CoNLL files
     assert _as_hf_source(str(DATA / "conll2003")) is None
 
@@ -213,7 +214,7 @@ def test_errors(tmp_path, ctx):
         NERTask()
     with pytest.raises(ValueError, match="eval_split"):
         NERTask(data_dir=".", eval_split="dev")
-    with pytest.raises(DataError, match=r"nowhere[/\\]test\.txt"):
+    with pytest.raises(DataError, match=r"nowhere: no such data folder \(looked for "):
         NERTask(data_dir=str(tmp_path / "nowhere")).head()
     d = tmp_path / "only_test"
     d.mkdir()

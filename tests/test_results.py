@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 
@@ -21,14 +22,17 @@ def test_writer_appends_and_reader_drops_torn_line(tmp_path):
     w.close()
     with open(tmp_path / "results.jsonl", "a") as f:
         f.write('{"run_id": "r1", "cell_id": "b", "met')  # killed mid-write
-    with pytest.warns(UserWarning, match=r"results.jsonl:3: dropping a torn"):
+    with pytest.warns(UserWarning, match=r"results.jsonl: skipped 1 \(line 3\) torn"):
         assert len(read_rows(tmp_path / "results.jsonl")) == 2
-    w = ResultsWriter(tmp_path)  # repairs the tail so the next row is on its own line
+    with pytest.warns(UserWarning, match=r"moved 1 \(line 3\) torn or corrupt"):
+        w = ResultsWriter(tmp_path)  # moves the torn line aside, once
     w.write(rows("r2", "b")[0])
     w.close()
-    with pytest.warns(UserWarning):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         got = read_rows(tmp_path / "results.jsonl")
     assert [r["cell_id"] for r in got] == ["a", "a", "b"]
+    assert (tmp_path / "results.jsonl.bad").read_text().startswith('{"run_id": "r1", "cell_id": "b"')
 
 
 def test_load_results_keeps_latest_run_per_cell(tmp_path):
