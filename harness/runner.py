@@ -26,7 +26,7 @@ from typing import Any
 
 from .api import ExecutorContext
 from .cell import CellOutcome, CellSpec, PluginSet
-from .errors import HarnessWarning
+from .errors import HarnessWarning, SuiteError
 from .plugins import PluginManager
 from .provenance import device_name, environment, gpu_environment, now
 from .results import RESULTS_FILE, ResultsWriter, read_rows
@@ -95,6 +95,12 @@ def plan(suite: Suite, plugins: PluginSet, device_kind: str, harness_version: st
         if key not in ident:
             try:
                 plugin = plugins.create(entry)
+            except Exception as exc:
+                if getattr(exc, "bad_input", False):  # the suite's parameters: fail before any cell
+                    raise SuiteError(str(exc)) from None
+                ident[key] = f"unresolved:{type(exc).__name__}"
+                return ident[key]
+            try:
                 cls = type(plugin)
                 extra = plugin.identity() if entry.kind == "model" else (
                     plugin.data_hash() if entry.kind == "task" else "")

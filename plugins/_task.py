@@ -55,6 +55,14 @@ class FineTunedTask(Task):
         self.eval_batch_size, self.eval_max_length = eval_batch_size, eval_max_length
         self.bootstrap = bootstrap
         self.max_train_samples, self.max_eval_samples = max_train_samples, max_eval_samples
+        from .finetune import task_recipe
+
+        task_recipe(self, 0)  # out-of-range values (epochs: -1, lr: 0, ...) fail at suite validation
+        for name in ("eval_batch_size",):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if int(bootstrap) < 0:
+            raise ValueError(f"bootstrap must be >= 0, got {bootstrap!r}")
         # bound by fit() / bind(): what evaluate() needs besides the predictor
         self._tokenizer: Any = None
         self._labels: tuple[str, ...] | None = None

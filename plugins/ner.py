@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -357,10 +358,30 @@ class NERTask(FineTunedTask):
         tokenizer, _, max_len = self._require_bound()
         windows = self._windows_for(tokenizer, self.eval_split, max_len)
         preds = self.predict(predictor, ctx, sentences, windows)
-        return ner_metrics(
+        metrics = ner_metrics(
             [s.tags for s in sentences], preds, bootstrap=self.bootstrap, seed=ctx.seed,
             split=self.eval_split,
         )
+        return metrics + self._unseen_types(sentences)
+
+    def _unseen_types(self, sentences: list[Sentence]) -> list[MetricValue]:
+        """One row per entity type of the evaluation split that the train split never has: the
+        model cannot have learnt it, so its F1 of 0 is the data's doing, not the compression's."""
+        if self.eval_split == "train" or self.split("train", required=False) is None:
+            return []
+        trained = {t[2:] for s in self.sentences("train") for t in s.tags if t[:2] in ("B-", "I-")}
+        begins: Counter[str] = Counter()
+        for s in sentences:
+            prev = "O"
+            for t in s.tags:
+                if t != "O" and (t.startswith("B-") or prev[2:] != t[2:]):
+                    begins[t[2:]] += 1
+                prev = t
+        return [MetricValue(
+            f"unseen_in_train.{typ}", float(begins[typ]), higher_is_better=False, unit="entities",
+            description=(f"{begins[typ]} gold {typ} entities in the {self.eval_split} split, a type "
+                         "the train split never has: the model cannot predict it"))
+            for typ in sorted(begins) if typ not in trained]
 
     # -- inputs for timing and calibration ---------------------------------------------------
     def _windows_for(self, tokenizer: Any, split: str, max_length: int) -> list[Window]:

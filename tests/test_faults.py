@@ -402,3 +402,37 @@ def test_memory_error_says_out_of_memory_and_the_phase(run_suite_dict):
     err = df.error.iloc[0]
     assert err.startswith("out of memory during setup: compression plugin 'oom' raised "
                           "MemoryError at faulty.py:"), err
+
+
+def test_out_of_range_recipe_values_fail_at_suite_validation(tmp_path):
+    """``epochs: -1`` is bad input found before any cell runs: exit 2, the entry named, no rows."""
+    bad = {**NER, "params": {**NER["params"], "epochs": -1}}
+    suite = write_suite(tmp_path, ["none"], tasks=[bad])
+    r = invoke("run", str(suite), "--out", str(tmp_path / "out"), "--no-progress", "--no-report")
+    assert r.exit_code == 2, r.output
+    assert "task plugin 'ner'" in r.output and "epochs must be >= 1, got -1" in r.output
+    assert "tasks[0]" in r.output  # where in the suite
+    assert not (tmp_path / "out" / "results.jsonl").exists() or not list(
+        read_rows(tmp_path / "out" / "results.jsonl"))
+    for key, value, says in (("lr", 0, "lr must be > 0"), ("eval_batch_size", 0, "eval_batch_size must be >= 1"),
+                             ("bootstrap", -5, "bootstrap must be >= 0")):
+        bad = {**NER, "params": {**NER["params"], key: value}}
+        r = invoke("run", str(write_suite(tmp_path, ["none"], tasks=[bad])), "--out",
+                   str(tmp_path / f"out-{key}"), "--no-progress", "--no-report")
+        assert r.exit_code == 2 and says in r.output, (key, r.output)
+
+
+def test_a_test_label_never_seen_in_training_is_reported(run_suite_dict, tmp_path):
+    data = tmp_path / "planets"
+    data.mkdir()
+    (data / "train.txt").write_text("Ada NNP B-NP B-PER\nspoke VBD B-VP O\n\nBob NNP B-NP B-PER\n\n")
+    (data / "test.txt").write_text(
+        "Ada NNP B-NP B-PER\nsaw VBD B-VP O\nMars NNP B-NP B-PLANET\n\n"
+        "Venus NNP B-NP B-PLANET\nand CC O O\nNew NNP B-NP B-PLANET\nEarth NNP I-NP I-PLANET\n\n")
+    task = {"plugin": "ner", "name": "planets", "params": {"data_dir": str(data), "batch_size": 2}}
+    df = run_suite_dict({"models": [MODEL], "tasks": [task], "compressions": ["none"]})
+    assert set(df.status) == {"ok"}, df.error.tolist()
+    unseen = df[df.metric.astype(str).str.startswith("unseen_in_train.")]
+    assert unseen.metric.tolist() == ["unseen_in_train.PLANET"]
+    assert unseen.value.iloc[0] == 3  # Mars, Venus, New Earth
+    assert "never has" in unseen.metric_description.iloc[0]
