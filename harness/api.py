@@ -57,15 +57,29 @@ class Plugin:
         if params:
             raise TypeError(f"{type(self).__name__} takes no parameters, got {sorted(params)}")
 
+    #: Set True in a plugin whose ``__init__`` keeps arbitrary ``**params`` itself: the core then
+    #: does not reject parameter names it cannot see in a signature.
+    accepts_any_params: ClassVar[bool] = False
+
     @classmethod
     def parameters(cls) -> dict[str, inspect.Parameter]:
-        """The keyword parameters a suite may set, from ``__init__``'s signature."""
-        sig = inspect.signature(cls.__init__)
-        return {
-            n: p
-            for n, p in sig.parameters.items()
-            if n != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
-        }
+        """The keyword parameters a suite may set, from ``__init__``'s signature; where it ends
+        in ``**params`` (a subclass passing them on with ``super().__init__(**params)``), also
+        those of the base classes' ``__init__`` down to ``Plugin``."""
+        out: dict[str, inspect.Parameter] = {}
+        for klass in cls.__mro__:
+            init = klass.__dict__.get("__init__")
+            if init is None:
+                continue
+            if klass is Plugin:
+                break
+            params = inspect.signature(init).parameters
+            for n, p in params.items():
+                if n != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD):
+                    out.setdefault(n, p)
+            if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+                break
+        return out
 
 
 @dataclass(frozen=True)

@@ -436,3 +436,23 @@ def test_a_test_label_never_seen_in_training_is_reported(run_suite_dict, tmp_pat
     assert unseen.metric.tolist() == ["unseen_in_train.PLANET"]
     assert unseen.value.iloc[0] == 3  # Mars, Venus, New Earth
     assert "never has" in unseen.metric_description.iloc[0]
+
+
+def test_params_passed_on_with_star_star_are_still_checked(tmp_path):
+    """A plugin that subclasses ``hf`` with ``**params`` accepts ``hf``'s parameters and its
+    own; any other key is an unknown parameter at validation, with a did-you-mean."""
+    from harness.errors import SuiteError
+    from harness.suite import suite_from_dict
+    from harness.testing import make_plugin_manager
+
+    sys.path.insert(0, str(PLUGINS))
+    import truncated
+
+    registries = make_plugin_manager(truncated).registries()
+    ok = {"plugin": "hf-truncated", "name": "cut", "params": {**TINY_BERT, "layers": 1}}
+    suite_from_dict({"models": [ok], "tasks": [NER]}, tmp_path / "s.yaml").validate(registries)
+    bad = {**ok, "params": {**ok["params"], "layer": 1}}
+    with pytest.raises(SuiteError, match=r"s.yaml: models\[0\].params.layer: unknown parameter "
+                                         r"'layer' for model plugin 'hf-truncated'. Did you mean: layers"):
+        suite_from_dict({"models": [bad], "tasks": [NER]}, tmp_path / "s.yaml").validate(registries)
+    assert {"layers", "config", "tokenizer_package", "path"} <= set(truncated.TruncatedHF.parameters())
