@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -211,12 +213,100 @@ def plugins(ctx, as_json: bool) -> None:
         sys.exit(EXIT_FAILED)
 
 
-def _add_commands() -> None:
-    from .gate import compare_command
-    from .report import report_command
+@contextlib.contextmanager
+def _bad_input_exits_2():
+    """A command's bad input is one red line and exit status 2, also where the command is
+    invoked on its own (tests, other click groups) rather than through ``main``."""
+    try:
+        yield
+    except HarnessError as exc:
+        click.secho(f"Error: {exc}", fg="red", err=True)
+        sys.exit(EXIT_BAD_INPUT)
 
-    main.add_command(report_command, "report")
-    main.add_command(compare_command, "compare")
+
+_REPORT_HELP = """Render the HTML leaderboard of a run (one self-contained file, no network).
+
+\b
+RESULTS is a run folder or a results file (.jsonl, .csv, .json, .parquet).
+Writes DIR/index.html plus the same data as results.csv / results.json and
+leaderboard.csv / leaderboard.json. Open index.html from disk in any browser.
+
+\b
+Example:
+  harness report runs/nightly -o reports/nightly/
+  harness report runs/nightly -o reports/nightly/ --baseline runs/release-1.2 \\
+      --title "Nightly vs 1.2"
+"""
 
 
-_add_commands()
+@main.command("report", help=_REPORT_HELP)
+@click.argument("results", type=click.Path(path_type=Path))
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Folder for index.html and the data files (default: reports/<name of RESULTS>).")
+@click.option("--baseline", type=click.Path(path_type=Path), default=None,
+              help="Earlier results (folder or file): show coloured deltas against them.")
+@click.option("--title", default=None, help="Page title (default: 'Leaderboard: <suite>').")
+def report_command(results: Path, out_dir: Path | None, baseline: Path | None,
+                   title: str | None) -> None:
+    from .report import load_results_for_report, render_report
+
+    with _bad_input_exits_2():
+        df = load_results_for_report(results, "results")
+        bdf = load_results_for_report(baseline, "baseline") if baseline is not None else None
+        if out_dir is None:
+            stem = results.name if results.is_dir() else results.parent.name or results.stem
+            out_dir = Path("reports") / (stem or "report")
+        page = render_report(df, out_dir, baseline=bdf, title=title)
+    click.echo(f"leaderboard: {page}")
+
+
+_COMPARE_HELP = """Gate CURRENT results against BASELINE results (folders or files).
+
+\b
+Cells are matched by (model, task, compression, metric). A regression is:
+  - a quality metric (each task's main metric by default) dropping more than
+    accuracy_drop (absolute, default 0.01) or accuracy_drop_relative;
+  - latency (latency_b1_p50_ms by default) worse by more than latency_increase
+    (default 10%) AND the noise band latency_noise (5%) AND significant
+    (one-sided Mann-Whitney U over the recorded iterations, p < significance 0.01);
+  - size_bytes growing by more than size_increase (default 0: any growth);
+  - a cell missing from CURRENT, newly skipped, or newly failed.
+
+\b
+Thresholds come from the suite's gate: section (--suite) and -t KEY=VALUE
+(which wins). Exit status: 0 pass, 1 regression, 2 bad input.
+
+\b
+Example:
+  harness compare runs/release-1.2 runs/nightly --suite suites/nightly.yaml \\
+      -t accuracy_drop=0.005 -t metrics.entity_f1.max_drop=0.003 \\
+      --markdown "$GITHUB_STEP_SUMMARY" --junit gate.xml --json gate.json
+"""
+
+
+@main.command("compare", help=_COMPARE_HELP)
+@click.argument("baseline", type=click.Path(path_type=Path))
+@click.argument("current", type=click.Path(path_type=Path))
+@click.option("-t", "--threshold", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Gate setting, e.g. latency_increase=0.2 or metrics.entity_f1.max_drop=0.005 "
+                   "(repeatable; wins over --suite).")
+@click.option("--suite", "suite_path", type=click.Path(path_type=Path),
+              help="Suite file whose gate: section gives the thresholds.")
+@click.option("--markdown", type=click.Path(path_type=Path), help="Write a Markdown report here.")
+@click.option("--junit", type=click.Path(path_type=Path), help="Write JUnit XML here.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write JSON here.")
+def compare_command(baseline: Path, current: Path, overrides: tuple[str, ...],
+                    suite_path: Path | None, markdown: Path | None, junit: Path | None,
+                    json_path: Path | None) -> None:
+    from .gate import gate_thresholds, run_gate, set_dotted, suite_gate
+
+    with _bad_input_exits_2():
+        gate: dict[str, Any] = suite_gate(suite_path) if suite_path else {}
+        th = gate_thresholds(gate, path=suite_path)
+        if overrides:
+            for text in overrides:
+                set_dotted(gate, text)
+            th = gate_thresholds(gate)
+    code = run_gate(baseline, current, th, markdown=markdown, junit=junit, json_path=json_path,
+                    out=click.get_text_stream("stdout"), err=click.get_text_stream("stderr"))
+    sys.exit(code)

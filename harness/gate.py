@@ -33,8 +33,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-import click
-
 from .errors import DataError, HarnessError, SuiteError
 from .results import as_bool, as_float, is_null
 
@@ -47,7 +45,8 @@ __all__ = [
     "MetricRule",
     "Thresholds",
     "compare",
-    "compare_command",
+    "suite_gate",
+    "set_dotted",
     "gate_thresholds",
     "mann_whitney_p",
     "metric_kind",
@@ -292,7 +291,7 @@ def gate_thresholds(d: Mapping[str, Any] | None = None, *, path: Any = None,
     return Thresholds(**kw)
 
 
-def _set_dotted(doc: dict[str, Any], text: str) -> None:
+def set_dotted(doc: dict[str, Any], text: str) -> None:
     """Apply ``KEY=VALUE`` / ``metrics.NAME.KEY=VALUE`` (VALUE parsed as YAML) to ``doc``."""
     import yaml
 
@@ -860,60 +859,7 @@ def run_gate(baseline: Any, current: Any, thresholds: Mapping[str, Any] | Thresh
     return result.exit_code
 
 
-def _suite_gate(path: Path) -> dict[str, Any]:
+def suite_gate(path: Path) -> dict[str, Any]:
     from .suite import load_suite
 
     return dict(load_suite(path).gate or {})
-
-
-_COMPARE_HELP = """Gate CURRENT results against BASELINE results (folders or files).
-
-\b
-Cells are matched by (model, task, compression, metric). A regression is:
-  - a quality metric (each task's main metric by default) dropping more than
-    accuracy_drop (absolute, default 0.01) or accuracy_drop_relative;
-  - latency (latency_b1_p50_ms by default) worse by more than latency_increase
-    (default 10%) AND the noise band latency_noise (5%) AND significant
-    (one-sided Mann-Whitney U over the recorded iterations, p < significance 0.01);
-  - size_bytes growing by more than size_increase (default 0: any growth);
-  - a cell missing from CURRENT, newly skipped, or newly failed.
-
-\b
-Thresholds come from the suite's gate: section (--suite) and -t KEY=VALUE
-(which wins). Exit status: 0 pass, 1 regression, 2 bad input.
-
-\b
-Example:
-  harness compare runs/release-1.2 runs/nightly --suite suites/nightly.yaml \\
-      -t accuracy_drop=0.005 -t metrics.entity_f1.max_drop=0.003 \\
-      --markdown "$GITHUB_STEP_SUMMARY" --junit gate.xml --json gate.json
-"""
-
-
-@click.command("compare", help=_COMPARE_HELP)
-@click.argument("baseline", type=click.Path(path_type=Path))
-@click.argument("current", type=click.Path(path_type=Path))
-@click.option("-t", "--threshold", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Gate setting, e.g. latency_increase=0.2 or metrics.entity_f1.max_drop=0.005 "
-                   "(repeatable; wins over --suite).")
-@click.option("--suite", "suite_path", type=click.Path(path_type=Path),
-              help="Suite file whose gate: section gives the thresholds.")
-@click.option("--markdown", type=click.Path(path_type=Path), help="Write a Markdown report here.")
-@click.option("--junit", type=click.Path(path_type=Path), help="Write JUnit XML here.")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write JSON here.")
-def compare_command(baseline: Path, current: Path, overrides: tuple[str, ...],
-                    suite_path: Path | None, markdown: Path | None, junit: Path | None,
-                    json_path: Path | None) -> None:
-    try:
-        gate: dict[str, Any] = _suite_gate(suite_path) if suite_path else {}
-        th = gate_thresholds(gate, path=suite_path)
-        if overrides:
-            for text in overrides:
-                _set_dotted(gate, text)
-            th = gate_thresholds(gate)
-    except HarnessError as e:
-        click.echo(f"Error: {e}", err=True)
-        raise SystemExit(2) from None
-    code = run_gate(baseline, current, th, markdown=markdown, junit=junit, json_path=json_path,
-                    out=click.get_text_stream("stdout"), err=click.get_text_stream("stderr"))
-    raise SystemExit(code)

@@ -24,15 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import click
-
 from .errors import DataError, HarnessError
 from .results import as_bool, as_float, is_null
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["pareto_front", "render_report", "report_command"]
+__all__ = ["load_results_for_report", "pareto_front", "render_report"]
 
 _KEY = ("model", "task", "compression")
 _REQUIRED = ("model", "task", "compression", "status", "metric", "value")
@@ -806,10 +804,12 @@ def render_report(results: pd.DataFrame, out_dir: Path, *, baseline: pd.DataFram
     return page
 
 
-# --------------------------------------------------------------------------- CLI
+# --------------------------------------------------------------------------- loading
 
 
-def _load(path: Path, name: str) -> pd.DataFrame:
+def load_results_for_report(path: Path, name: str) -> pd.DataFrame:
+    """Results (a run folder or file) as a DataFrame; an unreadable one is a ``DataError``
+    naming ``name`` ("results", "baseline") and the path."""
     from . import load_results
 
     try:
@@ -818,45 +818,3 @@ def _load(path: Path, name: str) -> pd.DataFrame:
         raise
     except (OSError, ValueError) as e:
         raise DataError(f"{name} {path}: cannot read results: {e}") from e
-
-
-_REPORT_HELP = """Render the HTML leaderboard of a run (one self-contained file, no network).
-
-\b
-RESULTS is a run folder or a results file (.jsonl, .csv, .json, .parquet).
-Writes DIR/index.html plus the same data as results.csv / results.json and
-leaderboard.csv / leaderboard.json. Open index.html from disk in any browser.
-
-\b
-Example:
-  harness report runs/nightly -o reports/nightly/
-  harness report runs/nightly -o reports/nightly/ --baseline runs/release-1.2 \\
-      --title "Nightly vs 1.2"
-"""
-
-
-def _cli_error(message: str) -> None:
-    click.secho(f"Error: {message}", fg="red", err=True)
-    raise SystemExit(2)
-
-
-@click.command("report", help=_REPORT_HELP)
-@click.argument("results", type=click.Path(path_type=Path))
-@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=None,
-              help="Folder for index.html and the data files (default: reports/<name of RESULTS>).")
-@click.option("--baseline", type=click.Path(path_type=Path), default=None,
-              help="Earlier results (folder or file): show coloured deltas against them.")
-@click.option("--title", default=None, help="Page title (default: 'Leaderboard: <suite>').")
-def report_command(results: Path, out_dir: Path | None, baseline: Path | None,
-                   title: str | None) -> None:
-    try:
-        df = _load(results, "results")
-        bdf = _load(baseline, "baseline") if baseline is not None else None
-        if out_dir is None:
-            stem = results.name if results.is_dir() else results.parent.name or results.stem
-            out_dir = Path("reports") / (stem or "report")
-        page = render_report(df, out_dir, baseline=bdf, title=title)
-    except HarnessError as e:
-        _cli_error(str(e))
-        return
-    click.echo(f"leaderboard: {page}")

@@ -16,10 +16,10 @@ from click.testing import CliRunner
 sys.path.insert(0, str(Path(__file__).parent))
 from report_fixtures import XSS, make_results, write_jsonl
 
+from harness.cli import compare_command
 from harness.errors import DataError, SuiteError
 from harness.gate import (
     compare,
-    compare_command,
     gate_thresholds,
     mann_whitney_p,
     metric_kind,

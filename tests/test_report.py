@@ -22,8 +22,9 @@ from report_fixtures import (
     write_jsonl,
 )
 
+from harness.cli import report_command
 from harness.errors import DataError
-from harness.report import build_view, pareto_front, render_report, report_command
+from harness.report import build_view, pareto_front, render_report
 
 BASE_CELL = ("minilm-l6", "conll2003", "none")
 
