@@ -127,14 +127,14 @@ def run_cell(
             work_dir=work, progress=progress, show_progress=show_progress,
         )
         step("setup", f"model plugin {spec.model.plugin!r}")
-        model = plugins.create(spec.model)
+        model: Any = plugins.create(spec.model)
         step("setup", f"task plugin {spec.task.plugin!r}")
         task_key = _key(spec.task)
-        task = plugins.tasks.get(task_key) or plugins.create(spec.task)
+        task: Any = plugins.tasks.get(task_key) or plugins.create(spec.task)
         plugins.tasks[task_key] = task
         step("setup", f"compression plugin {spec.compression.plugin!r}")
-        compression = plugins.create(spec.compression)
-        reason = compression.unsupported_reason(ctx)  # type: ignore[attr-defined]
+        compression: Any = plugins.create(spec.compression)
+        reason = compression.unsupported_reason(ctx)
         if reason:
             return CellOutcome("skipped", error=str(reason), phase="setup", info=info)
 
@@ -142,15 +142,15 @@ def run_cell(
         loaded = plugins.fitted.get(fit_key)
         if loaded is None:
             step("load", f"task plugin {spec.task.plugin!r}")
-            head = task.head()  # type: ignore[attr-defined]  # reads the data: the task's fault
+            head = task.head()  # reads the data: the task's fault
             step("load", f"model plugin {spec.model.plugin!r}")
-            loaded = scoped_identity(spec.model, model, model.load(head, ctx))  # type: ignore[attr-defined]
+            loaded = scoped_identity(spec.model, model, model.load(head, ctx))
             step("fine-tune", f"task plugin {spec.task.plugin!r}")
-            loaded = task.fit(loaded, ctx)  # type: ignore[attr-defined]
+            loaded = task.fit(loaded, ctx)
             plugins.fitted = {fit_key: loaded}  # keep one: models are large
         step("compress", f"compression plugin {spec.compression.plugin!r}")
         t0 = time.perf_counter()
-        predictor = compression.apply(  # type: ignore[attr-defined]
+        predictor = compression.apply(
             _copy_model(loaded), task, ctx
         )
         compress_s = time.perf_counter() - t0
@@ -162,7 +162,7 @@ def run_cell(
         step("evaluate", f"task plugin {spec.task.plugin!r}")
         t0 = time.perf_counter()
         with PeakMemory(predictor.device) as mem:
-            metrics = list(task.evaluate(predictor, ctx))  # type: ignore[attr-defined]
+            metrics = list(task.evaluate(predictor, ctx))
             eval_s = time.perf_counter() - t0
             if sum(m.main for m in metrics) != 1:
                 raise PluginError(
@@ -170,8 +170,8 @@ def run_cell(
                     "main metrics; exactly one MetricValue must have main=True"
                 )
             step("time", f"task plugin {spec.task.plugin!r}")
-            b1 = task.latency_batches(loaded.tokenizer, 1, LATENCY_INPUTS, s.seed)  # type: ignore[attr-defined]
-            bn = task.latency_batches(  # type: ignore[attr-defined]
+            b1 = task.latency_batches(loaded.tokenizer, 1, LATENCY_INPUTS, s.seed)
+            bn = task.latency_batches(
                 loaded.tokenizer, s.throughput_batch_size, THROUGHPUT_BATCHES, s.seed
             )
             if s.latency_seq_len:

@@ -308,5 +308,5 @@ def compare_command(baseline: Path, current: Path, overrides: tuple[str, ...],
                 set_dotted(gate, text)
             th = gate_thresholds(gate)
     code = run_gate(baseline, current, th, markdown=markdown, junit=junit, json_path=json_path,
-                    out=click.get_text_stream("stdout"), err=click.get_text_stream("stderr"))
+                    out=sys.stdout, err=sys.stderr)
     sys.exit(code)

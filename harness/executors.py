@@ -246,9 +246,13 @@ class InlineExecutor(Executor):
         pm = ectx.plugin_manager
         plugins = PluginSet(pm.registries()) if pm is not None else PluginSet.build(
             ectx.disabled_plugins, ectx.extra_plugins)
-        for spec in cells:
-            spec = replace(spec, device=ectx.devices[0])
-            on_done(spec, run_cell(spec, plugins, progress=lambda p, t, s=spec: on_phase(s, p)))
+        for cell in cells:
+            spec = replace(cell, device=ectx.devices[0])
+
+            def progress(phase: str, text: str, spec: CellSpec = spec) -> None:
+                on_phase(spec, phase)
+
+            on_done(spec, run_cell(spec, plugins, progress=progress))
 
 
 @hookimpl

@@ -22,7 +22,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .errors import DataError, HarnessError
 from .results import as_bool, as_float, is_null
@@ -190,13 +190,13 @@ def _cells(df: pd.DataFrame) -> dict[tuple[str, str, str], _Cell]:
         key = (rec["model"], rec["task"], rec["compression"])
         cell = cells.get(key)
         if cell is None:
-            cell = cells[key] = _Cell(*key, status="ok", error="", info=rec)
+            cell = cells[key] = _Cell(*key, status="ok", error="", info=cast("dict[str, Any]", rec))
         if is_null(rec.get("metric")):
             if rec["status"] != "ok":
                 cell.status = rec["status"]
                 cell.error = _text(rec.get("error"))
             continue
-        cell.metrics[str(rec["metric"])] = rec
+        cell.metrics[str(rec["metric"])] = cast("dict[str, Any]", rec)
     for cell in cells.values():
         if cell.status == "ok" and not cell.metrics:
             cell.status, cell.error = "failed", cell.error or "no metric recorded"
@@ -495,7 +495,7 @@ def _task_view(ti: int, task: str, cells: list[_Cell], base_cells: dict[tuple[st
         cols.append(_Col("gpu", "GPU MB", True, "peak GPU memory", hib=False))
     cols.append(_Col("status", "Status", False, "ok, failed or skipped (hover for the reason)"))
 
-    def values(c: _Cell) -> dict[str, float | None]:
+    def values(c: _Cell) -> dict[str, Any]:
         size = c.value("size_bytes")
         return {
             "main": c.value(main), "size_mb": size / 1e6 if size is not None else None,
@@ -513,12 +513,17 @@ def _task_view(ti: int, task: str, cells: list[_Cell], base_cells: dict[tuple[st
     front_size, front_lat = front_of("size_mb"), front_of("p50")
     order = {"ok": 0, "failed": 1, "skipped": 2}
     sign = -1 if main_hib else 1
-    ranked = sorted(cells, key=lambda c: (order.get(c.status, 3),
-                                          sign * (c.value(main) if c.value(main) is not None else -sign * 1e300),
-                                          c.model, c.compression))
+    def rank(c: _Cell) -> tuple[int, float, str, str]:
+        m = c.value(main)
+        return (order.get(c.status, 3), sign * (m if m is not None else -sign * 1e300),
+                c.model, c.compression)
+
+    ranked = sorted(cells, key=rank)
     compressions = sorted({c.compression for c in cells})
     colour = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(compressions)}
-    rows, records, tips = [], [], {}
+    rows: list[dict[str, Any]] = []
+    records: list[dict[str, Any]] = []
+    tips: dict[str, dict[str, Any]] = {}
     for c in ranked:
         v = values(c)
         rid = f"t{ti}-{len(rows)}"
@@ -530,7 +535,7 @@ def _task_view(ti: int, task: str, cells: list[_Cell], base_cells: dict[tuple[st
             badges.append("size")
         if oki in front_lat:
             badges.append("latency")
-        cells_out = []
+        cells_out: list[dict[str, Any]] = []
         for col in cols:
             if col.key == "model":
                 cells_out.append({"text": c.model, "sort": c.model.lower(), "title": "",
@@ -550,7 +555,7 @@ def _task_view(ti: int, task: str, cells: list[_Cell], base_cells: dict[tuple[st
                 lo = as_float(c.metrics.get(main or "", {}).get("ci_low"))
                 hi = as_float(c.metrics.get(main or "", {}).get("ci_high"))
                 ci = f"[{_num(lo)}, {_num(hi)}]" if lo is not None and hi is not None else ""
-                cell = {"text": text, "ci": ci}
+                cell: dict[str, Any] = {"text": text, "ci": ci}
             elif col.key == "parameters":
                 nz = c.value("nonzero_parameters")
                 extra = (f"{_count(nz)} nonzero" if nz is not None and x is not None
@@ -564,7 +569,7 @@ def _task_view(ti: int, task: str, cells: list[_Cell], base_cells: dict[tuple[st
         cells_out = [{"title": "", "badges": [], "swatch": "", "ci": "", "delta": None,
                       "status": "", "reason": "", **x} for x in cells_out]
         search = f"{c.model} {c.compression} {c.status} {c.error}".lower()
-        row = {"id": rid, "status": c.status, "cells": cells_out, "search": search,
+        row: dict[str, Any] = {"id": rid, "status": c.status, "cells": cells_out, "search": search,
                "new": base_cells is not None and bc is None}
         rows.append(row)
         rec = {"task": task, "model": c.model, "compression": c.compression, "status": c.status,

@@ -218,7 +218,7 @@ def _as_text(v: Any) -> Any:
     """Lists, dicts and arrays as JSON text, so CSV, JSON and Parquet hold the same values."""
     if isinstance(v, (list, dict, tuple)):
         return json.dumps(list(v) if isinstance(v, tuple) else v, default=str)
-    if hasattr(v, "tolist") and not isinstance(v, (str, bytes)) and getattr(v, "ndim", 0):
+    if hasattr(v, "tolist") and not isinstance(v, (str, bytes)) and int(getattr(v, "ndim", 0) or 0) > 0:
         return json.dumps(v.tolist(), default=str)
     return v
 

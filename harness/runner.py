@@ -94,7 +94,7 @@ def plan(suite: Suite, plugins: PluginSet, device_kind: str, harness_version: st
         key = repr(sorted(entry.spec().items()))
         if key not in ident:
             try:
-                plugin = plugins.create(entry)
+                plugin: Any = plugins.create(entry)
             except Exception as exc:
                 if getattr(exc, "bad_input", False):  # the suite's parameters: fail before any cell
                     raise SuiteError(str(exc)) from None

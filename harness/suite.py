@@ -102,7 +102,7 @@ class Suite:
             check_params(reg.classes[entry.plugin], entry, self.path)
 
 
-def check_params(cls: type, entry: Entry, path: Path | None) -> None:
+def check_params(cls: Any, entry: Entry, path: Path | None) -> None:
     accepted = cls.parameters()  # base classes' too where ``**params`` passes them on
     has_var_kw = bool(getattr(cls, "accepts_any_params", False))
     for key, value in entry.params.items():
