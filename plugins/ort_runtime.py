@@ -238,8 +238,8 @@ class ORTPredictor(Predictor):
 
     CPU: ``CPUExecutionProvider`` with ``intra_op_num_threads`` threads (default: torch's
     thread count, like the OpenVINO predictor), one inter-op thread, sequential execution.
-    ``cuda:N``: ``CUDAExecutionProvider`` on device N (inputs and outputs copied through host
-    memory). ``opt_level`` is ORT's graph optimisation level (``all`` = ``ORT_ENABLE_ALL``).
+    ``cuda:N``: ``CUDAExecutionProvider`` on device N, TF32 off (inputs and outputs copied
+    through host memory). ``opt_level`` is ORT's graph optimisation level (``all`` = ``ORT_ENABLE_ALL``).
     """
 
     runtime = "onnxruntime"
@@ -275,7 +275,8 @@ class ORTPredictor(Predictor):
         providers: list[Any] = ["CPUExecutionProvider"]
         if device.startswith("cuda"):
             index = int(device.split(":", 1)[1]) if ":" in device else 0
-            providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+            # use_tf32=0: an fp32 graph computes in fp32 (TF32 would change the logits ~1e-3)
+            providers = [("CUDAExecutionProvider", {"device_id": index, "use_tf32": 0}), "CPUExecutionProvider"]
         self.session = ort.InferenceSession(str(self.graph), so, providers=providers)
         self.input_names = tuple(i.name for i in self.session.get_inputs())
 

@@ -282,3 +282,21 @@ def test_suite_ner_and_classification(run_suite_dict, shared_data):
     assert set(fft.status) == {"failed"}
     assert fft.error.str.contains("aten::fft_fft").all() and fft.error.str.contains("TorchScript exporter").all()
     assert set(df[(df.model == "fft") & (df.compression == "none")].status) == {"ok"}
+
+
+@pytest.mark.gpu
+def test_fp16_and_fp32_on_cuda(seq, cache, tmp_path):
+    """On a GPU with onnxruntime-gpu: ort-fp16 runs fp16 on the CUDA execution provider."""
+    if "CUDAExecutionProvider" not in rt.available_providers():
+        pytest.skip("onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)")
+    model, task = seq
+    cuda = _ctx(cache, tmp_path, device="cuda:0")
+    batch = task.batch(task.rows[:4])
+    ref = _ref(model, batch)
+    fp32 = OnnxFP32().apply(model, task, cuda)
+    assert fp32.describe()["execution_providers"].startswith("CUDAExecutionProvider")
+    torch.testing.assert_close(fp32(batch), ref, atol=1e-3, rtol=1e-3)
+    half = OrtFP16().apply(model, task, cuda)
+    assert half.precision == "fp16" and half.device == "cuda:0"
+    assert half.save(tmp_path / "h").stat().st_size < 0.6 * fp32.save(tmp_path / "f").stat().st_size
+    assert (half(batch) - ref).abs().max() < 0.05 * ref.abs().max() + 0.01
