@@ -228,7 +228,8 @@ class OrtStaticInt8(_ORTCompression):
     """``onnxruntime.quantization.quantize_static`` in QDQ format: MatMul/Gemm inputs and weights
     int8 with ranges calibrated on ``samples`` inputs of the task's train split
     (``Task.calibration_batches``, batch 1, real lengths) with ``calibration_method``. Activations
-    uint8 (asymmetric), weights int8 (symmetric), as ORT recommends for x86 CPUs. CPU only."""
+    uint8 (asymmetric), weights int8 (symmetric), as ORT recommends for x86 CPUs; with
+    ``embeddings`` the embedding tables (``Gather``) are int8 too. CPU only."""
 
     name = "ort-static-int8"
     version = "1"
@@ -237,8 +238,8 @@ class OrtStaticInt8(_ORTCompression):
     precision = "int8"
 
     def __init__(self, *, samples: int = 300, calibration_method: str = "minmax", per_channel: bool = False,
-                 reduce_range: bool = False, threads: int | None = None, opt_level: str = "all",
-                 export_tolerance: float = 1e-4) -> None:
+                 reduce_range: bool = False, embeddings: bool = False, threads: int | None = None,
+                 opt_level: str = "all", export_tolerance: float = 1e-4) -> None:
         super().__init__(threads=threads, opt_level=opt_level, export_tolerance=export_tolerance)
         if int(samples) < 1:
             raise ValueError(f"{self.name}: samples must be >= 1")
@@ -247,6 +248,7 @@ class OrtStaticInt8(_ORTCompression):
                              f"got {calibration_method!r}")
         self.samples, self.calibration_method = int(samples), calibration_method
         self.per_channel, self.reduce_range = bool(per_channel), bool(reduce_range)
+        self.embeddings = bool(embeddings)
 
     def transform(self, fp32, out, model, task, ctx, scratch):
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -261,7 +263,7 @@ class OrtStaticInt8(_ORTCompression):
         with _QuietQuantizer():
             quantize_static(
                 str(fp32), str(out), _Reader(feeds), quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=["MatMul", "Gemm"], per_channel=self.per_channel,
+                op_types_to_quantize=["MatMul", "Gemm", *(["Gather"] if self.embeddings else [])], per_channel=self.per_channel,
                 reduce_range=self.reduce_range, activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8, calibrate_method=method,
                 extra_options={"CalibStridedMinMax": 1},

@@ -191,8 +191,10 @@ def test_static_int8_calibrates_on_calibration_batches(seq, ctx):
     # another sample count is another artifact; the same one is a cache hit without calibrating
     assert OrtStaticInt8(samples=24, calibration_method="entropy").apply(model, task, ctx).describe()["cache_hit"]
     assert CountingTask.calls == [24]
-    OrtStaticInt8(samples=8).apply(model, task, ctx)
+    fp32_tables = OrtStaticInt8(samples=8).apply(model, task, ctx)
     assert CountingTask.calls == [24, 8]
+    int8_tables = OrtStaticInt8(samples=8, embeddings=True).apply(model, task, ctx)
+    assert int8_tables.graph.stat().st_size < 0.4 * fp32_tables.graph.stat().st_size
 
 
 def test_export_tolerance_fails_with_a_clear_message(seq, ctx):
