@@ -70,6 +70,8 @@ def environment() -> dict[str, Any]:
         "transformers_version": _version("transformers"),
         "openvino_version": _version("openvino"),
         "nncf_version": _version("nncf"),
+        "onnxruntime_version": _version("onnxruntime") or _version("onnxruntime-gpu"),
+        "onnx_version": _version("onnx"),
         "platform": platform.platform(),
         "cpu": cpu_name(),
         "cpu_isa": " ".join(isa),

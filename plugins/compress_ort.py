@@ -1,0 +1,311 @@
+"""Compressions that run on ONNX Runtime (``ort_runtime.py`` exports and runs the graphs):
+
+* ``onnx``: the fp32 model exported to ONNX, on ORT: the same-runtime baseline of ``ort-*``.
+* ``ort-int8``: ORT dynamic quantisation (``quantize_dynamic``): int8 weights, activations
+  quantised per call at run time.
+* ``ort-static-int8``: ORT static quantisation in QDQ format (``quantize_static``) calibrated
+  on the task's ``calibration_batches``.
+* ``ort-fp16``: the graph converted to fp16 (I/O kept fp32) on ORT's CUDA execution provider.
+
+Every cell exports the fp32 model, compares the fp32 graph's logits with torch's on real
+evaluation batches (the cell fails above ``export_tolerance``), then quantises/converts, and
+records the comparison, the MatMul/Gemm nodes that really run quantised (in the graph ORT runs
+after its optimisations) and the versions. Artifacts are cached with ``cached_or_build``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import harness
+from harness.api import CellContext, Compression, LoadedModel, Task
+from harness.errors import PluginError
+
+from . import ort_runtime as rt
+from .compress_torch import base_info, cached_or_build, task_key, weight_counts
+
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile", "distribution")
+
+
+class _QuietQuantizer:
+    """ORT's quantiser logs through the root logger (e.g. advice to run its pre-processing,
+    which fails on these graphs: symbolic shape inference is incomplete for them) and prints
+    while collecting histograms; keep the run's output clean."""
+
+    def __enter__(self) -> None:
+        import contextlib
+        import io
+
+        self.level = logging.getLogger().level
+        logging.getLogger().setLevel(logging.ERROR)
+        self.stdout = contextlib.redirect_stdout(io.StringIO())
+        self.stdout.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stdout.__exit__(*exc)
+        logging.getLogger().setLevel(self.level)
+
+
+class _ORTCompression(Compression):
+    """What every ORT compression shares: export, parity check, counting, caching, predictor."""
+
+    cpu_ok = True
+    cuda_ok = True
+    precision = "fp32"
+
+    def __init__(self, *, threads: int | None = None, opt_level: str = "all",
+                 export_tolerance: float = 1e-4) -> None:
+        super().__init__()
+        if opt_level not in rt.OPT_LEVELS:
+            raise ValueError(f"{self.name}: opt_level must be one of {sorted(rt.OPT_LEVELS)}, got {opt_level!r}")
+        if threads is not None and int(threads) < 1:
+            raise ValueError(f"{self.name}: threads must be >= 1")
+        if float(export_tolerance) <= 0:
+            raise ValueError(f"{self.name}: export_tolerance must be > 0")
+        self.threads, self.opt_level = threads, opt_level
+        self.export_tolerance = float(export_tolerance)
+
+    def unsupported_reason(self, ctx: CellContext) -> str | None:
+        return rt.ort_reason(self.name, ctx, cpu=self.cpu_ok, cuda=self.cuda_ok)
+
+    # -- what a subclass provides ----------------------------------------------------------------
+    def transform(self, fp32: Path, out: Path, model: LoadedModel, task: Task, ctx: CellContext,
+                  scratch: Path) -> dict[str, Any]:
+        """Write the graph that runs to ``out`` from the exported fp32 graph ``fp32``."""
+        shutil.copy2(fp32, out)
+        return {}
+
+    def params_info(self) -> dict[str, Any]:
+        return {}
+
+    # -- shared ------------------------------------------------------------------------------
+    def _fp32_session(self, path: Path) -> rt.ORTPredictor:
+        return rt.ORTPredictor(path, device="cpu", threads=self.threads, opt_level=self.opt_level)
+
+    def apply(self, model: LoadedModel, task: Task, ctx: CellContext) -> rt.ORTPredictor:
+        batches, described = rt.check_batches(model, task, ctx.seed)
+        providers = rt.providers_for(ctx.device)
+
+        def build(folder: Path) -> dict[str, Any]:
+            scratch = Path(ctx.work_dir) / f"ort-{uuid.uuid4().hex[:8]}"
+            scratch.mkdir(parents=True)
+            try:
+                fp32 = scratch / "fp32.onnx"
+                ctx.progress("compress", f"{self.name}: exporting to ONNX (opset {rt.OPSET})")
+                meta = rt.export_onnx(model, fp32, self.name)
+                diff = rt.max_abs_diff(self._fp32_session(fp32), model.module, batches)
+                if not diff <= self.export_tolerance:  # also catches NaN
+                    raise PluginError(
+                        f"{self.name}: the exported fp32 ONNX graph ({rt.EXPORTER}, opset {rt.OPSET}) "
+                        f"differs from the torch model by max |logit diff| {diff:.3g} on {described}, "
+                        f"above export_tolerance {self.export_tolerance:g}: the export is wrong for "
+                        "this model; raise export_tolerance only if the difference is expected"
+                    )
+                meta.update(export_max_abs_diff=diff, export_check_inputs=described)
+                ctx.progress("compress", f"{self.name}: building the ORT graph")
+                meta.update(self.transform(fp32, folder / rt.ONNX_FILE, model, task, ctx, scratch))
+                saved = rt.matmul_counts(folder / rt.ONNX_FILE)
+                ran = rt.optimized_matmul_counts(folder / rt.ONNX_FILE, scratch, self.opt_level, providers)
+                meta.update(
+                    quantized_matmuls=f"{saved['quantized']}/{saved['total']}",
+                    runtime_quantized_matmuls=f"{ran['quantized']}/{ran['total']}",
+                    runtime_matmul_ops=json.dumps(ran["ops"], sort_keys=True),
+                    runtime_quantized=ran["quantized"],
+                    **rt.versions(),
+                )
+                return meta
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+
+        folder, meta, hit = cached_or_build(ctx, model, self, build, extra_key=task_key(task))
+        info = base_info(self, "onnxruntime", meta, hit)
+        for k in ("exporter", "opset", "export_warnings", "export_max_abs_diff", "export_check_inputs",
+                  "quantized_matmuls", "runtime_quantized_matmuls", "runtime_matmul_ops",
+                  "calibration_samples", "calibration_method"):
+            if k in meta:
+                info[k] = meta[k]
+        info["export_tolerance"] = self.export_tolerance
+        info.update(self.params_info())
+        precision = self.precision
+        if precision == "int8" and not meta.get("runtime_quantized"):
+            precision = "fp32"  # nothing was quantised: say what really runs
+        pred = rt.ORTPredictor(
+            folder / "model" / rt.ONNX_FILE, device=ctx.device, counts=weight_counts(model.module),
+            precision=precision, threads=self.threads, opt_level=self.opt_level, info=info,
+        )
+        diff = rt.max_abs_diff(pred, model.module, batches)
+        pred.info["max_abs_diff_vs_torch"] = diff
+        if self.precision == "fp32" and not diff <= self.export_tolerance:
+            raise PluginError(
+                f"{self.name}: the ONNX graph as ORT runs it ({','.join(pred.session.get_providers())}, "
+                f"opt_level {self.opt_level}) differs from the torch model by max |logit diff| {diff:.3g} "
+                f"on {described}, above export_tolerance {self.export_tolerance:g}"
+            )
+        return pred
+
+
+# ---------------------------------------------------------------------------------------------
+# onnx (fp32)
+# ---------------------------------------------------------------------------------------------
+
+
+class OnnxFP32(_ORTCompression):
+    """The fp32 model exported to ONNX and run by ONNX Runtime: the same-runtime baseline of
+    ``ort-int8`` / ``ort-static-int8`` / ``ort-fp16``. CPU; CUDA with onnxruntime-gpu."""
+
+    name = "onnx"
+    version = "1"
+    description = "fp32 model exported to ONNX, on ONNX Runtime (runtime baseline for ort-*)"
+
+
+# ---------------------------------------------------------------------------------------------
+# ort-int8 (dynamic)
+# ---------------------------------------------------------------------------------------------
+
+
+class OrtDynamicInt8(_ORTCompression):
+    """``onnxruntime.quantization.quantize_dynamic``: MatMul/Gemm weights int8 (signed), their
+    activations quantised per call (``DynamicQuantizeLinear``); with ``embeddings`` the
+    embedding tables (``Gather``) are stored int8 too. CPU only (the integer kernels are the CPU
+    provider's)."""
+
+    name = "ort-int8"
+    version = "1"
+    description = "ONNX Runtime dynamic int8 quantisation (MatMul/Gemm, embeddings), CPU"
+    cuda_ok = False
+    precision = "int8"
+
+    def __init__(self, *, per_channel: bool = False, reduce_range: bool = False, embeddings: bool = True,
+                 threads: int | None = None, opt_level: str = "all", export_tolerance: float = 1e-4) -> None:
+        super().__init__(threads=threads, opt_level=opt_level, export_tolerance=export_tolerance)
+        self.per_channel, self.reduce_range = bool(per_channel), bool(reduce_range)
+        self.embeddings = bool(embeddings)
+
+    def transform(self, fp32, out, model, task, ctx, scratch):
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        ops = None if self.embeddings else ["MatMul", "Gemm"]  # None: every op ORT quantises dynamically
+        with _QuietQuantizer():
+            quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8, per_channel=self.per_channel,
+                             reduce_range=self.reduce_range, op_types_to_quantize=ops)
+        return {}
+
+    def params_info(self) -> dict[str, Any]:
+        return {"quantization_api": "onnxruntime.quantization.quantize_dynamic",
+                "activations": "int8 dynamic (per call)", "per_channel": self.per_channel}
+
+
+# ---------------------------------------------------------------------------------------------
+# ort-static-int8 (QDQ)
+# ---------------------------------------------------------------------------------------------
+
+
+class _Reader:
+    """``CalibrationDataReader`` over numpy feeds. ``__len__``/``set_range`` let ORT collect one
+    sample at a time (``CalibStridedMinMax: 1``): the inputs have different lengths, and the
+    histogram methods cannot stack activations of different shapes."""
+
+    def __init__(self, feeds: list[dict[str, Any]]) -> None:
+        self.feeds = feeds
+        self.set_range(0, len(feeds))
+
+    def get_next(self) -> dict[str, Any] | None:
+        return next(self._it, None)
+
+    def __len__(self) -> int:
+        return len(self.feeds)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._it = iter(self.feeds[start_index:end_index])
+
+
+class OrtStaticInt8(_ORTCompression):
+    """``onnxruntime.quantization.quantize_static`` in QDQ format: MatMul/Gemm inputs and weights
+    int8 with ranges calibrated on ``samples`` inputs of the task's train split
+    (``Task.calibration_batches``, batch 1, real lengths) with ``calibration_method``. Activations
+    uint8 (asymmetric), weights int8 (symmetric), as ORT recommends for x86 CPUs; with
+    ``embeddings`` the embedding tables (``Gather``) are int8 too. CPU only."""
+
+    name = "ort-static-int8"
+    version = "1"
+    description = "ONNX Runtime static int8 (QDQ), calibrated on the task's train split, CPU"
+    cuda_ok = False
+    precision = "int8"
+
+    def __init__(self, *, samples: int = 300, calibration_method: str = "minmax", per_channel: bool = False,
+                 reduce_range: bool = False, embeddings: bool = False, threads: int | None = None,
+                 opt_level: str = "all", export_tolerance: float = 1e-4) -> None:
+        super().__init__(threads=threads, opt_level=opt_level, export_tolerance=export_tolerance)
+        if int(samples) < 1:
+            raise ValueError(f"{self.name}: samples must be >= 1")
+        if calibration_method not in CALIBRATION_METHODS:
+            raise ValueError(f"{self.name}: calibration_method must be one of {CALIBRATION_METHODS}, "
+                             f"got {calibration_method!r}")
+        self.samples, self.calibration_method = int(samples), calibration_method
+        self.per_channel, self.reduce_range = bool(per_channel), bool(reduce_range)
+        self.embeddings = bool(embeddings)
+
+    def transform(self, fp32, out, model, task, ctx, scratch):
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+        calib = task.calibration_batches(model.tokenizer, self.samples, ctx.seed)
+        if not calib:
+            raise PluginError(f"{self.name}: task {task.name!r} gave no calibration samples")
+        feeds = [{k: v.numpy() for k, v in b.items() if k in rt.INPUT_NAMES} for b in calib]
+        method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                  "percentile": CalibrationMethod.Percentile,
+                  "distribution": CalibrationMethod.Distribution}[self.calibration_method]
+        with _QuietQuantizer():
+            quantize_static(
+                str(fp32), str(out), _Reader(feeds), quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=["MatMul", "Gemm", *(["Gather"] if self.embeddings else [])], per_channel=self.per_channel,
+                reduce_range=self.reduce_range, activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8, calibrate_method=method,
+                extra_options={"CalibStridedMinMax": 1},
+            )
+        return {"calibration_samples": len(feeds), "calibration_method": self.calibration_method}
+
+    def params_info(self) -> dict[str, Any]:
+        return {"quantization_api": "onnxruntime.quantization.quantize_static (QDQ)",
+                "activations": "uint8 static (calibrated)", "per_channel": self.per_channel}
+
+
+# ---------------------------------------------------------------------------------------------
+# ort-fp16 (GPU)
+# ---------------------------------------------------------------------------------------------
+
+
+class OrtFP16(_ORTCompression):
+    """The graph converted to fp16 (``onnxruntime.transformers.float16``, inputs and logits kept
+    fp32) on ORT's CUDA execution provider. Skipped on the CPU: ORT's CPU provider has no fp16
+    MatMul kernels for most ops and would insert casts back to fp32, slower than fp32."""
+
+    name = "ort-fp16"
+    version = "1"
+    description = "fp16 ONNX graph on ONNX Runtime's CUDA execution provider (GPU only)"
+    cpu_ok = False
+    precision = "fp16"
+
+    def transform(self, fp32, out, model, task, ctx, scratch):
+        import onnx
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        half = convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True)
+        onnx.save(half, str(out))
+        return {}
+
+
+@harness.hookimpl
+def register_compressions(register):
+    register(OnnxFP32)
+    register(OrtDynamicInt8)
+    register(OrtStaticInt8)
+    register(OrtFP16)
+
+
+__all__ = ["OnnxFP32", "OrtDynamicInt8", "OrtFP16", "OrtStaticInt8"]
