@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-from tiny_tasks import TinySST2, sst2_rows
+from compress_fixtures import cache, ctx, make_ctx, reference_logits, rows, seq  # noqa: F401
+from tiny_tasks import TinySST2
 
 from harness.api import CellContext, Head
 from harness.testing import TINY_BERT
@@ -24,37 +23,6 @@ from harness_plugins.hf import HFModel
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 
-
-@pytest.fixture(scope="module")
-def rows() -> list[tuple[str, int]]:
-    return sst2_rows()
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("cache")  # shared: each artifact is built once per module
-
-
-def _ctx(cache: Path, tmp: Path, device: str = "cpu") -> CellContext:
-    return CellContext(device=device, seed=0, cache_dir=cache, work_dir=tmp, show_progress=False)
-
-
-@pytest.fixture(scope="module")
-def seq(rows, cache, tmp_path_factory):
-    ctx = _ctx(cache, tmp_path_factory.mktemp("w"))
-    model = HFModel(**TINY_BERT).load(Head("sequence-classification", ("0", "1")), ctx)
-    model.module.eval()
-    return model, TinySST2(rows, model.tokenizer)
-
-
-@pytest.fixture
-def ctx(cache, tmp_path) -> CellContext:
-    return _ctx(cache, tmp_path)
-
-
-def _ref(model, batch):
-    with torch.inference_mode():
-        return model.module(**batch).logits
 
 
 def test_registered_through_entry_point(plugin_manager):
@@ -98,7 +66,7 @@ def test_openvino_fp32_matches_torch_at_any_shape(seq, ctx, tmp_path):
         batch = task.batch(task.rows[n : 2 * n])
         out = pred(batch)
         assert isinstance(out, torch.Tensor) and out.shape == (n, 2)
-        torch.testing.assert_close(out, _ref(model, batch), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(out, reference_logits(model, batch), atol=1e-4, rtol=1e-4)
     size = dir_bytes(pred.save(tmp_path / "ov"))
     assert size > 4 * pred.parameter_counts()[0]
     assert 31.5 < pred.bits_per_weight() < 33
@@ -113,7 +81,7 @@ def test_token_classification_logits(rows, ctx):
     pred = OpenVINOFP32().apply(model, task, ctx)
     out = pred(batch)
     assert out.shape == (*batch["input_ids"].shape, 2)
-    torch.testing.assert_close(out, _ref(model, batch), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(out, reference_logits(model, batch), atol=1e-4, rtol=1e-4)
 
 
 def test_ptq_is_real_int8_quarter_size_and_cached(seq, ctx, tmp_path):
@@ -125,7 +93,7 @@ def test_ptq_is_real_int8_quarter_size_and_cached(seq, ctx, tmp_path):
     assert sum(v for k, v in fc.items() if k in ("i8", "u8")) > sum(v for k, v in fc.items() if k == "f32")
     batch = task.batch(task.rows[:8])
     out = pred(batch)
-    ref = _ref(model, batch)
+    ref = reference_logits(model, batch)
     assert out.shape == (8, 2) and torch.isfinite(out).all()
     assert (out - ref).abs().max() < 0.1 * ref.abs().max() + 0.02
     fp32 = dir_bytes(NoCompression().apply(model, task, ctx).save(tmp_path / "fp32"))
@@ -156,7 +124,7 @@ def test_ptq_accuracy_control_uses_the_task_metric(seq, ctx):
 def test_weights_int8_and_int4(seq, ctx, tmp_path):
     model, task = seq
     batch = task.batch(task.rows[:4])
-    ref = _ref(model, batch)
+    ref = reference_logits(model, batch)
     fp32 = dir_bytes(OpenVINOFP32().apply(model, task, ctx).save(tmp_path / "fp32"))
     w8 = NNCFWeightCompression(mode="int8_asym").apply(model, task, ctx)
     w4 = NNCFWeightCompression(mode="int4_sym", group_size=-1, ratio=1.0, all_layers=True).apply(

@@ -9,7 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from tiny_tasks import TinySST2, sst2_rows
+from compress_fixtures import cache, ctx, make_ctx, reference_logits, rows, seq  # noqa: F401
+from tiny_tasks import TinySST2
 
 import harness
 from harness.api import CellContext, Head
@@ -26,37 +27,6 @@ pytest.importorskip("onnx")
 ROOT = Path(__file__).resolve().parents[1]
 CONLL_SAMPLE = ROOT / "suites" / "data" / "conll2003-sample"
 
-
-@pytest.fixture(scope="module")
-def rows() -> list[tuple[str, int]]:
-    return sst2_rows()
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("cache")  # shared: each artifact is built once per module
-
-
-def _ctx(cache: Path, tmp: Path, device: str = "cpu") -> CellContext:
-    return CellContext(device=device, seed=0, cache_dir=cache, work_dir=tmp, show_progress=False)
-
-
-@pytest.fixture(scope="module")
-def seq(rows, cache, tmp_path_factory):
-    ctx = _ctx(cache, tmp_path_factory.mktemp("w"))
-    model = HFModel(**TINY_BERT).load(Head("sequence-classification", ("0", "1")), ctx)
-    model.module.eval()
-    return model, TinySST2(rows, model.tokenizer)
-
-
-@pytest.fixture
-def ctx(cache, tmp_path) -> CellContext:
-    return _ctx(cache, tmp_path)
-
-
-def _ref(model, batch):
-    with torch.inference_mode():
-        return model.module(**batch).logits
 
 
 class CountingTask(TinySST2):
@@ -121,7 +91,7 @@ def test_onnx_fp32_matches_torch_at_any_shape(seq, ctx, tmp_path):
         batch = task.batch(task.rows[n : 2 * n])
         out = pred(batch)
         assert isinstance(out, torch.Tensor) and out.shape == (n, 2)
-        torch.testing.assert_close(out, _ref(model, batch), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(out, reference_logits(model, batch), atol=1e-5, rtol=1e-5)
     d = pred.describe()
     assert d["export_max_abs_diff"] < 1e-5 and d["max_abs_diff_vs_torch"] < 1e-5
     assert d["opset"] == rt.OPSET and "dynamo=False" in d["exporter"]
@@ -147,7 +117,7 @@ def test_token_classification_logits(rows, ctx):
     batch = task.batch(task.rows[:3])
     out = OnnxFP32().apply(model, task, ctx)(batch)
     assert out.shape == (*batch["input_ids"].shape, 3)
-    torch.testing.assert_close(out, _ref(model, batch), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out, reference_logits(model, batch), atol=1e-5, rtol=1e-5)
 
 
 def test_ort_int8_quantizes_matmuls_smaller_and_cached(seq, ctx, tmp_path):
@@ -159,7 +129,7 @@ def test_ort_int8_quantizes_matmuls_smaller_and_cached(seq, ctx, tmp_path):
     assert total >= 14 and q >= total - 4  # every Linear; attention's two MatMuls per layer stay fp32
     assert "DynamicQuantizeMatMul" in d["runtime_matmul_ops"] or "MatMulIntegerToFloat" in d["runtime_matmul_ops"]
     batch = task.batch(task.rows[:8])
-    out, ref = pred(batch), _ref(model, batch)
+    out, ref = pred(batch), reference_logits(model, batch)
     assert out.shape == (8, 2) and (out - ref).abs().max() < 0.1 * ref.abs().max() + 0.02
     assert 0 < d["max_abs_diff_vs_torch"] < 0.1 * ref.abs().max() + 0.02
     fp32 = OnnxFP32().apply(model, task, ctx)
@@ -186,7 +156,7 @@ def test_static_int8_calibrates_on_calibration_batches(seq, ctx):
     assert q == int(d["quantized_matmuls"].split("/")[0])  # QDQ MatMuls in the saved graph
     assert pred.precision == "int8"
     batch = task.batch(task.rows[:8])
-    ref = _ref(model, batch)
+    ref = reference_logits(model, batch)
     assert (pred(batch) - ref).abs().max() < 0.2 * ref.abs().max() + 0.05
     # another sample count is another artifact; the same one is a cache hit without calibrating
     assert OrtStaticInt8(samples=24, calibration_method="entropy").apply(model, task, ctx).describe()["cache_hit"]
@@ -292,9 +262,9 @@ def test_fp16_and_fp32_on_cuda(seq, cache, tmp_path):
     if "CUDAExecutionProvider" not in rt.available_providers():
         pytest.skip("onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)")
     model, task = seq
-    cuda = _ctx(cache, tmp_path, device="cuda:0")
+    cuda = make_ctx(cache, tmp_path, device="cuda:0")
     batch = task.batch(task.rows[:4])
-    ref = _ref(model, batch)
+    ref = reference_logits(model, batch)
     fp32 = OnnxFP32().apply(model, task, cuda)
     assert fp32.describe()["execution_providers"].startswith("CUDAExecutionProvider")
     torch.testing.assert_close(fp32(batch), ref, atol=1e-3, rtol=1e-3)
