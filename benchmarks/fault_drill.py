@@ -95,14 +95,9 @@ class Run:
         return self.proc.returncode, len(left), err
 
     def orphans(self) -> list[psutil.Process]:
-        out = []
-        for p in self.seen.values():
-            try:
-                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                    out.append(p)
-            except psutil.NoSuchProcess:
-                pass
-        return out
+        from harness.testing import alive_processes
+
+        return alive_processes(list(self.seen.values()))
 
 
 def cells(out: Path) -> dict[str, dict]:

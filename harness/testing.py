@@ -85,3 +85,18 @@ def run_suite_dict(tmp_path: Path) -> Callable[..., Any]:
         return load_results(out)
 
     return run
+
+
+def alive_processes(procs: list[Any]) -> list[Any]:
+    """The ``psutil.Process`` objects of ``procs`` still running (zombies excluded): for tests
+    that a run, or an executor plugin, leaves no worker process behind."""
+    import psutil
+
+    out = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return out

@@ -18,7 +18,7 @@ import yaml
 
 import harness
 from harness.results import read_rows
-from harness.testing import FAST_SETTINGS, TINY_BERT
+from harness.testing import FAST_SETTINGS, TINY_BERT, alive_processes
 
 TINY16 = {**TINY_BERT, "config": {**TINY_BERT["config"], "hidden_size": 16, "num_hidden_layers": 1,
                                   "intermediate_size": 32}}
@@ -68,15 +68,7 @@ def rendezvous(folder: Path, role: str, name: str | None = None) -> dict:
             "params": {"folder": str(folder), "role": role}}
 
 
-def alive(procs: list[psutil.Process]) -> list[psutil.Process]:
-    out = []
-    for p in procs:
-        try:
-            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                out.append(p)
-        except psutil.NoSuchProcess:
-            pass
-    return out
+alive = alive_processes
 
 
 def kill_all(procs: list[psutil.Process]) -> None:
