@@ -116,7 +116,7 @@ def outside_check(suite_path: Path, table, device: str, *, finetuned: bool = Tru
     import torch
 
     from harness.api import CellContext
-    from harness.cell import LATENCY_INPUTS, PluginSet, scoped_identity
+    from harness.cell import LATENCY_INPUTS, PluginSet, copy_model, scoped_identity
     from harness.suite import load_suite
     from harness.timing import PeakMemory, measure_latency
 
@@ -143,7 +143,7 @@ def outside_check(suite_path: Path, table, device: str, *, finetuned: bool = Tru
                 comp = plugins.create(comp_entry)
                 if comp_entry.plugin not in ("none", "half") or comp.unsupported_reason(ctx):
                     continue
-                predictor = comp.apply(_clone(loaded), task, ctx)
+                predictor = comp.apply(copy_model(loaded), task, ctx)
                 dtype = {"fp32": torch.float32, "fp16": torch.float16,
                          "bf16": torch.bfloat16}[predictor.precision]
                 module = copy.deepcopy(loaded.module).to(device).to(dtype).eval()
@@ -180,15 +180,6 @@ def outside_check(suite_path: Path, table, device: str, *, finetuned: bool = Tru
                 if device.startswith("cuda"):
                     torch.cuda.empty_cache()
     return results
-
-
-def _clone(loaded):
-    """What the core hands a compression: a shallow copy with its own module."""
-    import copy
-
-    clone = copy.copy(loaded)
-    clone.module = copy.deepcopy(loaded.module)
-    return clone
 
 
 def fmt(v: Any, spec: str = ".4f") -> str:

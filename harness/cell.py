@@ -151,7 +151,7 @@ def run_cell(
         step("compress", f"compression plugin {spec.compression.plugin!r}")
         t0 = time.perf_counter()
         predictor = compression.apply(
-            _copy_model(loaded), task, ctx
+            copy_model(loaded), task, ctx
         )
         compress_s = time.perf_counter() - t0
         info.update(runtime=predictor.runtime, device=predictor.device,
@@ -238,8 +238,9 @@ def run_cell(
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _copy_model(loaded: LoadedModel) -> LoadedModel:
-    """Compressions may modify the module in place; give them a copy."""
+def copy_model(loaded: LoadedModel) -> LoadedModel:
+    """What the core hands a compression: a shallow copy with its own module (compressions may
+    modify the module in place)."""
     clone = copy.copy(loaded)
     clone.module = copy.deepcopy(loaded.module)
     return clone

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,14 @@ def sha256_files(paths: list[Path], extra: str = "") -> str:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()[:16]
+
+
+def missing_packages_reason(plugin: str, *packages: str) -> str | None:
+    """The skip reason of ``plugin`` when any of ``packages`` is not importable here, else None."""
+    missing = [n for n in packages if importlib.util.find_spec(n) is None]
+    if missing:
+        return f"{plugin}: package(s) {', '.join(missing)} not installed (pip install {' '.join(missing)})"
+    return None
 
 
 def hash_text(*parts: object) -> str:

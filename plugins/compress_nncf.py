@@ -19,7 +19,6 @@ read back from the runtime graph. nncf and openvino are imported lazily.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 from collections import Counter
 from collections.abc import Mapping
@@ -30,6 +29,7 @@ import harness
 from harness.api import CellContext, Compression, LoadedModel, Predictor, Task
 from harness.errors import PluginError
 
+from ._torch import missing_packages_reason
 from .compress_torch import (
     base_info,
     cached_or_build,
@@ -46,14 +46,10 @@ WEIGHT_MODES = ("int8_sym", "int8_asym", "int4_sym", "int4_asym", "nf4")
 _COMPUTE_OPS = ("FullyConnected", "MatMul", "Convolution", "FullyConnectedCompressed")
 
 
-def _missing_packages(*names: str) -> list[str]:
-    return [n for n in names if importlib.util.find_spec(n) is None]
-
-
 def _openvino_reason(plugin: str, ctx: CellContext, need_nncf: bool) -> str | None:
-    missing = _missing_packages("openvino", *(("nncf",) if need_nncf else ()))
+    missing = missing_packages_reason(plugin, "openvino", *(("nncf",) if need_nncf else ()))
     if missing:
-        return f"{plugin}: package(s) {', '.join(missing)} not installed (pip install {' '.join(missing)})"
+        return missing
     if ctx.device != "cpu":
         return (
             f"{plugin}: runs on OpenVINO's CPU plugin; device {ctx.device!r} is not supported "

@@ -19,7 +19,6 @@ onnx and onnxruntime are imported lazily.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import warnings
 from collections import Counter
@@ -29,6 +28,8 @@ from typing import Any
 
 from harness.api import CellContext, LoadedModel, Predictor, Task
 from harness.errors import PluginError
+
+from ._torch import missing_packages_reason
 
 OPSET = 17
 EXPORTER = "torch.onnx.export (TorchScript exporter, dynamo=False)"
@@ -49,10 +50,6 @@ INT_MATMULS = {"MatMulInteger", "QLinearMatMul", "DynamicQuantizeMatMul", "MatMu
 # ---------------------------------------------------------------------------------------------
 
 
-def missing_packages() -> list[str]:
-    return [n for n in ("onnx", "onnxruntime") if importlib.util.find_spec(n) is None]
-
-
 def available_providers() -> list[str]:
     import onnxruntime as ort
 
@@ -61,10 +58,9 @@ def available_providers() -> list[str]:
 
 def ort_reason(plugin: str, ctx: CellContext, *, cpu: bool = True, cuda: bool = True) -> str | None:
     """Why ``plugin`` cannot run on ``ctx.device`` here (packages, device, execution provider)."""
-    missing = missing_packages()
+    missing = missing_packages_reason(plugin, "onnx", "onnxruntime")
     if missing:
-        return (f"{plugin}: package(s) {', '.join(missing)} not installed "
-                f"(pip install {' '.join(missing)})")
+        return missing
     if ctx.device == "cpu":
         return None if cpu else f"{plugin}: runs on ONNX Runtime's CUDA execution provider only, not on the CPU"
     if ctx.device.startswith("cuda"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 from compress_fixtures import cache, ctx, make_ctx, reference_logits, rows, seq  # noqa: F401
@@ -35,8 +37,9 @@ def test_skipped_off_cpu_or_without_packages(ctx, monkeypatch):
     for comp in (OpenVINOFP32(), NNCFPostTrainingInt8(), NNCFWeightCompression()):
         assert comp.unsupported_reason(ctx) is None
         assert "OpenVINO" in comp.unsupported_reason(cuda)
-    monkeypatch.setattr(cn, "_missing_packages", lambda *names: [n for n in names if n == "nncf"])
-    assert "nncf" in NNCFPostTrainingInt8().unsupported_reason(ctx)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "nncf" else real(n, *a))
+    assert "package(s) nncf not installed (pip install nncf)" in NNCFPostTrainingInt8().unsupported_reason(ctx)
     assert OpenVINOFP32().unsupported_reason(ctx) is None  # needs openvino only
     monkeypatch.setattr(cn, "cpu_capabilities", lambda: {k: False for k in ("avx512_bf16", "amx_bf16")})
     assert "bf16" in OpenVINOFP32(inference_precision="bf16").unsupported_reason(ctx)
