@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import sys
 from pathlib import Path
@@ -12,8 +11,14 @@ from typing import Any
 import click
 
 from . import __version__
-from .errors import HarnessError, PluginError
-from .plugins import PluginManager, get_plugin_manager
+from .errors import HarnessError
+from .plugins import (
+    PluginManager,
+    check_disabled,
+    disabled_from_env,
+    get_plugin_manager,
+    import_plugin_module,
+)
 
 EXIT_FAILED = 1  # a cell failed, or the regression gate found a regression
 EXIT_BAD_INPUT = 2  # bad suite, unknown plugin, unreadable results, ...
@@ -81,11 +86,8 @@ def _show_harness_warnings_as_one_line() -> None:
 
 def _plugin_manager(ctx: click.Context) -> PluginManager:
     if "pm" not in ctx.obj:
-        try:
-            modules = [importlib.import_module(m) for m in ctx.obj["extra"]]
-        except Exception as exc:
-            raise PluginError(f"cannot import plugin module given with --plugin: "
-                              f"{type(exc).__name__}: {exc}") from exc
+        modules = [import_plugin_module(m) for m in ctx.obj["extra"]]
+        check_disabled([*ctx.obj["disabled"], *disabled_from_env()], [m.__name__ for m in modules])
         pm = get_plugin_manager(disabled=ctx.obj["disabled"], strict=ctx.obj["strict"],
                                 extra_plugins=modules)
         for err in pm.load_errors:

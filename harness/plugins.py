@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata as md
 import os
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -43,6 +44,29 @@ class PluginManager(pluggy.PluginManager):
         self.add_hookspecs(hookspecs)
         self.load_errors: list[PluginLoadError] = []
         self.distributions: dict[str, tuple[str, str]] = {}  # plugin name -> (dist, version)
+        #: installed entry points skipped because they were disabled (name -> entry point)
+        self.disabled_entrypoints: dict[str, md.EntryPoint] = {}
+
+    def _disabled_hint(self, kind: str) -> Callable[[str], str | None]:
+        """For an unknown name: which disabled plugin would have provided it. Imports the
+        disabled plugins only then (they may be disabled because they are slow or broken)."""
+
+        def hint(name: str) -> str | None:
+            for plugin_name, ep in self.disabled_entrypoints.items():
+                found: list[type] = []
+                try:
+                    module = ep.load()
+                    hook = getattr(module, f"register_{kind}s", None)
+                    if hook is not None:
+                        hook(register=found.append)
+                except Exception:  # noqa: BLE001 - a hint must never raise
+                    continue
+                if name in {getattr(cls, "name", "") for cls in found}:
+                    return (f"{kind} {name!r} comes from plugin {plugin_name!r}, which is disabled "
+                            f"(--disable-plugin or ${DISABLE_ENV}).")
+            return None
+
+        return hint
 
     def registries(self) -> Registries:
         """Collect every registered class through the ``register_*`` hooks."""
@@ -50,6 +74,9 @@ class PluginManager(pluggy.PluginManager):
             Registry("model", Model), Registry("task", Task), Registry("compression", Compression),
             Registry("executor", Executor),
         )
+        if self.disabled_entrypoints:
+            for kind in ("model", "task", "compression", "executor"):
+                regs.by_kind(kind).hint = self._disabled_hint(kind)
         for hook, reg in (
             (self.hook.register_models, regs.models),
             (self.hook.register_tasks, regs.tasks),
@@ -106,7 +133,10 @@ def get_plugin_manager(
         pm.set_blocked(name)
     if load_entrypoints:
         for ep in sorted(md.entry_points(group=GROUP), key=lambda e: e.name):
-            if pm.is_blocked(ep.name) or pm.get_plugin(ep.name) is not None:
+            if pm.is_blocked(ep.name):
+                pm.disabled_entrypoints[ep.name] = ep
+                continue
+            if pm.get_plugin(ep.name) is not None:
                 continue
             dist = ep.dist.name if ep.dist else "?"
             version = ep.dist.version if ep.dist else "?"
@@ -129,10 +159,49 @@ def get_plugin_manager(
             pm.distributions[name] = ("harness-bench", _own_version())
     for plugin in extra_plugins:
         name = getattr(plugin, "__name__", None) or type(plugin).__name__
-        if pm.get_plugin(name) is None and not pm.is_blocked(name):
+        # a module given with -p that is also an installed entry point is loaded once
+        if pm.get_plugin(name) is None and not pm.is_blocked(name) and not pm.is_registered(plugin):
             pm.register(plugin, name=name)
     pm.check_pending()
     return pm
+
+
+def installed_plugin_names() -> list[str]:
+    """Entry-point names of every installed plugin, and the core's own plugins."""
+    return sorted({ep.name for ep in md.entry_points(group=GROUP)} | set(DEFAULT_PLUGINS))
+
+
+def check_disabled(names: Iterable[str], extra: Iterable[str] = ()) -> None:
+    """Raise ``PluginError`` for a name to disable that no installed plugin (or ``-p`` module)
+    has: a typo would otherwise silently disable nothing."""
+    known = [*installed_plugin_names(), *extra]
+    for name in names:
+        if name not in known:
+            msg = f"--disable-plugin / ${DISABLE_ENV}: no plugin named {name!r} is installed."
+            close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+            if close:
+                msg += f" Did you mean: {', '.join(close)}?"
+            raise PluginError(msg + f" Installed: {', '.join(known)} (see 'harness plugins').")
+
+
+def import_plugin_module(module: str) -> ModuleType:
+    """Import a module named with ``-p``/``$HARNESS_PLUGINS``; a ``PluginError`` saying how to put
+    it on the path when it cannot be imported."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and module.split(".")[0] == exc.name.split(".")[0]:
+            raise PluginError(
+                f"cannot import plugin module {module!r} given with --plugin/-p: it is not on the "
+                f"Python path (cwd {os.getcwd()}). Put the folder that holds it on the path "
+                f"(PYTHONPATH=/path/to/folder harness ...), run 'python -m harness ...' from that "
+                f"folder, or install its package (pip install -e /path/to/package)."
+            ) from exc
+        raise PluginError(f"plugin module {module!r} given with --plugin/-p failed to import: "
+                          f"{type(exc).__name__}: {exc} (a package it needs is missing)") from exc
+    except Exception as exc:
+        raise PluginError(f"plugin module {module!r} given with --plugin/-p failed to import: "
+                          f"{type(exc).__name__}: {exc}") from exc
 
 
 def plugin_table(pm: PluginManager) -> list[dict[str, str]]:

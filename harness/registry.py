@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -20,6 +21,8 @@ class Registry(Generic[P]):
     base: type[P]
     classes: dict[str, type[P]] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
+    #: for an unknown name, an extra sentence (e.g. "it comes from a disabled plugin") or None
+    hint: Callable[[str], str | None] | None = None
 
     def add(self, cls: type[P], source: str) -> None:
         if not (isinstance(cls, type) and issubclass(cls, self.base)):
@@ -43,7 +46,9 @@ class Registry(Generic[P]):
         try:
             return self.classes[name]
         except KeyError:
-            raise PluginError(unknown_name_message(self.kind, name, self.classes)) from None
+            msg = unknown_name_message(self.kind, name, self.classes)
+            extra = self.hint(name) if self.hint is not None else None
+            raise PluginError(f"{msg}. {extra}" if extra else msg) from None
 
     def __contains__(self, name: object) -> bool:
         return name in self.classes

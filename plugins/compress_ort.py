@@ -30,6 +30,28 @@ from . import ort_runtime as rt
 from .compress_torch import base_info, cached_or_build, task_key, weight_counts
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile", "distribution")
+#: CPU flags of integer dot-product instructions that do not saturate u8 x s8 products
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def resolve_reduce_range(name: str, value: bool | str) -> bool:
+    """``reduce_range`` as given, or for ``"auto"``: 7-bit weights on x86 CPUs without VNNI/AMX.
+
+    There ORT's u8 x s8 kernels use AVX2/AVX-512 ``vpmaddubsw``, whose 16-bit pair sums can
+    saturate with full-range weights (ORT's quantisation docs advise ``reduce_range`` there).
+    With VNNI or AMX (or off x86), full 8-bit weights.
+    """
+    if isinstance(value, bool):
+        return value
+    if value != "auto":
+        raise ValueError(f"{name}: reduce_range must be true, false or \"auto\", got {value!r}")
+    import platform
+
+    from harness.provenance import cpu_flags
+
+    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
+        return False
+    return not any(f in cpu_flags() for f in VNNI_FLAGS)
 
 
 class _QuietQuantizer:
@@ -175,15 +197,16 @@ class OrtDynamicInt8(_ORTCompression):
     provider's)."""
 
     name = "ort-int8"
-    version = "1"
+    version = "2"  # 2: reduce_range "auto" (7-bit weights without VNNI) by default
     description = "ONNX Runtime dynamic int8 quantisation (MatMul/Gemm, embeddings), CPU"
     cuda_ok = False
     precision = "int8"
 
-    def __init__(self, *, per_channel: bool = False, reduce_range: bool = False, embeddings: bool = True,
+    def __init__(self, *, per_channel: bool = False, reduce_range: bool | str = "auto", embeddings: bool = True,
                  threads: int | None = None, opt_level: str = "all", export_tolerance: float = 1e-4) -> None:
         super().__init__(threads=threads, opt_level=opt_level, export_tolerance=export_tolerance)
-        self.per_channel, self.reduce_range = bool(per_channel), bool(reduce_range)
+        self.per_channel = bool(per_channel)
+        self.reduce_range = resolve_reduce_range(self.name, reduce_range)
         self.embeddings = bool(embeddings)
 
     def transform(self, fp32, out, model, task, ctx, scratch):
@@ -197,7 +220,8 @@ class OrtDynamicInt8(_ORTCompression):
 
     def params_info(self) -> dict[str, Any]:
         return {"quantization_api": "onnxruntime.quantization.quantize_dynamic",
-                "activations": "int8 dynamic (per call)", "per_channel": self.per_channel}
+                "activations": "int8 dynamic (per call)", "per_channel": self.per_channel,
+                "reduce_range": self.reduce_range}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,13 +256,13 @@ class OrtStaticInt8(_ORTCompression):
     ``embeddings`` the embedding tables (``Gather``) are int8 too. CPU only."""
 
     name = "ort-static-int8"
-    version = "1"
+    version = "2"  # 2: reduce_range "auto" by default
     description = "ONNX Runtime static int8 (QDQ), calibrated on the task's train split, CPU"
     cuda_ok = False
     precision = "int8"
 
     def __init__(self, *, samples: int = 300, calibration_method: str = "minmax", per_channel: bool = False,
-                 reduce_range: bool = False, embeddings: bool = False, threads: int | None = None,
+                 reduce_range: bool | str = "auto", embeddings: bool = False, threads: int | None = None,
                  opt_level: str = "all", export_tolerance: float = 1e-4) -> None:
         super().__init__(threads=threads, opt_level=opt_level, export_tolerance=export_tolerance)
         if int(samples) < 1:
@@ -247,7 +271,8 @@ class OrtStaticInt8(_ORTCompression):
             raise ValueError(f"{self.name}: calibration_method must be one of {CALIBRATION_METHODS}, "
                              f"got {calibration_method!r}")
         self.samples, self.calibration_method = int(samples), calibration_method
-        self.per_channel, self.reduce_range = bool(per_channel), bool(reduce_range)
+        self.per_channel = bool(per_channel)
+        self.reduce_range = resolve_reduce_range(self.name, reduce_range)
         self.embeddings = bool(embeddings)
 
     def transform(self, fp32, out, model, task, ctx, scratch):
@@ -272,7 +297,8 @@ class OrtStaticInt8(_ORTCompression):
 
     def params_info(self) -> dict[str, Any]:
         return {"quantization_api": "onnxruntime.quantization.quantize_static (QDQ)",
-                "activations": "uint8 static (calibrated)", "per_channel": self.per_channel}
+                "activations": "uint8 static (calibrated)", "per_channel": self.per_channel,
+                "reduce_range": self.reduce_range}
 
 
 # ---------------------------------------------------------------------------------------------
