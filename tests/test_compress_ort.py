@@ -272,3 +272,20 @@ def test_fp16_and_fp32_on_cuda(seq, cache, tmp_path):
     assert half.precision == "fp16" and half.device == "cuda:0"
     assert half.save(tmp_path / "h").stat().st_size < 0.6 * fp32.save(tmp_path / "f").stat().st_size
     assert (half(batch) - ref).abs().max() < 0.05 * ref.abs().max() + 0.01
+
+
+def test_reduce_range_auto_follows_the_cpu(monkeypatch):
+    import harness.provenance as prov
+    from harness_plugins import compress_ort
+
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
+    monkeypatch.setattr(prov, "cpu_flags", lambda: {"avx2", "fma"})
+    assert OrtDynamicInt8().reduce_range is True  # AVX2 without VNNI: 7-bit weights
+    assert OrtStaticInt8().reduce_range is True
+    monkeypatch.setattr(prov, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_vnni"})
+    assert OrtDynamicInt8().reduce_range is False
+    assert OrtDynamicInt8(reduce_range=True).reduce_range is True  # explicit wins
+    monkeypatch.setattr("platform.machine", lambda: "aarch64")
+    assert compress_ort.resolve_reduce_range("ort-int8", "auto") is False
+    with pytest.raises(ValueError, match="reduce_range must be true, false or \"auto\""):
+        OrtDynamicInt8(reduce_range="sometimes")
