@@ -275,9 +275,8 @@ class RayExecutor(Executor):
             if started_here:
                 ray.shutdown()
 
-    def _run(self, ray: Any, cells: list[CellSpec], ectx: ExecutorContext,
-             on_phase: Callable[[CellSpec, str], None],
-             on_done: Callable[[CellSpec, CellOutcome], None]) -> None:
+    def _resources(self, ray: Any) -> tuple[float, float]:
+        """(GPUs, CPUs) each cell asks for; a warning when the cluster has fewer now."""
         resources = ray.cluster_resources()
         gpus = self.num_gpus_per_cell
         if gpus is None:
@@ -288,92 +287,30 @@ class RayExecutor(Executor):
                 print(f"harness: warning: each cell asks for {need:g} {what} but the Ray cluster "
                       f"has {resources.get(what, 0):g} now; cells wait until such a node joins",
                       file=sys.stderr)
-        threads = max(1, int(cpus)) if cpus >= 1 else 1
-        remote = ray.remote(_run_in_worker)
-        task_options = {"num_cpus": cpus, "num_gpus": gpus, "max_retries": self.max_retries,
-                        "retry_exceptions": False}
-        paths = _plugin_paths(list(ectx.extra_plugins))
+        return gpus, cpus
+
+    def _run(self, ray: Any, cells: list[CellSpec], ectx: ExecutorContext,
+             on_phase: Callable[[CellSpec, str], None],
+             on_done: Callable[[CellSpec, CellOutcome], None]) -> None:
+        gpus, cpus = self._resources(ray)
+        run = _Schedule(self, ray, cells, ectx, gpus, cpus)
+        for specs in run.groups.values():
+            run.submit(specs.popleft())
+            while specs and not self.fine_tune_first:
+                run.submit(specs.popleft())
         try:
-            phases = ray.remote(num_cpus=0)(_PhaseLog).remote()
-        except Exception:  # noqa: BLE001 - progress is optional
-            phases = None
-        fail_device = "cuda" if gpus > 0 else "cpu"
-
-        by_id = {c.cell_id: c for c in cells}
-        groups: dict[str, deque[CellSpec]] = {}
-        for spec in cells:
-            key = repr([sorted(spec.model.spec().items()), sorted(spec.task.spec().items())])
-            groups.setdefault(key, deque()).append(spec)
-        group_of = {spec.cell_id: key for key, specs in groups.items() for spec in specs}
-        in_flight: dict[Any, CellSpec] = {}
-        started: dict[str, float] = {}  # cell_id -> when its task reported "setup"
-        timed_out: dict[str, str] = {}
-
-        def submit(spec: CellSpec) -> None:
-            s = spec.settings
-            shipped = replace(spec, settings=replace(
-                s, cache_dir=str(Path(s.cache_dir).expanduser().absolute())))
-            ref = remote.options(
-                **task_options,
-                name=f"harness {spec.model.name}/{spec.task.name}/{spec.compression.name}"
-            ).remote(shipped, list(ectx.disabled_plugins), list(ectx.extra_plugins), paths,
-                     threads, phases)
-            in_flight[ref] = spec
-
-        if self.fine_tune_first:
-            for specs in groups.values():
-                submit(specs.popleft())
-        else:
-            for specs in groups.values():
-                while specs:
-                    submit(specs.popleft())
-
-        try:
-            while in_flight:
-                ready, _ = ray.wait(list(in_flight), num_returns=len(in_flight),
+            while run.in_flight:
+                ready, _ = ray.wait(list(run.in_flight), num_returns=len(run.in_flight),
                                     timeout=POLL_S)
-                if phases is not None:
-                    try:
-                        events = ray.get(phases.drain.remote(), timeout=30)
-                    except Exception:  # noqa: BLE001 - the actor died: go on without phases
-                        events, phases = [], None
-                    live = {s.cell_id for s in in_flight.values()}
-                    for cell_id, phase in events:
-                        if cell_id in live:
-                            if phase == "setup":  # worker start-up and queueing excluded
-                                started[cell_id] = time.monotonic()
-                            on_phase(by_id[cell_id], phase)
+                run.report_phases(on_phase)
                 for ref in ready:
-                    spec = in_flight.pop(ref)
-                    outcome = self._outcome(ray, ref, spec, timed_out, fail_device)
+                    spec = run.in_flight.pop(ref)
+                    outcome = self._outcome(ray, ref, spec, run.timed_out, run.fail_device)
                     on_done(spec, outcome)
-                    rest = groups[group_of[spec.cell_id]]
-                    if outcome.status == "ok":  # the checkpoint is in the cache: all at once
-                        while rest:
-                            submit(rest.popleft())
-                    elif rest:  # not fitted (skipped, failed): the next cell leads
-                        submit(rest.popleft())
-                now = time.monotonic()
-                for ref, spec in in_flight.items():
-                    limit = spec.settings.timeout_s
-                    t0 = started.get(spec.cell_id)
-                    if limit and t0 is not None and spec.cell_id not in timed_out \
-                            and now - t0 > limit:
-                        timed_out[spec.cell_id] = (
-                            f"timed out after {limit:g} s (settings.timeout_s); "
-                            "the Ray task was cancelled and its worker killed")
-                        ray.cancel(ref, force=True)
+                    run.after(spec, outcome)
+                run.cancel_overdue()
         finally:
-            for ref in in_flight:  # Ctrl-C or an error in on_done: stop what still runs
-                try:
-                    ray.cancel(ref, force=True)
-                except Exception:  # noqa: BLE001
-                    pass
-            if phases is not None:
-                try:
-                    ray.kill(phases)
-                except Exception:  # noqa: BLE001
-                    pass
+            run.stop()
 
     def _outcome(self, ray: Any, ref: Any, spec: CellSpec, timed_out: dict[str, str],
                  device: str) -> CellOutcome:
@@ -404,6 +341,90 @@ class RayExecutor(Executor):
             reason = f"Ray could not run the cell{retried}: {type(exc).__name__}: " \
                      f"{_first_line(str(exc))}"
         return CellOutcome("failed", error=reason, phase="worker", info={"device": device})
+
+
+class _Schedule:
+    """The state of one ``RayExecutor.run``: cells grouped by (model, task), the Ray tasks in
+    flight, when each started, which were cancelled for running past their time limit."""
+
+    def __init__(self, executor: RayExecutor, ray: Any, cells: list[CellSpec],
+                 ectx: ExecutorContext, gpus: float, cpus: float) -> None:
+        self.ray, self.ectx = ray, ectx
+        self.threads = max(1, int(cpus)) if cpus >= 1 else 1
+        self.remote = ray.remote(_run_in_worker)
+        self.options = {"num_cpus": cpus, "num_gpus": gpus, "max_retries": executor.max_retries,
+                        "retry_exceptions": False}
+        self.paths = _plugin_paths(list(ectx.extra_plugins))
+        try:
+            self.phases: Any = ray.remote(num_cpus=0)(_PhaseLog).remote()
+        except Exception:  # noqa: BLE001 - progress is optional
+            self.phases = None
+        self.fail_device = "cuda" if gpus > 0 else "cpu"
+        self.by_id = {c.cell_id: c for c in cells}
+        self.groups: dict[str, deque[CellSpec]] = {}
+        for spec in cells:
+            key = repr([sorted(spec.model.spec().items()), sorted(spec.task.spec().items())])
+            self.groups.setdefault(key, deque()).append(spec)
+        self.group_of = {spec.cell_id: key for key, specs in self.groups.items() for spec in specs}
+        self.in_flight: dict[Any, CellSpec] = {}
+        self.started: dict[str, float] = {}  # cell_id -> when its task reported "setup"
+        self.timed_out: dict[str, str] = {}
+
+    def submit(self, spec: CellSpec) -> None:
+        s = spec.settings
+        shipped = replace(spec, settings=replace(s, cache_dir=str(Path(s.cache_dir).expanduser().absolute())))
+        ref = self.remote.options(
+            **self.options, name=f"harness {spec.model.name}/{spec.task.name}/{spec.compression.name}"
+        ).remote(shipped, list(self.ectx.disabled_plugins), list(self.ectx.extra_plugins), self.paths,
+                 self.threads, self.phases)
+        self.in_flight[ref] = spec
+
+    def report_phases(self, on_phase: Callable[[CellSpec, str], None]) -> None:
+        if self.phases is None:
+            return
+        try:
+            events = self.ray.get(self.phases.drain.remote(), timeout=30)
+        except Exception:  # noqa: BLE001 - the actor died: go on without phases
+            events, self.phases = [], None
+        live = {s.cell_id for s in self.in_flight.values()}
+        for cell_id, phase in events:
+            if cell_id in live:
+                if phase == "setup":  # worker start-up and queueing excluded
+                    self.started[cell_id] = time.monotonic()
+                on_phase(self.by_id[cell_id], phase)
+
+    def after(self, spec: CellSpec, outcome: CellOutcome) -> None:
+        """Submit what a finished cell unblocks in its (model, task) group."""
+        rest = self.groups[self.group_of[spec.cell_id]]
+        if outcome.status == "ok":  # the checkpoint is in the cache: all at once
+            while rest:
+                self.submit(rest.popleft())
+        elif rest:  # not fitted (skipped, failed): the next cell leads
+            self.submit(rest.popleft())
+
+    def cancel_overdue(self) -> None:
+        now = time.monotonic()
+        for ref, spec in self.in_flight.items():
+            limit = spec.settings.timeout_s
+            t0 = self.started.get(spec.cell_id)
+            if limit and t0 is not None and spec.cell_id not in self.timed_out and now - t0 > limit:
+                self.timed_out[spec.cell_id] = (
+                    f"timed out after {limit:g} s (settings.timeout_s); "
+                    "the Ray task was cancelled and its worker killed")
+                self.ray.cancel(ref, force=True)
+
+    def stop(self) -> None:
+        """Ctrl-C or an error in on_done: cancel what still runs, end the phase log."""
+        for ref in self.in_flight:
+            try:
+                self.ray.cancel(ref, force=True)
+            except Exception:  # noqa: BLE001
+                pass
+        if self.phases is not None:
+            try:
+                self.ray.kill(self.phases)
+            except Exception:  # noqa: BLE001
+                pass
 
 
 @harness.hookimpl

@@ -9,6 +9,7 @@ import csv
 import hashlib
 import io
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,9 @@ class LabelMap:
         return self.names[idx]
 
 
+Getter = Callable[[str, str], str]  # (column, "file:line") -> cell text
+
+
 def read_table(
     path: str | Path,
     *,
@@ -85,87 +89,95 @@ def read_table(
     joined with a space (AG News: title + description). Text is stripped of surrounding
     whitespace; a row whose text is empty is an error."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: data file not found")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: not valid UTF-8 ({exc.reason})") from None
+    raw, text = _decode(path)
     texts, pairs = _columns(text_columns), _columns(pair_columns)
     if not texts:
         raise DataError(f"{path}: no text column configured")
+    if fmt == "jsonl":
+        rows = _jsonl_rows(path, text)
+    elif fmt in ("csv", "tsv"):
+        rows = _table_rows(path, text, fmt, header, [*texts, *pairs, label_column])
+    else:
+        raise ValueError(f"unknown table format {fmt!r}")
     examples: list[Example] = []
-
-    def build(get, lineno: int) -> None:
+    for lineno, get in rows:
         where = f"{path}:{lineno}"
         t = " ".join(get(c, where) for c in texts).strip()
         p = " ".join(get(c, where) for c in pairs).strip() if pairs else None
         if not t:
             raise DataError(f"{where}: empty text")
-        label = label_map(get(label_column, where), where)
-        examples.append(Example(t, p, label, lineno))
-
-    if fmt == "jsonl":
-        for lineno, line in enumerate(text.split("\n"), start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object")
-
-            def get(c: str, where: str, obj: dict = obj) -> str:
-                if c not in obj:
-                    raise DataError(f"{where}: no key {c!r} (keys: {sorted(obj)})")
-                v = obj[c]
-                return "" if v is None else str(v)
-
-            build(get, lineno)
-    elif fmt in ("csv", "tsv"):
-        stream = io.StringIO(text, newline="")
-        if fmt == "tsv":
-            reader = csv.reader(stream, delimiter="\t", quoting=csv.QUOTE_NONE)
-        else:
-            reader = csv.reader(stream, delimiter=",")
-        index: dict[str, int] = {}
-        width = None
-        try:
-            for row in reader:
-                lineno = reader.line_num
-                if not row or all(not c.strip() for c in row):
-                    continue
-                if header and not index:
-                    index = {name.strip(): i for i, name in enumerate(row)}
-                    width = len(row)
-                    for c in [*texts, *pairs, label_column]:
-                        if c not in index:
-                            raise DataError(
-                                f"{path}:{lineno}: header has no column {c!r} (columns: {list(index)})"
-                            )
-                    continue
-                if width is None:
-                    width = len(row)
-                if len(row) != width:
-                    raise DataError(f"{path}:{lineno}: {len(row)} fields, expected {width}")
-
-                def get(c: str, where: str, row: list = row, index: dict = index) -> str:
-                    i = index[c] if header else _index(c, where)
-                    if i >= len(row):
-                        raise DataError(f"{where}: no column {i} (row has {len(row)} fields)")
-                    return row[i]
-
-                build(get, lineno)
-        except csv.Error as exc:
-            raise DataError(f"{path}:{reader.line_num}: malformed {fmt.upper()} ({exc})") from None
-    else:
-        raise ValueError(f"unknown table format {fmt!r}")
+        examples.append(Example(t, p, label_map(get(label_column, where), where), lineno))
     if not examples:
         raise DataError(f"{path}: no examples found")
     return TextSplit(str(path), examples, hashlib.sha256(raw).hexdigest())
+
+
+def _decode(path: Path) -> tuple[bytes, str]:
+    if not path.is_file():
+        raise DataError(f"{path}: data file not found")
+    raw = path.read_bytes()
+    try:
+        return raw, raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not valid UTF-8 ({exc.reason})") from None
+
+
+def _jsonl_rows(path: Path, text: str) -> Iterator[tuple[int, Getter]]:
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object")
+
+        def get(c: str, where: str, obj: dict = obj) -> str:
+            if c not in obj:
+                raise DataError(f"{where}: no key {c!r} (keys: {sorted(obj)})")
+            v = obj[c]
+            return "" if v is None else str(v)
+
+        yield lineno, get
+
+
+def _table_rows(path: Path, text: str, fmt: str, header: bool,
+                needed: list[str]) -> Iterator[tuple[int, Getter]]:
+    stream = io.StringIO(text, newline="")
+    if fmt == "tsv":
+        reader = csv.reader(stream, delimiter="\t", quoting=csv.QUOTE_NONE)
+    else:
+        reader = csv.reader(stream, delimiter=",")
+    index: dict[str, int] = {}
+    width = None
+    try:
+        for row in reader:
+            lineno = reader.line_num
+            if not row or all(not c.strip() for c in row):
+                continue
+            if header and not index:
+                index = {name.strip(): i for i, name in enumerate(row)}
+                width = len(row)
+                missing = [c for c in needed if c not in index]
+                if missing:
+                    raise DataError(
+                        f"{path}:{lineno}: header has no column {missing[0]!r} (columns: {list(index)})")
+                continue
+            width = len(row) if width is None else width
+            if len(row) != width:
+                raise DataError(f"{path}:{lineno}: {len(row)} fields, expected {width}")
+
+            def get(c: str, where: str, row: list = row, index: dict = index) -> str:
+                i = index[c] if header else _index(c, where)
+                if i >= len(row):
+                    raise DataError(f"{where}: no column {i} (row has {len(row)} fields)")
+                return row[i]
+
+            yield lineno, get
+    except csv.Error as exc:
+        raise DataError(f"{path}:{reader.line_num}: malformed {fmt.upper()} ({exc})") from None
 
 
 def _index(c: str, where: str) -> int:
