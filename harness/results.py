@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DataError, HarnessWarning
+from .fsutil import atomic_write
 
 RESULTS_FILE = "results.jsonl"
 
@@ -100,9 +101,8 @@ class ResultsWriter:
         aside = self.path.with_name(self.path.name + ".bad")
         with open(aside, "ab") as f:
             f.writelines(raw + b"\n" for _, raw in bad)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(b"".join(raw + b"\n" for raw in good))
-        os.replace(tmp, self.path)  # atomic: a kill now leaves the old file or the new one
+        # atomic: a kill now leaves the old file or the new one
+        atomic_write(self.path, b"".join(raw + b"\n" for raw in good))
         warnings.warn(
             f"{self.path}: moved {_count_lines([n for n, _ in bad])} torn or corrupt result "
             f"line(s) to {aside}; their cells will be re-run", HarnessWarning, stacklevel=3)
