@@ -54,7 +54,7 @@ COLUMNS = [
     "compression", "compression_plugin", "compression_params",
     "status", "error", "phase",
     "metric", "value", "ci_low", "ci_high", "metric_description", "higher_is_better",
-    "main_metric", "unit", "samples",
+    "main_metric", "unit", "metric_group", "samples",
     "runtime", "device", "device_name", "precision", "latency_batch_size",
     "throughput_batch_size", "seq_len", "latency_inputs", "latency_passes", "threads", "jobs", "cached",
     "harness_version", "plugin_versions", "python_version", "torch_version",
