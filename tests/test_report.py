@@ -286,6 +286,10 @@ def test_cli_report(tmp_path, monkeypatch):
     assert (tmp_path / "reports" / "cur" / "index.html").exists()
     res = runner.invoke(report_command, [str(tmp_path / "nope"), "-o", str(tmp_path / "x")])
     assert res.exit_code == 2 and "nope" in res.output
+    (tmp_path / "a-file").write_text("")
+    res = runner.invoke(report_command, [str(cur), "-o", str(tmp_path / "a-file")])
+    assert res.exit_code == 2 and "a-file: cannot write" in res.output
+    assert "Traceback" not in res.output
     help_text = runner.invoke(report_command, ["--help"]).output
     assert "Example" in help_text and "--baseline" in help_text and "-o, --out" in help_text
 

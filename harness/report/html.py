@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import DataError
 from ..fsutil import atomic_write_text
 from .format import clean_json, json_for_script
 from .view import build_view
@@ -45,11 +46,14 @@ def render_report(results: pd.DataFrame, out_dir: Path, *, baseline: pd.DataFram
     view = build_view(results, baseline, title)
     html = _env().get_template("report.html.j2").render(**view)
     out_dir = Path(out_dir)
-    page = atomic_write_text(out_dir / "index.html", html)
-    if write_rows:
-        export(results, out_dir, ("csv", "json"))
     board = pd.DataFrame([r for t in view["tasks"] for r in t["records"]])
-    atomic_write_text(out_dir / "leaderboard.csv", board.to_csv(index=False))
-    atomic_write_text(out_dir / "leaderboard.json", json.dumps(
-        clean_json(board.to_dict(orient="records")), indent=1, ensure_ascii=False) + "\n")
+    try:
+        page = atomic_write_text(out_dir / "index.html", html)
+        if write_rows:
+            export(results, out_dir, ("csv", "json"))
+        atomic_write_text(out_dir / "leaderboard.csv", board.to_csv(index=False))
+        atomic_write_text(out_dir / "leaderboard.json", json.dumps(
+            clean_json(board.to_dict(orient="records")), indent=1, ensure_ascii=False) + "\n")
+    except OSError as e:
+        raise DataError(f"report folder {out_dir}: cannot write: {e.strerror or e}") from e
     return page
