@@ -164,6 +164,9 @@ class MetricValue:
     higher_is_better: bool = True
     main: bool = False  #: the task's headline metric (one per task)
     unit: str = ""
+    #: where reports show it: "" a leaderboard column of its own (a dotted name "x.y": column
+    #: "y" of a table "x"); a title such as "Per-class F1": a table of the metrics sharing it
+    group: str = ""
 
 
 @dataclass
@@ -255,6 +258,7 @@ def iter_rows(metrics: Iterable[MetricValue]) -> Iterable[dict[str, Any]]:
             "higher_is_better": m.higher_is_better,
             "main_metric": m.main,
             "unit": m.unit,
+            "metric_group": m.group,
         }
 
 

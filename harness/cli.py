@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 from pathlib import Path
@@ -24,8 +23,10 @@ EXIT_FAILED = 1  # a cell failed, or the regression gate found a regression
 EXIT_BAD_INPUT = 2  # bad suite, unknown plugin, unreadable results, ...
 
 
-class _Group(click.Group):
-    """Turns HarnessError into a one-line message and exit status 2 (no traceback)."""
+class _Command(click.Command):
+    """The one place where bad input (a ``HarnessError``: bad suite, unknown plugin, unreadable
+    results, bad thresholds, ...) becomes a one-line message and exit status 2, no traceback.
+    Every command gets it, also when invoked on its own (tests, other click groups)."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -33,6 +34,10 @@ class _Group(click.Group):
         except HarnessError as exc:
             click.secho(f"Error: {exc}", fg="red", err=True)
             ctx.exit(EXIT_BAD_INPUT)
+
+
+class _Group(click.Group):
+    command_class = _Command
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -215,17 +220,6 @@ def plugins(ctx, as_json: bool) -> None:
         sys.exit(EXIT_FAILED)
 
 
-@contextlib.contextmanager
-def _bad_input_exits_2():
-    """A command's bad input is one red line and exit status 2, also where the command is
-    invoked on its own (tests, other click groups) rather than through ``main``."""
-    try:
-        yield
-    except HarnessError as exc:
-        click.secho(f"Error: {exc}", fg="red", err=True)
-        sys.exit(EXIT_BAD_INPUT)
-
-
 _REPORT_HELP = """Render the HTML leaderboard of a run (one self-contained file, no network).
 
 \b
@@ -252,13 +246,12 @@ def report_command(results: Path, out_dir: Path | None, baseline: Path | None,
                    title: str | None) -> None:
     from .report import load_results_for_report, render_report
 
-    with _bad_input_exits_2():
-        df = load_results_for_report(results, "results")
-        bdf = load_results_for_report(baseline, "baseline") if baseline is not None else None
-        if out_dir is None:
-            stem = results.name if results.is_dir() else results.parent.name or results.stem
-            out_dir = Path("reports") / (stem or "report")
-        page = render_report(df, out_dir, baseline=bdf, title=title)
+    df = load_results_for_report(results, "results")
+    bdf = load_results_for_report(baseline, "baseline") if baseline is not None else None
+    if out_dir is None:
+        stem = results.name if results.is_dir() else results.parent.name or results.stem
+        out_dir = Path("reports") / (stem or "report")
+    page = render_report(df, out_dir, baseline=bdf, title=title)
     click.echo(f"leaderboard: {page}")
 
 
@@ -302,13 +295,11 @@ def compare_command(baseline: Path, current: Path, overrides: tuple[str, ...],
                     json_path: Path | None) -> None:
     from .gate import gate_thresholds, run_gate, set_dotted, suite_gate
 
-    with _bad_input_exits_2():
-        gate: dict[str, Any] = suite_gate(suite_path) if suite_path else {}
-        th = gate_thresholds(gate, path=suite_path)
-        if overrides:
-            for text in overrides:
-                set_dotted(gate, text)
-            th = gate_thresholds(gate)
-    code = run_gate(baseline, current, th, markdown=markdown, junit=junit, json_path=json_path,
-                    out=sys.stdout, err=sys.stderr)
-    sys.exit(code)
+    gate: dict[str, Any] = suite_gate(suite_path) if suite_path else {}
+    th = gate_thresholds(gate, path=suite_path)
+    if overrides:
+        for text in overrides:
+            set_dotted(gate, text)
+        th = gate_thresholds(gate)
+    sys.exit(run_gate(baseline, current, th, markdown=markdown, junit=junit, json_path=json_path,
+                      out=sys.stdout))

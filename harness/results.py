@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DataError, HarnessWarning
+from .fsutil import atomic_write
 
 RESULTS_FILE = "results.jsonl"
 
@@ -53,7 +54,7 @@ COLUMNS = [
     "compression", "compression_plugin", "compression_params",
     "status", "error", "phase",
     "metric", "value", "ci_low", "ci_high", "metric_description", "higher_is_better",
-    "main_metric", "unit", "samples",
+    "main_metric", "unit", "metric_group", "samples",
     "runtime", "device", "device_name", "precision", "latency_batch_size",
     "throughput_batch_size", "seq_len", "latency_inputs", "latency_passes", "threads", "jobs", "cached",
     "harness_version", "plugin_versions", "python_version", "torch_version",
@@ -100,9 +101,8 @@ class ResultsWriter:
         aside = self.path.with_name(self.path.name + ".bad")
         with open(aside, "ab") as f:
             f.writelines(raw + b"\n" for _, raw in bad)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(b"".join(raw + b"\n" for raw in good))
-        os.replace(tmp, self.path)  # atomic: a kill now leaves the old file or the new one
+        # atomic: a kill now leaves the old file or the new one
+        atomic_write(self.path, b"".join(raw + b"\n" for raw in good))
         warnings.warn(
             f"{self.path}: moved {_count_lines([n for n, _ in bad])} torn or corrupt result "
             f"line(s) to {aside}; their cells will be re-run", HarnessWarning, stacklevel=3)

@@ -13,7 +13,6 @@ import contextlib
 import fnmatch
 import hashlib
 import json
-import os
 import signal
 import sys
 import threading
@@ -27,6 +26,7 @@ from typing import Any
 from .api import ExecutorContext
 from .cell import CellOutcome, CellSpec, PluginSet
 from .errors import HarnessWarning, SuiteError
+from .fsutil import atomic_write_text
 from .plugins import PluginManager
 from .provenance import device_name, environment, gpu_environment, now
 from .results import RESULTS_FILE, ResultsWriter, read_rows
@@ -51,7 +51,6 @@ class RunSummary:
     out_dir: Path
     run_id: str
     counts: dict[str, int]
-    rows_written: int
     bad_input: int = 0  #: failed cells whose failure is bad input (a data file, a parameter)
 
     @property
@@ -173,7 +172,6 @@ def run_suite(
     done_here = _complete_cells(out_dir / RESULTS_FILE)
     counts: dict[str, int] = {}
     bad_input: list[bool] = []
-    written = 0
     todo: list[CellSpec] = []
     for spec in cells:
         if not opts.force and spec.cell_id in done_here:
@@ -183,7 +181,6 @@ def run_suite(
         if cached is not None:
             for row in cached:  # rows of this run now: one set per cell, even after a torn write
                 writer.write({**row, "run_id": run_id, "cached": True})
-                written += 1
             counts["cached"] = counts.get("cached", 0) + 1
             continue
         todo.append(spec)
@@ -198,11 +195,10 @@ def run_suite(
         bar.phase(cell_label(spec), phase)
 
     def on_done(spec: CellSpec, outcome: CellOutcome) -> None:
-        nonlocal written, cache_writable
+        nonlocal cache_writable
         rows = _rows(spec, outcome, base, pm, registries)
         for row in rows:  # rows first: nothing after this may cost a measured result
             writer.write(row)
-            written += 1
             pm.hook.result_recorded(row=row)
         if outcome.status in ("ok", "skipped") and cache_writable:
             try:
@@ -233,7 +229,7 @@ def run_suite(
     df = load_results(out_dir)
     export(df, out_dir)
     pm.hook.run_finished(results=df, out_dir=out_dir)
-    return RunSummary(out_dir, run_id, counts, written, sum(bad_input))
+    return RunSummary(out_dir, run_id, counts, sum(bad_input))
 
 
 @contextlib.contextmanager
@@ -280,13 +276,8 @@ def _read_cache(cache: Path, cell_id: str) -> list[dict[str, Any]] | None:
 
 
 def _write_cache(cache: Path, cell_id: str, rows: list[dict[str, Any]]) -> None:
-    tmp = cache / f".{cell_id}.{os.getpid()}.tmp"
-    try:
-        tmp.write_text(json.dumps(rows, default=str))
-        os.replace(tmp, cache / f"{cell_id}.json")  # atomic: a kill leaves old or new, not half
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
+    # atomic: a kill leaves old or new, not half
+    atomic_write_text(cache / f"{cell_id}.json", json.dumps(rows, default=str))
 
 
 def _warn(message: str) -> None:

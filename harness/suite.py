@@ -244,10 +244,15 @@ def _expand_vars(value: Any, path: Path | None, key: str) -> Any:
     return value
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``tasks.conll2003.params.data_dir=/data`` -> (["tasks", "conll2003", ...], "/data")."""
+def parse_override(text: str, *, option: str = "--set",
+                   example: str = "tasks.NAME.params.KEY=VALUE") -> tuple[list[str], Any]:
+    """``tasks.conll2003.params.data_dir=/data`` -> (["tasks", "conll2003", ...], "/data").
+
+    VALUE is parsed as YAML (``0.5``, ``null``, ``[a, b]``; an empty VALUE is ""). The one parser
+    of dotted ``KEY=VALUE`` options: ``--set`` here, ``harness compare --threshold`` in the gate;
+    errors name ``option``."""
     if "=" not in text:
-        raise SuiteError(f"--set {text!r}: expected KEY.PATH=VALUE")
+        raise SuiteError(f"{option} {text!r}: expected KEY=VALUE, e.g. {example}")
     key, raw = text.split("=", 1)
     try:
         value = yaml.safe_load(raw) if raw != "" else ""
@@ -255,7 +260,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = raw
     parts = [p for p in key.strip().split(".") if p]
     if not parts:
-        raise SuiteError(f"--set {text!r}: empty key")
+        raise SuiteError(f"{option} {text!r}: empty key")
     return parts, value
 
 
@@ -324,6 +329,7 @@ def suite_from_dict(doc: dict[str, Any], path: Path | None = None) -> Suite:
     for kind in KINDS:
         raw = doc.get(kind)
         if kind == "compressions" and raw is None:
+            # "none" (no compression) is the one built-in plugin name the core knows
             raw = [{"plugin": "none"}]
         if not raw:
             raise SuiteError(f"a suite needs at least one entry under {kind!r}", path=path, key=kind)

@@ -317,7 +317,7 @@ def classification_metrics(
         for key in ("f1", "precision", "recall"):
             out.append(
                 MetricValue(
-                    f"{key}.{name}", res[key][i],
+                    f"{key}.{name}", res[key][i], group=f"Per-class {'F1' if key == 'f1' else key}",
                     description=f"{key if key != 'f1' else 'F1'} of class {name!r} "
                     f"({res['support'][i]} gold examples), one-vs-rest, {split} split",
                 )

@@ -379,6 +379,7 @@ class NERTask(FineTunedTask):
                 prev = t
         return [MetricValue(
             f"unseen_in_train.{typ}", float(begins[typ]), higher_is_better=False, unit="entities",
+            group="Entity types never seen in training",
             description=(f"{begins[typ]} gold {typ} entities in the {self.eval_split} split, a type "
                          "the train split never has: the model cannot predict it"))
             for typ in sorted(begins) if typ not in trained]
@@ -459,7 +460,8 @@ def ner_metrics(
         MetricValue(
             "entity_f1", res["overall_f1"], low, high,
             description=f"entity-level micro F1, {mode}, over all {n_gold} gold entities of the "
-            f"{split} split (every word scored){ci}",
+            f"{split} split (every word scored; a predicted entity counts only when its span and "
+            f"type both match a gold entity: not token accuracy){ci}",
             main=True,
         ),
         MetricValue(
@@ -481,7 +483,7 @@ def ner_metrics(
             f"(not an entity metric), {split} split",
         ),
         MetricValue(
-            "gold_entities", float(n_gold), unit="entities",
+            "gold_entities", float(n_gold), unit="entities", group="Evaluation data",
             description=f"number of gold entities scored in the {split} split (conlleval chunking)",
         ),
     ]
@@ -491,7 +493,7 @@ def ner_metrics(
         for key, what in (("f1", "F1"), ("precision", "precision"), ("recall", "recall")):
             out.append(
                 MetricValue(
-                    f"entity_{key}.{t}", row[key],
+                    f"entity_{key}.{t}", row[key], group=f"Per-entity-type {what}",
                     description=f"entity-level {what} of type {t} ({row['number']} gold), {mode}, "
                     f"{split} split",
                 )

@@ -26,9 +26,12 @@ TASKS = {
     "conll2003": {
         "plugin": "ner",
         "main": "entity_f1",
-        "description": "entity-level micro F1, seqeval default (conlleval-compatible) mode",
+        "description": "entity-level micro F1, seqeval default (conlleval-compatible) mode (a "
+                       "predicted entity counts only when its span and type both match: not "
+                       "token accuracy)",
         "breakdown": ["PER", "ORG", "LOC", "MISC"],
         "breakdown_description": "entity-level F1 of entity type {}",
+        "breakdown_group": "Per-entity-type F1",
         "base": 0.90,
     },
     "sst2": {
@@ -37,6 +40,7 @@ TASKS = {
         "description": "accuracy: share of sentences whose predicted label is the gold label",
         "breakdown": ["negative", "positive"],
         "breakdown_description": "F1 of class {} (one-vs-rest)",
+        "breakdown_group": "Per-class F1",
         "base": 0.91,
     },
 }
@@ -93,10 +97,12 @@ def make_results(
     fail: Mapping[Cell, str] | None = None,
     no_samples: bool = False,
     samples_as_list: bool = False,
+    extra_metrics: Mapping[str, tuple[float, str]] | None = None,
 ) -> pd.DataFrame:
     """Rows of one run. ``accuracy_delta`` shifts the main metric (and its CI) of a cell;
     ``latency_factor`` multiplies its latency distribution; ``size_factor`` its size; ``drop``
-    removes cells; ``fail`` turns cells into failed ones with that error."""
+    removes cells; ``fail`` turns cells into failed ones with that error; ``extra_metrics``
+    ({name: (value, group)}) adds task metrics to every ok cell (the value shifted per cell)."""
     rng = np.random.default_rng(seed)
     accuracy_delta = dict(accuracy_delta or {})
     latency_factor = dict(latency_factor or {})
@@ -124,7 +130,7 @@ def make_results(
             "status": "ok", "error": None,
             "metric": None, "value": None, "ci_low": None, "ci_high": None,
             "metric_description": None, "higher_is_better": None, "main_metric": None,
-            "unit": None, "samples": None,
+            "unit": None, "metric_group": None, "samples": None,
             "runtime": "openvino" if comp == "ov-int8" else "torch",
             "device": "cpu", "device_name": "Intel(R) Xeon(R) <fake> CPU",
             "precision": "int8" if "int8" in comp else "fp32",
@@ -143,9 +149,10 @@ def make_results(
 
         def row(metric: str, value: float, *, desc: str, hib: bool | None, unit: str,
                 main: bool = False, ci: tuple[float, float] | None = None,
-                samples: list[float] | None = None, base: dict[str, Any] = base) -> None:
+                samples: list[float] | None = None, base: dict[str, Any] = base,
+                group: str | None = None) -> None:
             r = {**base, "metric": metric, "value": float(value), "metric_description": desc,
-                 "higher_is_better": hib, "main_metric": main, "unit": unit}
+                 "higher_is_better": hib, "main_metric": main, "unit": unit, "metric_group": group}
             if ci:
                 r["ci_low"], r["ci_high"] = ci
             if samples is not None:
@@ -156,11 +163,15 @@ def make_results(
                                                               "prune-50": 0.03, "ov-int8": 0.006}[comp]
         quality += accuracy_delta.get(cell, 0.0)
         row(spec["main"], quality, desc=spec["description"], hib=True, unit="fraction", main=True,
-            ci=(quality - 0.011, quality + 0.010))
+            ci=(quality - 0.011, quality + 0.010), group="")
         for label in spec["breakdown"]:
             name = f"{'entity_f1' if task == 'conll2003' else 'f1'}.{label}"
             row(name, quality - 0.05 + 0.1 * _u(model, comp, label),
-                desc=spec["breakdown_description"].format(label), hib=True, unit="fraction")
+                desc=spec["breakdown_description"].format(label), hib=True, unit="fraction",
+                group=spec["breakdown_group"])
+        for name, (value, group) in (extra_metrics or {}).items():
+            row(name, value + 0.01 * _u(model, comp, name), desc=f"{name}, a metric the task returned",
+                hib=False, unit="", group=group)
 
         size_mb = 40 + 400 * _u(model, "size")
         size_mb *= {"none": 1.0, "dynamic-int8": 0.3, "prune-50": 0.55, "ov-int8": 0.27}[comp]

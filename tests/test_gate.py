@@ -362,20 +362,24 @@ def test_outputs_table_markdown_junit_json(baseline):
 
 def test_run_gate(tmp_path, baseline):
     base_dir = write_jsonl(baseline, tmp_path / "base")
-    out, err = StringIO(), StringIO()
+    out = StringIO()
     code = run_gate(base_dir, make_results(seed=2), {"size_increase": 0.0}, out_dir=tmp_path / "cur",
-                    out=out, err=err)
-    assert code == 0 and "PASS" in out.getvalue() and err.getvalue() == ""
+                    out=out)
+    assert code == 0 and "PASS" in out.getvalue()
     for name in ("gate.md", "gate.junit.xml", "gate.json"):
         assert (tmp_path / "cur" / name).exists()
-    code = run_gate(base_dir, make_results(seed=2, size_factor={CLS: 2}), None, out=out, err=err)
+    assert not list((tmp_path / "cur").glob(".*.tmp"))  # written atomically, nothing left over
+    code = run_gate(base_dir, make_results(seed=2, size_factor={CLS: 2}), None, out=out)
     assert code == 1
-    code = run_gate(tmp_path / "nowhere", make_results(seed=2), None, out=out, err=err)
-    assert code == 2 and "nowhere" in err.getvalue()
-    err = StringIO()
-    code = run_gate(base_dir, make_results(seed=2), {"latency_inc": 0.1}, out=out, err=err,
-                    suite_path="suites/s.yaml")
-    assert code == 2 and "suites/s.yaml: gate.latency_inc" in err.getvalue()
+    # Bad input raises (the command line turns it into exit status 2 in one place).
+    with pytest.raises(DataError, match="nowhere"):
+        run_gate(tmp_path / "nowhere", make_results(seed=2), None, out=out)
+    with pytest.raises(SuiteError, match="suites/s.yaml: gate.latency_inc"):
+        run_gate(base_dir, make_results(seed=2), {"latency_inc": 0.1}, out=out,
+                 suite_path="suites/s.yaml")
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(DataError, match="JSON report .*taken: cannot write"):
+        run_gate(base_dir, make_results(seed=2), None, out=out, json_path=tmp_path / "taken")
 
 
 SUITE = """\
@@ -428,6 +432,18 @@ def test_cli_compare(tmp_path, baseline):
     assert res.exit_code == 2 and "missing" in res.output
     res = runner.invoke(compare_command, [str(base), str(same), "-t", "latency_increase"])
     assert res.exit_code == 2 and "expected KEY=VALUE" in res.output
+    res = runner.invoke(compare_command, [str(base), str(same), "-t", "metrics.latency_b1_p50_ms=0.1"])
+    assert res.exit_code == 2 and "metrics.METRIC.KEY=VALUE" in res.output
+    # A metric name with dots: -t metrics.NAME.WITH.DOTS.KEY=VALUE
+    dotted = _edit(make_results(seed=2), NER, "entity_f1.PER", lambda v: v - 0.05)
+    dotted = write_jsonl(dotted, tmp_path / "dotted")
+    res = runner.invoke(compare_command, [str(base), str(dotted), "-t",
+                                          "metrics.entity_f1.PER.max_drop=0.01"])
+    assert res.exit_code == 1 and "entity_f1.PER" in res.output, res.output
+    (tmp_path / "dir.md").mkdir()
+    res = runner.invoke(compare_command, [str(base), str(same), "--markdown",
+                                          str(tmp_path / "dir.md")])
+    assert res.exit_code == 2 and "cannot write" in res.output and "Traceback" not in res.output
 
     other = write_jsonl(make_results(seed=2, suite="other", models=["x"]), tmp_path / "other")
     res = runner.invoke(compare_command, [str(base), str(other)])

@@ -286,5 +286,100 @@ def test_cli_report(tmp_path, monkeypatch):
     assert (tmp_path / "reports" / "cur" / "index.html").exists()
     res = runner.invoke(report_command, [str(tmp_path / "nope"), "-o", str(tmp_path / "x")])
     assert res.exit_code == 2 and "nope" in res.output
+    (tmp_path / "a-file").write_text("")
+    res = runner.invoke(report_command, [str(cur), "-o", str(tmp_path / "a-file")])
+    assert res.exit_code == 2 and "a-file: cannot write" in res.output
+    assert "Traceback" not in res.output
     help_text = runner.invoke(report_command, ["--help"]).output
     assert "Example" in help_text and "--baseline" in help_text and "-o, --out" in help_text
+
+
+# --------------------------------------------------------------------------- every task metric
+
+
+def _table(html: str, table_id: str) -> str:
+    m = re.search(rf'<table[^>]+id="{re.escape(table_id)}".*?</table>', html, re.DOTALL)
+    assert m, table_id
+    return m.group(0)
+
+
+def _section(html: str, task: str) -> str:
+    m = re.search(rf'<section class="task" id="task-\d+" data-task="{task}">.*?</section>', html,
+                  re.DOTALL)
+    assert m, task
+    return m.group(0)
+
+
+def test_extra_task_metrics_are_rendered_in_their_task(tmp_path):
+    """A metric the task returned beyond the main one shows in the task's section: an
+    ungrouped one as a leaderboard column (sortable, with baseline deltas), a grouped one in a
+    table titled with its group; the other task's section does not get them."""
+    extra = {"ece": (0.031, ""), "nll": (0.412, "Calibration"), "brier": (0.07, "Calibration")}
+    df = make_results(extra_metrics=extra)
+    base = make_results(seed=1, run_id="base", extra_metrics=extra)
+    html = render_report(df, tmp_path, baseline=base).read_text()
+    view = build_view(df, base)
+    for t in view["tasks"]:
+        section = _section(html, t["name"])
+        board = _table(section, f"{t['id']}-table")
+        heads = re.findall(r'<th scope="col" data-key="([^"]+)"', board)
+        assert heads[:4] == ["model", "compression", "main", "metric:ece"]
+        ok = [r for r in t["rows"] if r["status"] == "ok"]
+        ece = [r["cells"][3] for r in ok]
+        src = df[(df.task == t["name"]) & (df.metric == "ece")]
+        assert sorted(c["sort"] for c in ece) == pytest.approx(sorted(src["value"]))
+        assert all(c["delta"] is not None and c["delta"]["cls"] == "same" for c in ece)
+        calib = next(b for b in t["breakdowns"] if b["title"] == "Calibration")
+        assert calib["labels"] == ["nll", "brier"] and len(calib["rows"]) == len(ok)
+        table = _table(section, calib["id"])
+        assert ">nll</th>" in table and ">brier</th>" in table
+        assert "<h3>Calibration</h3>" in section
+        rec = next(r for r in t["records"] if r["status"] == "ok")
+        assert rec["ece"] is not None
+    board = pd.DataFrame(json.loads((tmp_path / "leaderboard.json").read_text()))
+    assert board.loc[board.status == "ok", "ece"].notna().all()
+    # Only the task that returned the metric gets it.
+    sst2 = df[~((df.task == "sst2") & (df.metric.isin(["ece", "nll", "brier"])))]
+    html = render_report(sst2, tmp_path / "one").read_text()
+    assert 'data-key="metric:ece"' in _section(html, "conll2003")
+    assert 'data-key="metric:ece"' not in _section(html, "sst2")
+    assert "Calibration" not in _section(html, "sst2")
+
+
+def test_old_results_without_metric_group_still_render(tmp_path):
+    """Rows written before ``metric_group`` existed: dotted metrics form a table per prefix,
+    the others are leaderboard columns."""
+    df = make_results(extra_metrics={"ece": (0.03, "")}).drop(columns=["metric_group"])
+    view = build_view(df)
+    conll = next(t for t in view["tasks"] if t["name"] == "conll2003")
+    assert [c.key for c in conll["columns"]][3] == "metric:ece"
+    (table,) = conll["breakdowns"]
+    assert table["title"] == "entity_f1 by label" and table["metric"] == "entity_f1"
+    assert table["labels"] == ["PER", "ORG", "LOC", "MISC"]
+    html = render_report(df, tmp_path).read_text()
+    assert "<code>entity_f1.&lt;label&gt;</code>" in html
+    # A task whose rows do not say which metric is main: the first undotted one it returned.
+    no_main = df.assign(main_metric=None)
+    assert {t["main"] for t in build_view(no_main)["tasks"]} == {"entity_f1", "accuracy"}
+
+
+def test_metric_values_reach_the_report_through_iter_rows():
+    """The api's MetricValue -> result row -> report path, with a custom metric and a group."""
+    from harness.api import MetricValue, iter_rows
+
+    metrics = [MetricValue("score", 0.8, 0.75, 0.85, description="a score", main=True),
+               MetricValue("ece", 0.05, higher_is_better=False),
+               MetricValue("f1.a", 0.7, group="Per-label F1"), MetricValue("f1.b", 0.6,
+                                                                             group="Per-label F1")]
+    cell = {"model": "m", "task": "t", "compression": "none", "status": "ok", "run_id": "r"}
+    rows = [{**cell, **r} for r in iter_rows(metrics)]
+    rows.append({**cell, **dict(next(iter(iter_rows([MetricValue("size_bytes", 1e6)]))),
+                                metric_group=None)})
+    view = build_view(pd.DataFrame(rows))
+    (t,) = view["tasks"]
+    assert t["main"] == "score"
+    col = next(c for c in t["columns"] if c.key == "metric:ece")
+    assert col.hib is False and t["rows"][0]["cells"][3]["text"] == "0.0500"
+    (table,) = t["breakdowns"]
+    assert table["title"] == "Per-label F1" and table["labels"] == ["a", "b"]
+    assert "size_bytes" not in [c.metric for c in t["columns"]]  # the core's own: fixed column

@@ -220,3 +220,23 @@ def test_screenshot_artifact(driver, page_url):
         assert target.stat().st_size > 20_000
     finally:
         driver.set_window_size(1400, 1000)
+
+
+def test_extra_task_metric_column_sorts_and_its_table_shows(driver, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    df = make_results(seed=3, extra_metrics={"ece": (0.03, ""), "nll": (0.4, "Calibration")})
+    _open(driver, render_report(df, tmp_path).resolve().as_uri())
+    errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
+    assert errors == []
+    th = driver.find_element(By.CSS_SELECTOR, '#task-0-table th[data-key="metric:ece"]')
+    assert th.text == "ece"
+    th.click()
+    nums = [float(v) for v in _column(driver, "task-0-table", "metric:ece") if v]
+    assert nums == sorted(nums) and len(nums) == len(ok_cells(df, "conll2003"))
+    heads = [h.text for h in driver.find_elements(By.CSS_SELECTOR, "#task-0 h3")]
+    assert "Calibration" in heads
+    head = driver.find_element(By.CSS_SELECTOR, "#breakdown-t0-1 th:nth-child(3)")
+    assert head.text == "nll"
+    rows = driver.find_elements(By.CSS_SELECTOR, "#breakdown-t0-1 tbody tr")
+    assert len(rows) == len(ok_cells(df, "conll2003"))

@@ -1,0 +1,145 @@
+"""Result rows -> cells: the one reading of a tidy results table that the gate, the report and
+its exports share.
+
+A results table has one row per (cell, metric) plus, for a failed or skipped cell, one row with
+no metric. :func:`cells_of` groups them into :class:`CellResult` objects keyed by
+``(model, task, compression)``; of a cell written by several runs (a resumed or repeated run
+appended to the same file) only the rows of the last ``run_id`` count.
+
+:func:`metric_kind` tells the measurements the core makes itself (latency, throughput, size,
+memory, timings) from the metrics a task returns (everything else).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .errors import DataError, HarnessError
+from .results import as_float, is_null
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["KEY", "CellKey", "CellResult", "cells_of", "metric_kind", "read_table", "text"]
+
+#: The columns that name a cell.
+KEY = ("model", "task", "compression")
+#: Columns a table must have to be read as results.
+REQUIRED = (*KEY, "status", "metric", "value")
+CellKey = tuple[str, str, str]
+
+#: Measurements of the core checked as latency (noise band + significance in the gate).
+_LATENCY_RE = re.compile(r"^(latency_|throughput_)")
+_LATENCY_NAMES = {"cold_start_ms", "compression_time_s", "train_time_s", "eval_time_s"}
+#: Measurements of the core checked as size (relative increase, no noise).
+_SIZE_NAMES = {
+    "size_bytes", "parameters", "nonzero_parameters", "bits_per_weight",
+    "peak_rss_mb", "peak_gpu_mem_mb", "peak_gpu_reserved_mb",
+}
+
+
+def metric_kind(metric: str) -> str:
+    """``"latency"`` or ``"size"`` for a measurement of the core; ``"accuracy"`` for every
+    other name: a metric the task returned (a quality metric)."""
+    if _LATENCY_RE.match(metric) or metric in _LATENCY_NAMES:
+        return "latency"
+    if metric in _SIZE_NAMES:
+        return "size"
+    return "accuracy"
+
+
+def text(v: Any) -> str:
+    """A cell of a table as text: "" for null, JSON for lists and dicts."""
+    if is_null(v):
+        return ""
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, sort_keys=True)
+    return str(v)
+
+
+@dataclass
+class CellResult:
+    """One (model, task, compression) of a run: its status and its rows by metric name."""
+
+    model: str
+    task: str
+    compression: str
+    status: str  #: ok / failed / skipped
+    error: str = ""  #: the error or skip reason ("" when none was recorded)
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  #: metric -> its row
+    info: dict[str, Any] = field(default_factory=dict)  #: the cell's last row (cell columns)
+
+    @property
+    def key(self) -> CellKey:
+        return (self.model, self.task, self.compression)
+
+    def value(self, metric: str | None) -> float | None:
+        """The metric's value as a finite float, or None (absent, null, not a number)."""
+        if metric is None or metric not in self.metrics:
+            return None
+        return as_float(self.metrics[metric].get("value"))
+
+    def column(self, metric: str | None, column: str) -> Any:
+        """Another column of the metric's row (None when the metric is absent)."""
+        if metric is None or metric not in self.metrics:
+            return None
+        return self.metrics[metric].get(column)
+
+
+def _check(df: Any, name: str) -> None:
+    if df is None or not hasattr(df, "columns") or len(df) == 0:
+        raise DataError(f"{name}: no result rows")
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise DataError(f"{name}: not a harness results table (missing columns: {', '.join(missing)})")
+
+
+def cells_of(df: pd.DataFrame, name: str = "results") -> dict[CellKey, CellResult]:
+    """The cells of a results table, in the order they first appear.
+
+    Raises :class:`~harness.errors.DataError` naming ``name`` for an empty table or one that
+    lacks the standard columns. An ``ok`` cell without any metric row counts as failed.
+    """
+    _check(df, name)
+    by_cell: dict[CellKey, list[dict[str, Any]]] = {}
+    records: list[dict[str, Any]] = df.to_dict(orient="records")  # type: ignore[assignment]
+    for rec in records:
+        key = (text(rec.get("model")), text(rec.get("task")), text(rec.get("compression")))
+        by_cell.setdefault(key, []).append(rec)
+    out: dict[CellKey, CellResult] = {}
+    for key, recs in by_cell.items():
+        last_run = recs[-1].get("run_id")
+        if not is_null(last_run):
+            recs = [r for r in recs if r.get("run_id") == last_run]
+        cell = CellResult(*key, status=text(recs[-1].get("status")) or "ok", info=dict(recs[-1]))
+        for r in recs:
+            if is_null(r.get("metric")):
+                if text(r.get("status")) not in ("", "ok"):
+                    cell.status, cell.error = text(r.get("status")), text(r.get("error"))
+                continue
+            cell.metrics[str(r["metric"])] = dict(r)
+        if cell.status == "ok" and not cell.metrics:
+            cell.status, cell.error = "failed", cell.error or "no metric recorded"
+        out[key] = cell
+    return out
+
+
+def read_table(source: Any, name: str) -> pd.DataFrame:
+    """A results table from a DataFrame (returned as is), a run folder or a results file; an
+    unreadable one is a :class:`~harness.errors.DataError` naming ``name`` and the path."""
+    import pandas as pd
+
+    if isinstance(source, pd.DataFrame):
+        return source
+    from .results import load_results
+
+    try:
+        return load_results(source)
+    except HarnessError:
+        raise
+    except (OSError, ValueError) as e:
+        raise DataError(f"{name} {source}: cannot read results: {e}") from e
+

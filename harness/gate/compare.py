@@ -1,0 +1,245 @@
+"""Comparing two runs cell by cell: the checks behind :func:`compare`.
+
+Cells are matched by (model, task, compression) through :func:`harness.cells.cells_of` (the
+reading the report uses too); inside a cell, metrics by name. Each gated metric becomes a
+:class:`~harness.gate.findings.Finding` from :func:`check_metric`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ..cells import CellKey, CellResult, cells_of, text
+from ..errors import DataError
+from ..results import as_bool, as_float
+from .findings import Finding, GateResult
+from .thresholds import MetricRule, Thresholds, gate_thresholds
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["check_metric", "compare", "mann_whitney_p", "parse_samples"]
+
+_EPS = 1e-12
+#: cell columns that should match between two runs; the last four make latency not like for like
+_ENV_KEYS = ("task_params", "model_params", "compression_params", "threads", "device_name",
+             "cpu", "runtime")
+_MACHINE_KEYS = ("threads", "device_name", "cpu", "runtime")
+
+
+def mann_whitney_p(x: Any, y: Any, alternative: str = "greater") -> float:
+    """One-sided Mann-Whitney U p-value that ``x`` tends to be greater (or ``"less"``) than
+    ``y``: ``scipy.stats.mannwhitneyu`` with the normal approximation (tie and continuity
+    corrected). 1.0 when either sample is empty or every value is tied."""
+    from scipy.stats import mannwhitneyu
+
+    if len(x) == 0 or len(y) == 0:
+        return 1.0
+    p = float(mannwhitneyu(x, y, alternative=alternative, method="asymptotic").pvalue)
+    return p if math.isfinite(p) else 1.0
+
+
+def parse_samples(v: Any) -> list[float] | None:
+    """Per-iteration samples from a row: a JSON list string, a list or an array; else None."""
+    if v is None:
+        return None
+    if isinstance(v, str):
+        if not v.strip():
+            return None
+        try:
+            v = json.loads(v)
+        except json.JSONDecodeError:
+            return None
+    try:
+        out = [float(x) for x in v]
+    except (TypeError, ValueError):
+        return None
+    out = [x for x in out if not math.isnan(x)]
+    return out or None
+
+
+def _suite_names(cells: Mapping[CellKey, CellResult]) -> list[str]:
+    return sorted({text(c.info.get("suite")) for c in cells.values()} - {""})
+
+
+def _no_common_cells(base: Mapping[CellKey, CellResult], cur: Mapping[CellKey, CellResult],
+                     baseline_name: str, current_name: str) -> DataError:
+    bs, cs = _suite_names(base), _suite_names(cur)
+    suites = (f" (baseline suite {', '.join(map(repr, bs)) or '?'}, current suite "
+              f"{', '.join(map(repr, cs)) or '?'})")
+
+    def sample(cells: Mapping[CellKey, CellResult]) -> str:
+        names = sorted("/".join(c) for c in cells)
+        return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+    return DataError(
+        f"{baseline_name} and {current_name} have no (model, task, compression) cell in "
+        f"common{suites}: the runs do not come from the same suite. Baseline has "
+        f"{sample(base)}; current has {sample(cur)}."
+    )
+
+
+def _notes(base: Mapping[CellKey, CellResult], cur: Mapping[CellKey, CellResult]) -> list[str]:
+    """Differences between the runs that are not checks: suites, new cells, environment."""
+    notes: list[str] = []
+    common = set(base) & set(cur)
+    bs, cs = _suite_names(base), _suite_names(cur)
+    if bs != cs:
+        notes.append(f"suites differ: baseline {', '.join(bs) or '?'}, current {', '.join(cs) or '?'}; "
+                     f"comparing the {len(common)} cells they share")
+    new = sorted(set(cur) - set(base))
+    if new:
+        notes.append(f"{len(new)} cell(s) new in current, not gated: "
+                     + ", ".join("/".join(c) for c in new[:5]) + (" ..." if len(new) > 5 else ""))
+    env_diff: dict[str, set[tuple[str, str]]] = {}
+    for key in sorted(common):
+        for col in _ENV_KEYS:
+            bv, cv = text(base[key].info.get(col)), text(cur[key].info.get(col))
+            if bv and cv and bv != cv:
+                env_diff.setdefault(col, set()).add((bv, cv))
+    for col, pairs in sorted(env_diff.items()):
+        shown = "; ".join(f"{a} -> {b}" for a, b in sorted(pairs)[:3])
+        notes.append(f"{col} differs between the runs ({shown})"
+                     + ("; latency comparisons may not be like for like"
+                        if col in _MACHINE_KEYS else ""))
+    return notes
+
+
+def _status_finding(b: CellResult, c: CellResult | None, th: Thresholds) -> Finding | None:
+    """The cell-level finding (missing, failed, skipped), or None when both cells are ok."""
+    mk: dict[str, Any] = {"model": b.model, "task": b.task, "compression": b.compression,
+                          "metric": None}
+    miss = "info" if th.allow_missing else "regression"
+    if c is None:
+        return Finding(**mk, kind="missing", status=miss,
+                       message=f"cell ({b.status} in baseline) is missing from current")
+    if b.status != "ok":
+        if c.status == "ok":
+            return Finding(**mk, kind="failed", status="info",
+                           message=f"was {b.status} in baseline, ok now")
+        return Finding(**mk, kind="failed" if c.status == "failed" else "missing", status="info",
+                       message=f"{b.status} in baseline, {c.status} now: {c.error}".rstrip(": "))
+    if c.status == "failed":
+        return Finding(**mk, kind="failed", status="regression",
+                       message=f"newly failed: {c.error or 'no error recorded'}")
+    if c.status != "ok":
+        return Finding(**mk, kind="missing", status=miss,
+                       message=f"newly {c.status}: {c.error or 'no reason recorded'}")
+    return None
+
+
+def _metric_findings(b: CellResult, c: CellResult, th: Thresholds) -> list[Finding]:
+    """A finding per gated metric of two ok cells."""
+    out: list[Finding] = []
+    mk: dict[str, Any] = {"model": b.model, "task": b.task, "compression": b.compression}
+    for metric in sorted(b.metrics):
+        brow = b.metrics[metric]
+        rule = th.rule_for(metric, main=bool(as_bool(brow.get("main_metric"))))
+        if rule is None:
+            continue
+        bval, cval = b.value(metric), c.value(metric)
+        if cval is None:
+            out.append(Finding(**mk, metric=metric, kind="missing",
+                               status="info" if th.allow_missing else "regression",
+                               baseline=bval, limit=rule.describe(),
+                               message="metric no longer reported"))
+        elif bval is not None:
+            out.append(check_metric(mk, metric, rule, brow, c.metrics[metric], bval, cval))
+    return out
+
+
+def compare(baseline: pd.DataFrame, current: pd.DataFrame,
+            thresholds: Mapping[str, Any] | Thresholds | None = None, *,
+            baseline_name: str = "baseline", current_name: str = "current") -> GateResult:
+    """Gate ``current`` against ``baseline`` (both tidy result tables).
+
+    Raises :class:`~harness.errors.DataError` for bad input: an empty table, missing columns, or
+    no (model, task, compression) in common (e.g. results of two different suites).
+    """
+    th = gate_thresholds(thresholds)
+    base = cells_of(baseline, baseline_name)
+    cur = cells_of(current, current_name)
+    if not set(base) & set(cur):
+        raise _no_common_cells(base, cur, baseline_name, current_name)
+    findings: list[Finding] = []
+    for key in sorted(base):
+        b, c = base[key], cur.get(key)
+        status = _status_finding(b, c, th)
+        if status is not None:
+            findings.append(status)
+        elif c is not None:
+            findings += _metric_findings(b, c, th)
+    return GateResult(findings, th, _notes(base, cur), baseline_name, current_name)
+
+
+def _accuracy(f: Finding, rule: MetricRule, worse: float, rel: float,
+              brow: Mapping[str, Any], crow: Mapping[str, Any]) -> None:
+    over = []
+    if rule.max_drop is not None and worse > rule.max_drop + _EPS:
+        over.append(f"dropped {worse:.4f} > {rule.max_drop:g}")
+    if rule.max_drop_relative is not None and rel > rule.max_drop_relative + _EPS:
+        over.append(f"dropped {rel:.2%} > {rule.max_drop_relative:.2%}")
+    if not over:
+        if worse < -_EPS:
+            f.message = "improved"
+        return
+    f.status = "regression"
+    f.message = "; ".join(over)
+    bl, bh, cl, ch = (as_float(brow.get("ci_low")), as_float(brow.get("ci_high")),
+                      as_float(crow.get("ci_low")), as_float(crow.get("ci_high")))
+    if bl is not None and bh is not None and cl is not None and ch is not None:
+        overlap = not (ch < bl or cl > bh)
+        f.message += (f" (95% CI baseline [{bl:.4f}, {bh:.4f}], current [{cl:.4f}, {ch:.4f}]"
+                      f"{', overlapping' if overlap else ''})")
+
+
+def _latency(f: Finding, rule: MetricRule, rel: float, hib: bool,
+             brow: Mapping[str, Any], crow: Mapping[str, Any]) -> None:
+    """Beyond the allowed increase, beyond the noise band, and significant."""
+    allowed = max(rule.max_increase or 0.0, rule.noise or 0.0)
+    beyond = rel > allowed + _EPS
+    bs, cs = parse_samples(brow.get("samples")), parse_samples(crow.get("samples"))
+    word = "slower" if not hib else "lower"
+    if not (bs and cs and len(bs) >= 3 and len(cs) >= 3):
+        if beyond:
+            f.status = "regression"
+            f.message = f"{rel:.1%} {word} > {allowed:.1%}"
+        f.message = (f.message + "; " if f.message else "") + \
+            "no per-iteration samples: noise band only, no significance test"
+        return
+    p = mann_whitney_p(cs, bs, "less" if hib else "greater")
+    f.p_value = p
+    sig = p < (rule.significance or 0.01)
+    stat = f"Mann-Whitney p={p:.2g} over {len(bs)}/{len(cs)} iterations"
+    if beyond and sig:
+        f.status = "regression"
+        f.message = f"{rel:.1%} {word} > {allowed:.1%}, significant ({stat})"
+    elif beyond:
+        f.message = f"{rel:.1%} {word} but not significant ({stat} >= {rule.significance:g})"
+    elif rel > _EPS:
+        f.message = f"within {allowed:.1%} ({stat})"
+
+
+def check_metric(mk: Mapping[str, Any], metric: str, rule: MetricRule, brow: Mapping[str, Any],
+                 crow: Mapping[str, Any], bval: float, cval: float) -> Finding:
+    """The finding for one metric of one cell present in both runs."""
+    hib = as_bool(brow.get("higher_is_better"))
+    if hib is None:
+        hib = rule.kind == "accuracy" or metric.startswith("throughput_")
+    worse = (bval - cval) if hib else (cval - bval)  # > 0: got worse
+    rel = worse / abs(bval) if bval else (math.inf if worse > 0 else 0.0)
+    f = Finding(**mk, metric=metric, kind=rule.kind, status="pass", baseline=bval, current=cval,
+                delta=cval - bval, delta_relative=((cval - bval) / abs(bval)) if bval else None,
+                limit=rule.describe())
+    if rule.kind == "accuracy":
+        _accuracy(f, rule, worse, rel, brow, crow)
+    elif rule.kind == "size":
+        if worse > _EPS and rel > (rule.max_increase or 0.0) + _EPS:
+            f.status = "regression"
+            f.message = f"grew {rel:.2%} > {rule.max_increase:.2%}"
+    else:
+        _latency(f, rule, rel, hib, brow, crow)
+    return f

@@ -1,0 +1,61 @@
+"""Formatting for the report: numbers, counts, labels, and JSON safe inside the page."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+__all__ = ["clean_json", "count", "json_for_script", "num", "short_label"]
+
+
+def num(v: float | None, digits: int = 4) -> str:
+    if v is None:
+        return "–"
+    a = abs(v)
+    if a >= 1e5:
+        return f"{v:,.0f}"
+    if a >= 100:
+        return f"{v:.1f}"
+    if a >= 10:
+        return f"{v:.2f}"
+    return f"{v:.{digits}f}" if a < 1 else f"{v:.{max(2, digits - 1)}f}"
+
+
+def count(v: float | None) -> str:
+    if v is None:
+        return "–"
+    for div, suf in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= div:
+            return f"{v / div:.1f} {suf}"
+    return f"{v:.0f}"
+
+
+def json_for_script(data: Any) -> str:
+    """JSON safe inside ``<script type="application/json">`` (no ``</script>``, no ``<!--``)."""
+    text = json.dumps(data, ensure_ascii=False, allow_nan=False, sort_keys=True)
+    for a, b in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e"),
+                 ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(a, b)
+    return text
+
+
+def clean_json(v: Any) -> Any:
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {str(k): clean_json(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [clean_json(x) for x in v]
+    return v
+
+
+
+def short_label(model: str, compression: str, limit: int = 36) -> str:
+    """``model / compression`` in at most ``limit`` characters, shortening the model first."""
+    full = f"{model} / {compression}"
+    if len(full) <= limit:
+        return full
+    comp = compression if len(compression) <= limit // 2 else compression[: limit // 2 - 1] + "…"
+    room = max(6, limit - len(comp) - 4)
+    return f"{model[:room]}… / {comp}"

@@ -1,0 +1,44 @@
+"""harness.fsutil: the one atomic-write helper of the core."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from harness.fsutil import atomic_write, atomic_write_text
+
+HARNESS = Path(__file__).resolve().parents[1] / "harness"
+
+
+def test_writes_replaces_and_leaves_nothing_behind(tmp_path):
+    target = tmp_path / "deep" / "er" / "f.json"
+    assert atomic_write_text(target, "one") == target
+    assert target.read_text() == "one"
+    atomic_write(target, b"two")
+    assert target.read_bytes() == b"two"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["f.json"]
+    # Permissions follow the umask like any new file (not mkstemp's 0600).
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
+
+
+def test_a_failed_write_leaves_the_target_and_no_temporary_file(tmp_path):
+    target = tmp_path / "taken"
+    target.mkdir()  # os.replace of a file onto a folder fails: a real error, mid-write
+    (target / "inside").write_text("kept")
+    with pytest.raises(OSError):
+        atomic_write_text(target, "new")
+    assert (target / "inside").read_text() == "kept"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+def test_core_modules_use_the_helper():
+    """No module of harness/ replaces files by hand: they call harness.fsutil."""
+    offenders = [str(p.relative_to(HARNESS)) for p in HARNESS.rglob("*.py")
+                 if p.name != "fsutil.py" and any(s in p.read_text(encoding="utf-8") for s in
+                                                  ("os.replace", "NamedTemporaryFile", '.tmp"'))]
+    assert offenders == []
