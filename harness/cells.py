@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import DataError, HarnessError
-from .results import as_float, is_null
+from .results import as_bool, as_float, is_null
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["KEY", "CellKey", "CellResult", "cells_of", "metric_kind", "read_table", "text"]
+__all__ = ["KEY", "CellKey", "CellResult", "cells_of", "higher_is_better", "main_metric",
+           "metric_kind", "read_table", "text"]
 
 #: The columns that name a cell.
 KEY = ("model", "task", "compression")
@@ -125,6 +127,30 @@ def cells_of(df: pd.DataFrame, name: str = "results") -> dict[CellKey, CellResul
             cell.status, cell.error = "failed", cell.error or "no metric recorded"
         out[key] = cell
     return out
+
+
+def main_metric(cells: Iterable[CellResult]) -> str | None:
+    """The headline metric of a group of cells (a task's): the metric their rows mark as
+    ``main_metric`` (the most cells' vote), else the first undotted task metric."""
+    cells = list(cells)
+    votes: dict[str, int] = {}
+    for c in cells:
+        for m, r in c.metrics.items():
+            if as_bool(r.get("main_metric")):
+                votes[m] = votes.get(m, 0) + 1
+    if votes:
+        return max(votes, key=lambda m: (votes[m], m))
+    return next((m for c in cells for m in c.metrics
+                 if metric_kind(m) == "accuracy" and "." not in m), None)
+
+
+def higher_is_better(cells: Iterable[CellResult], metric: str | None, default: bool) -> bool:
+    """Whether higher values of ``metric`` are better, from the first row that says."""
+    for c in cells:
+        b = as_bool(c.column(metric, "higher_is_better"))
+        if b is not None:
+            return b
+    return default
 
 
 def read_table(source: Any, name: str) -> pd.DataFrame:

@@ -303,3 +303,30 @@ def compare_command(baseline: Path, current: Path, overrides: tuple[str, ...],
         th = gate_thresholds(gate)
     sys.exit(run_gate(baseline, current, th, markdown=markdown, junit=junit, json_path=json_path,
                       out=sys.stdout))
+
+
+@main.command("select")
+@click.argument("results", type=click.Path(path_type=Path))
+@click.option("--max-drop", type=float, required=True,
+              help="Largest allowed absolute drop of the headline metric vs the baseline variant.")
+@click.option("--by", default="latency_b1_p50_ms", show_default=True,
+              help="Measurement to optimise (lower is better for latency/size, higher for "
+                   "throughput, from the rows' higher_is_better).")
+@click.option("--baseline", "baseline_compression", default="none", show_default=True,
+              help="Compression label of the uncompressed variant of each model.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts) instead of a table.")
+def select_command(results: Path, max_drop: float, by: str, baseline_compression: str,
+                   as_json: bool) -> None:
+    """Per model and task, the best variant of RESULTS within an accuracy bound.
+
+    \b
+    Example:
+      harness select runs/nightly --max-drop 0.01 --by latency_b1_p50_ms
+      harness select runs/nightly --max-drop 0.005 --by size_bytes --json
+    """
+    from .cells import read_table
+    from .select import select, to_json, to_table
+
+    sel = select(read_table(results, "results"), max_drop, by, baseline=baseline_compression,
+                 name=str(results))
+    click.echo(to_json(sel, max_drop, by) if as_json else to_table(sel), nl=False)

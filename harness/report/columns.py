@@ -16,8 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..cells import CellResult, metric_kind, text
-from ..results import as_bool
+from ..cells import CellResult, higher_is_better, main_metric, metric_kind, text
 from .format import num
 
 __all__ = ["Col", "Group", "TaskLayout", "columns", "delta", "layout", "values"]
@@ -73,19 +72,6 @@ class TaskLayout:
     groups: list[Group]  #: task metrics in tables of their own, in the order first recorded
 
 
-def _main_metric(cells: Sequence[CellResult]) -> str | None:
-    votes: dict[str, int] = {}
-    for c in cells:
-        for m, r in c.metrics.items():
-            if as_bool(r.get("main_metric")):
-                votes[m] = votes.get(m, 0) + 1
-    if votes:
-        return max(votes, key=lambda m: (votes[m], m))
-    # No row says which is main: the first undotted metric the task returned.
-    return next((m for c in cells for m in c.metrics
-                 if metric_kind(m) == "accuracy" and "." not in m), None)
-
-
 def _latency_metric(cells: Sequence[CellResult], q: int) -> str | None:
     names = {m for c in cells for m in c.metrics}
     if f"latency_b1_p{q}_ms" in names:
@@ -95,18 +81,10 @@ def _latency_metric(cells: Sequence[CellResult], q: int) -> str | None:
     return found[0][1] if found else None
 
 
-def higher_is_better(cells: Sequence[CellResult], metric: str | None, default: bool) -> bool:
-    for c in cells:
-        b = as_bool(c.column(metric, "higher_is_better"))
-        if b is not None:
-            return b
-    return default
-
-
 def layout(cells: Sequence[CellResult]) -> TaskLayout:
     """The layout of one task's section (``cells``: all of the task's cells)."""
     ok = [c for c in cells if c.status == "ok"]
-    main = _main_metric(cells)
+    main = main_metric(cells)
     main_desc = next((text(c.column(main, "metric_description")) for c in ok
                       if text(c.column(main, "metric_description"))), "")
     extra: list[str] = []

@@ -1,0 +1,147 @@
+"""Release selection: per (model, task), the best compressed variant within an accuracy bound.
+
+:func:`select` reads a run through :func:`harness.cells.cells_of` and, for each model and task,
+compares every variant (compression) with the baseline variant (``none`` by default) of the same
+model and task: the drop of the headline metric (the rows' ``main_metric``) must be at most
+``max_drop`` (absolute); among the variants within the bound, the best by the measurement ``by``
+(lower is better for latency and size, higher for throughput: from the rows'
+``higher_is_better``) is chosen. The Pareto-optimal set (headline metric against ``by``) is
+listed beside it. A failed or skipped variant, or one without both numbers, is never chosen.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .cells import CellResult, cells_of, higher_is_better, main_metric, metric_kind
+from .errors import DataError
+from .report.charts import pareto_front
+from .report.format import clean_json, num
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["Selection", "Variant", "select", "to_json", "to_table"]
+
+_EPS = 1e-12
+
+
+@dataclass
+class Variant:
+    """One compression of a (model, task): its headline metric, change and ``by`` value."""
+
+    compression: str
+    status: str
+    value: float | None
+    delta: float | None  #: headline metric minus the baseline's (None without both)
+    by_value: float | None
+    within: bool  #: ok, both numbers known, and the drop is within the bound
+
+
+@dataclass
+class Selection:
+    """The outcome for one (model, task)."""
+
+    model: str
+    task: str
+    metric: str | None
+    by: str
+    baseline: float | None
+    chosen: Variant | None
+    pareto: list[str] = field(default_factory=list)  #: compressions on the front
+    variants: list[Variant] = field(default_factory=list)
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["chosen"] = self.chosen.compression if self.chosen else None
+        d["delta"] = self.chosen.delta if self.chosen else None
+        d["by_value"] = self.chosen.by_value if self.chosen else None
+        return clean_json(d)
+
+
+def _by_hib(cells: list[CellResult], by: str) -> bool:
+    return higher_is_better(cells, by, by.startswith("throughput_"))
+
+
+def _pick(group: list[CellResult], base: CellResult | None, metric: str | None, by: str,
+          hib: bool, by_hib: bool, max_drop: float) -> tuple[list[Variant], Variant | None]:
+    bval = base.value(metric) if base is not None and base.status == "ok" else None
+    out: list[Variant] = []
+    for c in group:
+        v, b = c.value(metric), c.value(by)
+        delta = v - bval if v is not None and bval is not None else None
+        drop = None if delta is None else (-delta if hib else delta)
+        ok = c.status == "ok" and b is not None and drop is not None and drop <= max_drop + _EPS
+        out.append(Variant(c.compression, c.status, v, delta, b, ok))
+    within = [v for v in out if v.within]
+    sign = -1.0 if by_hib else 1.0
+    best = min(within, key=lambda v: (sign * (v.by_value or 0.0), -(v.delta or 0.0),
+                                      v.compression), default=None)
+    return out, best
+
+
+def select(results: pd.DataFrame, max_drop: float, by: str = "latency_b1_p50_ms", *,
+           baseline: str = "none", name: str = "results") -> list[Selection]:
+    """One :class:`Selection` per (model, task) of ``results``, in the order first seen.
+
+    Raises :class:`~harness.errors.DataError` for a negative ``max_drop`` or a ``by`` that no
+    row records (the message lists the measurements that are there)."""
+    if max_drop < 0:
+        raise DataError(f"--max-drop must be >= 0, got {max_drop:g}")
+    cells = cells_of(results, name)
+    recorded = {m for c in cells.values() for m in c.metrics}
+    if by not in recorded:
+        there = sorted(m for m in recorded if metric_kind(m) != "accuracy")
+        raise DataError(f"{name}: no row records --by {by!r}; measurements there: "
+                        f"{', '.join(there) or 'none'}")
+    groups: dict[tuple[str, str], list[CellResult]] = {}
+    for c in cells.values():
+        groups.setdefault((c.model, c.task), []).append(c)
+    out = []
+    for (model, task), group in groups.items():
+        task_cells = [c for c in cells.values() if c.task == task]
+        metric = main_metric(task_cells)
+        hib = higher_is_better(task_cells, metric, True)
+        by_hib = _by_hib(task_cells, by)
+        base = next((c for c in group if c.compression == baseline), None)
+        variants, best = _pick(group, base, metric, by, hib, by_hib, max_drop)
+        sel = Selection(model, task, metric, by, base.value(metric) if base else None, best,
+                        variants=variants)
+        pts = [v for v in variants if v.status == "ok" and v.value is not None
+               and v.by_value is not None]
+        front = pareto_front([((-1.0 if by_hib else 1.0) * (v.by_value or 0.0), v.value or 0.0)
+                              for v in pts], maximize_y=hib)
+        sel.pareto = [pts[i].compression for i in front]
+        if base is None or base.status != "ok" or sel.baseline is None:
+            sel.note = (f"no {baseline!r} variant with {metric or 'a headline metric'} to bound the "
+                        f"drop against" + (f" ({base.status})" if base is not None else ""))
+        elif best is None:
+            sel.note = f"no variant within a drop of {max_drop:g} with a {by} value"
+        out.append(sel)
+    return out
+
+
+def to_json(selections: list[Selection], max_drop: float, by: str) -> str:
+    return json.dumps({"max_drop": max_drop, "by": by,
+                       "selections": [s.to_dict() for s in selections]},
+                      indent=1, allow_nan=False) + "\n"
+
+
+_HEAD = ("MODEL", "TASK", "METRIC", "BASELINE", "CHOSEN", "DELTA", "BY", "PARETO-OPTIMAL")
+
+
+def to_table(selections: list[Selection]) -> str:
+    rows = []
+    for s in selections:
+        c = s.chosen
+        rows.append([s.model, s.task, s.metric or "-", num(s.baseline),
+                     c.compression if c else f"(none: {s.note})",
+                     f"{c.delta:+.4f}" if c and c.delta is not None else "-",
+                     f"{s.by}={num(c.by_value)}" if c else "-", ", ".join(s.pareto) or "-"])
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(_HEAD)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(_HEAD, widths)).rstrip()]
+    lines += ["  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines) + "\n"
