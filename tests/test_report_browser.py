@@ -240,3 +240,29 @@ def test_extra_task_metric_column_sorts_and_its_table_shows(driver, tmp_path):
     assert head.text == "nll"
     rows = driver.find_elements(By.CSS_SELECTOR, "#breakdown-t0-1 tbody tr")
     assert len(rows) == len(ok_cells(df, "conll2003"))
+
+
+def test_tied_points_are_marked_and_in_the_legend(driver, page_url, frames):
+    from selenium.webdriver.common.by import By
+
+    from harness.report import build_view
+
+    baseline, current = frames
+    view = build_view(current, baseline)
+    _open(driver, page_url)
+    for t in view["tasks"]:
+        for ckey in ("size", "latency"):
+            expect = sum(r[f"tied_{ckey}"] for r in t["records"])
+            chart = driver.find_element(By.ID, f"chart-t{t['index']}-{ckey}")
+            marked = chart.find_elements(By.CSS_SELECTOR, "circle.point.tied")
+            assert len(marked) == expect
+            for m in marked:  # a dashed ring, visibly different from the others
+                assert driver.execute_script(
+                    "return getComputedStyle(arguments[0]).strokeDasharray", m) not in ("", "none")
+        table = driver.find_element(By.ID, f"task-{t['index']}-table")
+        badges = table.find_elements(By.CSS_SELECTOR, ".badge.tied")
+        assert len(badges) == sum(r["tied_size"] + r["tied_latency"] for r in t["records"])
+        assert all(b.is_displayed() and b.text.startswith("≈ tied") for b in badges)
+    assert sum(len(driver.find_elements(By.CSS_SELECTOR, ".legend-tied"))
+               for _ in [0]) == len(view["tasks"])
+    assert any(r["tied_size"] for t in view["tasks"] for r in t["records"])

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["chart", "pareto_front"]
+__all__ = ["chart", "pareto_front", "tied_with_front"]
 
 
 def pareto_front(points: Sequence[tuple[float, float]], *, maximize_y: bool = True) -> list[int]:
@@ -30,6 +30,22 @@ def pareto_front(points: Sequence[tuple[float, float]], *, maximize_y: bool = Tr
             front.append(i)
     return front
 
+def tied_with_front(points: Sequence[tuple[float, float | None, float | None]],
+                    front: Sequence[int]) -> list[int]:
+    """Indices of the points off the front that are *tied with the front*: their accuracy CI
+    ``(x, ci_low, ci_high)`` overlaps the CI of a front point at least as good in x (x <=, as
+    small/fast or better). Points without a CI are never tied, nor are front points."""
+    on = set(front)
+    tied = []
+    for i, (xi, lo, hi) in enumerate(points):
+        if i in on or lo is None or hi is None:
+            continue
+        for j in front:
+            xj, lj, hj = points[j]
+            if lj is not None and hj is not None and xj <= xi and lo <= hj and lj <= hi:
+                tied.append(i)
+                break
+    return tied
 
 
 def _nice_step(span: float, n: int = 5) -> float:

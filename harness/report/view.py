@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..cells import CellKey, CellResult, cells_of, text
 from ..results import as_float, is_null
-from .charts import chart, pareto_front
+from .charts import chart, pareto_front, tied_with_front
 from .columns import Col, TaskLayout, columns, delta, layout, values
 from .format import clean_json, count, num, short_label
 from .glossary import metric_docs, provenance, unique
@@ -41,6 +41,7 @@ class _Task:
     ranked: list[CellResult] = field(init=False)
     colour: dict[str, str] = field(init=False)
     badges: dict[CellKey, list[str]] = field(init=False)
+    tied: dict[CellKey, list[str]] = field(init=False)  #: "size"/"latency": tied with that front
 
     def __post_init__(self) -> None:
         self.lay = layout(self.cells)
@@ -56,9 +57,13 @@ class _Task:
         comps = sorted({c.compression for c in self.cells})
         self.colour = {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(comps)}
         self.badges = {c.key: [] for c in self.cells}
+        self.tied = {c.key: [] for c in self.cells}
         for xkey, badge in (("size_mb", "size"), ("p50", "latency")):
-            for c in self._front(xkey):
+            front, tied = self._front(xkey)
+            for c in front:
                 self.badges[c.key].append(badge)
+            for c in tied:
+                self.tied[c.key].append(badge)
 
     def values(self, c: CellResult) -> dict[str, Any]:
         return values(c, self.lay)
@@ -70,12 +75,14 @@ class _Task:
         bc = self.base_of(c)
         return self.values(bc) if bc is not None and bc.status == "ok" else None
 
-    def _front(self, xkey: str) -> list[CellResult]:
-        """The ok cells on the Pareto front of the main metric against ``xkey``."""
+    def _front(self, xkey: str) -> tuple[list[CellResult], list[CellResult]]:
+        """The ok cells on the Pareto front of the main metric against ``xkey``, and those
+        tied with it (accuracy CI overlapping a front point's that is as small/fast)."""
         pts = [(c, self.values(c)) for c in self.cells if c.status == "ok"]
         pts = [(c, v) for c, v in pts if v[xkey] is not None and v["main"] is not None]
         front = pareto_front([(v[xkey], v["main"]) for _, v in pts], maximize_y=self.lay.main_hib)
-        return [pts[i][0] for i in front]
+        tied = tied_with_front([(v[xkey], *_ci(c, self.lay.main)) for c, v in pts], front)
+        return [pts[i][0] for i in front], [pts[i][0] for i in tied]
 
 
 def _ci(c: CellResult, metric: str | None) -> tuple[float | None, float | None]:
@@ -90,6 +97,7 @@ def _cell(t: _Task, c: CellResult, col: Col, v: dict[str, Any],
         out: dict[str, Any] = {"text": name, "sort": name.lower(), "swatch": t.colour[c.compression]}
         if col.key == "model":
             out["badges"] = t.badges[c.key]
+            out["tied"] = t.tied[c.key]
         return out
     if col.key == "status":
         return {"text": c.status, "sort": c.status, "title": c.error, "status": c.status,
@@ -110,7 +118,7 @@ def _cell(t: _Task, c: CellResult, col: Col, v: dict[str, Any],
     return out
 
 
-_BLANK: dict[str, Any] = {"title": "", "badges": [], "swatch": "", "ci": "", "delta": None, "status": "",
+_BLANK: dict[str, Any] = {"title": "", "badges": [], "tied": [], "swatch": "", "ci": "", "delta": None, "status": "",
           "reason": ""}
 
 
@@ -127,6 +135,7 @@ def _record(t: _Task, c: CellResult, v: dict[str, Any], bv: dict[str, Any] | Non
            "throughput_samples_s": v["throughput"], "peak_rss_mb": v["rss"],
            "peak_gpu_mem_mb": v["gpu"], "pareto_size": "size" in badges,
            "pareto_latency": "latency" in badges,
+           "tied_size": "size" in t.tied[c.key], "tied_latency": "latency" in t.tied[c.key],
            "runtime": text(c.info.get("runtime")) or None,
            "precision": text(c.info.get("precision")) or None}
     for name in t.lay.extra:
@@ -146,6 +155,8 @@ def _tip(t: _Task, c: CellResult, v: dict[str, Any], ci: str,
              f"runtime: {text(c.info.get('runtime'))} {text(c.info.get('precision'))}".rstrip()]
     if t.badges[c.key]:
         lines.append("Pareto-optimal for " + " and ".join(t.badges[c.key]))
+    if t.tied[c.key]:
+        lines.append("tied with the front (CI overlaps) for " + " and ".join(t.tied[c.key]))
     if bv is not None:
         d = delta(v["main"], bv["main"], t.cols[2])
         if d:
@@ -172,6 +183,7 @@ def _charts(t: _Task, rows: list[dict[str, Any]],
             pts.append({"x": v[xkey], "y": v["main"], "key": (c.model, c.compression),
                         "row": row["id"], "label": short_label(c.model, c.compression),
                         "full": label, "colour": t.colour[c.compression],
+                        "tied": ckey in t.tied[c.key],
                         "tip": "\n".join([label] + tips[row["id"]]["lines"])})
             bv = t.base_values(c)
             if bv is not None and bv[xkey] is not None and bv["main"] is not None and bv[xkey] > 0:
