@@ -330,3 +330,24 @@ def select_command(results: Path, max_drop: float, by: str, baseline_compression
     sel = select(read_table(results, "results"), max_drop, by, baseline=baseline_compression,
                  name=str(results))
     click.echo(to_json(sel, max_drop, by) if as_json else to_table(sel), nl=False)
+
+
+@main.command("history")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), required=True,
+              help="Folder for history.html.")
+@click.option("--title", default=None, help="Page title.")
+def history_command(runs: tuple[Path, ...], out_dir: Path, title: str | None) -> None:
+    """Render one self-contained HTML page of each cell across RUNS (oldest first).
+
+    Headline metric (with CI), size, batch-1 p50 and throughput per run, labelled from the
+    runs' provenance; changes the regression gate would flag between consecutive runs are
+    marked.
+
+    \b
+    Example:
+      harness history runs/v1.0 runs/v1.1 runs/nightly -o reports/history
+    """
+    from .history import render_history
+
+    click.echo(f"history: {render_history(list(runs), out_dir, title=title)}")

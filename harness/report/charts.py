@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["chart", "pareto_front", "tied_with_front"]
+__all__ = ["axis", "chart", "pareto_front", "tied_with_front"]
 
 
 def pareto_front(points: Sequence[tuple[float, float]], *, maximize_y: bool = True) -> list[int]:
@@ -121,6 +121,13 @@ def _axis(values: Sequence[float], start: float, end: float, *, allow_log: bool,
     pad = span * 0.08 if span > 0 else (abs(hi) * 0.05 or 0.01)
     lo2 = 0.0 if zero and lo >= 0 else lo - pad
     return _Axis(lo2, hi + pad, False, start, end)
+
+
+def axis(values: Sequence[float], start: float, end: float, *, allow_log: bool = False,
+         zero: bool = False) -> _Axis:
+    """An axis over ``values`` from pixel ``start`` to ``end``, with ``px(v)`` and ``ticks()``
+    (for other inline-SVG charts, e.g. the history page)."""
+    return _axis(values, start, end, allow_log=allow_log, zero=zero)
 
 
 W, H = 760, 430
