@@ -16,7 +16,8 @@ from harness.plugins import get_plugin_manager, plugin_table
 HARNESS = Path(__file__).resolve().parents[1] / "harness"
 #: The report and the gate, and the reading of results they share.
 REPORT_GATE = sorted([*(HARNESS / "report").rglob("*.py"), *(HARNESS / "gate").rglob("*.py"),
-                      HARNESS / "cells.py", *(HARNESS / "templates").glob("*.*")])
+                      HARNESS / "cells.py", HARNESS / "select.py", HARNESS / "history.py",
+                      *(HARNESS / "templates").glob("*.*")])
 #: Metric names of the built-in tasks (harness_plugins): the core renders and gates them from
 #: MetricValue fields, never by name.
 BUILTIN_METRICS = ["entity_f1", "entity_precision", "entity_recall", "token_accuracy",
@@ -64,7 +65,8 @@ def test_report_and_gate_functions_are_simple():
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
     if ruff is None:
         pytest.skip("ruff is not installed (the dev extra)")
-    targets = [str(HARNESS / "report"), str(HARNESS / "gate"), str(HARNESS / "cells.py")]
+    targets = [str(HARNESS / "report"), str(HARNESS / "gate"), str(HARNESS / "cells.py"),
+               str(HARNESS / "select.py"), str(HARNESS / "history.py")]
     res = subprocess.run([ruff, "check", "--no-cache", "--select", "C901", "--config",
                           "lint.mccabe.max-complexity=15", *targets],
                          capture_output=True, text=True, check=False)
