@@ -262,7 +262,8 @@ Cells are matched by (model, task, compression, metric). A regression is:
   - a quality metric (each task's main metric by default) dropping more than
     accuracy_drop (absolute, default 0.01) or accuracy_drop_relative;
   - latency (latency_b1_p50_ms by default) worse by more than latency_increase
-    (default 10%) AND the noise band latency_noise (5%) AND significant
+    (default 10%) AND the noise band latency_noise (5%; --noise-band auto derives
+    it per cell from the recorded samples) AND significant
     (one-sided Mann-Whitney U over the recorded iterations, p < significance 0.01);
   - size_bytes growing by more than size_increase (default 0: any growth);
   - a cell missing from CURRENT, newly skipped, or newly failed.
@@ -290,13 +291,18 @@ Example:
 @click.option("--markdown", type=click.Path(path_type=Path), help="Write a Markdown report here.")
 @click.option("--junit", type=click.Path(path_type=Path), help="Write JUnit XML here.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write JSON here.")
+@click.option("--noise-band", type=click.Choice(["fixed", "auto"]), default=None,
+              help="Latency noise band: 'fixed' (latency_noise, 5%) or 'auto' (per cell, from "
+                   "the spread of the recorded samples). Same as -t noise_band=VALUE.")
 def compare_command(baseline: Path, current: Path, overrides: tuple[str, ...],
                     suite_path: Path | None, markdown: Path | None, junit: Path | None,
-                    json_path: Path | None) -> None:
+                    json_path: Path | None, noise_band: str | None) -> None:
     from .gate import gate_thresholds, run_gate, set_dotted, suite_gate
 
     gate: dict[str, Any] = suite_gate(suite_path) if suite_path else {}
     th = gate_thresholds(gate, path=suite_path)
+    if noise_band:
+        overrides = (f"noise_band={noise_band}", *overrides)
     if overrides:
         for text in overrides:
             set_dotted(gate, text)

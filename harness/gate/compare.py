@@ -16,6 +16,7 @@ from ..cells import CellKey, CellResult, cells_of, text
 from ..errors import DataError
 from ..results import as_bool, as_float
 from .findings import Finding, GateResult
+from .noise import derived_band
 from .thresholds import MetricRule, Thresholds, gate_thresholds
 
 if TYPE_CHECKING:
@@ -199,10 +200,21 @@ def _accuracy(f: Finding, rule: MetricRule, worse: float, rel: float,
 def _latency(f: Finding, rule: MetricRule, rel: float, hib: bool,
              brow: Mapping[str, Any], crow: Mapping[str, Any]) -> None:
     """Beyond the allowed increase, beyond the noise band, and significant."""
-    allowed = max(rule.max_increase or 0.0, rule.noise or 0.0)
-    beyond = rel > allowed + _EPS
     bs, cs = parse_samples(brow.get("samples")), parse_samples(crow.get("samples"))
+    noise, band_note = rule.noise or 0.0, ""
+    if rule.noise_band == "auto":
+        derived, band_note = derived_band(f.metric or "", bs, cs, brow, crow)
+        noise = derived if derived is not None else noise
+    allowed = max(rule.max_increase or 0.0, noise)
+    beyond = rel > allowed + _EPS
     word = "slower" if not hib else "lower"
+    _latency_verdict(f, rule, rel, allowed, beyond, word, hib, bs, cs)
+    if band_note:
+        f.message = (f.message + "; " if f.message else "") + band_note
+
+
+def _latency_verdict(f: Finding, rule: MetricRule, rel: float, allowed: float, beyond: bool,
+                     word: str, hib: bool, bs: list[float] | None, cs: list[float] | None) -> None:
     if not (bs and cs and len(bs) >= 3 and len(cs) >= 3):
         if beyond:
             f.status = "regression"

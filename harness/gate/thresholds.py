@@ -24,6 +24,7 @@ _TOP_KEYS = {
     "accuracy_metrics": "'main' (each task's main metric), 'all', or a list of metric names",
     "latency_increase": "largest allowed relative latency increase (null: latency not gated)",
     "latency_noise": "relative noise band: changes within it never count",
+    "noise_band": "'fixed' (latency_noise) or 'auto' (per cell, from the recorded samples)",
     "significance": "p-value below which a latency change counts (one-sided Mann-Whitney U)",
     "latency_metrics": "latency metrics to gate (a list of names)",
     "size_increase": "largest allowed relative increase of size_bytes (null: size not gated)",
@@ -32,7 +33,7 @@ _TOP_KEYS = {
 }
 _RULE_KEYS = {
     "accuracy": ("max_drop", "max_drop_relative", "ignore"),
-    "latency": ("max_increase", "noise", "significance", "ignore"),
+    "latency": ("max_increase", "noise", "noise_band", "significance", "ignore"),
     "size": ("max_increase", "ignore"),
 }
 
@@ -46,6 +47,7 @@ class MetricRule:
     max_drop_relative: float | None = None
     max_increase: float | None = None
     noise: float | None = None
+    noise_band: str | None = None  #: "fixed" or "auto" (latency)
     significance: float | None = None
     ignore: bool = False
 
@@ -58,8 +60,8 @@ class MetricRule:
                 parts.append(f"drop <= {self.max_drop_relative:.1%}")
             return " and ".join(parts) or "no limit"
         if self.kind == "latency":
-            return (f"worse <= {self.max_increase:.1%} (noise {self.noise:.1%}, "
-                    f"p < {self.significance:g})")
+            noise = "auto" if self.noise_band == "auto" else f"{self.noise:.1%}"
+            return f"worse <= {self.max_increase:.1%} (noise {noise}, p < {self.significance:g})"
         return f"increase <= {self.max_increase:.1%}"
 
 
@@ -72,6 +74,7 @@ class Thresholds:
     accuracy_metrics: str | tuple[str, ...] = "main"
     latency_increase: float | None = 0.10
     latency_noise: float = 0.05
+    noise_band: str = "fixed"
     significance: float = 0.01
     latency_metrics: tuple[str, ...] = ("latency_b1_p50_ms",)
     size_increase: float | None = 0.0
@@ -112,7 +115,8 @@ class Thresholds:
                               max_drop_relative=self.accuracy_drop_relative)
         if kind == "latency":
             return MetricRule("latency", max_increase=self.latency_increase or 0.0,
-                              noise=self.latency_noise, significance=self.significance)
+                              noise=self.latency_noise, noise_band=self.noise_band,
+                              significance=self.significance)
         return MetricRule("size", max_increase=self.size_increase or 0.0)
 
     def to_dict(self) -> dict[str, Any]:
@@ -164,12 +168,20 @@ def _flag(value: Any, key: str, path: Any) -> bool:
     return value
 
 
+def _band(value: Any, key: str, path: Any) -> str:
+    if value not in ("fixed", "auto"):
+        raise _err(f"must be 'fixed' or 'auto', got {value!r}", key, path)
+    return str(value)
+
+
 def _top_value(name: str, value: Any, key: str, path: Any) -> Any:
     """One validated top-level value of a ``gate:`` mapping (``metrics`` excepted)."""
     if name == "latency_noise":
         return _number(value, key, path) or 0.0
     if name == "significance":
         return _number(value, key, path, nullable=False, upper=1.0, positive=True)
+    if name == "noise_band":
+        return _band(value, key, path)
     if name == "accuracy_metrics":
         return value if value in ("main", "all") else _names(value, key, path)
     if name == "latency_metrics":
@@ -197,6 +209,8 @@ def _rule(metric: str, spec: Any, mkey: str, path: Any) -> MetricRule:
     for key, value in spec.items():
         if key == "ignore":
             vals[key] = _flag(value, f"{mkey}.ignore", path)
+        elif key == "noise_band":
+            vals[key] = _band(value, f"{mkey}.{key}", path)
         elif key == "significance":
             vals[key] = _number(value, f"{mkey}.{key}", path, upper=1.0, positive=True)
         else:

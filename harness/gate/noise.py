@@ -1,0 +1,91 @@
+"""The latency noise band derived from the runs themselves (``noise_band: auto``).
+
+The fixed band (``latency_noise``, 5%) is a guess about how much a latency statistic moves
+between two runs of an unchanged model. With ``noise_band: auto`` the gate estimates it per
+cell from the per-iteration samples each run recorded:
+
+* when the samples are several whole timing passes over the same inputs (the rows'
+  ``latency_inputs`` and ``latency_passes``), the statistic (p50, p90, mean, ... from the
+  metric's name) of each pass: ``s`` is their relative standard deviation, i.e. how much the
+  statistic moves between repetitions inside one run;
+* otherwise (one pass, or no pass information), ``s`` is the relative standard deviation of the
+  statistic over bootstrap resamples of the samples (seeded: the same rows give the same band).
+
+The band for a cell is ``z * sqrt(s_baseline**2 + s_current**2)`` (``z = 2``: about 95% of
+the differences of two such statistics fall inside it). Without samples on either side the
+fixed ``latency_noise`` applies, and the finding says so.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..results import as_float
+
+__all__ = ["Z", "derived_band", "spread"]
+
+Z = 2.0
+_BOOTSTRAP = 200
+_MIN_SAMPLES = 5
+
+
+def _statistic(metric: str) -> Any:
+    """The function of the samples that ``metric`` reports (percentile or mean)."""
+    m = re.search(r"_p(\d{1,2})(?:_|$)", metric)
+    if m:
+        q = int(m.group(1)) / 100
+
+        def pct(xs: Sequence[float]) -> float:
+            s = sorted(xs)
+            pos = q * (len(s) - 1)
+            lo = math.floor(pos)
+            hi = min(lo + 1, len(s) - 1)
+            return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+        return pct
+    return statistics.fmean
+
+
+def _rel_std(values: Sequence[float]) -> float | None:
+    if len(values) < 2:
+        return None
+    mean = statistics.fmean(values)
+    return statistics.stdev(values) / abs(mean) if mean else None
+
+
+def spread(metric: str, samples: Sequence[float] | None,
+           row: Mapping[str, Any]) -> tuple[float | None, str]:
+    """(relative spread ``s`` of the metric's statistic in one run, how it was found); ``s`` is
+    None when the samples are too few."""
+    if not samples or len(samples) < _MIN_SAMPLES:
+        return None, "no samples"
+    stat = _statistic(metric)
+    inputs = as_float(row.get("latency_inputs"))
+    n = int(inputs) if inputs else 0
+    passes = len(samples) // n if n else 0
+    if passes >= 2:
+        per_pass = [stat(samples[i * n:(i + 1) * n]) for i in range(passes)]
+        return _rel_std(per_pass), f"{passes} passes"
+    import random
+
+    rng = random.Random(len(samples))  # seeded: the same samples give the same band
+    k = len(samples)
+    boot = [stat([samples[rng.randrange(k)] for _ in range(k)]) for _ in range(_BOOTSTRAP)]
+    return _rel_std(boot), f"bootstrap of {k} iterations"
+
+
+def derived_band(metric: str, bs: Sequence[float] | None, cs: Sequence[float] | None,
+                 brow: Mapping[str, Any], crow: Mapping[str, Any]) -> tuple[float | None, str]:
+    """(the cell's relative noise band, a short description), or (None, why) when either run
+    lacks the samples to derive it."""
+    sb, how_b = spread(metric, bs, brow)
+    sc, how_c = spread(metric, cs, crow)
+    if sb is None or sc is None:
+        return None, f"{how_b if sb is None else how_c}: fixed noise band"
+    band = Z * math.hypot(sb, sc)
+    how = how_b if how_b == how_c else f"{how_b} / {how_c}"
+    return band, f"noise band {band:.1%} derived from {how}"
