@@ -38,6 +38,8 @@ MEASURES = (("main", "", None, 1.0), ("size", "size (MB)", "size_bytes", 1e-6),
             ("p50", "batch-1 latency p50 (ms)", "latency_b1_p50_ms", 1.0),
             ("throughput", "throughput (samples/s)", "throughput_samples_s", 1.0))
 W, H, M_L, M_R, M_T, M_B = 560, 300, 70, 20, 14, 64
+#: line styles after the palette's colours run out (the 11th cell of a task is dashed)
+_DASHES = ("", "6 3", "2 2", "8 3 2 3")
 
 
 @dataclass
@@ -127,6 +129,7 @@ def _chart(cid: str, title: str, runs: Sequence[_Run], keys: Sequence[CellKey],
                                + (f" [{num(lo)}, {num(hi)}]" if lo is not None else "")
                                + (f"\ngate flags: {flag}" if flag else "")})
         series.append({"key": f"{k[0]} / {k[2]}", "colour": PALETTE[si % len(PALETTE)],
+                       "dash": _DASHES[(si // len(PALETTE)) % len(_DASHES)],
                        "path": "".join(path), "points": pts})
     return {"id": cid, "title": title, "width": W, "height": H, "left": M_L, "right": W - M_R,
             "top": M_T, "bottom": H - M_B, "y_ticks": ya.ticks(),
@@ -150,7 +153,7 @@ def _table(runs: Sequence[_Run], keys: Sequence[CellKey], main: str | None,
             cells.append({"status": c.status if c else "absent", "values": parts,
                           "flag": flags.get((i, k, "cell"), ""), "error": c.error if c else ""})
         rows.append({"key": f"{k[0]} / {k[2]}", "colour": PALETTE[si % len(PALETTE)],
-                     "runs": cells})
+                     "dash": _DASHES[(si // len(PALETTE)) % len(_DASHES)], "runs": cells})
     return rows
 
 

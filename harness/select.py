@@ -12,6 +12,7 @@ listed beside it. A failed or skipped variant, or one without both numbers, is n
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -141,6 +142,7 @@ def to_table(selections: list[Selection]) -> str:
                      c.compression if c else f"(none: {s.note})",
                      f"{c.delta:+.4f}" if c and c.delta is not None else "-",
                      f"{s.by}={num(c.by_value)}" if c else "-", ", ".join(s.pareto) or "-"])
+    rows = [[re.sub(r"[\x00-\x1f\x7f]", " ", x) for x in r] for r in rows]  # one line per row
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(_HEAD)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(_HEAD, widths)).rstrip()]
     lines += ["  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip() for r in rows]

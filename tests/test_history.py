@@ -119,3 +119,13 @@ def test_cli(tmp_path):
     assert res.exit_code == 2 and "nope" in res.output and "Traceback" not in res.output
     with pytest.raises(DataError):
         build_history([], [])
+
+
+def test_every_series_of_a_task_is_told_apart_beyond_the_palette():
+    models = ["m1", "m2", "m3", "m4"]  # 16 cells per task, more than the 10 palette colours
+    view = build_history([make_results(models=models), make_results(seed=1, models=models)],
+                         ["a", "b"])
+    for t in view["tasks"]:
+        styles = [(s["colour"], s["dash"]) for s in t["charts"][0]["series"]]
+        assert len(styles) == 16 and len(set(styles)) == 16
+        assert [(r["colour"], r["dash"]) for r in t["rows"]] == styles
