@@ -76,8 +76,9 @@ def _flags(runs: Sequence[_Run], tables: Sequence[pd.DataFrame]) -> tuple[
             res = compare(tables[i - 1], tables[i], Thresholds(), baseline_name=runs[i - 1].name,
                           current_name=runs[i].name)
         except DataError as e:
-            notes.append(f"{runs[i - 1].label} -> {runs[i].label}: not compared ({e})")
+            notes.append(f"#{i} -> #{i + 1}: not compared ({e})")
             continue
+        notes += [f"#{i} -> #{i + 1}: {n}" for n in res.notes]  # e.g. machines differ
         for f in res.regressions:
             measure = "main" if f.kind == "accuracy" else next(
                 (m for m, _, metric, _ in MEASURES if metric and f.metric == metric), "cell")

@@ -90,7 +90,12 @@ def test_failed_cell_and_runs_without_common_cells(tmp_path):
     assert row["runs"][1]["status"] == "failed" and "newly failed" in row["runs"][1]["flag"]
     other = make_results(run_id="c", models=["other"])
     view = build_history([a, other], ["a", "c"])
-    assert view["flag_count"] == 0 and "not compared" in view["notes"][0]
+    assert view["flag_count"] == 0 and view["notes"][0].startswith("#1 -> #2: not compared")
+    moved = make_results(run_id="d")
+    moved["cpu"] = "another CPU"
+    view = build_history([a, moved], ["a", "d"])
+    assert any(n.startswith("#1 -> #2: cpu differs") and "not be like for like" in n
+               for n in view["notes"])
 
 
 def test_page_is_self_contained_and_escaped(tmp_path):
