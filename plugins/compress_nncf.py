@@ -18,7 +18,6 @@ read back from the runtime graph. nncf and openvino are imported lazily.
 
 from __future__ import annotations
 
-import copy
 import json
 from collections import Counter
 from collections.abc import Mapping
@@ -28,17 +27,15 @@ from typing import Any
 import harness
 from harness.api import CellContext, Compression, LoadedModel, Predictor, Task
 from harness.errors import PluginError
-
-from ._torch import missing_packages_reason
-from .compress_torch import (
+from harness.toolkit import (
     base_info,
     cached_or_build,
     copy_artifact,
-    cpu_capabilities,
-    cpu_copy,
+    missing_packages_reason,
     task_key,
-    weight_counts,
 )
+
+from .compress_torch import cpu_capabilities, cpu_copy, weight_counts
 
 XML, BIN = "model.xml", "model.bin"
 INFERENCE_PRECISIONS = ("f32", "bf16", "f16")
@@ -325,29 +322,16 @@ def _to_numpy_fn(names: tuple[str, ...]):
     return transform
 
 
-def _control_task(task: Task, split: str, samples: int | None) -> tuple[Task, str]:
-    """A copy of ``task`` that evaluates on ``split`` (when the task has an ``eval_split``
-    parameter and that split exists), without bootstrap CIs; plus the split actually used."""
-    params = type(task).parameters()
-    t = copy.copy(task)
-    used = getattr(task, "eval_split", "the task's evaluation split")
-    if "eval_split" in params and split:
-        has_split = getattr(task, "split", None)
-        try:
-            ok = has_split is None or has_split(split, required=False) is not None
-        except Exception:  # noqa: BLE001
-            ok = False
-        if ok:
-            t.eval_split = split  # type: ignore[attr-defined]
-            used = split
-    if "bootstrap" in params:
-        t.bootstrap = 0  # type: ignore[attr-defined]
-    if samples and "max_eval_samples" in params:
-        t.max_eval_samples = int(samples)  # type: ignore[attr-defined]
-    if used == getattr(task, "eval_split", None):
-        # e.g. SST-2: the only labelled held-out split is the one that is scored
-        used = f"{used} (the task's evaluation split: tuned on what is scored)"
-    return t, str(used)
+def _control_split(task: Task, split: str) -> tuple[str | None, str]:
+    """The ``split=`` to ask ``task.evaluate`` for (``split`` when the task offers it in
+    ``splits()``, else None: its own evaluation split), and how to name it in the row."""
+    offered = bool(split) and split in task.splits()
+    own = getattr(task, "eval_split", None)
+    if offered and split != own:
+        return split, split
+    used = split if offered else str(own or "the task's evaluation split")
+    # e.g. SST-2: the only labelled held-out split is the one that is scored
+    return (split if offered else None), f"{used} (the task's evaluation split: tuned on what is scored)"
 
 
 def _main_metric(metrics: list[Any]) -> tuple[float, bool, str]:
@@ -365,9 +349,9 @@ class NNCFPostTrainingInt8(Compression):
     :param max_drop: if set, ``nncf.quantize_with_accuracy_control``: layers are reverted to
         fp32 until the task's main metric drops by at most this much (absolute, metric units:
         0.01 = 1 F1 point), measured on ``control_split``.
-    :param control_split: split for accuracy control (the task's ``eval_split`` is swapped for
-        it when the task has that parameter; otherwise the task's own evaluation split is used
-        and the result row says so).
+    :param control_split: split for accuracy control, asked for with
+        ``task.evaluate(..., split=control_split)`` when the task lists it in ``splits()``;
+        otherwise the task's own evaluation split is used and the result row says so.
     :param control_samples: cap on evaluated examples per accuracy-control evaluation.
     :param ranking_samples: train examples NNCF ranks layers on (by output change).
     :param smooth_quant: apply SmoothQuant (NNCF's transformer default); False disables it.
@@ -421,7 +405,7 @@ class NNCFPostTrainingInt8(Compression):
 
         ov_model = to_openvino(model)
         names = tuple(i.get_any_name() for i in ov_model.inputs)
-        calib = task.calibration_batches(model.tokenizer, self.subset_size, ctx.seed)
+        calib = task.calibration_batches(model, self.subset_size, ctx.seed)
         if not calib:
             raise PluginError(f"nncf-ptq: task {task.name!r} gave no calibration samples")
         dataset = nncf.Dataset(calib, _to_numpy_fn(names))
@@ -442,8 +426,8 @@ class NNCFPostTrainingInt8(Compression):
         if self.max_drop is None:
             return nncf.quantize(ov_model, dataset, advanced_parameters=adv, **common), extra
 
-        control, split = _control_task(task, self.control_split, self.control_samples)
-        ranking = task.calibration_batches(model.tokenizer, self.ranking_samples, ctx.seed + 1)
+        control, split = _control_split(task, self.control_split)
+        ranking = task.calibration_batches(model, self.ranking_samples, ctx.seed + 1)
         evaluations: list[float] = []
         cfg = _predictor_config(self)
         sign = {"value": 1.0}
@@ -455,7 +439,8 @@ class NNCFPostTrainingInt8(Compression):
                 # rank layers by output change (the task metric is not defined per item here)
                 return None, None
             pred = OpenVINOPredictor(Path("."), counts=(0, 0), compiled=compiled, **cfg)
-            value, higher, _ = _main_metric(control.evaluate(pred, ctx))
+            value, higher, _ = _main_metric(task.evaluate(
+                pred, model, ctx, split=control, limit=self.control_samples, intervals=False))
             sign["value"] = 1.0 if higher else -1.0
             evaluations.append(value)
             ctx.progress("compress", f"nncf-ptq accuracy control: metric {value:.4f}")
