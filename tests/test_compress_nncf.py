@@ -11,8 +11,8 @@ from tiny_tasks import TinySST2
 
 from harness.api import CellContext, Head
 from harness.testing import TINY_BERT
+from harness.toolkit import dir_bytes
 from harness_plugins import compress_nncf as cn
-from harness_plugins._torch import dir_bytes
 from harness_plugins.compress_nncf import (
     NNCFPostTrainingInt8,
     NNCFWeightCompression,
