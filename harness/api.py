@@ -152,8 +152,8 @@ class Predictor(ABC):
 
     @abstractmethod
     def parameter_counts(self) -> tuple[int, int]:
-        """(total, non-zero) weight counts of the model as it runs (for an ONNX or OpenVINO
-        artifact: the elements of its weight initializers/constants)."""
+        """(total, non-zero) weight counts of the model as it runs. A non-torch artifact (ONNX,
+        OpenVINO) reports those of the torch model it was exported from (same architecture)."""
 
     def bits_per_weight(self) -> float:
         """Average storage bits per weight of the artifact (default: from ``precision``)."""
