@@ -12,15 +12,11 @@ from tiny_tasks import TinySST2
 from harness.api import CellContext, Head
 from harness.testing import TINY_BERT
 from harness.toolkit import dir_bytes
-from harness_plugins import compress_nncf as cn
-from harness_plugins.compress_nncf import (
-    NNCFPostTrainingInt8,
-    NNCFWeightCompression,
-    OpenVINOFP32,
-    OpenVINOPredictor,
-)
+from harness_plugins import openvino_runtime as ovr
+from harness_plugins.compress_nncf import NNCFPostTrainingInt8, NNCFWeightCompression, OpenVINOFP32
 from harness_plugins.compress_torch import NoCompression
 from harness_plugins.hf import HFModel
+from harness_plugins.openvino_runtime import OpenVINOPredictor
 
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
@@ -41,7 +37,7 @@ def test_skipped_off_cpu_or_without_packages(ctx, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "nncf" else real(n, *a))
     assert "package(s) nncf not installed (pip install nncf)" in NNCFPostTrainingInt8().unsupported_reason(ctx)
     assert OpenVINOFP32().unsupported_reason(ctx) is None  # needs openvino only
-    monkeypatch.setattr(cn, "cpu_capabilities", lambda: {k: False for k in ("avx512_bf16", "amx_bf16")})
+    monkeypatch.setattr(ovr, "cpu_capabilities", lambda: {k: False for k in ("avx512_bf16", "amx_bf16")})
     assert "bf16" in OpenVINOFP32(inference_precision="bf16").unsupported_reason(ctx)
 
 
