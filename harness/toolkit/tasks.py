@@ -14,6 +14,7 @@ tokenizer, label order and evaluation length from the model ``evaluate`` receive
 from __future__ import annotations
 
 import inspect
+from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -67,24 +68,24 @@ class FineTunedTask(Task):
         return {**super().parameters(), **Recipe.parameters()}
 
     # -- what a subclass provides --------------------------------------------------------------
+    @abstractmethod
     def labels(self) -> list[str]:
         """The label names of the data (all splits)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def split(self, split: str, required: bool = True) -> Any:
         """The data of ``split``; ``None`` when it is absent and not ``required`` (a missing
         required split raises ``harness.errors.DataError`` naming the file)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def split_hash(self, split: str) -> str:
         """A hash of ``split`` as used (content and any sample limit)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def train_features(
         self, tokenizer: Any, label2id: dict[str, int], max_length: int
     ) -> tuple[list[dict[str, Any]], int]:
         """(training features with ``labels``, number of source examples); see ``finetune``."""
-        raise NotImplementedError
 
     # -- shared --------------------------------------------------------------------------------
     def head(self) -> Head:
