@@ -118,9 +118,10 @@ def _control_split(task: Task, split: str) -> tuple[str | None, str]:
     own = getattr(task, "eval_split", None)
     if offered and split != own:
         return split, split
-    used = split if offered else str(own or "the task's evaluation split")
     # e.g. SST-2: the only labelled held-out split is the one that is scored
-    return (split if offered else None), f"{used} (the task's evaluation split: tuned on what is scored)"
+    name = split if offered else own
+    return (split if offered else None), (
+        f"{name + ' ' if name else ''}(the task's evaluation split: tuned on what is scored)")
 
 
 def _main_metric(metrics: list[Any]) -> tuple[float, bool, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
@@ -150,3 +151,22 @@ def test_predictor_reads_artifact_folder(seq, ctx, tmp_path):
     batch = task.batch(task.rows[:2])
     torch.testing.assert_close(fresh(batch), pred(batch))
     assert fresh.describe()["threads"] == 1
+
+
+def test_accuracy_control_asks_for_a_split_the_task_offers(tmp_path):
+    """The control split goes through the public evaluate(split=...) contract: asked for only
+    when the task lists it in splits(); otherwise the task's own split, and the row says so."""
+    from harness_plugins.classification import ClassificationTask
+    from harness_plugins.compress_nncf import _control_split
+    from harness_plugins.conll import write_conll
+    from harness_plugins.ner import NERTask
+
+    for split in ("train", "validation", "test"):
+        write_conll(tmp_path / f"{split}.txt", [["Paris"]], [["B-LOC"]])
+    ner = NERTask(data_dir=str(tmp_path))
+    assert ner.splits() == ("train", "validation", "test")
+    assert _control_split(ner, "validation") == ("validation", "validation")
+    assert _control_split(ner, "dev") == (None, "test (the task's evaluation split: tuned on what is scored)")
+    sst2 = ClassificationTask(format="sst2", data_dir=str(Path(__file__).parents[1] / "suites" / "data" / "sst2-sample"))
+    split, note = _control_split(sst2, "validation")
+    assert split == "validation" and note.startswith("validation (the task's evaluation split")
