@@ -238,8 +238,8 @@ class Task(Plugin):
         the tokenizer, the label order (``model.head.labels``) and the length limit.
         Exactly one returned MetricValue has ``main=True``.
 
-        The keywords let a compression ask for a smaller evaluation (e.g. NNCF's accuracy
-        control); the core calls ``evaluate(predictor, model, ctx)`` only.
+        The keywords let a compression ask for a smaller evaluation (e.g. accuracy-controlled
+        quantisation); the core calls ``evaluate(predictor, model, ctx)`` only.
 
         :param split: score this split instead of the task's evaluation split; only names in
             ``splits()`` are valid. A task that cannot honour it raises

@@ -12,7 +12,7 @@ Caching and measuring artifacts (``harness.toolkit.artifacts``)
     measured), ``hash_text``, ``sha256_files``, ``missing_packages_reason``.
 Fine-tuning (``harness.toolkit.recipe``, ``.finetune``, ``.tasks``)
     ``Recipe`` (the recipe, declared once), ``finetune`` (the cached training loop),
-    ``FineTunedTask`` (the base of the built-in ``ner`` and ``classification`` tasks),
+    ``FineTunedTask`` (the base of the built-in tasks),
     ``EvalSetup``, ``model_eval_length``.
 """
 
