@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import importlib
+import inspect
 import json
 import os
 import shutil
@@ -69,6 +70,11 @@ class PluginSet:
 
     def create(self, entry: Entry) -> Plugin:
         cls = self.registries.by_kind(entry.kind).get(entry.plugin)
+        if inspect.isabstract(cls):
+            raise PluginError(
+                f"{entry.kind} plugin {entry.plugin!r} ({cls.__module__}.{cls.__qualname__}) does "
+                f"not implement the abstract method(s) {', '.join(sorted(cls.__abstractmethods__))}"
+            )
         try:
             return cls(**entry.params)
         except Exception as exc:

@@ -123,3 +123,24 @@ def test_a_missing_capability_skips_the_cell_with_a_reason(run_suite_dict):
     assert status.status["prune"] == "skipped"
     reason = status.error["prune"]
     assert "task 'no-finetune'" in reason and "'finetune' capability" in reason
+
+
+def test_an_abstract_plugin_fails_its_cell_naming_the_missing_methods(run_suite_dict):
+    class Half(Compression):  # no apply()
+        name = "half-done"
+
+    class Plugin:
+        @staticmethod
+        @harness.hookimpl
+        def register_compressions(register):
+            register(Half)
+
+    df = run_suite_dict({
+        "models": [{"plugin": "hf", "params": TINY_BERT}],
+        "tasks": [{"plugin": "classification", "params": {
+            "format": "sst2", "data_dir": str(ROOT / "suites" / "data" / "sst2-sample"),
+            "max_train_samples": 8, "max_eval_samples": 8, "bootstrap": 0}}],
+        "compressions": ["half-done"],
+    }, pm=make_plugin_manager(Plugin))
+    assert df.status.tolist() == ["failed"]
+    assert "compression plugin 'half-done'" in df.error[0] and "abstract method(s) apply" in df.error[0]
