@@ -62,8 +62,7 @@ def main() -> None:
     from seqeval.metrics import f1_score
 
     from harness.api import CellContext
-    from harness_plugins._torch import TorchPredictor
-    from harness_plugins.finetune import pad_batch
+    from harness.toolkit import TorchPredictor, pad_batch
     from harness_plugins.ner import NERTask, make_windows, special_affixes, word_pieces
 
     work = Path(tempfile.mkdtemp(prefix="eval-speed-"))
@@ -96,7 +95,7 @@ def main() -> None:
 
     def harness_eval() -> tuple[float, float, int]:
         t = time.perf_counter()
-        metrics = {m.name: m.value for m in task.evaluate(predictor, ctx)}
+        metrics = {m.name: m.value for m in task.evaluate(predictor, loaded, ctx)}
         return time.perf_counter() - t, metrics["entity_f1"], int(metrics["gold_entities"])
 
     # -- the reference: a transformers user's evaluation ---------------------------------------

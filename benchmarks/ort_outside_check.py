@@ -3,7 +3,7 @@
 For each compression given (default: onnx, ort-int8, ort-static-int8), the harness builds the
 cell's artifact (fine-tuned model from the suite's cache, the compression's cached ``.onnx``),
 saves it with ``Predictor.save`` and dumps the cell's 64 batch-1 latency inputs
-(``task.latency_batches(tokenizer, 1, 64, seed)``) to ``inputs.npz``. Then, alternating in one
+(``task.latency_batches(model, 1, 64, seed)``) to ``inputs.npz``. Then, alternating in one
 process (ABBA order over ``--rounds`` rounds, so the machine's drift hits both alike):
 
 * the harness: ``harness.timing.measure_latency`` on the plugin's predictor, as a cell runs it;
@@ -88,7 +88,7 @@ def harness_side(args: argparse.Namespace) -> list[dict[str, Any]]:
                       show_progress=False)
     task = plugins.create(task_entry)
     loaded = task.fit(plugins.create(suite.models[0]).load(task.head(), ctx), ctx)
-    batches = task.latency_batches(loaded.tokenizer, 1, LATENCY_INPUTS, s.seed)
+    batches = task.latency_batches(loaded, 1, LATENCY_INPUTS, s.seed)
     inputs = out / f"inputs-{args.task}.npz"
     np.savez(inputs, **{f"{i}/{k}": v.numpy() for i, b in enumerate(batches) for k, v in b.items()})
     feeds = load_feeds(str(inputs))

@@ -1,14 +1,21 @@
-"""harness: benchmark NLP models and their compressed variants (accuracy x size x latency)."""
+"""harness: benchmark NLP models and their compressed variants (accuracy x size x latency).
+
+Plugin authors need: the API classes exported here (``harness.api``), ``harness.hookimpl``,
+the errors (``harness.errors``), the helpers in ``harness.toolkit`` and the pytest fixtures
+in ``harness.testing``.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 from .api import (
+    CAPABILITIES,
     CellContext,
     Compression,
     Executor,
     ExecutorContext,
+    Finetunable,
     Head,
     LoadedModel,
     MetricValue,
@@ -16,6 +23,7 @@ from .api import (
     Plugin,
     Predictor,
     Task,
+    capability_reason,
 )
 from .errors import DataError, HarnessError, PluginError, SuiteError
 from .hookspecs import hookimpl
@@ -27,11 +35,13 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
+    "CAPABILITIES",
     "CellContext",
     "Compression",
     "DataError",
     "Executor",
     "ExecutorContext",
+    "Finetunable",
     "HarnessError",
     "Head",
     "LoadedModel",
@@ -43,6 +53,7 @@ __all__ = [
     "SuiteError",
     "Task",
     "__version__",
+    "capability_reason",
     "get_plugin_manager",
     "hookimpl",
     "load_results",

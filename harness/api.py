@@ -1,33 +1,43 @@
-"""The public plugin API: the three axes of a suite and the objects that pass between them.
+"""The public plugin API: the axes of a suite and the objects that pass between them.
 
 A cell of a suite is one (model, task, compression). The runner drives it like this::
 
     model = ModelPlugin(**params)             # a Model subclass, registered by name
     task = TaskPlugin(**params)
     compression = CompressionPlugin(**params)
-    reason = compression.unsupported_reason(ctx)   # -> a "skipped" row when not None
+    reason = compression.unsupported_reason(ctx) or capability_reason(compression, task)
+    # a reason -> a "skipped" row
     loaded = model.load(task.head(), ctx)       # a LoadedModel (transformers module + tokenizer)
     loaded = task.fit(loaded, ctx)               # fine-tunes when the model has no head (cached)
     predictor = compression.apply(loaded, task, ctx)   # runs on torch, OpenVINO, ...
-    metrics = task.evaluate(predictor, ctx)     # list[MetricValue]
-    # the core then times ``predictor`` on ``task.latency_batches(...)`` and measures its artifact.
+    metrics = task.evaluate(predictor, loaded, ctx)    # list[MetricValue]
+    # the core then times ``predictor`` on ``task.latency_batches(loaded, ...)`` and measures
+    # the size of what ``predictor.save(folder)`` writes.
 
-Plugins import torch and transformers lazily (inside methods), so that listing plugins is cheap.
+Every axis is an abstract base class: a subclass must implement the methods marked
+``@abstractmethod`` or it cannot be instantiated. Optional capabilities are declared
+(``Finetunable``, ``Compression.requires``), never guessed. Plugins import torch and
+transformers lazily (inside methods), so that listing plugins is cheap. Helpers for plugin
+authors (``TorchPredictor``, ``pad_batch``, ``cached_or_build``, ``FineTunedTask``, ...) are in
+``harness.toolkit``.
 """
 
 from __future__ import annotations
 
 import inspect
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 __all__ = [
+    "CAPABILITIES",
     "CellContext",
     "Compression",
     "Executor",
     "ExecutorContext",
+    "Finetunable",
     "Head",
     "LoadedModel",
     "MetricValue",
@@ -35,10 +45,11 @@ __all__ = [
     "Plugin",
     "Predictor",
     "Task",
+    "capability_reason",
 ]
 
 
-class Plugin:
+class Plugin(ABC):  # noqa: B024 - the axes below declare the abstract methods
     """Base of every registered class.
 
     Parameters come from the suite file as keyword arguments of ``__init__``; the core checks
@@ -110,44 +121,49 @@ class LoadedModel:
     info: dict[str, Any] = field(default_factory=dict)  #: e.g. train_time_s, fine-tune recipe
 
 
-class Predictor:
+class Predictor(ABC):
     """Something that turns a tokenised batch into logits: the thing that is evaluated and timed.
 
     ``batch`` maps ``input_ids``/``attention_mask``/(``token_type_ids``) to int64 CPU tensors of
     shape (batch, seq). ``__call__`` returns float logits, (batch, seq, labels) for token
     classification or (batch, labels) for sequence classification, as a torch tensor that may
     live on the predictor's device. ``synchronize()`` waits for queued device work (CUDA).
+    See docs/plugins.md, "Predictor contract", for what the core reads from a predictor.
     """
 
     runtime: str = "torch"  #: "torch", "openvino", ...
     device: str = "cpu"  #: "cpu", "cuda:0", ...
     precision: str = "fp32"  #: the precision actually computed (e.g. "bf16" under AMX)
 
-    def __call__(self, batch: Mapping[str, Any]) -> Any:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abstractmethod
+    def __call__(self, batch: Mapping[str, Any]) -> Any:
+        """Logits for ``batch``."""
 
     def synchronize(self) -> None:
         """Block until queued device work is done. No-op on CPU."""
+        return None
 
-    def save(self, directory: Path) -> Path:  # pragma: no cover - interface
+    @abstractmethod
+    def save(self, directory: Path) -> Path:
         """Write the deployable artifact under ``directory``; return the file or folder written.
 
-        Its size on disk is what the leaderboard reports.
+        The bytes on disk of what it returns are the ``size_bytes`` the leaderboard reports.
         """
-        raise NotImplementedError
 
-    def parameter_counts(self) -> tuple[int, int]:  # pragma: no cover - interface
-        """(total, non-zero) parameter counts of the model as it runs."""
-        raise NotImplementedError
+    @abstractmethod
+    def parameter_counts(self) -> tuple[int, int]:
+        """(total, non-zero) weight counts of the model as it runs. A non-torch artifact (ONNX,
+        OpenVINO) reports those of the torch model it was exported from (same architecture)."""
 
     def bits_per_weight(self) -> float:
-        """Average storage bits per weight parameter of the artifact."""
+        """Average storage bits per weight of the artifact (default: from ``precision``)."""
         return {"fp32": 32.0, "fp16": 16.0, "bf16": 16.0, "int8": 8.0, "int4": 4.0}.get(
             self.precision, 32.0
         )
 
     def describe(self) -> dict[str, Any]:
-        """Extra columns for the result rows (e.g. threads, inference precision hint)."""
+        """Extra columns for the result rows (e.g. threads, inference precision hint). The core
+        reads ``threads`` and ``compression_time_s`` specially (docs/plugins.md)."""
         return {}
 
 
@@ -180,19 +196,18 @@ class CellContext:
     #: called with a phase name ("fine-tune", "compress", "evaluate", "time") and progress text
     progress: Callable[[str, str], None] = lambda phase, text: None
     show_progress: bool = True  #: draw progress bars (off in workers without a terminal)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Model(Plugin):
     """A model source (a local path, a hub id, a config for a tiny test model, ...)."""
 
-    def load(self, head: Head, ctx: CellContext) -> LoadedModel:  # pragma: no cover - interface
+    @abstractmethod
+    def load(self, head: Head, ctx: CellContext) -> LoadedModel:
         """Return the model with a head for ``head``.
 
         Set ``trained_for_task`` when the checkpoint already has a trained head with exactly
         ``head.labels``; raise ``harness.errors.PluginError`` when it has a head with other labels.
         """
-        raise NotImplementedError
 
     def identity(self) -> str:
         """A stable string identifying the weights (for cache keys); default: the parameters."""
@@ -200,38 +215,84 @@ class Model(Plugin):
 
 
 class Task(Plugin):
-    """A dataset + metric (+ a fine-tuning recipe for models without a head)."""
+    """A dataset + metric (+ a fine-tuning recipe for models without a head).
 
-    def head(self) -> Head:  # pragma: no cover - interface
+    A task keeps no state between calls that another call depends on: every method receives
+    the model it works for (``harness.toolkit.FineTunedTask`` is the built-ins' base).
+    """
+
+    @abstractmethod
+    def head(self) -> Head:
         """The head this task needs. May read the data (label set from the data)."""
-        raise NotImplementedError
 
-    def data_hash(self) -> str:  # pragma: no cover - interface
+    @abstractmethod
+    def data_hash(self) -> str:
         """A hash of the data files used (cache keys and provenance)."""
-        raise NotImplementedError
 
     def fit(self, model: LoadedModel, ctx: CellContext) -> LoadedModel:
         """Fine-tune ``model`` on the train split unless ``model.trained_for_task``. Cached."""
         return model
 
-    def evaluate(self, predictor: Predictor, ctx: CellContext) -> list[MetricValue]:  # pragma: no cover
-        """Score ``predictor`` on the evaluation split. Exactly one MetricValue has ``main=True``."""
-        raise NotImplementedError
+    @abstractmethod
+    def evaluate(self, predictor: Predictor, model: LoadedModel, ctx: CellContext, *,
+                 split: str | None = None, limit: int | None = None,
+                 intervals: bool = True) -> list[MetricValue]:
+        """Score ``predictor``, which runs (a compressed form of) ``model``; ``model`` gives
+        the tokenizer, the label order (``model.head.labels``) and the length limit.
+        Exactly one returned MetricValue has ``main=True``.
 
+        The keywords let a compression ask for a smaller evaluation (e.g. accuracy-controlled
+        quantisation); the core calls ``evaluate(predictor, model, ctx)`` only.
+
+        :param split: score this split instead of the task's evaluation split; only names in
+            ``splits()`` are valid. A task that cannot honour it raises
+            ``harness.errors.PluginError`` naming itself.
+        :param limit: score at most this many examples (the first ones). A task that cannot
+            honour it raises ``PluginError``.
+        :param intervals: ``False``: confidence intervals may be skipped (faster).
+        """
+
+    def splits(self) -> tuple[str, ...]:
+        """The labelled splits ``evaluate(split=...)`` accepts; default ``()``: only the
+        task's own evaluation split."""
+        return ()
+
+    @abstractmethod
     def latency_batches(
-        self, tokenizer: Any, batch_size: int, count: int, seed: int
-    ) -> list[dict[str, Any]]:  # pragma: no cover - interface
-        """``count`` tokenised batches of ``batch_size`` real evaluation inputs at their real
-        lengths (dynamic padding), drawn reproducibly with ``seed``: what latency is timed on."""
-        raise NotImplementedError
+        self, model: LoadedModel, batch_size: int, count: int, seed: int
+    ) -> list[dict[str, Any]]:
+        """``count`` batches of ``batch_size`` real evaluation inputs tokenised for ``model``,
+        at their real lengths (dynamic padding, at most the model's evaluation length), drawn
+        reproducibly with ``seed``: what latency is timed on."""
 
-    def calibration_batches(self, tokenizer: Any, samples: int, seed: int) -> list[dict[str, Any]]:
-        """Batch-1 tokenised inputs from the train split, for static quantisation."""
+    def calibration_batches(self, model: LoadedModel, samples: int, seed: int) -> list[dict[str, Any]]:
+        """Batch-1 inputs from the train split tokenised for ``model``, for static quantisation."""
         raise NotImplementedError(f"task {self.name!r} provides no calibration data")
+
+
+@runtime_checkable
+class Finetunable(Protocol):
+    """Optional task capability ``"finetune"``: continue training a model that already has its
+    trained head (e.g. recovery after pruning), with the task's own recipe.
+
+    ``finetune(model, ctx, epochs=...)`` returns the trained model; ``epochs`` may be
+    fractional. The head is kept and nothing is cached (the compression caches its artifact).
+    """
+
+    def finetune(self, model: LoadedModel, ctx: CellContext, *, epochs: float) -> LoadedModel: ...
+
+
+#: capability name (as in ``Compression.requires``) -> the protocol a task must satisfy
+CAPABILITIES: dict[str, type] = {"finetune": Finetunable}
 
 
 class Compression(Plugin):
     """A transformation of a fine-tuned model into something smaller or faster."""
+
+    #: task capabilities (names in ``CAPABILITIES``) that ``apply`` uses; a task lacking one
+    #: makes the cell ``skipped`` with a reason naming the task and the capability. An instance
+    #: may narrow it in ``__init__`` (e.g. only when a parameter asks for recovery training).
+    requires: tuple[str, ...] = ()
 
     def unsupported_reason(self, ctx: CellContext) -> str | None:
         """Why this compression cannot run here (device, runtime, missing package), or None.
@@ -240,10 +301,24 @@ class Compression(Plugin):
         """
         return None
 
-    def apply(self, model: LoadedModel, task: Task, ctx: CellContext) -> Predictor:  # pragma: no cover
+    @abstractmethod
+    def apply(self, model: LoadedModel, task: Task, ctx: CellContext) -> Predictor:
         """Return a predictor running the compressed model. Cache artifacts under
-        ``ctx.cache_dir`` keyed by ``model.identity`` and this plugin's parameters."""
-        raise NotImplementedError
+        ``ctx.cache_dir`` keyed by ``model.identity`` and this plugin's parameters
+        (``harness.toolkit.cached_or_build`` does this)."""
+
+
+def capability_reason(compression: Compression, task: Task) -> str | None:
+    """Why ``task`` cannot serve ``compression`` (a capability in ``requires`` it lacks), or None."""
+    for cap in compression.requires:
+        proto = CAPABILITIES.get(cap)
+        if proto is None:
+            return (f"compression {compression.name!r} requires unknown capability {cap!r} "
+                    f"(known: {sorted(CAPABILITIES)})")
+        if not isinstance(task, proto):
+            return (f"{compression.name}: task {task.name!r} lacks the {cap!r} capability "
+                    f"(harness.api.{proto.__name__}) that this compression requires")
+    return None
 
 
 def iter_rows(metrics: Iterable[MetricValue]) -> Iterable[dict[str, Any]]:
@@ -283,7 +358,8 @@ class Executor(Plugin):
     reason. The runner writes rows and caches results; executors never touch the results file.
     """
 
+    @abstractmethod
     def run(self, cells: list[Any], ectx: ExecutorContext,
             on_phase: Callable[[Any, str], None],
-            on_done: Callable[[Any, Any], None]) -> None:  # pragma: no cover - interface
-        raise NotImplementedError
+            on_done: Callable[[Any, Any], None]) -> None:
+        """Run ``cells``; call ``on_done`` once per cell."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import importlib
+import inspect
 import json
 import os
 import shutil
@@ -16,13 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .api import CellContext, LoadedModel, Plugin, iter_rows
+from .api import CellContext, LoadedModel, Plugin, capability_reason, iter_rows
 from .errors import DataError, PluginError, SuiteError
 from .plugins import PluginManager, get_plugin_manager
 from .provenance import device_name
 from .registry import Registries
 from .suite import Entry, Settings
 from .timing import PeakMemory, describe_lengths, fixed_length, measure_latency, measure_throughput
+from .toolkit.artifacts import dir_bytes
 
 LATENCY_INPUTS = 64  # distinct batch-1 inputs cycled through when timing
 THROUGHPUT_BATCHES = 8
@@ -51,13 +53,6 @@ class CellOutcome:
     bad_input: bool = False
 
 
-def path_bytes(path: Path) -> int:
-    """Bytes on disk of a file, or of every file under a folder."""
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
 @dataclass
 class PluginSet:
     """What a worker keeps between cells: the registries and memoised models and tasks."""
@@ -75,6 +70,11 @@ class PluginSet:
 
     def create(self, entry: Entry) -> Plugin:
         cls = self.registries.by_kind(entry.kind).get(entry.plugin)
+        if inspect.isabstract(cls):
+            raise PluginError(
+                f"{entry.kind} plugin {entry.plugin!r} ({cls.__module__}.{cls.__qualname__}) does "
+                f"not implement the abstract method(s) {', '.join(sorted(cls.__abstractmethods__))}"
+            )
         try:
             return cls(**entry.params)
         except Exception as exc:
@@ -134,7 +134,7 @@ def run_cell(
         plugins.tasks[task_key] = task
         step("setup", f"compression plugin {spec.compression.plugin!r}")
         compression: Any = plugins.create(spec.compression)
-        reason = compression.unsupported_reason(ctx)
+        reason = compression.unsupported_reason(ctx) or capability_reason(compression, task)
         if reason:
             return CellOutcome("skipped", error=str(reason), phase="setup", info=info)
 
@@ -150,9 +150,7 @@ def run_cell(
             plugins.fitted = {fit_key: loaded}  # keep one: models are large
         step("compress", f"compression plugin {spec.compression.plugin!r}")
         t0 = time.perf_counter()
-        predictor = compression.apply(
-            copy_model(loaded), task, ctx
-        )
+        predictor = compression.apply(copy_model(loaded), task, ctx)
         compress_s = time.perf_counter() - t0
         info.update(runtime=predictor.runtime, device=predictor.device,
                     precision=predictor.precision, device_name=device_name(predictor.device))
@@ -162,7 +160,7 @@ def run_cell(
         step("evaluate", f"task plugin {spec.task.plugin!r}")
         t0 = time.perf_counter()
         with PeakMemory(predictor.device) as mem:
-            metrics = list(task.evaluate(predictor, ctx))
+            metrics = list(task.evaluate(predictor, loaded, ctx))
             eval_s = time.perf_counter() - t0
             if sum(m.main for m in metrics) != 1:
                 raise PluginError(
@@ -170,10 +168,8 @@ def run_cell(
                     "main metrics; exactly one MetricValue must have main=True"
                 )
             step("time", f"task plugin {spec.task.plugin!r}")
-            b1 = task.latency_batches(loaded.tokenizer, 1, LATENCY_INPUTS, s.seed)
-            bn = task.latency_batches(
-                loaded.tokenizer, s.throughput_batch_size, THROUGHPUT_BATCHES, s.seed
-            )
+            b1 = task.latency_batches(loaded, 1, LATENCY_INPUTS, s.seed)
+            bn = task.latency_batches(loaded, s.throughput_batch_size, THROUGHPUT_BATCHES, s.seed)
             if s.latency_seq_len:
                 b1, bn = fixed_length(b1, s.latency_seq_len), fixed_length(bn, s.latency_seq_len)
             step("time", f"compression plugin {spec.compression.plugin!r}")
@@ -203,7 +199,7 @@ def run_cell(
             higher = name.startswith("throughput")
             rows.append(_num(name, value, _UNITS.get(name, ""), _DOCS.get(name, ""), higher))
         sizes = {
-            "size_bytes": path_bytes(artifact), "parameters": total,
+            "size_bytes": dir_bytes(artifact), "parameters": total,
             "nonzero_parameters": nonzero, "bits_per_weight": predictor.bits_per_weight(),
             "compression_time_s": float(described.get("compression_time_s", compress_s)),
             "eval_time_s": eval_s,

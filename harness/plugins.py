@@ -70,9 +70,11 @@ class PluginManager(pluggy.PluginManager):
 
     def registries(self) -> Registries:
         """Collect every registered class through the ``register_*`` hooks."""
-        regs = Registries(
-            Registry("model", Model), Registry("task", Task), Registry("compression", Compression),
-            Registry("executor", Executor),
+        regs = Registries(  # the bases are abstract: registered subclasses are concrete
+            Registry("model", Model),  # type: ignore[type-abstract]
+            Registry("task", Task),  # type: ignore[type-abstract]
+            Registry("compression", Compression),  # type: ignore[type-abstract]
+            Registry("executor", Executor),  # type: ignore[type-abstract]
         )
         if self.disabled_entrypoints:
             for kind in ("model", "task", "compression", "executor"):

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,34 @@ def cell_context(tmp_path: Path) -> CellContext:
     (tmp_path / "work").mkdir()
     return CellContext(device="cpu", seed=0, cache_dir=tmp_path / "cache",
                        work_dir=tmp_path / "work", show_progress=False)
+
+
+#: environment variable naming the folder of real benchmark data (``shared_data`` fixture)
+SHARED_DATA_ENV = "HARNESS_SHARED_DATA"
+
+
+def find_shared_data(start: Path) -> Path | None:
+    """The real benchmark data folder: ``$HARNESS_SHARED_DATA`` if set, else the first
+    ``shared/data`` folder in ``start`` or one of its parents; None when there is none."""
+    env = os.environ.get(SHARED_DATA_ENV)
+    if env:
+        return Path(env) if Path(env).is_dir() else None
+    start = Path(start).absolute()
+    for folder in (start, *start.parents):
+        if (folder / "shared" / "data").is_dir():
+            return folder / "shared" / "data"
+    return None
+
+
+@pytest.fixture
+def shared_data(request: pytest.FixtureRequest) -> Path:
+    """The real benchmark data folder (``find_shared_data`` from the pytest root folder, e.g.
+    ``shared_data / "wnut17"``); the test is skipped, with the reason, where there is none."""
+    found = find_shared_data(Path(request.config.rootpath))
+    if found is None:
+        pytest.skip(f"real benchmark data not found (set {SHARED_DATA_ENV} or put it in shared/data "
+                    "beside the checkout)")
+    return found
 
 
 @pytest.fixture

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import harness
-from harness.api import CellContext, MetricValue, Predictor
+from harness.api import CellContext, LoadedModel, MetricValue, Predictor
 from harness.errors import DataError, PluginError
+from harness.toolkit import EvalSetup, FineTunedTask, model_eval_length, pad_batch
 
-from ._task import FineTunedTask
 from .textdata import (
     FORMATS,
     Example,
@@ -51,22 +51,9 @@ class ClassificationTask(FineTunedTask):
         label_names: list[str] | None = None,
         label_offset: int | None = None,
         classes_file: str | None = None,
-        max_train_samples: int | None = None,
-        max_eval_samples: int | None = None,
-        lr: float = 5e-5,
-        epochs: int = 1,
-        batch_size: int = 32,
-        max_length: int = 128,
-        warmup_ratio: float = 0.1,
-        grad_accum: int = 1,
-        weight_decay: float = 0.0,
-        max_grad_norm: float = 1.0,
-        mixed_precision: str = "auto",
-        micro_batches: int = 0,
-        eval_batch_size: int = 64,
-        eval_max_length: int | None = None,
-        bootstrap: int = 1000,
+        **params: Any,
     ) -> None:
+        """``params``: the evaluation and ``Recipe`` parameters of ``FineTunedTask``."""
         if format not in FORMATS:
             raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
         p = preset(format)
@@ -88,14 +75,7 @@ class ClassificationTask(FineTunedTask):
         self.label_names = list(label_names) if label_names is not None else p["label_names"]
         self.label_offset = label_offset if label_offset is not None else p["label_offset"]
         self.classes_file = p["classes_file"] if classes_file is None else (classes_file or None)
-        self._init_recipe(
-            lr=lr, epochs=epochs, batch_size=batch_size, max_length=max_length,
-            warmup_ratio=warmup_ratio, grad_accum=grad_accum, weight_decay=weight_decay,
-            max_grad_norm=max_grad_norm, mixed_precision=mixed_precision,
-            eval_batch_size=eval_batch_size, eval_max_length=eval_max_length, bootstrap=bootstrap,
-            max_train_samples=max_train_samples, max_eval_samples=max_eval_samples,
-            micro_batches=micro_batches,
-        )
+        super().__init__(**params)
         self._splits: dict[str, TextSplit | None] = {}
         self._names: list[str] | None = None
 
@@ -136,12 +116,15 @@ class ClassificationTask(FineTunedTask):
             raise DataError(f"{path or '(no file configured)'}: the {split} split is missing (data file not found){hint}")
         return data
 
-    def examples(self, split: str) -> list[Example]:
+    def examples(self, split: str, limit: int | None = None) -> list[Example]:
+        """The first ``limit`` examples of ``split`` (default: ``max_train_samples`` for
+        train, ``max_eval_samples`` for the evaluation split, else all)."""
         data = self.split(split)
         assert data is not None
-        limit = self.max_train_samples if split == "train" else (
-            self.max_eval_samples if split == self.eval_split else None
-        )
+        if limit is None:
+            limit = self.max_train_samples if split == "train" else (
+                self.max_eval_samples if split == self.eval_split else None
+            )
         return data.examples[:limit] if limit else data.examples
 
     def labels(self) -> list[str]:
@@ -155,7 +138,7 @@ class ClassificationTask(FineTunedTask):
                 values |= {e.label for e in data.examples}
         return sort_labels(values)
 
-    def _split_hash(self, split: str) -> str:
+    def split_hash(self, split: str) -> str:
         data = self.split(split)
         assert data is not None
         limit = self.max_train_samples if split == "train" else self.max_eval_samples
@@ -191,7 +174,7 @@ class ClassificationTask(FineTunedTask):
                 out.append(f)
         return out
 
-    def _train_features(
+    def train_features(
         self, tokenizer: Any, label2id: dict[str, int], max_length: int
     ) -> tuple[list[dict[str, Any]], int]:
         exs = self.examples("train")
@@ -202,14 +185,13 @@ class ClassificationTask(FineTunedTask):
         return feats, len(exs)
 
     # -- evaluation --------------------------------------------------------------------------
-    def predict(self, predictor: Predictor, ctx: CellContext, examples: list[Example]) -> tuple[list[int], int]:
+    def predict(self, predictor: Predictor, setup: EvalSetup, ctx: CellContext,
+                examples: list[Example]) -> tuple[list[int], int]:
         """Predicted label ids (in the model's label order) and the number of truncated inputs."""
         import torch
         from tqdm.auto import tqdm
 
-        from .finetune import pad_batch
-
-        tokenizer, labels, max_len = self._require_bound()
+        tokenizer, labels, max_len = setup.tokenizer, setup.labels, setup.max_length
         feats = self.encode(tokenizer, examples, max_len)
         order = sorted(range(len(feats)), key=lambda i: len(feats[i]["input_ids"]), reverse=True)
         bs = max(1, int(self.eval_batch_size))
@@ -225,49 +207,45 @@ class ClassificationTask(FineTunedTask):
                     preds[i] = int(p)
         return preds, sum(bool(f["truncated"]) for f in feats)
 
-    def evaluate(self, predictor: Predictor, ctx: CellContext) -> list[MetricValue]:
-        _, labels, max_len = self._require_bound()
-        examples = self.examples(self.eval_split)
-        ctx.progress("evaluate", f"{len(examples)} examples of {self.eval_split}")
-        preds, truncated = self.predict(predictor, ctx, examples)
+    def evaluate(self, predictor: Predictor, model: LoadedModel, ctx: CellContext, *,
+                 split: str | None = None, limit: int | None = None,
+                 intervals: bool = True) -> list[MetricValue]:
+        split, limit = self.eval_options(split, limit)
+        setup = self.eval_setup(model)
+        labels = setup.labels
+        examples = self.examples(split, limit)
+        ctx.progress("evaluate", f"{len(examples)} examples of {split}")
+        preds, truncated = self.predict(predictor, setup, ctx, examples)
         index = {name: i for i, name in enumerate(labels)}
         refs = []
         for e in examples:
             if e.label not in index:
-                raise DataError(f"{self._path(self.eval_split)}:{e.line}: label {e.label!r} unknown to the model ({list(labels)})")
+                raise DataError(f"{self._path(split)}:{e.line}: label {e.label!r} unknown to the model ({list(labels)})")
             refs.append(index[e.label])
         return classification_metrics(
-            refs, preds, list(labels), bootstrap=self.bootstrap, seed=ctx.seed,
-            split=self.eval_split, truncated=truncated, max_length=max_len,
+            refs, preds, list(labels), bootstrap=self.bootstrap if intervals else 0, seed=ctx.seed,
+            split=split, truncated=truncated, max_length=setup.max_length,
         )
 
     # -- inputs for timing and calibration ---------------------------------------------------
-    def _limit(self, tokenizer: Any, default: int) -> int:
-        if self._eval_len is not None:
-            return self._eval_len
-        lim = getattr(tokenizer, "model_max_length", None)
-        return min(default, lim) if isinstance(lim, int) and lim > 0 else default
-
-    def latency_batches(self, tokenizer: Any, batch_size: int, count: int, seed: int) -> list[dict[str, Any]]:
-        from .finetune import pad_batch
-
+    def latency_batches(self, model: LoadedModel, batch_size: int, count: int, seed: int) -> list[dict[str, Any]]:
+        tokenizer = model.tokenizer
         exs = self.examples(self.eval_split)
         rng = random.Random(seed)
         need = batch_size * count
         picks = rng.sample(exs, need) if need <= len(exs) else rng.choices(exs, k=need)
-        feats = self.encode(tokenizer, picks, self._limit(tokenizer, 512))
+        feats = self.encode(tokenizer, picks, model_eval_length(model, self.eval_max_length))
         return [pad_batch(feats[i * batch_size : (i + 1) * batch_size], tokenizer) for i in range(count)]
 
-    def calibration_batches(self, tokenizer: Any, samples: int, seed: int) -> list[dict[str, Any]]:
-        from .finetune import pad_batch
-
+    def calibration_batches(self, model: LoadedModel, samples: int, seed: int) -> list[dict[str, Any]]:
+        tokenizer = model.tokenizer
         split = "train" if self.split("train", required=False) is not None else "validation"
         if split == self.eval_split or self.split(split, required=False) is None:
             self.split("train")  # raises the DataError naming the missing train file
         exs = self.examples(split)
         rng = random.Random(seed)
         picks = rng.sample(exs, min(samples, len(exs)))
-        feats = self.encode(tokenizer, picks, min(self.max_length, self._limit(tokenizer, 512)))
+        feats = self.encode(tokenizer, picks, min(self.max_length, model_eval_length(model, self.eval_max_length)))
         return [pad_batch([f], tokenizer) for f in feats]
 
 

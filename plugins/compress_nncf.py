@@ -9,251 +9,37 @@ model is fake-quantised and slower than fp32):
 * ``nncf-weights``: NNCF weight compression (int8/int4, group size, ratio); activations stay
   floating point.
 
-The model is converted with ``openvino.convert_model`` with dynamic batch and sequence dims, so
-real (dynamically padded) lengths are fed. It is compiled for the CPU with
-``INFERENCE_PRECISION_HINT=f32`` by default (on AMX/AVX512-BF16 processors OpenVINO would
-otherwise silently run fp32 models in bf16) and the precision the compiled model really uses is
-read back from the runtime graph. nncf and openvino are imported lazily.
+Export, the predictor and the precision read-back are the OpenVINO runtime module
+(``openvino_runtime.py``). nncf and openvino are imported lazily.
 """
 
 from __future__ import annotations
 
-import copy
-import json
-from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import harness
-from harness.api import CellContext, Compression, LoadedModel, Predictor, Task
+from harness.api import CellContext, Compression, LoadedModel, Task
 from harness.errors import PluginError
-
-from ._torch import missing_packages_reason
-from .compress_torch import (
+from harness.toolkit import (
     base_info,
     cached_or_build,
-    copy_artifact,
-    cpu_capabilities,
-    cpu_copy,
     task_key,
-    weight_counts,
 )
 
-XML, BIN = "model.xml", "model.bin"
-INFERENCE_PRECISIONS = ("f32", "bf16", "f16")
+from .compress_torch import weight_counts
+from .openvino_runtime import (
+    OpenVINOPredictor,
+    check_params,
+    openvino_reason,
+    precision_reason,
+    predictor_config,
+    save_ov,
+    to_openvino,
+)
+
 WEIGHT_MODES = ("int8_sym", "int8_asym", "int4_sym", "int4_asym", "nf4")
-_COMPUTE_OPS = ("FullyConnected", "MatMul", "Convolution", "FullyConnectedCompressed")
-
-
-def _openvino_reason(plugin: str, ctx: CellContext, need_nncf: bool) -> str | None:
-    missing = missing_packages_reason(plugin, "openvino", *(("nncf",) if need_nncf else ()))
-    if missing:
-        return missing
-    if ctx.device != "cpu":
-        return (
-            f"{plugin}: runs on OpenVINO's CPU plugin; device {ctx.device!r} is not supported "
-            "(OpenVINO has no CUDA device)"
-        )
-    return None
-
-
-# ---------------------------------------------------------------------------------------------
-# torch -> OpenVINO
-# ---------------------------------------------------------------------------------------------
-
-
-def _logits_wrapper(module: Any, names: tuple[str, ...]) -> Any:
-    """A module whose forward takes the model inputs positionally/by name and returns logits."""
-    import torch
-
-    class Logits(torch.nn.Module):
-        def __init__(self, inner: Any) -> None:
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, input_ids, attention_mask=None, token_type_ids=None):
-            kwargs = {"input_ids": input_ids}
-            if attention_mask is not None:
-                kwargs["attention_mask"] = attention_mask
-            if token_type_ids is not None:
-                kwargs["token_type_ids"] = token_type_ids
-            return self.inner(**kwargs).logits
-
-    unknown = set(names) - {"input_ids", "attention_mask", "token_type_ids"}
-    if unknown:
-        raise PluginError(f"OpenVINO export: unsupported model inputs {sorted(unknown)}")
-    return Logits(module).eval()
-
-
-def example_batch(model: LoadedModel) -> dict[str, Any]:
-    """A padded batch of two real-looking sentences, only the inputs the tokenizer makes."""
-    enc = model.tokenizer(
-        ["The European Commission said on Thursday it disagreed .", "Peter Blackburn"],
-        padding=True,
-        return_tensors="pt",
-    )
-    return {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-
-
-def to_openvino(model: LoadedModel) -> Any:
-    """``openvino.convert_model`` of the fp32 module, dynamic batch and sequence dims, output
-    named ``logits``."""
-    import warnings
-
-    import openvino as ov
-    import torch
-
-    example = example_batch(model)
-    wrapper = _logits_wrapper(cpu_copy(model.module).float().eval(), tuple(example))
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        ov_model = ov.convert_model(wrapper, example_input=example)
-    for inp in ov_model.inputs:  # dynamic batch and sequence, whatever tracing inferred
-        if inp.get_partial_shape().rank.get_length() == 2:
-            ov_model.reshape({inp.get_any_name(): ov.PartialShape([-1, -1])})
-    ov_model.outputs[0].get_tensor().set_names({"logits"})
-    return ov_model
-
-
-def save_ov(ov_model: Any, folder: Path) -> None:
-    import openvino as ov
-
-    ov.save_model(ov_model, str(folder / XML), compress_to_fp16=False)
-
-
-def runtime_precisions(compiled: Any) -> dict[str, dict[str, int]]:
-    """{layer type: {runtime precision: count}} of the compute layers of a compiled model."""
-    out: dict[str, Counter] = {}
-    for op in compiled.get_runtime_model().get_ops():
-        rt = op.get_rt_info()
-        try:
-            kind = rt["layerType"].astype(str)
-            prec = rt["runtimePrecision"].astype(str)
-        except Exception:  # noqa: BLE001 - an op without the info
-            continue
-        if kind in _COMPUTE_OPS:
-            out.setdefault(kind, Counter())[prec] += 1
-    return {k: dict(v) for k, v in out.items()}
-
-
-def _dominant_compute_precision(precisions: dict[str, dict[str, int]]) -> str:
-    """"int8" when most FullyConnected/MatMul layers run in u8/i8, else the float type."""
-    totals: Counter = Counter()
-    for counts in precisions.values():
-        for prec, n in counts.items():
-            totals["int8" if prec in ("u8", "i8") else {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(prec, prec)] += n
-    return totals.most_common(1)[0][0] if totals else "fp32"
-
-
-class OpenVINOPredictor(Predictor):
-    """Runs an OpenVINO IR (``model.xml`` + ``model.bin``) on the CPU plugin; returns torch logits."""
-
-    runtime = "openvino"
-    device = "cpu"
-
-    def __init__(
-        self,
-        folder: Path,
-        *,
-        counts: tuple[int, int],
-        info: dict[str, Any] | None = None,
-        inference_precision: str = "f32",
-        threads: int | None = None,
-        precision: str | None = None,
-        compiled: Any = None,
-    ) -> None:
-        import openvino as ov
-
-        self.folder = Path(folder)
-        self.counts = counts
-        self.info = dict(info or {})
-        if compiled is None:
-            core = ov.Core()
-            config: dict[str, Any] = {
-                "INFERENCE_PRECISION_HINT": inference_precision,
-                "PERFORMANCE_HINT": "LATENCY",
-            }
-            if threads:
-                config["INFERENCE_NUM_THREADS"] = int(threads)
-            compiled = core.compile_model(core.read_model(str(self.folder / XML)), "CPU", config)
-        self.compiled = compiled
-        self.request = compiled.create_infer_request()
-        self.input_names = tuple(i.get_any_name() for i in compiled.inputs)
-        self.precisions = runtime_precisions(compiled)
-        hint = compiled.get_property("INFERENCE_PRECISION_HINT")
-        self.inference_precision = hint.to_string() if hasattr(hint, "to_string") else str(hint)
-        self.precision = precision or _dominant_compute_precision(self.precisions)
-
-    def __call__(self, batch: Mapping[str, Any]) -> Any:
-        import numpy as np
-        import torch
-
-        feed = {}
-        for name in self.input_names:
-            v = batch[name]
-            # contiguous: inputs are shared with OpenVINO, which reads them as dense buffers
-            feed[name] = np.ascontiguousarray(v.numpy() if isinstance(v, torch.Tensor) else v)
-        out = self.request.infer(feed, share_inputs=True, share_outputs=False)
-        return torch.from_numpy(out[0])
-
-    def save(self, directory: Path) -> Path:
-        return copy_artifact(self.folder, directory)
-
-    def parameter_counts(self) -> tuple[int, int]:
-        return self.counts
-
-    def bits_per_weight(self) -> float:
-        """Bytes of ``model.bin`` x 8 / parameters of the source model (int8/int4 weights plus
-        their scales and zero points, and whatever stays fp32)."""
-        total = self.counts[0]
-        return round(8 * (self.folder / BIN).stat().st_size / total, 3) if total else 0.0
-
-    def describe(self) -> dict[str, Any]:
-        import openvino as ov
-
-        def prop(name: str) -> Any:
-            try:
-                return self.compiled.get_property(name)
-            except Exception:  # noqa: BLE001
-                return None
-
-        return {
-            **self.info,
-            "runtime": "openvino",
-            "openvino_version": ov.get_version(),
-            "inference_precision_hint": self.inference_precision,
-            "runtime_precisions": json.dumps(self.precisions, sort_keys=True),
-            "threads": prop("INFERENCE_NUM_THREADS"),
-            "streams": prop("NUM_STREAMS"),
-            "nonzero_counted_on": "fp32 source model",
-        }
-
-
-def _predictor_config(comp: Any) -> dict[str, Any]:
-    import torch
-
-    return {
-        "inference_precision": comp.inference_precision,
-        "threads": comp.threads or torch.get_num_threads(),
-    }
-
-
-def _check_common(plugin: str, inference_precision: str, threads: int | None) -> None:
-    if inference_precision not in INFERENCE_PRECISIONS:
-        raise ValueError(f"{plugin}: inference_precision must be one of {INFERENCE_PRECISIONS}")
-    if threads is not None and int(threads) < 1:
-        raise ValueError(f"{plugin}: threads must be >= 1")
-
-
-def _precision_reason(plugin: str, inference_precision: str) -> str | None:
-    if inference_precision == "f32":
-        return None
-    caps = cpu_capabilities()
-    need = ("avx512_bf16", "amx_bf16") if inference_precision == "bf16" else ("avx512_fp16", "amx_fp16")
-    if not any(caps[f] for f in need):
-        return f"{plugin}: inference_precision={inference_precision} needs {' or '.join(need)} on the CPU"
-    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,11 +56,11 @@ class OpenVINOFP32(Compression):
 
     def __init__(self, *, inference_precision: str = "f32", threads: int | None = None) -> None:
         super().__init__()
-        _check_common(self.name, inference_precision, threads)
+        check_params(self.name, inference_precision, threads)
         self.inference_precision, self.threads = inference_precision, threads
 
     def unsupported_reason(self, ctx: CellContext) -> str | None:
-        return _openvino_reason(self.name, ctx, need_nncf=False) or _precision_reason(
+        return openvino_reason(self.name, ctx, need_nncf=False) or precision_reason(
             self.name, self.inference_precision
         )
 
@@ -286,7 +72,7 @@ class OpenVINOFP32(Compression):
         folder, meta, hit = cached_or_build(ctx, model, self, build)
         info = base_info(self, "openvino", meta, hit)
         return OpenVINOPredictor(
-            folder / "model", counts=weight_counts(model.module), info=info, **_predictor_config(self)
+            folder / "model", counts=weight_counts(model.module), info=info, **predictor_config(self)
         )
 
 
@@ -325,29 +111,17 @@ def _to_numpy_fn(names: tuple[str, ...]):
     return transform
 
 
-def _control_task(task: Task, split: str, samples: int | None) -> tuple[Task, str]:
-    """A copy of ``task`` that evaluates on ``split`` (when the task has an ``eval_split``
-    parameter and that split exists), without bootstrap CIs; plus the split actually used."""
-    params = type(task).parameters()
-    t = copy.copy(task)
-    used = getattr(task, "eval_split", "the task's evaluation split")
-    if "eval_split" in params and split:
-        has_split = getattr(task, "split", None)
-        try:
-            ok = has_split is None or has_split(split, required=False) is not None
-        except Exception:  # noqa: BLE001
-            ok = False
-        if ok:
-            t.eval_split = split  # type: ignore[attr-defined]
-            used = split
-    if "bootstrap" in params:
-        t.bootstrap = 0  # type: ignore[attr-defined]
-    if samples and "max_eval_samples" in params:
-        t.max_eval_samples = int(samples)  # type: ignore[attr-defined]
-    if used == getattr(task, "eval_split", None):
-        # e.g. SST-2: the only labelled held-out split is the one that is scored
-        used = f"{used} (the task's evaluation split: tuned on what is scored)"
-    return t, str(used)
+def _control_split(task: Task, split: str) -> tuple[str | None, str]:
+    """The ``split=`` to ask ``task.evaluate`` for (``split`` when the task offers it in
+    ``splits()``, else None: its own evaluation split), and how to name it in the row."""
+    offered = bool(split) and split in task.splits()
+    own = getattr(task, "eval_split", None)
+    if offered and split != own:
+        return split, split
+    # e.g. SST-2: the only labelled held-out split is the one that is scored
+    name = split if offered else own
+    return (split if offered else None), (
+        f"{name + ' ' if name else ''}(the task's evaluation split: tuned on what is scored)")
 
 
 def _main_metric(metrics: list[Any]) -> tuple[float, bool, str]:
@@ -365,9 +139,9 @@ class NNCFPostTrainingInt8(Compression):
     :param max_drop: if set, ``nncf.quantize_with_accuracy_control``: layers are reverted to
         fp32 until the task's main metric drops by at most this much (absolute, metric units:
         0.01 = 1 F1 point), measured on ``control_split``.
-    :param control_split: split for accuracy control (the task's ``eval_split`` is swapped for
-        it when the task has that parameter; otherwise the task's own evaluation split is used
-        and the result row says so).
+    :param control_split: split for accuracy control, asked for with
+        ``task.evaluate(..., split=control_split)`` when the task lists it in ``splits()``;
+        otherwise the task's own evaluation split is used and the result row says so.
     :param control_samples: cap on evaluated examples per accuracy-control evaluation.
     :param ranking_samples: train examples NNCF ranks layers on (by output change).
     :param smooth_quant: apply SmoothQuant (NNCF's transformer default); False disables it.
@@ -398,7 +172,7 @@ class NNCFPostTrainingInt8(Compression):
             raise ValueError("nncf-ptq: preset must be 'mixed' or 'performance'")
         if max_drop is not None and float(max_drop) < 0:
             raise ValueError("nncf-ptq: max_drop must be >= 0")
-        _check_common(self.name, inference_precision, threads)
+        check_params(self.name, inference_precision, threads)
         self.subset_size, self.preset = int(subset_size), preset
         self.fast_bias_correction, self.smooth_quant = bool(fast_bias_correction), bool(smooth_quant)
         self.max_drop = None if max_drop is None else float(max_drop)
@@ -407,7 +181,7 @@ class NNCFPostTrainingInt8(Compression):
         self.inference_precision, self.threads = inference_precision, threads
 
     def unsupported_reason(self, ctx: CellContext) -> str | None:
-        return _openvino_reason(self.name, ctx, need_nncf=True) or _precision_reason(
+        return openvino_reason(self.name, ctx, need_nncf=True) or precision_reason(
             self.name, self.inference_precision
         )
 
@@ -421,7 +195,7 @@ class NNCFPostTrainingInt8(Compression):
 
         ov_model = to_openvino(model)
         names = tuple(i.get_any_name() for i in ov_model.inputs)
-        calib = task.calibration_batches(model.tokenizer, self.subset_size, ctx.seed)
+        calib = task.calibration_batches(model, self.subset_size, ctx.seed)
         if not calib:
             raise PluginError(f"nncf-ptq: task {task.name!r} gave no calibration samples")
         dataset = nncf.Dataset(calib, _to_numpy_fn(names))
@@ -442,10 +216,10 @@ class NNCFPostTrainingInt8(Compression):
         if self.max_drop is None:
             return nncf.quantize(ov_model, dataset, advanced_parameters=adv, **common), extra
 
-        control, split = _control_task(task, self.control_split, self.control_samples)
-        ranking = task.calibration_batches(model.tokenizer, self.ranking_samples, ctx.seed + 1)
+        control, split = _control_split(task, self.control_split)
+        ranking = task.calibration_batches(model, self.ranking_samples, ctx.seed + 1)
         evaluations: list[float] = []
-        cfg = _predictor_config(self)
+        cfg = predictor_config(self)
         sign = {"value": 1.0}
 
         def validate(compiled: Any, data: Any) -> tuple[float | None, None]:
@@ -455,7 +229,8 @@ class NNCFPostTrainingInt8(Compression):
                 # rank layers by output change (the task metric is not defined per item here)
                 return None, None
             pred = OpenVINOPredictor(Path("."), counts=(0, 0), compiled=compiled, **cfg)
-            value, higher, _ = _main_metric(control.evaluate(pred, ctx))
+            value, higher, _ = _main_metric(task.evaluate(
+                pred, model, ctx, split=control, limit=self.control_samples, intervals=False))
             sign["value"] = 1.0 if higher else -1.0
             evaluations.append(value)
             ctx.progress("compress", f"nncf-ptq accuracy control: metric {value:.4f}")
@@ -505,7 +280,7 @@ class NNCFPostTrainingInt8(Compression):
             if k in meta:
                 info[k] = meta[k]
         return OpenVINOPredictor(
-            folder / "model", counts=weight_counts(model.module), info=info, **_predictor_config(self)
+            folder / "model", counts=weight_counts(model.module), info=info, **predictor_config(self)
         )
 
 
@@ -547,12 +322,12 @@ class NNCFWeightCompression(Compression):
             raise ValueError("nncf-weights: group_size, ratio and all_layers apply to 4-bit modes only")
         if ratio is not None and not 0 < float(ratio) <= 1:
             raise ValueError("nncf-weights: ratio must be in (0, 1]")
-        _check_common(self.name, inference_precision, threads)
+        check_params(self.name, inference_precision, threads)
         self.mode, self.group_size, self.ratio, self.all_layers = mode, group_size, ratio, all_layers
         self.inference_precision, self.threads = inference_precision, threads
 
     def unsupported_reason(self, ctx: CellContext) -> str | None:
-        return _openvino_reason(self.name, ctx, need_nncf=True) or _precision_reason(
+        return openvino_reason(self.name, ctx, need_nncf=True) or precision_reason(
             self.name, self.inference_precision
         )
 
@@ -575,7 +350,7 @@ class NNCFWeightCompression(Compression):
         info = base_info(self, "openvino", meta, hit)
         info["weights"] = self.mode
         pred = OpenVINOPredictor(
-            folder / "model", counts=weight_counts(model.module), info=info, **_predictor_config(self)
+            folder / "model", counts=weight_counts(model.module), info=info, **predictor_config(self)
         )
         bits = "8" if self.mode.startswith("int8") else "4"
         act = {"int8": "8", "fp32": "32", "bf16": "16", "fp16": "16"}.get(pred.precision, "32")
@@ -595,7 +370,4 @@ __all__ = [
     "NNCFPostTrainingInt8",
     "NNCFWeightCompression",
     "OpenVINOFP32",
-    "OpenVINOPredictor",
-    "runtime_precisions",
-    "to_openvino",
 ]

@@ -278,7 +278,7 @@ class OrtStaticInt8(_ORTCompression):
     def transform(self, fp32, out, model, task, ctx, scratch):
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-        calib = task.calibration_batches(model.tokenizer, self.samples, ctx.seed)
+        calib = task.calibration_batches(model, self.samples, ctx.seed)
         if not calib:
             raise PluginError(f"{self.name}: task {task.name!r} gave no calibration samples")
         feeds = [{k: v.numpy() for k, v in b.items() if k in rt.INPUT_NAMES} for b in calib]

@@ -1,9 +1,10 @@
 """Compressions that run on eager PyTorch: ``none`` (fp32 baseline), ``half`` (fp16/bf16) and
 ``dynamic-int8`` (int8 weights, activations quantised on the fly, ``torch.ao.quantization``).
 
-Also the helpers every built-in compression shares: the artifact cache
-(``ctx.cache_dir/compress/<key>``, keyed by the input model's identity, the plugin's name,
-version and parameters), CPU feature detection, and parameter / bit counting.
+Also the torch helpers the built-in compressions share: CPU feature detection, weight counting
+over quantised modules, and ``CompressedTorchPredictor``. The generic ones (the artifact cache,
+``base_info``, ``TorchPredictor``) are public in ``harness.toolkit``; the names re-exported
+below keep ``from .compress_torch import ...`` working for the runtime modules.
 
 torch is imported lazily (inside functions) so that listing plugins stays cheap.
 """
@@ -11,12 +12,6 @@ torch is imported lazily (inside functions) so that listing plugins stays cheap.
 from __future__ import annotations
 
 import copy
-import json
-import os
-import platform
-import shutil
-import time
-import uuid
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -24,123 +19,12 @@ from typing import Any
 
 import harness
 from harness.api import CellContext, Compression, LoadedModel, Task
-from harness.provenance import cpu_flags
-
-from ._torch import TorchPredictor, count_parameters, dir_bytes, hash_text
+from harness.provenance import cpu_flags, cpu_name
+from harness.toolkit import TorchPredictor, base_info, cached_or_build, copy_artifact, task_key
 
 # ---------------------------------------------------------------------------------------------
-# Shared helpers (used by compress_nncf.py and prune.py too)
+# Helpers for torch compressions (used by compress_nncf.py, compress_ort.py and prune.py too)
 # ---------------------------------------------------------------------------------------------
-
-
-def plugin_params(comp: Any) -> dict[str, Any]:
-    """A plugin's constructor parameters as set (each is stored under its own name)."""
-    return {n: getattr(comp, n, None) for n in type(comp).parameters()}
-
-
-def module_fingerprint(module: Any) -> str:
-    """sha256 (16 hex digits) of every tensor of the module's state dict: names, dtypes,
-    shapes and bytes. ``LoadedModel.identity`` names where weights came from but not the head
-    (an untrained head is initialised at load time), so the cache also keys on the content."""
-    import hashlib
-
-    import torch
-
-    h = hashlib.sha256()
-    for name, t in module.state_dict().items():
-        if not isinstance(t, torch.Tensor):
-            h.update(f"{name}={t!r}".encode())
-            continue
-        t = t.detach().to("cpu").contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        if t.is_quantized:
-            t = t.int_repr()
-        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()[:16]
-
-
-def cache_key(model: LoadedModel, comp: Compression, extra_key: str = "") -> str:
-    """Hash of the input model (identity, head and weight content), the plugin's name, version
-    and parameters, plus ``extra_key`` (e.g. the task's data when it shapes the artifact)."""
-    params = json.dumps(plugin_params(comp), sort_keys=True, default=str)
-    return hash_text(
-        model.identity, model.head.kind, tuple(model.head.labels), module_fingerprint(model.module),
-        comp.name, comp.version, params, extra_key,
-    )
-
-
-def cache_dir(ctx: CellContext, model: LoadedModel, comp: Compression, extra_key: str = "") -> Path:
-    return Path(ctx.cache_dir) / "compress" / f"{comp.name}-{cache_key(model, comp, extra_key)}"
-
-
-def task_key(task: Task) -> str:
-    """The task's name, version, parameters and data hash (for data-dependent compressions)."""
-    try:
-        data = task.data_hash()
-    except Exception:  # noqa: BLE001 - a task without data hashing: parameters only
-        data = ""
-    params = json.dumps(plugin_params(task), sort_keys=True, default=str)  # type: ignore[arg-type]
-    return hash_text(task.name, task.version, params, data)
-
-
-def cached_or_build(
-    ctx: CellContext,
-    model: LoadedModel,
-    comp: Compression,
-    build: Callable[[Path], dict[str, Any]],
-    extra_key: str = "",
-) -> tuple[Path, dict[str, Any], bool]:
-    """Return ``(folder, meta, cache_hit)`` for this model and plugin configuration.
-
-    On a miss, ``build(model_dir)`` writes the artifact into ``model_dir`` (an empty folder) and
-    returns extra metadata; it is timed, and the folder is published atomically (written under a
-    temporary name, renamed when complete), so an interrupted or concurrent build never leaves a
-    half-written entry behind. ``meta["compression_time_s"]`` is the time of the original build.
-    """
-    final = cache_dir(ctx, model, comp, extra_key)
-    meta_file = final / "meta.json"
-    if meta_file.exists():
-        try:
-            return final, json.loads(meta_file.read_text()), True
-        except (OSError, json.JSONDecodeError):
-            shutil.rmtree(final, ignore_errors=True)  # corrupt entry: rebuild
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    (tmp / "model").mkdir(parents=True)
-    try:
-        ctx.progress("compress", f"{comp.name}: compressing")
-        t0 = time.perf_counter()
-        extra = build(tmp / "model") or {}
-        meta = {
-            "plugin": comp.name,
-            "plugin_version": comp.version,
-            "params": plugin_params(comp),
-            "model_identity": model.identity,
-            "model_source": model.source,
-            "compression_time_s": round(time.perf_counter() - t0, 3),
-            "cache_key": final.name,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            **extra,
-        }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
-        try:
-            os.rename(tmp, final)
-        except OSError:  # another process published the same entry first: use theirs
-            if not meta_file.exists():
-                raise
-            meta = json.loads(meta_file.read_text())
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final, meta, False
-
-
-def copy_artifact(src: Path, directory: Path) -> Path:
-    """Copy a cached ``model/`` folder to ``directory/model`` (what ``Predictor.save`` writes)."""
-    out = Path(directory) / "model"
-    if out.exists():
-        shutil.rmtree(out)
-    shutil.copytree(src, out)
-    return out
 
 
 def cpu_capabilities() -> dict[str, bool]:
@@ -157,17 +41,6 @@ def cpu_capabilities() -> dict[str, bool]:
         "amx_int8": "amx_int8" in flags,
         "amx_fp16": "amx_fp16" in flags,
     }
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def tensor_bits(module: Any) -> tuple[int, int]:
@@ -263,26 +136,6 @@ class CompressedTorchPredictor(TorchPredictor):
         return {**super().describe(), **self.info}
 
 
-def base_info(comp: Compression, runtime: str, meta: dict[str, Any] | None, hit: bool) -> dict[str, Any]:
-    """The ``describe()`` columns every built-in compression reports. (No ``compression`` or
-    ``compression_params`` key: the core's row already has those columns.)
-
-    ``compression_time_s`` is the time this cell spent compressing: 0 on a cache hit, as the
-    core documents; ``compression_time_build_s`` is what building the cached artifact took.
-    """
-    meta = meta or {}
-    built = float(meta.get("compression_time_s", 0.0))
-    info: dict[str, Any] = {
-        "runtime": runtime,
-        "compression_time_s": 0.0 if hit else built,
-        "compression_time_build_s": built,
-        "cache_hit": hit,
-    }
-    if meta.get("created"):
-        info["compression_cache_key"] = str(meta.get("cache_key", ""))
-    return info
-
-
 # ---------------------------------------------------------------------------------------------
 # none
 # ---------------------------------------------------------------------------------------------
@@ -294,9 +147,6 @@ class NoCompression(Compression):
     name = "none"
     version = "1"
     description = "fp32 baseline (eager PyTorch, safetensors artifact)"
-
-    def __init__(self) -> None:
-        super().__init__()
 
     def apply(self, model: LoadedModel, task: Task, ctx: CellContext) -> CompressedTorchPredictor:
         # the core hands each compression its own copy of the model: no need to copy again
@@ -462,15 +312,9 @@ __all__ = [
     "Half",
     "NoCompression",
     "base_info",
-    "cache_dir",
-    "cache_key",
     "cached_or_build",
-    "copy_artifact",
-    "count_parameters",
     "cpu_capabilities",
     "cpu_copy",
-    "dir_bytes",
-    "plugin_params",
     "task_key",
     "weight_counts",
 ]

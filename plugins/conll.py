@@ -85,6 +85,60 @@ def is_iob2(tags: list[str]) -> bool:
     return True
 
 
+def _columns(path: Path, lineno: int, bline: bytes) -> list[str]:
+    """The columns of one line (decoded as UTF-8, byte-order marks dropped)."""
+    try:
+        line = bline.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}:{lineno}: not valid UTF-8 ({exc.reason})") from None
+    line = line.replace(_BOM, "").strip(_ASCII_WS)
+    # tab-separated files may have spaces inside a column; otherwise any run of spaces
+    # separates columns. Only ASCII whitespace separates: tokens may hold U+00A0 etc.
+    parts = line.split("\t") if "\t" in line else line.split(" ")
+    cols = [c.strip(_ASCII_WS) for c in parts if c.strip(_ASCII_WS)]
+    if cols and cols[0] != "-DOCSTART-":
+        if len(cols) < 2:
+            raise DataError(
+                f"{path}:{lineno}: expected a token and a tag separated by whitespace, got {line!r}"
+            )
+        if not _TAG.match(cols[-1]):
+            raise DataError(f"{path}:{lineno}: tag {cols[-1]!r} is not IOB (O, B-TYPE or I-TYPE)")
+    return cols
+
+
+def _sentences(path: Path, raw: bytes) -> tuple[list[Sentence], int]:
+    """(sentences with their raw tags, number of ``-DOCSTART-`` documents)."""
+    sentences: list[Sentence] = []
+    tokens: list[str] = []
+    tags: list[str] = []
+    start, documents = 0, 0
+    for lineno, bline in enumerate([*raw.splitlines(), b""], start=1):
+        cols = _columns(path, lineno, bline)
+        if not cols or cols[0] == "-DOCSTART-":
+            if tokens:
+                sentences.append(Sentence(tokens, tags, start))
+            tokens, tags = [], []
+            documents += bool(cols)
+            continue
+        if not tokens:
+            start = lineno
+        tokens.append(cols[0])
+        tags.append(cols[-1])
+    return sentences, documents
+
+
+def _forbid_iob1(path: Path, s: Sentence) -> None:
+    """Raise the DataError naming the line of the first ``I-`` tag that starts an entity."""
+    prev = "O"
+    for i, tag in enumerate(s.tags):
+        if tag.startswith("I-") and (prev == "O" or prev[2:] != tag[2:]):
+            raise DataError(
+                f"{path}:{s.line + i}: tag {tag!r} starts an entity, which IOB2 forbids; "
+                "read the file with scheme 'iob1' or 'auto'"
+            )
+        prev = tag
+
+
 def read_conll(path: str | Path, scheme: str = "auto") -> ConllSplit:
     """Read a CoNLL column file into IOB2 sentences.
 
@@ -99,63 +153,12 @@ def read_conll(path: str | Path, scheme: str = "auto") -> ConllSplit:
     if not path.is_file():
         raise DataError(f"{path}: data file not found")
     raw = path.read_bytes()
-    sentences: list[Sentence] = []
-    tokens: list[str] = []
-    tags: list[str] = []
-    start = 0
-    documents = 0
-
-    def flush() -> None:
-        nonlocal tokens, tags
-        if tokens:
-            sentences.append(Sentence(tokens, tags, start))
-        tokens, tags = [], []
-
-    for lineno, bline in enumerate(raw.splitlines(), start=1):
-        try:
-            line = bline.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{path}:{lineno}: not valid UTF-8 ({exc.reason})") from None
-        line = line.replace(_BOM, "").strip(_ASCII_WS)
-        # tab-separated files may have spaces inside a column; otherwise any run of spaces
-        # separates columns. Only ASCII whitespace separates: tokens may hold U+00A0 etc.
-        parts = line.split("\t") if "\t" in line else line.split(" ")
-        cols = [c.strip(_ASCII_WS) for c in parts if c.strip(_ASCII_WS)]
-        if not cols:
-            flush()
-            continue
-        if cols[0] == "-DOCSTART-":
-            flush()
-            documents += 1
-            continue
-        if len(cols) < 2:
-            raise DataError(
-                f"{path}:{lineno}: expected a token and a tag separated by whitespace, got {line!r}"
-            )
-        tag = cols[-1]
-        if not _TAG.match(tag):
-            raise DataError(
-                f"{path}:{lineno}: tag {tag!r} is not IOB (O, B-TYPE or I-TYPE)"
-            )
-        if not tokens:
-            start = lineno
-        tokens.append(cols[0])
-        tags.append(tag)
-    flush()
+    sentences, documents = _sentences(path, raw)
     if not sentences:
         raise DataError(f"{path}: no sentences found")
-
     iob1_evidence = next((s for s in sentences if not is_iob2(s.tags)), None)
     if scheme == "iob2" and iob1_evidence is not None:
-        s = iob1_evidence
-        prev = "O"
-        for i, tag in enumerate(s.tags):
-            if tag.startswith("I-") and (prev == "O" or prev[2:] != tag[2:]):
-                raise DataError(
-                    f"{path}:{s.line + i}: tag {tag!r} starts an entity, which IOB2 forbids; "
-                    "read the file with scheme 'iob1' or 'auto'"
-                )
-            prev = tag
+        _forbid_iob1(path, iob1_evidence)
     read_as = "iob1" if (scheme == "iob1" or (scheme == "auto" and iob1_evidence)) else "iob2"
     for s in sentences:
         s.tags = iob1_to_iob2(s.tags)

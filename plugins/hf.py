@@ -10,8 +10,7 @@ from pathlib import Path
 import harness
 from harness.api import CellContext, Head, LoadedModel, Model
 from harness.errors import PluginError
-
-from ._torch import hash_text, sha256_files
+from harness.toolkit import hash_text, sha256_files
 
 _HEAD_SUFFIX = {
     "token-classification": "ForTokenClassification",

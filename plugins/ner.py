@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import harness
-from harness.api import CellContext, MetricValue, Predictor
+from harness.api import CellContext, LoadedModel, MetricValue, Predictor
 from harness.errors import DataError, PluginError
+from harness.toolkit import EvalSetup, FineTunedTask, model_eval_length, pad_batch
 
-from ._task import FineTunedTask
 from .conll import ConllSplit, Sentence, iob1_to_iob2, is_iob2, label_list, read_conll
 
 SPLITS = ("train", "validation", "test")
@@ -147,22 +147,9 @@ class NERTask(FineTunedTask):
         hf_dataset: str | None = None,
         hf_tokens_column: str = "tokens",
         hf_tags_column: str = "ner_tags",
-        max_train_samples: int | None = None,
-        max_eval_samples: int | None = None,
-        lr: float = 5e-5,
-        epochs: int = 1,
-        batch_size: int = 32,
-        max_length: int = 128,
-        warmup_ratio: float = 0.1,
-        grad_accum: int = 1,
-        weight_decay: float = 0.0,
-        max_grad_norm: float = 1.0,
-        mixed_precision: str = "auto",
-        micro_batches: int = 0,
-        eval_batch_size: int = 64,
-        eval_max_length: int | None = None,
-        bootstrap: int = 1000,
+        **params: Any,
     ) -> None:
+        """``params``: the evaluation and ``Recipe`` parameters of ``FineTunedTask``."""
         from .conll import SCHEMES
 
         if data_dir is None and hf_dataset is None:
@@ -178,17 +165,10 @@ class NERTask(FineTunedTask):
         self.files = {"train": train_file, "validation": validation_file, "test": test_file}
         self.eval_split, self.scheme = eval_split, scheme
         self.hf_tokens_column, self.hf_tags_column = hf_tokens_column, hf_tags_column
-        self._init_recipe(
-            lr=lr, epochs=epochs, batch_size=batch_size, max_length=max_length,
-            warmup_ratio=warmup_ratio, grad_accum=grad_accum, weight_decay=weight_decay,
-            max_grad_norm=max_grad_norm, mixed_precision=mixed_precision,
-            eval_batch_size=eval_batch_size, eval_max_length=eval_max_length, bootstrap=bootstrap,
-            max_train_samples=max_train_samples, max_eval_samples=max_eval_samples,
-            micro_batches=micro_batches,
-        )
+        super().__init__(**params)
         self._splits: dict[str, ConllSplit | None] = {}
         self._hf: Any = None
-        self._windows: dict[tuple[str, int], tuple[Any, list[Window]]] = {}
+        self._windows: dict[tuple[str, int, int | None], tuple[Any, list[Window]]] = {}
 
     # -- data --------------------------------------------------------------------------------
     def _path(self, split: str) -> Path:
@@ -268,12 +248,15 @@ class NERTask(FineTunedTask):
             raise DataError(f"{where}: the {split} split is missing (data file not found)")
         return data
 
-    def sentences(self, split: str) -> list[Sentence]:
+    def sentences(self, split: str, limit: int | None = None) -> list[Sentence]:
+        """The first ``limit`` sentences of ``split`` (default: ``max_train_samples`` for
+        train, ``max_eval_samples`` for the evaluation split, else all)."""
         data = self.split(split)
         assert data is not None
-        limit = self.max_train_samples if split == "train" else (
-            self.max_eval_samples if split == self.eval_split else None
-        )
+        if limit is None:
+            limit = self.max_train_samples if split == "train" else (
+                self.max_eval_samples if split == self.eval_split else None
+            )
         return data.sentences[:limit] if limit else data.sentences
 
     def labels(self) -> list[str]:
@@ -288,13 +271,13 @@ class NERTask(FineTunedTask):
             raise DataError("no data")
         return label_list(types)
 
-    def _split_hash(self, split: str) -> str:
+    def split_hash(self, split: str) -> str:
         data = self.split(split)
         assert data is not None
         limit = self.max_train_samples if split == "train" else self.max_eval_samples
         return f"{split}:{data.sha256}:{data.scheme}:{limit}"
 
-    def _train_features(
+    def train_features(
         self, tokenizer: Any, label2id: dict[str, int], max_length: int
     ) -> tuple[list[dict[str, Any]], int]:
         sents = self.sentences("train")
@@ -313,18 +296,16 @@ class NERTask(FineTunedTask):
         return feats
 
     def predict(
-        self, predictor: Predictor, ctx: CellContext, sentences: list[Sentence],
+        self, predictor: Predictor, setup: EvalSetup, ctx: CellContext, sentences: list[Sentence],
         windows: list[Window] | None = None,
     ) -> list[list[str]]:
         """Predicted IOB tags for every word of ``sentences`` (windows, length-sorted batches,
-        dynamic padding). ``windows``: the sentences already tokenised and windowed (by
-        ``_windows_for``), else they are here."""
+        dynamic padding), with the model's tokenizer and label order (``setup``). ``windows``:
+        the sentences already tokenised and windowed (by ``_windows_for``), else they are here."""
         import torch
         from tqdm.auto import tqdm
 
-        from .finetune import pad_batch
-
-        tokenizer, labels, max_len = self._require_bound()
+        tokenizer, labels, max_len = setup.tokenizer, setup.labels, setup.max_length
         if windows is None:
             prefix, suffix = special_affixes(tokenizer)
             windows = make_windows(word_pieces(tokenizer, [s.tokens for s in sentences]), prefix, suffix, max_len)
@@ -352,22 +333,25 @@ class NERTask(FineTunedTask):
             raise PluginError(f"{missing} words got no prediction")
         return preds  # type: ignore[return-value]
 
-    def evaluate(self, predictor: Predictor, ctx: CellContext) -> list[MetricValue]:
-        sentences = self.sentences(self.eval_split)
-        ctx.progress("evaluate", f"{len(sentences)} sentences of {self.eval_split}")
-        tokenizer, _, max_len = self._require_bound()
-        windows = self._windows_for(tokenizer, self.eval_split, max_len)
-        preds = self.predict(predictor, ctx, sentences, windows)
+    def evaluate(self, predictor: Predictor, model: LoadedModel, ctx: CellContext, *,
+                 split: str | None = None, limit: int | None = None,
+                 intervals: bool = True) -> list[MetricValue]:
+        split, limit = self.eval_options(split, limit)
+        setup = self.eval_setup(model)
+        sentences = self.sentences(split, limit)
+        ctx.progress("evaluate", f"{len(sentences)} sentences of {split}")
+        windows = self._windows_for(setup.tokenizer, split, setup.max_length, limit)
+        preds = self.predict(predictor, setup, ctx, sentences, windows)
         metrics = ner_metrics(
-            [s.tags for s in sentences], preds, bootstrap=self.bootstrap, seed=ctx.seed,
-            split=self.eval_split,
+            [s.tags for s in sentences], preds, bootstrap=self.bootstrap if intervals else 0,
+            seed=ctx.seed, split=split,
         )
-        return metrics + self._unseen_types(sentences)
+        return metrics + self._unseen_types(sentences, split)
 
-    def _unseen_types(self, sentences: list[Sentence]) -> list[MetricValue]:
+    def _unseen_types(self, sentences: list[Sentence], split: str) -> list[MetricValue]:
         """One row per entity type of the evaluation split that the train split never has: the
         model cannot have learnt it, so its F1 of 0 is the data's doing, not the compression's."""
-        if self.eval_split == "train" or self.split("train", required=False) is None:
+        if split == "train" or self.split("train", required=False) is None:
             return []
         trained = {t[2:] for s in self.sentences("train") for t in s.tags if t[:2] in ("B-", "I-")}
         begins: Counter[str] = Counter()
@@ -380,34 +364,28 @@ class NERTask(FineTunedTask):
         return [MetricValue(
             f"unseen_in_train.{typ}", float(begins[typ]), higher_is_better=False, unit="entities",
             group="Entity types never seen in training",
-            description=(f"{begins[typ]} gold {typ} entities in the {self.eval_split} split, a type "
+            description=(f"{begins[typ]} gold {typ} entities in the {split} split, a type "
                          "the train split never has: the model cannot predict it"))
             for typ in sorted(begins) if typ not in trained]
 
     # -- inputs for timing and calibration ---------------------------------------------------
-    def _windows_for(self, tokenizer: Any, split: str, max_length: int) -> list[Window]:
-        """The split's sentences tokenised and windowed; memoised per (tokenizer, split, length),
-        so the compressions of one model evaluated by one worker tokenise the split once."""
-        key = (split, max_length)
+    def _windows_for(self, tokenizer: Any, split: str, max_length: int,
+                     limit: int | None = None) -> list[Window]:
+        """The split's sentences tokenised and windowed; memoised per (tokenizer, split, length,
+        limit), so the compressions of one model evaluated by one worker tokenise the split once."""
+        key = (split, max_length, limit)
         hit = self._windows.get(key)
         if hit is not None and hit[0] is tokenizer:
             return hit[1]
-        sents = self.sentences(split)
+        sents = self.sentences(split, limit)
         prefix, suffix = special_affixes(tokenizer)
         windows = make_windows(word_pieces(tokenizer, [s.tokens for s in sents]), prefix, suffix, max_length)
         self._windows[key] = (tokenizer, windows)
         return windows
 
-    def _tokenizer_limit(self, tokenizer: Any, default: int) -> int:
-        if self._eval_len is not None:
-            return self._eval_len
-        lim = getattr(tokenizer, "model_max_length", None)
-        return min(default, lim) if isinstance(lim, int) and lim > 0 else default
-
-    def latency_batches(self, tokenizer: Any, batch_size: int, count: int, seed: int) -> list[dict[str, Any]]:
-        from .finetune import pad_batch
-
-        windows = self._windows_for(tokenizer, self.eval_split, self._tokenizer_limit(tokenizer, 512))
+    def latency_batches(self, model: LoadedModel, batch_size: int, count: int, seed: int) -> list[dict[str, Any]]:
+        tokenizer = model.tokenizer
+        windows = self._windows_for(tokenizer, self.eval_split, model_eval_length(model, self.eval_max_length))
         rng = random.Random(seed)
         need = batch_size * count
         picks = rng.sample(windows, need) if need <= len(windows) else rng.choices(windows, k=need)
@@ -416,13 +394,12 @@ class NERTask(FineTunedTask):
             for i in range(count)
         ]
 
-    def calibration_batches(self, tokenizer: Any, samples: int, seed: int) -> list[dict[str, Any]]:
-        from .finetune import pad_batch
-
+    def calibration_batches(self, model: LoadedModel, samples: int, seed: int) -> list[dict[str, Any]]:
+        tokenizer = model.tokenizer
         split = "train" if self.split("train", required=False) is not None else "validation"
         if split == self.eval_split:
             raise DataError(f"task 'ner': no train split to draw calibration data from ({self._path('train') if self.data_dir else self.hf_dataset})")
-        windows = self._windows_for(tokenizer, split, min(self.max_length, self._tokenizer_limit(tokenizer, 512)))
+        windows = self._windows_for(tokenizer, split, min(self.max_length, model_eval_length(model, self.eval_max_length)))
         rng = random.Random(seed)
         picks = rng.sample(windows, min(samples, len(windows)))
         return [pad_batch([{"input_ids": w.input_ids}], tokenizer) for w in picks]

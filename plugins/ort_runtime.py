@@ -28,8 +28,7 @@ from typing import Any
 
 from harness.api import CellContext, LoadedModel, Predictor, Task
 from harness.errors import PluginError
-
-from ._torch import missing_packages_reason
+from harness.toolkit import missing_packages_reason
 
 OPSET = 17
 EXPORTER = "torch.onnx.export (TorchScript exporter, dynamo=False)"
@@ -327,7 +326,7 @@ def check_batches(model: LoadedModel, task: Task, seed: int, batches: int = 4, s
     ``size`` inputs at their real lengths, dynamically padded), or the export example when the
     task offers none. Returns the batches and a description of them."""
     try:
-        got = task.latency_batches(model.tokenizer, size, batches, seed)
+        got = task.latency_batches(model, size, batches, seed)
         if got:
             return list(got), f"{len(got)} batches of {size} evaluation inputs (task.latency_batches)"
     except NotImplementedError:

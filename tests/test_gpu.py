@@ -17,8 +17,8 @@ from harness.executors import physical_gpu
 from harness.runner import detect_devices
 from harness.testing import TINY_BERT
 from harness.timing import PeakMemory, measure_latency
+from harness.toolkit import Recipe, finetune, pad_batch
 from harness_plugins.compress_torch import DynamicInt8, Half, NoCompression
-from harness_plugins.finetune import Recipe, finetune, pad_batch
 from harness_plugins.hf import HFModel
 from harness_plugins.prune import Prune
 

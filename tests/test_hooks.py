@@ -42,8 +42,11 @@ def test_hook_is_documented_with_signature(hook):
 @pytest.mark.parametrize("hook", HOOKS)
 def test_hook_is_typed_and_has_docstring(hook):
     fn = getattr(hookspecs, hook)
-    assert fn.__doc__ and "Called" in fn.__doc__ or "Register" in fn.__doc__
+    doc = fn.__doc__ or ""
+    assert "Called" in doc, f"{hook}: the docstring does not say when the hook is called"
     sig = inspect.signature(fn)
+    undocumented = [p for p in sig.parameters if f":param {p}:" not in doc]
+    assert not undocumented, f"{hook}: parameters without ':param' in the docstring: {undocumented}"
     assert all(p.annotation is not inspect.Parameter.empty for p in sig.parameters.values())
     assert sig.return_annotation is not inspect.Signature.empty
 

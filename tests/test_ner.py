@@ -10,9 +10,9 @@ import pytest
 from tiny_tasks import DATA, data
 from tiny_tasks import TINY16 as TINY
 
-from harness.api import MetricValue, Predictor
+from harness.api import LoadedModel, MetricValue
 from harness.errors import DataError, PluginError
-from harness_plugins._torch import TorchPredictor
+from harness.toolkit import TorchPredictor
 from harness_plugins.conll import write_conll
 from harness_plugins.hf import HFModel
 from harness_plugins.ner import NERTask, make_windows, special_affixes, word_pieces
@@ -60,7 +60,7 @@ def test_fit_and_evaluate_tiny_model(tmp_path, ctx):
     assert tuned.trained_for_task and tuned.identity.startswith("ft-")
     assert tuned.info["train_examples"] == 48 and tuned.info["optimizer_steps"] == 6
     assert tuned.info["recipe"]["lr"] == 5e-5 and tuned.info["train_time_s"] > 0
-    metrics = task.evaluate(TorchPredictor(tuned.module), ctx)
+    metrics = task.evaluate(TorchPredictor(tuned.module), tuned, ctx)
     assert all(isinstance(m, MetricValue) and m.description for m in metrics)
     main = [m for m in metrics if m.main]
     assert [m.name for m in main] == ["entity_f1"]
@@ -71,6 +71,10 @@ def test_fit_and_evaluate_tiny_model(tmp_path, ctx):
     from harness_plugins.conll import entity_counts, read_conll
 
     assert gold == sum(entity_counts(read_conll(tmp_path / "conll" / "test.txt").tags).values())
+    # the public evaluate keywords: a smaller evaluation, without intervals, same model
+    few = {m.name: m for m in task.evaluate(TorchPredictor(tuned.module), tuned, ctx, limit=2,
+                                            intervals=False)}
+    assert few["gold_entities"].value < gold and few["entity_f1"].ci_low is None
     assert task.data_hash() == NERTask(data_dir=str(tmp_path / "conll")).data_hash()
 
 
@@ -96,22 +100,19 @@ def test_window_split_long_sentence_keeps_every_word(tmp_path, ctx, tokenizer):
     # the whole task: an eval length far below the sentence length still scores every entity
     task = NERTask(data_dir=str(d), eval_max_length=32, eval_batch_size=4, bootstrap=0)
     tuned = HFModel(**TINY).load(task.head(), ctx)
-    task.bind(tuned)
-    assert task._eval_len == 32
+    setup = task.eval_setup(tuned)
+    assert setup.max_length == 32 and setup.labels == tuned.head.labels
     seen = []
 
-    class Recording(Predictor):
-        def __init__(self, inner):
-            self.inner = inner
-
+    class Recording(TorchPredictor):
         def __call__(self, batch):
             seen.append(batch["input_ids"].shape[1])
-            return self.inner(batch)
+            return super().__call__(batch)
 
-    preds = task.predict(Recording(TorchPredictor(tuned.module)), ctx, task.sentences("test"))
+    preds = task.predict(Recording(tuned.module), setup, ctx, task.sentences("test"))
     assert [len(p) for p in preds] == [len(words), 1]
     assert max(seen) <= 32
-    gold = {m.name: m.value for m in task.evaluate(TorchPredictor(tuned.module), ctx)}["gold_entities"]
+    gold = {m.name: m.value for m in task.evaluate(TorchPredictor(tuned.module), tuned, ctx)}["gold_entities"]
     assert gold == 111
 
 
@@ -164,16 +165,17 @@ def test_latency_and_calibration_batches(tmp_path, tokenizer):
     import torch
 
     task = NERTask(data_dir=str(small_conll(tmp_path)))
-    batches = task.latency_batches(tokenizer, batch_size=4, count=3, seed=5)
+    model = LoadedModel(None, tokenizer, task.head(), "tok", "tok", max_length=512)
+    batches = task.latency_batches(model, batch_size=4, count=3, seed=5)
     assert len(batches) == 3
     for b in batches:
         assert set(b) == {"input_ids", "token_type_ids", "attention_mask"}
         assert all(t.dtype == torch.int64 and t.device.type == "cpu" for t in b.values())
         assert b["input_ids"].shape[0] == 4
         assert int(b["attention_mask"].sum(1).max()) == b["input_ids"].shape[1]  # dynamic padding
-    again = task.latency_batches(tokenizer, batch_size=4, count=3, seed=5)
+    again = task.latency_batches(model, batch_size=4, count=3, seed=5)
     assert all(torch.equal(x["input_ids"], y["input_ids"]) for x, y in zip(batches, again))
-    calib = task.calibration_batches(tokenizer, samples=5, seed=0)
+    calib = task.calibration_batches(model, samples=5, seed=0)
     assert len(calib) == 5 and all(c["input_ids"].shape[0] == 1 for c in calib)
     assert int(calib[0]["attention_mask"].min()) == 1
 
@@ -221,7 +223,10 @@ def test_errors(tmp_path, ctx):
     write_conll(d / "test.txt", [["Paris"]], [["B-LOC"]])
     task = NERTask(data_dir=str(d))
     model = HFModel(**TINY).load(task.head(), ctx)
-    with pytest.raises(PluginError, match="fit"):
-        task.evaluate(TorchPredictor(model.module), ctx)
+    with pytest.raises(PluginError, match="no split 'dev'"):
+        task.evaluate(TorchPredictor(model.module), model, ctx, split="dev")
+    with pytest.raises(DataError, match=r"validation\.txt.*missing"):
+        task.evaluate(TorchPredictor(model.module), model, ctx, split="validation")
+    assert task.splits() == ("test",)
     with pytest.raises(DataError, match=r"train\.txt.*missing"):
         task.fit(model, ctx)

@@ -9,9 +9,9 @@ import pytest
 import torch
 from tiny_tasks import TinySST2, sst2_rows
 
-from harness.api import CellContext, Head, LoadedModel
+from harness.api import CellContext, Finetunable, Head, LoadedModel, capability_reason
 from harness.errors import PluginError
-from harness_plugins._torch import dir_bytes
+from harness.toolkit import dir_bytes
 from harness_plugins.compress_torch import NoCompression
 from harness_plugins.hf import HFModel
 from harness_plugins.prune import Prune, load_sparse, prunable_weights, save_sparse
@@ -199,9 +199,11 @@ def test_recovery_keeps_zeros(tiny, rows, ctx):
         assert torch.all(dict(pred.module.named_parameters())[n][zeros] == 0), n
     # the input model is untouched
     assert not any(torch.equal(w, torch.zeros_like(w)) for _, w in prunable_weights(model.module, False))
-    # without a finetune hook: skipped with a note, not failed
-    note = Prune(sparsity=0.6, recovery_epochs=1).apply(model, TinySST2(rows, model.tokenizer), ctx)
-    assert "recovery skipped" in note.describe()["recovery"]
+    # recovery is a declared capability: a task without it is a skip reason naming both
+    assert isinstance(task, Finetunable) and not isinstance(TinySST2(rows, model.tokenizer), Finetunable)
+    reason = capability_reason(Prune(sparsity=0.6, recovery_epochs=1), TinySST2(rows, model.tokenizer))
+    assert reason is not None and "'tiny-sst2'" in reason and "'finetune'" in reason
+    assert capability_reason(Prune(sparsity=0.6), TinySST2(rows, model.tokenizer)) is None
 
 
 def test_recovery_with_the_builtin_classification_task(ctx):

@@ -25,6 +25,12 @@ class Recorder(Predictor):
             time.sleep(self.delay)
         return torch.zeros(1, 2)
 
+    def save(self, directory):  # not measured here
+        raise NotImplementedError
+
+    def parameter_counts(self):
+        return (0, 0)
+
 
 def batches(n: int, size: int = 1) -> list[dict]:
     """``n`` batches whose sequence lengths 1..n identify them."""

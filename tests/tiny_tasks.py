@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from harness.api import Head, MetricValue, Task
+from harness.errors import PluginError
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -61,9 +62,12 @@ class TinySST2(Task):
             out["labels"] = torch.tensor([y for _, y in rows])
         return out
 
-    def evaluate(self, predictor, ctx) -> list[MetricValue]:
+    def evaluate(self, predictor, model, ctx, *, split=None, limit=None,
+                 intervals=True) -> list[MetricValue]:
+        if split is not None:
+            raise PluginError(f"task {self.name!r} has one evaluation split; it cannot score {split!r}")
         self.eval_log.append(getattr(predictor, "runtime", "?"))
-        rows = self.rows[-32:]
+        rows = self.rows[-32:][:limit]
         right = n = 0
         for i in range(0, len(rows), 8):
             b = self.batch(rows[i : i + 8])
@@ -78,6 +82,10 @@ class TinySST2(Task):
                 n += int(mask.sum())
         return [MetricValue("accuracy", right / n, main=True)]
 
-    def calibration_batches(self, tokenizer, samples: int, seed: int) -> list[dict]:
+    def latency_batches(self, model, batch_size: int, count: int, seed: int) -> list[dict]:
+        rng = random.Random(seed)
+        return [self.batch(rng.sample(self.rows[-32:], batch_size)) for _ in range(count)]
+
+    def calibration_batches(self, model, samples: int, seed: int) -> list[dict]:
         pool = self.rows[:-32]
         return [self.batch([r]) for r in random.Random(seed).sample(pool, min(samples, len(pool)))]

@@ -6,7 +6,7 @@ import os
 import time
 
 import harness
-from harness_plugins._torch import TorchPredictor
+from harness.toolkit import TorchPredictor
 
 
 class _Base(harness.Compression):

@@ -1,0 +1,21 @@
+"""The example's own test, with the fixtures of ``harness.testing``. Run it with the package
+installed (``pip install -e .``): the harness finds it through its entry point."""
+
+from __future__ import annotations
+
+pytest_plugins = ["harness.testing"]
+
+
+def test_has_entity_and_layer_drop(run_suite_dict, shared_data):
+    df = run_suite_dict({
+        "models": [{"plugin": "tiny-bert", "params": {"hidden": 32}}],
+        "tasks": [{"plugin": "has-entity", "params": {
+            "data_dir": str(shared_data / "wnut17"), "max_train_samples": 32,
+            "max_eval_samples": 32, "batch_size": 8}}],
+        "compressions": ["none", {"plugin": "layer-drop", "params": {"keep": 1}}],
+    })
+    assert set(df.status) == {"ok"}
+    acc = df[df.metric == "accuracy"].set_index("compression").value
+    assert acc.between(0, 1).all() and len(acc) == 2
+    params = df[df.metric == "parameters"].set_index("compression").value
+    assert params["layer-drop"] < params["none"]

@@ -1,0 +1,159 @@
+"""``FineTunedTask``: a base for tasks on local splits that fine-tune a pretrained encoder with
+the shared ``Recipe`` (``harness.toolkit.finetune``) when the model has no trained head.
+
+A subclass sets ``head_kind`` and ``eval_split`` and provides ``labels()``,
+``split(name, required)``, ``split_hash(split)``, ``train_features(tokenizer, label2id,
+max_length)`` and ``evaluate(...)``; it passes its other constructor parameters on with
+``super().__init__(**params)``, which takes the evaluation parameters below plus every
+``Recipe`` field (``lr``, ``epochs``, ...), range-checked when the suite is validated.
+
+Nothing is remembered between ``fit`` and ``evaluate``: ``eval_setup(model)`` derives the
+tokenizer, label order and evaluation length from the model ``evaluate`` receives.
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ..api import CellContext, Head, LoadedModel, Task
+from ..errors import PluginError
+from .artifacts import hash_text
+from .finetune import finetune
+from .recipe import Recipe, model_eval_length
+
+
+@dataclass(frozen=True)
+class EvalSetup:
+    """What evaluating needs from the model: its tokenizer, label order and input length."""
+
+    tokenizer: Any
+    labels: tuple[str, ...]
+    max_length: int
+
+
+class FineTunedTask(Task):
+    """Base of tasks that fine-tune with the shared recipe (see docs/tasks.md).
+
+    :param eval_batch_size: batch size when scoring.
+    :param eval_max_length: evaluation input length (default: the model's limit).
+    :param bootstrap: resamples for the 95% bootstrap confidence intervals (0: none).
+    :param max_eval_samples: score only the first N examples of the evaluated split.
+    :param recipe: the ``Recipe`` fields (``lr``, ``epochs``, ``batch_size``, ...).
+    """
+
+    #: ``LoadedModel.head.kind`` this task trains and evaluates
+    head_kind: ClassVar[str] = ""
+    #: the splits ``split()`` knows, in reading order
+    split_names: ClassVar[tuple[str, ...]] = ("train", "validation", "test")
+    eval_split: str
+
+    def __init__(self, *, eval_batch_size: int = 64, eval_max_length: int | None = None,
+                 bootstrap: int = 1000, max_eval_samples: int | None = None,
+                 **recipe: Any) -> None:
+        Recipe.from_params(recipe)  # unknown names and out-of-range values fail here
+        for name, param in Recipe.parameters().items():
+            setattr(self, name, recipe.get(name, param.default))
+        if int(eval_batch_size) < 1:
+            raise ValueError(f"eval_batch_size must be >= 1, got {eval_batch_size!r}")
+        if int(bootstrap) < 0:
+            raise ValueError(f"bootstrap must be >= 0, got {bootstrap!r}")
+        self.eval_batch_size, self.eval_max_length = eval_batch_size, eval_max_length
+        self.bootstrap, self.max_eval_samples = bootstrap, max_eval_samples
+
+    @classmethod
+    def parameters(cls) -> dict[str, inspect.Parameter]:
+        return {**super().parameters(), **Recipe.parameters()}
+
+    # -- what a subclass provides --------------------------------------------------------------
+    @abstractmethod
+    def labels(self) -> list[str]:
+        """The label names of the data (all splits)."""
+
+    @abstractmethod
+    def split(self, split: str, required: bool = True) -> Any:
+        """The data of ``split``; ``None`` when it is absent and not ``required`` (a missing
+        required split raises ``harness.errors.DataError`` naming the file)."""
+
+    @abstractmethod
+    def split_hash(self, split: str) -> str:
+        """A hash of ``split`` as used (content and any sample limit)."""
+
+    @abstractmethod
+    def train_features(
+        self, tokenizer: Any, label2id: dict[str, int], max_length: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        """(training features with ``labels``, number of source examples); see ``finetune``."""
+
+    # -- shared --------------------------------------------------------------------------------
+    def head(self) -> Head:
+        return Head(self.head_kind, tuple(self.labels()))
+
+    def splits(self) -> tuple[str, ...]:
+        return tuple(s for s in self.split_names if self.split(s, required=False) is not None)
+
+    def train_hash(self) -> str:
+        return hash_text(self.split_hash("train"))
+
+    def data_hash(self) -> str:
+        parts = [self.split_hash(self.eval_split)]
+        if self.eval_split != "train" and self.split("train", required=False) is not None:
+            parts.append(self.split_hash("train"))
+        return hash_text(*parts)
+
+    def recipe(self, seed: int) -> Recipe:
+        """This task's recipe with ``seed``."""
+        return Recipe(**{n: getattr(self, n) for n in Recipe.parameters()}, seed=int(seed))
+
+    def eval_setup(self, model: LoadedModel) -> EvalSetup:
+        """Tokenizer, label order and evaluation length of ``model`` (what ``evaluate`` needs)."""
+        return EvalSetup(model.tokenizer, tuple(model.head.labels),
+                         model_eval_length(model, self.eval_max_length))
+
+    def eval_options(self, split: str | None, limit: int | None) -> tuple[str, int | None]:
+        """``evaluate``'s ``split``/``limit`` keywords resolved: the split to score (the task's
+        ``eval_split`` by default; one it lacks raises ``DataError`` naming the file) and the
+        sample cap (``max_eval_samples`` by default)."""
+        split = self.eval_split if split is None else split
+        if split not in self.split_names:
+            raise PluginError(f"task {self.name!r}: no split {split!r} (splits: {self.split_names})")
+        self.split(split)  # a missing split is a DataError naming its file
+        if limit is not None and int(limit) < 1:
+            raise PluginError(f"task {self.name!r}: limit must be >= 1, got {limit!r}")
+        return split, (self.max_eval_samples if limit is None else int(limit))
+
+    def fit(self, model: LoadedModel, ctx: CellContext) -> LoadedModel:
+        """Use a model already fine-tuned for this label set as is; fine-tune any other (cached)."""
+        if model.head.kind != self.head_kind:
+            raise PluginError(f"task {self.name!r} needs a {self.head_kind} head, got {model.head.kind!r}")
+        wanted = self.labels()
+        if model.trained_for_task:
+            if sorted(model.head.labels) != sorted(wanted):
+                raise PluginError(
+                    f"model {model.source!r} is fine-tuned for labels {list(model.head.labels)}, "
+                    f"but task {self.name!r} has labels {wanted}"
+                )
+            return model
+        return self._train(model, ctx)
+
+    def finetune(self, model: LoadedModel, ctx: CellContext, *, epochs: float) -> LoadedModel:
+        """Continue training ``model`` (head kept) for ``epochs`` with this task's recipe
+        (``harness.api.Finetunable``). Not cached here: the caller caches its artifact."""
+        return self._train(model, ctx, epochs=epochs, resume=True)
+
+    def _train(self, model: LoadedModel, ctx: CellContext, *, epochs: float | None = None,
+               resume: bool = False) -> LoadedModel:
+        self.split("train")  # a missing train split is a DataError naming it, before any work
+        recipe = self.recipe(ctx.seed)
+        label2id = {label: i for i, label in enumerate(model.head.labels)}
+        missing = set(self.labels()) - set(label2id)
+        if missing:
+            raise PluginError(f"model head lacks labels {sorted(missing)} of the data")
+        train_len = min(recipe.max_length, model.max_length)
+        return finetune(
+            model, lambda: self.train_features(model.tokenizer, label2id, train_len), recipe, ctx,
+            data_hash=self.train_hash(), task=self.name, task_version=self.version,
+            epochs=epochs, resume=resume,
+        )
