@@ -3,10 +3,10 @@
 Each chosen weight tensor (the Linear weights of the encoder's layers; the word-embedding table
 too with ``include_embeddings``) is clustered by 1-D k-means into ``2^bits`` centroids
 (``bits`` 2..8): every weight becomes the index of its centroid. k-means runs in torch per
-tensor: centroids start at the quantiles of a sample of the tensor drawn with the cell's seed
-(the whole tensor when it is small), ``iterations`` Lloyd steps run on the sample, then one on
-the whole tensor, which is assigned to the final centroids. The result is deterministic for a
-seed.
+tensor, exactly, on all of its values (sorted once, so each Lloyd iteration is a binary search
+plus prefix sums): centroids start at evenly spaced quantiles and move for at most
+``iterations`` steps or until they stop. There is nothing random in it: the same weights give
+the same palette (the cell's seed plays no part; recovery training uses it as the task does).
 
 The artifact (safetensors) stores each clustered tensor as its codebook (``2^bits`` fp32
 values) plus its indices packed at ``bits`` bits each; everything else (biases, LayerNorms,
@@ -51,7 +51,6 @@ from .compress_torch import (
 
 WEIGHTS_FILE = "model.safetensors"
 META_KEY = "harness_palette"
-SAMPLE = 1 << 18  #: k-means iterates on at most this many values of a tensor
 
 
 # ---------------------------------------------------------------------------------------------
@@ -63,35 +62,38 @@ def _assign(values: Any, centroids: Any) -> Any:
     """Index of the nearest of the (sorted) ``centroids`` for every value."""
     import torch
 
-    bounds = (centroids[1:] + centroids[:-1]) / 2
-    return torch.bucketize(values, bounds)
+    return torch.bucketize(values, (centroids[1:] + centroids[:-1]) / 2)
 
 
-def _update(values: Any, assign: Any, centroids: Any) -> Any:
-    import torch
+def kmeans_1d(weight: Any, k: int, iterations: int) -> tuple[Any, Any]:
+    """``(codebook (k,) fp32 ascending, indices (numel,) int64)`` of ``weight`` by exact 1-D
+    k-means (Lloyd) on the whole tensor.
 
-    k = centroids.numel()
-    sums = torch.zeros(k, dtype=torch.float64).scatter_add_(0, assign, values.double())
-    counts = torch.bincount(assign, minlength=k)
-    new = torch.where(counts > 0, sums / counts.clamp(min=1), centroids.double()).float()
-    return new.sort().values  # empty clusters keep their centroid; the order stays sorted
-
-
-def kmeans_1d(weight: Any, k: int, seed: int, iterations: int) -> tuple[Any, Any]:
-    """``(codebook (k,) fp32, indices (numel,) int64)`` of ``weight`` by 1-D k-means."""
+    The values are sorted once: every cluster is then a contiguous run of them, found by a
+    binary search of the mid-points between centroids, and its mean comes from prefix sums, so
+    an iteration costs O(k log n) whatever the tensor's size. Centroids start at the
+    ``(i + 0.5) / k`` quantiles; empty clusters keep their centroid. No randomness: the same
+    tensor always gives the same palette."""
     import torch
 
     v = weight.detach().float().flatten()
-    gen = torch.Generator().manual_seed(seed)
-    sample = v if v.numel() <= SAMPLE else v[torch.randint(v.numel(), (SAMPLE,), generator=gen)]
-    centroids = torch.quantile(sample, (torch.arange(k, dtype=torch.float32) + 0.5) / k)
+    s = v.sort().values
+    n = s.numel()
+    prefix = torch.cat([torch.zeros(1, dtype=torch.float64), s.double().cumsum(0)])
+    at = ((torch.arange(k, dtype=torch.float64) + 0.5) / k * n).long().clamp(max=n - 1)
+    c = s[at].double()
+    zero, end = torch.zeros(1, dtype=torch.long), torch.full((1,), n, dtype=torch.long)
     for _ in range(iterations):
-        new = _update(sample, _assign(sample, centroids), centroids)
-        if torch.equal(new, centroids):
+        bounds = ((c[1:] + c[:-1]) / 2).float()
+        edges = torch.cat([zero, torch.searchsorted(s, bounds, right=True), end])
+        counts = edges[1:] - edges[:-1]
+        sums = prefix[edges[1:]] - prefix[edges[:-1]]
+        new = torch.where(counts > 0, sums / counts.clamp(min=1), c).sort().values
+        if torch.equal(new, c):
             break
-        centroids = new
-    centroids = _update(v, _assign(v, centroids), centroids)  # one step on the whole tensor
-    return centroids, _assign(v, centroids)
+        c = new
+    codebook = c.float().sort().values
+    return codebook, _assign(v, codebook)
 
 
 def pack(indices: Any, bits: int) -> Any:
@@ -256,7 +258,7 @@ class Palettize(Compression):
         *,
         bits: int = 4,
         include_embeddings: bool = False,
-        iterations: int = 20,
+        iterations: int = 300,
         recovery_epochs: float = 0,
     ) -> None:
         super().__init__()
@@ -292,8 +294,8 @@ class Palettize(Compression):
 
         module = cpu_copy(model.module).float().eval()
         palettes: dict[str, list[Any]] = {}
-        for j, (name, w) in enumerate(self.targets(module)):
-            codebook, indices = kmeans_1d(w, 2 ** self.bits, ctx.seed + j, self.iterations)
+        for name, w in self.targets(module):
+            codebook, indices = kmeans_1d(w, 2 ** self.bits, self.iterations)
             palettes[name] = [codebook, indices]
             with torch.no_grad():
                 w.copy_(codebook[indices].view_as(w))
@@ -307,7 +309,7 @@ class Palettize(Compression):
 
     def apply(self, model: LoadedModel, task: Task, ctx: CellContext) -> PalettizedPredictor:
         encoder_layers(model.module, "palettize")  # a clear error before any work
-        extra_key = f"seed={ctx.seed}" + (task_key(task) if self.recovery_epochs > 0 else "")
+        extra_key = task_key(task) if self.recovery_epochs > 0 else ""
         folder, meta, hit = cached_or_build(
             ctx, model, self, lambda f: self._build(model, task, ctx, f), extra_key=extra_key
         )
