@@ -129,6 +129,8 @@ def _modules() -> tuple[type, type]:
     class PaletteLinear(torch.nn.Module):
         """A Linear whose weight is ``codebook[indices]``: only the centroids (and bias) train."""
 
+        indices: Any
+
         def __init__(self, lin: Any, codebook: Any, indices: Any) -> None:
             super().__init__()
             self.shape = tuple(lin.weight.shape)
@@ -143,6 +145,8 @@ def _modules() -> tuple[type, type]:
             return F.linear(x, self.dense(), self.bias)
 
     class PaletteEmbedding(torch.nn.Module):
+        indices: Any
+
         def __init__(self, emb: Any, codebook: Any, indices: Any) -> None:
             super().__init__()
             self.shape = tuple(emb.weight.shape)
