@@ -186,3 +186,32 @@ def test_real_minilm_two_layer_student(tmp_path):
     # 4 of 6 layers of 1.78M parameters each removed from 22.7M
     assert d["params_vs_source"] == pytest.approx(1 - 4 * 1.775e6 / 22.7e6, abs=0.01)
     assert d["distill_steps"] == 2
+
+
+def test_the_four_methods_run_as_suite_cells(run_suite_dict):
+    """Through the core: rows are ok and carry each method's facts from ``describe()``."""
+    df = run_suite_dict({
+        "models": [{"plugin": "hf", "name": "tiny", "params": TINY4}],
+        "tasks": [{"plugin": "classification", "name": "sst2", "params": {
+            "format": "sst2", "data_dir": str(DATA / "sst2-sample"), "max_train_samples": 64,
+            "max_eval_samples": 32, "batch_size": 16, "bootstrap": 0, "max_length": 32}}],
+        "compressions": ["none",
+                         {"plugin": "low-rank", "params": {"rank": 8, "embeddings_rank": 8}},
+                         {"plugin": "share-layers", "params": {"every": 2, "recovery_epochs": 0.5}},
+                         {"plugin": "palettize", "params": {"bits": 3}},
+                         {"plugin": "distill", "params": {"num_layers": 2, "epochs": 0.5}}],
+    })
+    assert set(df.status) == {"ok"}, df[["compression", "error"]].drop_duplicates()
+    params = df[df.metric == "parameters"].set_index("compression").value
+    size = df[df.metric == "size_bytes"].set_index("compression").value
+    for name in ("low-rank", "share-layers", "distill"):
+        assert params[name] < params["none"] and size[name] < size["none"], name
+    assert size["palettize"] < size["none"]
+    bits = df[df.metric == "bits_per_weight"].set_index("compression").value
+    assert bits["palettize"] < bits["none"]
+    row = df[df.main_metric.fillna(False).astype(bool)].set_index("compression")
+    assert row.loc["share-layers", "distinct_layers"] == 2
+    assert row.loc["share-layers", "recovery"].startswith("recovered")
+    assert row.loc["low-rank", "embeddings_rank"] == 8
+    assert row.loc["palettize", "palette_bits"] == 3
+    assert row.loc["distill", "student_layers"] == 2
