@@ -9,7 +9,7 @@ whose factors would not have fewer parameters than ``W`` is left alone (and coun
 
 ``embeddings_rank`` factorises the word-embedding table (vocab x hidden) the same way into a
 (vocab x r) embedding followed by an (r x hidden) Linear, as ALBERT does: in MiniLM-L6 the table
-is 11.7M of the 22.7M parameters. The artifact stores the factors (safetensors) plus a JSON spec
+is 11.7M of the 22.6M parameters. The artifact stores the factors (safetensors) plus a JSON spec
 of the ranks, so the size on disk and the parameter count really fall; at load the structure is
 rebuilt from the spec and the factors loaded. On CPU the two thin GEMMs cost ``r (in + out)``
 multiply-adds per token instead of ``in x out``, so the FFN gets faster when ``r`` is small.
