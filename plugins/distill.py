@@ -1,0 +1,341 @@
+"""The ``distill`` compression: a shallower (optionally narrower) student trained from the cell's
+fine-tuned model as its teacher.
+
+The student is a copy of the teacher that keeps ``layers: [..]`` of its transformer layers, or
+``num_layers: k`` evenly spaced ones (the first and the last among them; default: half the
+layers), initialised from the teacher's weights (embeddings and head included). With
+``intermediate_size`` its feed-forward blocks are narrowed to the neurons of largest
+``|W_in row| * |W_out column|`` (the ``prune`` FFN score). It is then trained on the task's train
+split with the task's own recipe and batching (``finetune.finetune``, the loop every task uses),
+for ``epochs``, on the loss
+
+    alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE(labels)
+
+averaged over what the task scores: every example (sequence classification), or every labelled
+first sub-token (token classification, the -100 convention). ``alpha: 0`` is the same student
+fine-tuned without a teacher (the control a distillation gain is measured against).
+
+The teacher's logits on the train split are computed once per teacher and cached on disk
+(``<cache_dir>/distill-teacher/<key>.safetensors``, key: the teacher's identity and weights, the
+task's training data and the feature length), so several students cost one teacher pass; each
+training example finds its logits by its token ids. The artifact is a plain ``save_pretrained``
+checkpoint of the student (its config has the new layer count and FFN width): fewer layers is
+both smaller and proportionally faster on CPU.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+import harness
+from harness.api import CellContext, Compression, LoadedModel, Task
+from harness.errors import PluginError
+
+from ._layers import device_reason, encoder_layers
+from ._torch import hash_text
+from .compress_torch import (
+    CompressedTorchPredictor,
+    base_info,
+    cached_or_build,
+    cpu_copy,
+    model_class_dir_load,
+    module_fingerprint,
+    task_key,
+    weight_counts,
+)
+from .finetune import finetune, pad_batch
+from .prune import apply_structured, ffn_scores
+
+TEACHER_DIR = "distill-teacher"
+
+
+# ---------------------------------------------------------------------------------------------
+# the student
+# ---------------------------------------------------------------------------------------------
+
+
+def even_layers(n: int, k: int) -> list[int]:
+    """``k`` of ``n`` layer indices, evenly spaced, the first and the last included (k >= 2)."""
+    if k >= n:
+        return list(range(n))
+    if k == 1:
+        return [n - 1]
+    return sorted({int(i * (n - 1) / (k - 1) + 0.5) for i in range(k)})
+
+
+def make_student(teacher: Any, keep: list[int], intermediate_size: int | None) -> Any:
+    """A copy of ``teacher`` with only the ``keep`` layers (and a narrower FFN), config updated."""
+    import torch
+
+    student = cpu_copy(teacher).float()
+    prefix, layers = encoder_layers(student, "distill")
+    parent = student.get_submodule(prefix.rsplit(".", 1)[0]) if "." in prefix else student
+    parent.layer = torch.nn.ModuleList([layers[i] for i in keep])
+    student.config.num_hidden_layers = len(keep)
+    if intermediate_size is not None:
+        prefix, layers = encoder_layers(student, "distill")
+        spec = {}
+        for i, layer in enumerate(layers):
+            n = layer.intermediate.dense.out_features
+            if intermediate_size >= n:
+                raise PluginError(f"distill: intermediate_size={intermediate_size} is not narrower "
+                                  f"than the teacher's {n}")
+            top = torch.argsort(ffn_scores(layer), descending=True)[:intermediate_size]
+            spec[f"{prefix}.{i}"] = top.sort().values.tolist()
+        apply_structured(student, "ffn", spec)
+        student.config.intermediate_size = intermediate_size
+    return student
+
+
+# ---------------------------------------------------------------------------------------------
+# the teacher's logits
+# ---------------------------------------------------------------------------------------------
+
+
+def feature_key(input_ids: Any) -> bytes:
+    """How a training example finds its teacher logits: its token ids (int32 bytes)."""
+    import numpy as np
+
+    return np.asarray(input_ids, dtype=np.int32).tobytes()
+
+
+def teacher_logits(teacher: LoadedModel, features: list[dict[str, Any]], path: Path, batch_size: int,
+                   ctx: CellContext) -> tuple[dict[bytes, Any], bool]:
+    """``({feature key: logits}, cache_hit)``: the teacher's fp32 logits for every feature
+    (per token for token classification), from ``path`` or computed once and written there."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    token_level = teacher.head.kind == "token-classification"
+    hit = path.is_file()
+    if not hit:
+        ctx.progress("compress", f"distill: teacher logits for {len(features)} features")
+        module = teacher.module.eval()
+        device = next(module.parameters()).device
+        ids, lens, outs = [], [], []
+        order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
+        with torch.inference_mode():
+            for s in range(0, len(order), batch_size):
+                part = [features[i] for i in order[s : s + batch_size]]
+                batch = {k: v.to(device) for k, v in pad_batch(part, teacher.tokenizer).items()}
+                logits = module(**batch).logits.float().cpu()
+                for f, row in zip(part, logits, strict=True):
+                    n = len(f["input_ids"])
+                    ids.append(torch.tensor(f["input_ids"], dtype=torch.int32))
+                    lens.append(n)
+                    outs.append(row[:n] if token_level else row)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp-{hash_text(str(ctx.work_dir))}")
+        save_file({"ids": torch.cat(ids), "lens": torch.tensor(lens), "logits": torch.cat(
+            [o.reshape(-1, o.shape[-1]) for o in outs])}, str(tmp))
+        tmp.replace(path)
+    data = load_file(str(path))
+    table: dict[bytes, Any] = {}
+    pos = row = 0
+    for n in data["lens"].tolist():
+        key = data["ids"][pos : pos + n].numpy().tobytes()
+        width = n if token_level else 1
+        table[key] = data["logits"][row : row + width] if token_level else data["logits"][row]
+        pos += n
+        row += width
+    return table, hit
+
+
+# ---------------------------------------------------------------------------------------------
+# the loss, as a module the shared fine-tuning loop can train
+# ---------------------------------------------------------------------------------------------
+
+
+def distill_loss(student: Any, teacher: Any | None, labels: Any, alpha: float, temperature: float) -> Any:
+    """``alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE`` averaged over the scored
+    units (examples, or tokens whose label is not -100). ``student``: (B, C) or (B, S, C)."""
+    import torch.nn.functional as F  # noqa: N812 - the usual name
+
+    c = student.shape[-1]
+    s = student.reshape(-1, c)
+    y = labels.reshape(-1)
+    scored = y != -100
+    hard = F.cross_entropy(s[scored], y[scored]) if alpha < 1 else s.sum() * 0
+    if alpha == 0 or teacher is None:
+        return hard
+    t = teacher.reshape(-1, c)[scored]
+    log_p = F.log_softmax(s[scored] / temperature, dim=-1)
+    log_q = F.log_softmax(t / temperature, dim=-1)
+    soft = F.kl_div(log_p, log_q, log_target=True, reduction="batchmean") * temperature**2
+    return alpha * soft + (1 - alpha) * hard
+
+
+@functools.cache
+def _wrapper() -> type:
+    import torch
+
+    class DistillStudent(torch.nn.Module):
+        """The student plus the teacher's logits: ``forward(**batch, labels=...)`` returns an
+        object with ``.loss`` (the distillation loss) and ``.logits``, as the loop expects."""
+
+        def __init__(self, student: Any, table: dict[bytes, Any] | None, alpha: float, temperature: float):
+            super().__init__()
+            self.student = student
+            self.table = table
+            self.alpha, self.temperature = alpha, temperature
+
+        def _teacher(self, input_ids: Any, attention_mask: Any, like: Any) -> Any:
+            out = torch.zeros_like(like)
+            for i, (ids, mask) in enumerate(zip(input_ids, attention_mask, strict=True)):
+                n = int(mask.sum())
+                key = ids[:n].to("cpu", torch.int32).numpy().tobytes()
+                t = self.table[key]  # type: ignore[index]
+                if like.dim() == 3:
+                    out[i, :n] = t.to(like.device)
+                else:
+                    out[i] = t.to(like.device)
+            return out
+
+        def forward(self, labels: Any = None, **inputs: Any) -> Any:
+            from types import SimpleNamespace
+
+            logits = self.student(**inputs).logits
+            teacher = None
+            if self.table is not None and self.alpha > 0:
+                teacher = self._teacher(inputs["input_ids"], inputs["attention_mask"], logits.detach().float())
+            loss = distill_loss(logits.float(), teacher, labels, self.alpha, self.temperature)
+            return SimpleNamespace(loss=loss, logits=logits)
+
+    return DistillStudent
+
+
+# ---------------------------------------------------------------------------------------------
+# the plugin
+# ---------------------------------------------------------------------------------------------
+
+
+class Distill(Compression):
+    """Knowledge distillation into a student with fewer (and optionally narrower) layers.
+
+    :param layers: teacher layer indices the student keeps, e.g. ``[0, 2, 4]``.
+    :param num_layers: or: keep this many evenly spaced layers (default: half the teacher's).
+    :param intermediate_size: narrow each feed-forward block to this many neurons (default: keep).
+    :param temperature: softmax temperature of the distillation term.
+    :param alpha: weight of the distillation term (0: plain fine-tuning of the student).
+    :param epochs: training epochs on the task's train split (may be fractional).
+    """
+
+    name = "distill"
+    version = "1"
+    description = "knowledge distillation into a shallower (narrower) student initialised from the teacher"
+
+    def __init__(
+        self,
+        *,
+        layers: list[int] | None = None,
+        num_layers: int | None = None,
+        intermediate_size: int | None = None,
+        temperature: float = 2.0,
+        alpha: float = 0.5,
+        epochs: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if layers is not None and num_layers is not None:
+            raise ValueError("distill: give layers or num_layers, not both")
+        if layers is not None and (
+            not isinstance(layers, (list, tuple)) or not layers or len(set(layers)) != len(layers)
+            or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in layers)
+        ):
+            raise ValueError(f"distill: layers must be a non-empty list of distinct layer indices >= 0, got {layers!r}")
+        for pname, v in (("num_layers", num_layers), ("intermediate_size", intermediate_size)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"distill: {pname} must be an integer >= 1, got {v!r}")
+        if isinstance(temperature, bool) or not float(temperature) > 0:
+            raise ValueError(f"distill: temperature must be > 0, got {temperature!r}")
+        if isinstance(alpha, bool) or not 0 <= float(alpha) <= 1:
+            raise ValueError(f"distill: alpha must be in [0, 1], got {alpha!r}")
+        if isinstance(epochs, bool) or not float(epochs) > 0:
+            raise ValueError(f"distill: epochs must be > 0, got {epochs!r}")
+        self.layers = None if layers is None else sorted(int(i) for i in layers)
+        self.num_layers = num_layers
+        self.intermediate_size = intermediate_size
+        self.temperature, self.alpha, self.epochs = float(temperature), float(alpha), float(epochs)
+
+    def unsupported_reason(self, ctx: CellContext) -> str | None:
+        return device_reason("distill", ctx.device)
+
+    def keep(self, n: int) -> list[int]:
+        if self.layers is not None:
+            bad = [i for i in self.layers if i >= n]
+            if bad:
+                raise PluginError(f"distill: layers {bad} do not exist: the teacher has {n} layers (0..{n - 1})")
+            return list(self.layers)
+        return even_layers(n, self.num_layers if self.num_layers is not None else max(1, (n + 1) // 2))
+
+    @staticmethod
+    def _training(task: Task) -> tuple[Any, Any]:
+        recipe, features = getattr(task, "recipe", None), getattr(task, "_train_features", None)
+        if not callable(recipe) or not callable(features) or not callable(getattr(task, "train_hash", None)):
+            raise PluginError(f"distill: task {task.name!r} offers no training features (it needs the "
+                              "recipe(), train_hash() and _train_features() of the built-in tasks)")
+        return recipe, features
+
+    def _build(self, model: LoadedModel, task: Task, ctx: CellContext, folder: Path) -> dict[str, Any]:
+        recipe_fn, features_fn = self._training(task)
+        recipe = recipe_fn(ctx.seed)
+        _, teacher_layers = encoder_layers(model.module, "distill")
+        keep = self.keep(len(teacher_layers))
+        student = make_student(model.module, keep, self.intermediate_size)
+        label2id = {label: i for i, label in enumerate(model.head.labels)}
+        train_len = min(recipe.max_length, model.max_length)
+        features, examples = features_fn(model.tokenizer, label2id, train_len)
+        if not features:
+            raise PluginError(f"distill: task {task.name!r} has no training examples")
+        table, hit = None, None  # alpha 0: no teacher pass at all
+        if self.alpha > 0:
+            key = hash_text("teacher-logits", model.identity, module_fingerprint(model.module),
+                            task.name, task.version, task.train_hash(), train_len)  # type: ignore[attr-defined]
+            path = Path(ctx.cache_dir) / TEACHER_DIR / f"{key}.safetensors"
+            table, hit = teacher_logits(model, features, path, recipe.batch_size, ctx)  # type: ignore[assignment]
+        wrapped = _wrapper()(student, table, self.alpha, self.temperature)
+        carrier = LoadedModel(module=wrapped, tokenizer=model.tokenizer, head=model.head,
+                              identity=f"{model.identity}+distill", source=model.source,
+                              trained_for_task=True, max_length=model.max_length)
+        trained = finetune(carrier, lambda: (features, examples), recipe, ctx,
+                           data_hash=task.train_hash(), task=task.name,  # type: ignore[attr-defined]
+                           task_version=task.version, epochs=self.epochs, resume=True)
+        run = trained.info.get("recovery", {})  # what the loop reports for a resumed run
+        student = trained.module.student.to("cpu").eval()
+        student.save_pretrained(str(folder))
+        return {"teacher_layers": len(teacher_layers), "kept_layers": keep,
+                "teacher_logits_cached": hit, "distill_train_time_s": round(run.get("train_time_s", 0.0), 3),
+                "distill_train_loss": run.get("train_loss"), "distill_steps": run.get("optimizer_steps"),
+                "train_features": len(features)}
+
+    def apply(self, model: LoadedModel, task: Task, ctx: CellContext) -> CompressedTorchPredictor:
+        _, layers = encoder_layers(model.module, "distill")  # clear errors before any work
+        self.keep(len(layers))
+        self._training(task)
+        folder, meta, hit = cached_or_build(
+            ctx, model, self, lambda f: self._build(model, task, ctx, f),
+            extra_key=f"{task_key(task)}:seed={ctx.seed}",
+        )
+        module = model_class_dir_load(model, folder / "model").float().eval()
+        info = base_info(self, "torch", meta, hit)
+        for k in ("teacher_layers", "kept_layers", "teacher_logits_cached", "distill_train_time_s",
+                  "distill_train_loss", "distill_steps"):
+            info[k] = json.dumps(meta.get(k)) if k == "kept_layers" else meta.get(k)
+        info["student_layers"] = module.config.num_hidden_layers
+        info["student_intermediate_size"] = module.config.intermediate_size
+        info["distill_alpha"], info["distill_temperature"] = self.alpha, self.temperature
+        total, _ = weight_counts(module)
+        src_total, _ = weight_counts(model.module)
+        info["params_vs_source"] = round(total / src_total, 6) if src_total else None
+        return CompressedTorchPredictor(module, device=ctx.device, precision="fp32", info=info,
+                                        artifact=folder / "model")
+
+
+@harness.hookimpl
+def register_compressions(register):
+    register(Distill)
+
+
+__all__ = ["Distill", "distill_loss", "even_layers", "make_student"]

@@ -1,0 +1,267 @@
+"""The ``low-rank`` compression: parameter replacement by truncated SVD.
+
+Each chosen ``nn.Linear`` of the encoder's layers (``targets``: ``ffn`` = ``intermediate.dense``
+and ``output.dense``; ``attention`` = query/key/value and ``attention.output.dense``; ``all``)
+with weight ``W`` (out x in) is replaced by two Linears, ``in -> r`` (no bias) then ``r -> out``
+(the original bias), from ``W ~ (U_r sqrt(S_r)) (sqrt(S_r) V_r^T)``: the best rank-``r``
+approximation. ``r`` is ``rank`` or ``rank_ratio`` of the full rank ``min(out, in)``. A Linear
+whose factors would not have fewer parameters than ``W`` is left alone (and counted).
+
+``embeddings_rank`` factorises the word-embedding table (vocab x hidden) the same way into a
+(vocab x r) embedding followed by an (r x hidden) Linear, as ALBERT does: in MiniLM-L6 the table
+is 11.7M of the 22.6M parameters. The artifact stores the factors (safetensors) plus a JSON spec
+of the ranks, so the size on disk and the parameter count really fall; at load the structure is
+rebuilt from the spec and the factors loaded. On CPU the two thin GEMMs cost ``r (in + out)``
+multiply-adds per token instead of ``in x out``, so the FFN gets faster when ``r`` is small.
+``recovery_epochs`` fine-tunes the factorised model with the task's recipe (both factors train).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import harness
+from harness.api import CellContext, Compression, LoadedModel, Task
+from harness.errors import PluginError
+
+from ._layers import (
+    TARGETS,
+    check_recovery_epochs,
+    device_reason,
+    encoder_layers,
+    get_sub,
+    recover,
+    set_sub,
+    word_embeddings,
+)
+from .compress_torch import (
+    CompressedTorchPredictor,
+    base_info,
+    cached_or_build,
+    cpu_copy,
+    task_key,
+    weight_counts,
+)
+
+WEIGHTS_FILE = "model.safetensors"
+SPEC_FILE = "lowrank_spec.json"
+
+
+def factor_params(out_f: int, in_f: int, r: int) -> int:
+    """Weights of the two factors of an (out x in) matrix at rank ``r`` (biases excluded)."""
+    return r * (in_f + out_f)
+
+
+def svd_factors(weight: Any, r: int) -> tuple[Any, Any]:
+    """``(A, B)`` with ``B @ A`` the best rank-``r`` approximation of ``weight`` (out x in):
+    ``A`` is (r x in), ``B`` (out x r), the singular values split evenly between them.
+
+    Computed in float64 from the eigen-decomposition of the Gram matrix of the smaller side
+    (``W^T W`` or ``W W^T``): the same top-``r`` singular triplets as an SVD, but a (30522 x 384)
+    embedding table takes a second instead of the tens of seconds LAPACK's SVD needs on a CPU."""
+    import torch
+
+    w = weight.detach().to(torch.float64)
+    tall = w.shape[0] >= w.shape[1]
+    evals, vecs = torch.linalg.eigh(w.T @ w if tall else w @ w.T)  # ascending
+    vecs = vecs[:, -r:].flip(1)  # top r, largest first
+    root = evals[-r:].flip(0).clamp(min=0).sqrt().sqrt()  # sqrt of the singular values
+    inv = torch.where(root > 0, 1 / root.clamp(min=1e-300), torch.zeros_like(root))
+    if tall:  # vecs = V_r: A = sqrt(S) V^T, B = W V / sqrt(S) = U sqrt(S)
+        a, b = root[:, None] * vecs.T, (w @ vecs) * inv[None, :]
+    else:  # vecs = U_r: B = U sqrt(S), A = U^T W / sqrt(S) = sqrt(S) V^T
+        a, b = (vecs.T @ w) * inv[:, None], vecs * root[None, :]
+    return a.to(weight.dtype).contiguous(), b.to(weight.dtype).contiguous()
+
+
+def low_rank_linear(in_f: int, out_f: int, r: int, bias: bool) -> Any:
+    """The replacement structure: ``Sequential(Linear(in, r, bias=False), Linear(r, out))``."""
+    import torch
+
+    return torch.nn.Sequential(torch.nn.Linear(in_f, r, bias=False), torch.nn.Linear(r, out_f, bias=bias))
+
+
+def factorised_embedding(vocab: int, hidden: int, r: int, padding_idx: int | None) -> Any:
+    """``Sequential(Embedding(vocab, r), Linear(r, hidden, bias=False))`` (ALBERT-style)."""
+    import torch
+
+    return torch.nn.Sequential(torch.nn.Embedding(vocab, r, padding_idx=padding_idx),
+                               torch.nn.Linear(r, hidden, bias=False))
+
+
+def plan(module: Any, targets: str, rank: int | None, ratio: float | None) -> tuple[dict[str, list[int]], list[str]]:
+    """``({linear name: [in, out, rank, bias]}, [names left alone])`` for ``module``."""
+    prefix, layers = encoder_layers(module, "low-rank")
+    chosen: dict[str, list[int]] = {}
+    kept: list[str] = []
+    for i, layer in enumerate(layers):
+        for sub in TARGETS[targets]:
+            lin = get_sub(layer, sub)
+            out_f, in_f = lin.weight.shape
+            full = min(out_f, in_f)
+            r = min(rank, full) if rank is not None else max(1, round(float(ratio or 0) * full))
+            name = f"{prefix}.{i}.{sub}"
+            if factor_params(out_f, in_f, r) >= out_f * in_f:
+                kept.append(name)
+            else:
+                chosen[name] = [in_f, out_f, r, int(lin.bias is not None)]
+    return chosen, kept
+
+
+def build_structure(module: Any, spec: dict[str, Any]) -> None:
+    """Replace the modules named in ``spec`` by (uninitialised) factorised ones, in place."""
+    for name, (in_f, out_f, r, bias) in spec["linears"].items():
+        set_sub(module, name, low_rank_linear(in_f, out_f, r, bool(bias)))
+    emb = spec.get("embeddings")
+    if emb:
+        set_sub(module, emb["name"], factorised_embedding(emb["vocab"], emb["hidden"], emb["rank"], emb["padding_idx"]))
+
+
+def factorise(module: Any, spec: dict[str, Any]) -> None:
+    """Replace the modules named in ``spec`` by their truncated-SVD factors, in place."""
+    import torch
+
+    for name, (in_f, out_f, r, bias) in spec["linears"].items():
+        lin = get_sub(module, name)
+        a, b = svd_factors(lin.weight, r)
+        new = low_rank_linear(in_f, out_f, r, bool(bias))
+        with torch.no_grad():
+            new[0].weight.copy_(a)
+            new[1].weight.copy_(b)
+            if bias:
+                new[1].bias.copy_(lin.bias.detach())
+        set_sub(module, name, new)
+    emb = spec.get("embeddings")
+    if emb:
+        table = get_sub(module, emb["name"])
+        # the table is (vocab x hidden) = E; E^T (hidden x vocab) ~ B A with A (r x vocab)
+        a, b = svd_factors(table.weight.detach().t(), emb["rank"])
+        new = factorised_embedding(emb["vocab"], emb["hidden"], emb["rank"], emb["padding_idx"])
+        with torch.no_grad():
+            new[0].weight.copy_(a.t())
+            new[1].weight.copy_(b)
+        set_sub(module, emb["name"], new)
+
+
+class LowRank(Compression):
+    """Truncated-SVD factorisation of encoder Linears (and optionally the word embeddings).
+
+    :param rank: rank of every factorised Linear (capped at its full rank).
+    :param rank_ratio: or: share of each Linear's full rank ``min(out, in)`` (default 0.25).
+    :param targets: "ffn" (default), "attention" or "all".
+    :param embeddings_rank: factorise the word-embedding table at this rank (default: not).
+    :param recovery_epochs: fine-tune after factorising with the task's recipe (0: none).
+    """
+
+    name = "low-rank"
+    version = "1"
+    description = "parameter replacement: truncated-SVD factors for encoder Linears (+ ALBERT-style embeddings)"
+
+    def __init__(
+        self,
+        *,
+        rank: int | None = None,
+        rank_ratio: float | None = None,
+        targets: str = "ffn",
+        embeddings_rank: int | None = None,
+        recovery_epochs: float = 0,
+    ) -> None:
+        super().__init__()
+        if rank is not None and rank_ratio is not None:
+            raise ValueError("low-rank: give rank or rank_ratio, not both")
+        if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
+            raise ValueError(f"low-rank: rank must be an integer >= 1, got {rank!r}")
+        if rank is None and rank_ratio is None:
+            rank_ratio = 0.25
+        if rank_ratio is not None and (isinstance(rank_ratio, bool) or not 0 < float(rank_ratio) <= 1):
+            raise ValueError(f"low-rank: rank_ratio must be in (0, 1], got {rank_ratio!r}")
+        if targets not in TARGETS:
+            raise ValueError(f"low-rank: targets must be one of {sorted(TARGETS)}, got {targets!r}")
+        if embeddings_rank is not None and (
+            isinstance(embeddings_rank, bool) or not isinstance(embeddings_rank, int) or embeddings_rank < 1
+        ):
+            raise ValueError(f"low-rank: embeddings_rank must be an integer >= 1, got {embeddings_rank!r}")
+        self.rank = rank
+        self.rank_ratio = None if rank_ratio is None else float(rank_ratio)
+        self.targets = targets
+        self.embeddings_rank = embeddings_rank
+        self.recovery_epochs = check_recovery_epochs("low-rank", recovery_epochs)
+
+    def unsupported_reason(self, ctx: CellContext) -> str | None:
+        return device_reason("low-rank", ctx.device)
+
+    def _spec(self, module: Any) -> dict[str, Any]:
+        linears, kept = plan(module, self.targets, self.rank, self.rank_ratio)
+        spec: dict[str, Any] = {"linears": linears, "kept": kept, "embeddings": None}
+        if self.embeddings_rank is not None:
+            name, table = word_embeddings(module, "low-rank")
+            vocab, hidden = table.weight.shape
+            r = min(self.embeddings_rank, vocab, hidden)
+            if factor_params(vocab, hidden, r) >= vocab * hidden:
+                raise PluginError(f"low-rank: embeddings_rank={self.embeddings_rank} does not make the "
+                                  f"{vocab}x{hidden} word-embedding table smaller")
+            spec["embeddings"] = {"name": name, "vocab": vocab, "hidden": hidden, "rank": r,
+                                  "padding_idx": table.padding_idx}
+        return spec
+
+    def _build(self, model: LoadedModel, task: Task, ctx: CellContext, folder: Path) -> dict[str, Any]:
+        from safetensors.torch import save_model
+
+        module = cpu_copy(model.module).float().eval()
+        spec = self._spec(module)
+        factorise(module, spec)
+        note = "no recovery"
+        if self.recovery_epochs > 0:
+            module, note = recover(model, module, task, ctx, self.recovery_epochs, "low-rank")
+        save_model(module, str(folder / WEIGHTS_FILE))
+        (folder / SPEC_FILE).write_text(json.dumps(spec, indent=1))
+        module.config.to_json_file(str(folder / "config.json"))
+        return {"recovery": note}
+
+    @staticmethod
+    def load(model: LoadedModel, folder: Path) -> tuple[Any, dict[str, Any]]:
+        """The factorised module back from an artifact folder, and its spec."""
+        from safetensors.torch import load_model
+
+        spec = json.loads((folder / SPEC_FILE).read_text())
+        module = cpu_copy(model.module).float().eval()
+        build_structure(module, spec)
+        missing, unexpected = load_model(module, str(folder / WEIGHTS_FILE), strict=False)
+        if unexpected or [k for k in missing if "position_ids" not in k]:
+            raise PluginError(f"low-rank: cached artifact {folder} does not fit the model "
+                              f"(missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]})")
+        return module.eval(), spec
+
+    def apply(self, model: LoadedModel, task: Task, ctx: CellContext) -> CompressedTorchPredictor:
+        encoder_layers(model.module, "low-rank")  # a clear error before any work
+        extra_key = task_key(task) if self.recovery_epochs > 0 else ""
+        folder, meta, hit = cached_or_build(
+            ctx, model, self, lambda f: self._build(model, task, ctx, f), extra_key=extra_key
+        )
+        module, spec = self.load(model, folder / "model")
+        info = base_info(self, "torch", meta, hit)
+        ranks: dict[str, set[int]] = {}
+        for name, (_, _, r, _) in spec["linears"].items():
+            m = re.search(r"\.\d+\.(.+)$", name)  # "<prefix>.<i>.intermediate.dense" -> sub-layer
+            ranks.setdefault(m.group(1) if m else name, set()).add(r)
+        info["lowrank_ranks"] = " ".join(f"{k}={'/'.join(map(str, sorted(v)))}" for k, v in sorted(ranks.items()))
+        info["replaced_linears"] = len(spec["linears"])
+        info["kept_linears"] = len(spec["kept"])
+        info["embeddings_rank"] = spec["embeddings"]["rank"] if spec.get("embeddings") else None
+        info["recovery"] = meta.get("recovery", "no recovery")
+        total, _ = weight_counts(module)
+        src_total, _ = weight_counts(model.module)
+        info["params_vs_source"] = round(total / src_total, 6) if src_total else None
+        return CompressedTorchPredictor(module, device=ctx.device, precision="fp32", info=info,
+                                        artifact=folder / "model")
+
+
+@harness.hookimpl
+def register_compressions(register):
+    register(LowRank)
+
+
+__all__ = ["LowRank", "factorise", "svd_factors"]

