@@ -75,8 +75,8 @@ def main() -> int:
 
     (suite, task, loaded), preds = build_predictors(args.suite, args.task, names, Path("runs/speed-rounds"))
     s = suite.settings
-    b1 = task.latency_batches(loaded.tokenizer, 1, LATENCY_INPUTS, s.seed)
-    bn = task.latency_batches(loaded.tokenizer, s.throughput_batch_size, THROUGHPUT_BATCHES, s.seed)
+    b1 = task.latency_batches(loaded, 1, LATENCY_INPUTS, s.seed)
+    bn = task.latency_batches(loaded, s.throughput_batch_size, THROUGHPUT_BATCHES, s.seed)
     p50: dict[str, list[float]] = {n: [] for n in names}
     thr: dict[str, list[float]] = {n: [] for n in names}
     t0 = time.time()

@@ -29,7 +29,18 @@ from .errors import DataError, HarnessError, PluginError, SuiteError
 from .hookspecs import hookimpl
 from .plugins import get_plugin_manager
 
-__version__ = "0.1.0"
+
+def _package_version() -> str:
+    """The one version source: the installed package's metadata (``pyproject.toml``)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("harness-bench")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
+
+
+__version__ = _package_version()
 
 if TYPE_CHECKING:
     import pandas as pd

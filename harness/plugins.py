@@ -105,10 +105,9 @@ class PluginManager(pluggy.PluginManager):
 
 
 def _own_version() -> str:
-    try:
-        return md.version("harness-bench")
-    except md.PackageNotFoundError:
-        return "?"
+    from . import __version__
+
+    return __version__
 
 
 def disabled_from_env() -> list[str]:

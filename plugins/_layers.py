@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.api import CellContext, LoadedModel, Task
+from harness.api import CellContext, Finetunable, LoadedModel, Task
 from harness.errors import PluginError
 
 #: Linear sub-modules of a BERT layer, by the ``targets`` group they belong to
@@ -100,13 +100,13 @@ def recover(
     model: LoadedModel, module: Any, task: Task, ctx: CellContext, epochs: float, plugin: str
 ) -> tuple[Any, str]:
     """Fine-tune the compressed ``module`` for ``epochs`` with the task's own recipe (the task's
-    ``finetune(model, ctx, epochs=...)`` hook: head kept, nothing cached there). Returns
-    ``(module, note)``; a task without the hook leaves the module as is, and the note says so."""
-    fn = getattr(task, "finetune", None)
-    if not callable(fn):
-        return module, (
-            f"recovery skipped: task {task.name!r} offers no finetune(model, ctx, epochs=...)"
-        )
+    ``finetune(model, ctx, epochs=...)``, the ``"finetune"`` capability: head kept, nothing cached
+    there). Returns ``(module, note)``. Compressions that recover declare
+    ``requires = ("finetune",)``, so the core skips the cell before this for a task without it."""
+    if not isinstance(task, Finetunable):
+        raise PluginError(f"{plugin}: task {task.name!r} is not harness.api.Finetunable "
+                          "(no finetune(model, ctx, *, epochs)); recovery needs it")
+    fn = task.finetune
     compressed = LoadedModel(
         module=module,
         tokenizer=model.tokenizer,

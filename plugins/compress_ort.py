@@ -256,12 +256,12 @@ class OrtStaticInt8(_ORTCompression):
     ``embeddings`` the embedding tables (``Gather``) are int8 too. CPU only."""
 
     name = "ort-static-int8"
-    version = "2"  # 2: reduce_range "auto" by default
+    version = "2"  # 2: reduce_range "auto" and per-channel weight scales by default
     description = "ONNX Runtime static int8 (QDQ), calibrated on the task's train split, CPU"
     cuda_ok = False
     precision = "int8"
 
-    def __init__(self, *, samples: int = 300, calibration_method: str = "minmax", per_channel: bool = False,
+    def __init__(self, *, samples: int = 300, calibration_method: str = "minmax", per_channel: bool = True,
                  reduce_range: bool | str = "auto", embeddings: bool = False, threads: int | None = None,
                  opt_level: str = "all", export_tolerance: float = 1e-4) -> None:
         super().__init__(threads=threads, opt_level=opt_level, export_tolerance=export_tolerance)

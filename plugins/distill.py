@@ -33,20 +33,18 @@ from typing import Any
 import harness
 from harness.api import CellContext, Compression, LoadedModel, Task
 from harness.errors import PluginError
-
-from ._layers import device_reason, encoder_layers
-from ._torch import hash_text
-from .compress_torch import (
-    CompressedTorchPredictor,
+from harness.toolkit import (
     base_info,
     cached_or_build,
-    cpu_copy,
-    model_class_dir_load,
+    finetune,
+    hash_text,
     module_fingerprint,
+    pad_batch,
     task_key,
-    weight_counts,
 )
-from .finetune import finetune, pad_batch
+
+from ._layers import device_reason, encoder_layers
+from .compress_torch import CompressedTorchPredictor, cpu_copy, model_class_dir_load, weight_counts
 from .prune import apply_structured, ffn_scores
 
 TEACHER_DIR = "distill-teacher"
@@ -272,10 +270,10 @@ class Distill(Compression):
 
     @staticmethod
     def _training(task: Task) -> tuple[Any, Any]:
-        recipe, features = getattr(task, "recipe", None), getattr(task, "_train_features", None)
+        recipe, features = getattr(task, "recipe", None), getattr(task, "train_features", None)
         if not callable(recipe) or not callable(features) or not callable(getattr(task, "train_hash", None)):
             raise PluginError(f"distill: task {task.name!r} offers no training features (it needs the "
-                              "recipe(), train_hash() and _train_features() of the built-in tasks)")
+                              "recipe(), train_hash() and train_features() of harness.toolkit.FineTunedTask)")
         return recipe, features
 
     def _build(self, model: LoadedModel, task: Task, ctx: CellContext, folder: Path) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from typing import Any
 import harness
 from harness.api import CellContext, Compression, LoadedModel, Task
 from harness.errors import PluginError
+from harness.toolkit import base_info, cached_or_build, task_key
 
 from ._layers import (
     TARGETS,
@@ -37,14 +38,7 @@ from ._layers import (
     set_sub,
     word_embeddings,
 )
-from .compress_torch import (
-    CompressedTorchPredictor,
-    base_info,
-    cached_or_build,
-    cpu_copy,
-    task_key,
-    weight_counts,
-)
+from .compress_torch import CompressedTorchPredictor, cpu_copy, weight_counts
 
 WEIGHTS_FILE = "model.safetensors"
 SPEC_FILE = "lowrank_spec.json"
@@ -189,6 +183,8 @@ class LowRank(Compression):
         self.targets = targets
         self.embeddings_rank = embeddings_rank
         self.recovery_epochs = check_recovery_epochs("low-rank", recovery_epochs)
+        # recovery trains through the task: a task that is not Finetunable gives a skipped cell
+        self.requires = ("finetune",) if self.recovery_epochs > 0 else ()
 
     def unsupported_reason(self, ctx: CellContext) -> str | None:
         return device_reason("low-rank", ctx.device)

@@ -21,16 +21,10 @@ from typing import Any
 import harness
 from harness.api import CellContext, Compression, LoadedModel, Task
 from harness.errors import PluginError
+from harness.toolkit import base_info, cached_or_build, task_key
 
 from ._layers import check_recovery_epochs, device_reason, encoder_layers, recover
-from .compress_torch import (
-    CompressedTorchPredictor,
-    base_info,
-    cached_or_build,
-    cpu_copy,
-    task_key,
-    weight_counts,
-)
+from .compress_torch import CompressedTorchPredictor, cpu_copy, weight_counts
 
 WEIGHTS_FILE = "model.safetensors"
 SPEC_FILE = "share_spec.json"
@@ -129,6 +123,8 @@ class ShareLayers(Compression):
             self.every = None
         self.init = init
         self.recovery_epochs = check_recovery_epochs("share-layers", recovery_epochs)
+        # recovery trains through the task: a task that is not Finetunable gives a skipped cell
+        self.requires = ("finetune",) if self.recovery_epochs > 0 else ()
 
     def unsupported_reason(self, ctx: CellContext) -> str | None:
         return device_reason("share-layers", ctx.device)

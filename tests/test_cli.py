@@ -55,3 +55,15 @@ def test_unknown_parameter_is_exit_2(tmp_path):
     r = CliRunner().invoke(main, ["run", str(p)])
     assert r.exit_code == 2
     assert "s.yaml: models[0].params.pth: unknown parameter 'pth' for model plugin 'hf'. Did you mean: path?" in r.output
+
+
+def test_one_version_source():
+    """harness.__version__, --version and the plugins table all read the package metadata."""
+    from importlib.metadata import version
+
+    assert harness.__version__ == version("harness-bench")
+    from harness.plugins import _own_version
+
+    assert _own_version() == harness.__version__
+    init = (__import__("pathlib").Path(harness.__file__)).read_text()
+    assert '__version__ = "' not in init  # no second, hand-kept copy

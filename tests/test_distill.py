@@ -115,7 +115,7 @@ def test_sequence_students_share_one_teacher_pass(seq_teacher, mctx, tmp_path):
     other = Distill(layers=[1, 2], intermediate_size=32).apply(teacher, task, mctx)
     assert other.describe()["teacher_logits_cached"] is True
     assert list((mctx.cache_dir / TEACHER_DIR).iterdir()) == files
-    batch = task.latency_batches(teacher.tokenizer, 4, 1, 0)[0]
+    batch = task.latency_batches(teacher, 4, 1, 0)[0]
     again = Distill(num_layers=2).apply(teacher, task, mctx)
     assert again.describe()["cache_hit"] is True
     torch.testing.assert_close(again(batch), pred(batch))
@@ -124,7 +124,7 @@ def test_sequence_students_share_one_teacher_pass(seq_teacher, mctx, tmp_path):
     with torch.inference_mode():
         torch.testing.assert_close(back(**batch).logits, pred(batch))
     assert back.config.num_hidden_layers == 2
-    metrics = {m.name: m.value for m in task.evaluate(pred, mctx)}
+    metrics = {m.name: m.value for m in task.evaluate(pred, teacher, mctx)}
     assert 0 <= metrics["accuracy"] <= 1
 
 
@@ -147,7 +147,7 @@ def test_token_classification(mctx):
     d = pred.describe()
     assert d["student_layers"] == 1 and d["kept_layers"] == "[3]" and d["distill_alpha"] == 0.7
     assert d["distill_train_loss"] > 0
-    metrics = {m.name: m.value for m in task.evaluate(pred, mctx)}
+    metrics = {m.name: m.value for m in task.evaluate(pred, teacher, mctx)}
     assert "entity_f1" in metrics
 
 

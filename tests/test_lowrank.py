@@ -14,7 +14,7 @@ from compress_fixtures import cache, ctx, reference_logits, rows, seq  # noqa: F
 from harness.api import Head, LoadedModel
 from harness.cli import main
 from harness.errors import PluginError
-from harness_plugins._torch import dir_bytes
+from harness.toolkit import dir_bytes
 from harness_plugins.compress_torch import NoCompression
 from harness_plugins.hf import HFModel
 from harness_plugins.lowrank import LowRank, svd_factors
@@ -153,11 +153,14 @@ def test_recovery_trains_the_factors(ctx):
     assert isinstance(lin, torch.nn.Sequential)  # still factorised
     assert not torch.equal(lin[0].weight, plain.module.bert.encoder.layer[0].intermediate.dense[0].weight)
     assert all(torch.equal(p, before[n]) for n, p in tuned.module.named_parameters())  # input untouched
-    # a task without the finetune hook: skipped with a note
+    # recovery is declared: a task that is not Finetunable makes the core skip the cell
     from tiny_tasks import TinySST2, sst2_rows
 
-    note = LowRank(rank=8, recovery_epochs=1).apply(tuned, TinySST2(sst2_rows(), tuned.tokenizer), ctx)
-    assert "recovery skipped" in note.describe()["recovery"]
+    from harness.api import capability_reason
+
+    assert LowRank(rank=8).requires == () and LowRank(rank=8, recovery_epochs=1).requires == ("finetune",)
+    reason = capability_reason(LowRank(rank=8, recovery_epochs=1), TinySST2(sst2_rows(), tuned.tokenizer))
+    assert reason is not None and "finetune" in reason
 
 
 @pytest.mark.slow

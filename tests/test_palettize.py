@@ -11,7 +11,7 @@ from compress_fixtures import cache, ctx, reference_logits, rows, seq  # noqa: F
 
 from harness.api import Head
 from harness.errors import PluginError
-from harness_plugins._torch import dir_bytes
+from harness.toolkit import dir_bytes
 from harness_plugins.compress_torch import NoCompression
 from harness_plugins.hf import HFModel
 from harness_plugins.palettize import (
