@@ -81,6 +81,17 @@ def cell_label(spec: CellSpec) -> str:
     return f"{spec.model.name}/{spec.task.name}/{spec.compression.name}"
 
 
+def _stable(value: Any) -> Any:
+    """A JSON value that is the same in every process (no object addresses)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_stable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _stable(v) for k, v in value.items()}
+    return type(value).__qualname__
+
+
 def plan(suite: Suite, plugins: PluginSet, device_kind: str, harness_version: str,
          only: Iterable[str] = ()) -> list[CellSpec]:
     """The product of the suite's models x tasks x compressions, with a cache key each.
@@ -103,7 +114,11 @@ def plan(suite: Suite, plugins: PluginSet, device_kind: str, harness_version: st
                 cls = type(plugin)
                 extra = plugin.identity() if entry.kind == "model" else (
                     plugin.data_hash() if entry.kind == "task" else "")
-                ident[key] = f"{cls.__module__}.{cls.__qualname__}@{cls.version}:{extra}"
+                # the parameters as the plugin resolved them (defaults and "auto" values
+                # included): a changed default recomputes the cell even without a version bump
+                resolved = {n: _stable(getattr(plugin, n, None)) for n in sorted(cls.parameters())}
+                ident[key] = (f"{cls.__module__}.{cls.__qualname__}@{cls.version}:{extra}:"
+                              f"{json.dumps(resolved, sort_keys=True)}")
             except Exception as exc:  # reported when the cell runs
                 ident[key] = f"unresolved:{type(exc).__name__}"
         return ident[key]

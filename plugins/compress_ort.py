@@ -197,12 +197,12 @@ class OrtDynamicInt8(_ORTCompression):
     provider's)."""
 
     name = "ort-int8"
-    version = "2"  # 2: reduce_range "auto" (7-bit weights without VNNI) by default
+    version = "2"  # 2: per-channel weight scales and reduce_range "auto" by default
     description = "ONNX Runtime dynamic int8 quantisation (MatMul/Gemm, embeddings), CPU"
     cuda_ok = False
     precision = "int8"
 
-    def __init__(self, *, per_channel: bool = False, reduce_range: bool | str = "auto", embeddings: bool = True,
+    def __init__(self, *, per_channel: bool = True, reduce_range: bool | str = "auto", embeddings: bool = True,
                  threads: int | None = None, opt_level: str = "all", export_tolerance: float = 1e-4) -> None:
         super().__init__(threads=threads, opt_level=opt_level, export_tolerance=export_tolerance)
         self.per_channel = bool(per_channel)

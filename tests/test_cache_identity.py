@@ -42,3 +42,23 @@ def test_model_parameters_enter_the_identity(run_suite_dict, tmp_path):
     p1 = one[one.metric == "parameters"].value.iloc[0]
     p2 = two[two.metric == "parameters"].value.iloc[0]
     assert p1 < p2
+
+
+def test_a_changed_default_is_a_new_cell_even_without_a_version_bump(monkeypatch):
+    """The cell id covers the parameters as the plugin resolved them, defaults included: a
+    release that changes a default (as ort-int8's per_channel did) must not be served the
+    cached rows of the old default under the same entry."""
+    from harness.cell import PluginSet
+    from harness.runner import plan
+    from harness.suite import suite_from_dict
+    from harness_plugins.compress_torch import DynamicInt8
+
+    suite = suite_from_dict({"name": "s", "models": [{"plugin": "hf", "name": "m", "params": TINY_BERT}],
+                             "tasks": [NER], "compressions": ["dynamic-int8"]})
+    plugins = PluginSet(make_plugin_manager().registries())
+    before = plan(suite, plugins, "cpu", "0")[0].cell_id
+    assert plan(suite, plugins, "cpu", "0")[0].cell_id == before  # stable
+    default = DynamicInt8.__init__.__kwdefaults__["per_channel"]
+    monkeypatch.setitem(DynamicInt8.__init__.__kwdefaults__, "per_channel", not default)
+    assert DynamicInt8().per_channel is (not default)
+    assert plan(suite, plugins, "cpu", "0")[0].cell_id != before
