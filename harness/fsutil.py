@@ -1,4 +1,5 @@
-"""File-system helpers the core shares, and plugins may use: one way to replace a file atomically.
+"""File-system helpers the core shares, and plugins may use: one way to replace a file atomically,
+one way to publish a finished folder (a cache entry).
 
 A reader (or a process killed mid-write) sees the old file or the new one, never half of it:
 the bytes go to a temporary file in the same folder, are flushed and fsynced, and then
@@ -12,7 +13,7 @@ import os
 import secrets
 from pathlib import Path
 
-__all__ = ["atomic_write", "atomic_write_text"]
+__all__ = ["atomic_write", "atomic_write_text", "publish_dir"]
 
 
 def atomic_write(path: str | Path, data: bytes) -> Path:
@@ -41,3 +42,21 @@ def atomic_write(path: str | Path, data: bytes) -> Path:
 def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
     """:func:`atomic_write` for text."""
     return atomic_write(path, text.encode(encoding))
+
+
+def publish_dir(tmp: str | Path, final: str | Path, *, complete: str) -> bool:
+    """Rename the finished folder ``tmp`` to ``final`` in one step (a reader sees no folder or a
+    complete one). If another process published ``final`` first (its ``complete`` file, e.g.
+    ``meta.json``, exists), theirs is kept, ``tmp`` removed, and False returned; any other
+    failure raises."""
+    tmp, final = Path(tmp), Path(final)
+    try:
+        os.replace(tmp, final)
+        return True
+    except OSError:
+        if not (final / complete).is_file():
+            raise
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        return False

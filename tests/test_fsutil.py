@@ -42,3 +42,21 @@ def test_core_modules_use_the_helper():
                  if p.name != "fsutil.py" and any(s in p.read_text(encoding="utf-8") for s in
                                                   ("os.replace", "NamedTemporaryFile", '.tmp"'))]
     assert offenders == []
+
+
+def test_publish_dir_keeps_the_first_complete_entry(tmp_path):
+    from harness.fsutil import publish_dir
+
+    for name, text in (("a", "first"), ("b", "second")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "meta.json").write_text(text)
+    final = tmp_path / "entry"
+    assert publish_dir(tmp_path / "a", final, complete="meta.json") is True
+    final.joinpath("extra").write_text("x")  # a non-empty folder: a second rename onto it fails
+    assert publish_dir(tmp_path / "b", final, complete="meta.json") is False
+    assert (final / "meta.json").read_text() == "first" and not (tmp_path / "b").exists()
+    (tmp_path / "c").mkdir()
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(OSError):  # the target exists but is no complete entry: a real error
+        publish_dir(tmp_path / "c", tmp_path / "a-file", complete="meta.json")
+    assert (tmp_path / "c").is_dir()  # nothing removed on a real error

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..api import CellContext, Compression, LoadedModel, Task
+from ..fsutil import publish_dir
 
 
 def hash_text(*parts: object) -> str:
@@ -143,11 +144,7 @@ def cached_or_build(
             **extra,
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
-        try:
-            os.rename(tmp, final)
-        except OSError:  # another process published the same entry first: use theirs
-            if not meta_file.exists():
-                raise
+        if not publish_dir(tmp, final, complete="meta.json"):  # another process first: use theirs
             meta = json.loads(meta_file.read_text())
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -29,6 +29,7 @@ from typing import Any
 
 from ..api import CellContext, LoadedModel
 from ..errors import PluginError
+from ..fsutil import publish_dir
 from .artifacts import hash_text
 from .predictor import pad_batch
 from .recipe import Recipe, effective_precision, micro_batch_count, micro_batches
@@ -217,12 +218,7 @@ def _publish(root: Path, key: str, module: Any, tokenizer: Any, meta: dict[str, 
     module.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
-    try:
-        os.replace(tmp, folder)
-    except OSError:  # another process finished the same key first: keep theirs
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (folder / META_FILE).is_file():
-            raise
+    publish_dir(tmp, folder, complete=META_FILE)  # another process first: theirs is kept
     return folder
 
 
