@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 
 import harness
+from harness.cli import compare_command
 from harness.errors import DataError, PluginError, SuiteError
 from harness.gate import run_gate
 from harness.gate.paired import mcnemar_p
@@ -154,6 +156,12 @@ def test_flipping_one_percent_of_labels_is_detected(run, tmp_path):
     code, rep = _gate(run, cur, accuracy_drop=0.5)  # significant but within the limit: passes
     f = _finding(rep, "sst2", "accuracy")
     assert code == 0 and f["status"] == "pass" and f["p_value"] < 0.05
+    # the command line: --gate-on significance and --significance (alpha)
+    r = CliRunner().invoke(compare_command, [str(run), str(cur), "--gate-on", "significance"])
+    assert r.exit_code == 1 and "McNemar over 872 examples" in r.output, r.output
+    r = CliRunner().invoke(compare_command, [str(run), str(cur), "--gate-on", "significance",
+                                             "--significance", "0.001"])
+    assert r.exit_code == 0, r.output
 
 
 def test_flipping_one_percent_of_sentences_is_detected(run, tmp_path):
