@@ -67,6 +67,7 @@ __all__ = [
     "capability_reason",
     "get_plugin_manager",
     "hookimpl",
+    "load_predictions",
     "load_results",
 ]
 
@@ -79,3 +80,12 @@ def load_results(path: Any, *, latest: bool = True) -> pd.DataFrame:
     from .results import load_results as _load
 
     return _load(path, latest=latest)
+
+
+def load_predictions(run: Any, cell: str) -> pd.DataFrame:
+    """The per-example outputs of ``cell`` ("model/task/compression") saved in the run folder
+    ``run`` (one row per example; the file's metadata, e.g. ``kind``, ``metric`` and
+    ``data_hash``, in ``df.attrs``). See docs/results.md."""
+    from .predictions import load_predictions as _load
+
+    return _load(run, cell)

@@ -51,6 +51,9 @@ class CellOutcome:
     info: dict[str, Any] = field(default_factory=dict)  # cell-level columns
     #: failed because of bad input (a data file, a suite parameter), not a crash: exit 2
     bad_input: bool = False
+    #: per-example outputs the task recorded: {"table": DataFrame, "meta": {...}}; the runner
+    #: writes them to <run>/predictions/
+    predictions: dict[str, Any] | None = None
 
 
 @dataclass
@@ -114,6 +117,7 @@ def run_cell(
     culprit = "harness"
     work = Path(tempfile.mkdtemp(prefix="harness-cell-"))
     info: dict[str, Any] = {"device": spec.device}
+    recorded: dict[str, Any] = {}
 
     def step(name: str, who: str) -> None:
         nonlocal phase, culprit
@@ -125,6 +129,7 @@ def run_cell(
         ctx = CellContext(
             device=spec.device, seed=s.seed, cache_dir=Path(s.cache_dir).absolute(),
             work_dir=work, progress=progress, show_progress=show_progress,
+            record_predictions=_recorder(recorded, s.save_predictions),
         )
         step("setup", f"model plugin {spec.model.plugin!r}")
         model: Any = plugins.create(spec.model)
@@ -208,7 +213,8 @@ def run_cell(
             sizes["train_time_s"] = float(loaded.info["train_time_s"])
         for name, value in sizes.items():
             rows.append(_num(name, float(value), _UNITS.get(name, ""), _DOCS.get(name, ""), False))
-        return CellOutcome("ok", rows=rows, info=info)
+        return CellOutcome("ok", rows=rows, info=info,
+                           predictions=_with_meta(recorded, spec, task))
     except BaseException as exc:  # noqa: BLE001 - a cell must not take the run down
         if isinstance(exc, KeyboardInterrupt):
             raise
@@ -232,6 +238,32 @@ def run_cell(
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _with_meta(recorded: dict[str, Any], spec: CellSpec, task: Any) -> dict[str, Any] | None:
+    """What the task recorded, with the cell's provenance (the task's data hash)."""
+    if not recorded:
+        return None
+    recorded["meta"].update(task=spec.task.name, task_plugin=spec.task.plugin,
+                            data_hash=task.data_hash(), seed=spec.settings.seed)
+    return recorded
+
+
+def _recorder(into: dict[str, Any], enabled: bool) -> Callable[..., None]:
+    """The ``ctx.record_predictions`` of a cell: validates and keeps the task's table (validates
+    only when ``save_predictions`` is off)."""
+    from .predictions import check_table
+
+    def record(table: Any, *, kind: str, metric: str, scorer: str | None = None,
+               split: str | None = None) -> None:
+        checked = check_table(table, kind, metric, scorer)
+        if not enabled:
+            return
+        into["table"] = checked
+        into["meta"] = {"kind": kind, "metric": metric, "scorer": scorer, "split": split,
+                        "examples": len(into["table"])}
+
+    return record
 
 
 def copy_model(loaded: LoadedModel) -> LoadedModel:

@@ -294,15 +294,26 @@ Example:
 @click.option("--noise-band", type=click.Choice(["fixed", "auto"]), default=None,
               help="Latency noise band: 'fixed' (latency_noise, 5%) or 'auto' (per cell, from "
                    "the spread of the recorded samples). Same as -t noise_band=VALUE.")
+@click.option("--significance", "paired_alpha", type=float, default=None,
+              help="Alpha of the paired accuracy tests on per-example outputs (default 0.05). "
+                   "Same as -t paired_alpha=VALUE.")
+@click.option("--gate-on", type=click.Choice(["both", "significance"]), default=None,
+              help="With per-example outputs, an accuracy drop fails when beyond the threshold "
+                   "and significant ('both', default) or when significant ('significance').")
 def compare_command(baseline: Path, current: Path, overrides: tuple[str, ...],
                     suite_path: Path | None, markdown: Path | None, junit: Path | None,
-                    json_path: Path | None, noise_band: str | None) -> None:
+                    json_path: Path | None, noise_band: str | None,
+                    paired_alpha: float | None, gate_on: str | None) -> None:
     from .gate import gate_thresholds, run_gate, set_dotted, suite_gate
 
     gate: dict[str, Any] = suite_gate(suite_path) if suite_path else {}
     th = gate_thresholds(gate, path=suite_path)
     if noise_band:
         overrides = (f"noise_band={noise_band}", *overrides)
+    if paired_alpha is not None:
+        overrides = (f"paired_alpha={paired_alpha}", *overrides)
+    if gate_on:
+        overrides = (f"accuracy_gate_on={gate_on}", *overrides)
     if overrides:
         for text in overrides:
             set_dotted(gate, text)

@@ -13,6 +13,7 @@ import contextlib
 import fnmatch
 import hashlib
 import json
+import shutil
 import signal
 import sys
 import threading
@@ -194,6 +195,7 @@ def run_suite(
             continue
         cached = None if opts.force else _read_cache(cache, spec.cell_id)
         if cached is not None:
+            _restore_predictions(cache, spec, out_dir)
             for row in cached:  # rows of this run now: one set per cell, even after a torn write
                 writer.write({**row, "run_id": run_id, "cached": True})
             counts["cached"] = counts.get("cached", 0) + 1
@@ -211,6 +213,8 @@ def run_suite(
 
     def on_done(spec: CellSpec, outcome: CellOutcome) -> None:
         nonlocal cache_writable
+        if outcome.predictions is not None:
+            outcome.info["predictions"] = _save_predictions(spec, outcome, out_dir)
         rows = _rows(spec, outcome, base, pm, registries)
         for row in rows:  # rows first: nothing after this may cost a measured result
             writer.write(row)
@@ -218,6 +222,9 @@ def run_suite(
         if outcome.status in ("ok", "skipped") and cache_writable:
             try:
                 _write_cache(cache, spec.cell_id, rows)
+                if outcome.predictions is not None:
+                    shutil.copyfile(out_dir / outcome.info["predictions"],
+                                    cache / f"{spec.cell_id}.predictions.parquet")
             except OSError as exc:
                 cache_writable = False  # one warning per run
                 _warn(f"cannot write to the cell cache folder {cache} ({exc}); the results "
@@ -293,6 +300,30 @@ def _read_cache(cache: Path, cell_id: str) -> list[dict[str, Any]] | None:
 def _write_cache(cache: Path, cell_id: str, rows: list[dict[str, Any]]) -> None:
     # atomic: a kill leaves old or new, not half
     atomic_write_text(cache / f"{cell_id}.json", json.dumps(rows, default=str))
+
+
+def _save_predictions(spec: CellSpec, outcome: CellOutcome, out_dir: Path) -> str:
+    """Write the cell's per-example outputs to <run>/predictions/; the path relative to the run."""
+    from .predictions import PREDICTIONS_DIR, file_name, write_predictions
+
+    assert outcome.predictions is not None
+    rel = f"{PREDICTIONS_DIR}/{file_name(spec.model.name, spec.task.name, spec.compression.name)}"
+    meta = {**outcome.predictions["meta"], "model": spec.model.name,
+            "compression": spec.compression.name, "cell_id": spec.cell_id}
+    write_predictions(out_dir / rel, outcome.predictions["table"], meta)
+    return rel
+
+
+def _restore_predictions(cache: Path, spec: CellSpec, out_dir: Path) -> None:
+    """A cached cell's predictions file back into the run folder (when the cache has one)."""
+    from .predictions import PREDICTIONS_DIR, file_name
+
+    src = cache / f"{spec.cell_id}.predictions.parquet"
+    if src.is_file() and spec.settings.save_predictions:
+        dst = out_dir / PREDICTIONS_DIR / file_name(spec.model.name, spec.task.name,
+                                                    spec.compression.name)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
 
 
 def _warn(message: str) -> None:

@@ -44,6 +44,8 @@ class Settings:
     timeout_s: float = 0.0
     #: persistent cache of fine-tuned checkpoints, compressed artifacts and finished cells
     cache_dir: str = ".harness-cache"
+    #: save each cell's per-example predictions in <run>/predictions/ (paired tests in compare)
+    save_predictions: bool = True
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -368,10 +370,10 @@ def _settings(raw: Any, path: Path | None) -> Settings:
                              path=path, key=f"settings.{k}")
         default = getattr(Settings, k)
         ok = (int, float) if isinstance(default, float) else (type(default),)
-        if not isinstance(v, ok) or isinstance(v, bool):
-            raise SuiteError(f"must be {type(default).__name__}, got {v!r}",
+        if not isinstance(v, ok) or isinstance(v, bool) != isinstance(default, bool):
+            raise SuiteError(f"must be {'true or false' if isinstance(default, bool) else type(default).__name__}, got {v!r}",
                              path=path, key=f"settings.{k}")
-        if isinstance(v, (int, float)) and v < 0:
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0:
             raise SuiteError(f"must be >= 0, got {v!r}", path=path, key=f"settings.{k}")
     return Settings(**raw)
 

@@ -186,8 +186,9 @@ class ClassificationTask(FineTunedTask):
 
     # -- evaluation --------------------------------------------------------------------------
     def predict(self, predictor: Predictor, setup: EvalSetup, ctx: CellContext,
-                examples: list[Example]) -> tuple[list[int], int]:
-        """Predicted label ids (in the model's label order) and the number of truncated inputs."""
+                examples: list[Example]) -> tuple[list[int], int, list[float]]:
+        """Predicted label ids (in the model's label order), the number of truncated inputs and
+        the softmax probability of each predicted label."""
         import torch
         from tqdm.auto import tqdm
 
@@ -197,15 +198,17 @@ class ClassificationTask(FineTunedTask):
         bs = max(1, int(self.eval_batch_size))
         batches = [order[i : i + bs] for i in range(0, len(order), bs)]
         preds = [-1] * len(feats)
+        probs = [0.0] * len(feats)
         with torch.inference_mode():
             for idx in tqdm(batches, desc="evaluate classification", unit="batch", disable=not ctx.show_progress):
                 logits = predictor(pad_batch([feats[i] for i in idx], tokenizer))
                 logits = torch.as_tensor(getattr(logits, "logits", logits)).float().cpu()
                 if logits.shape[-1] != len(labels):
                     raise PluginError(f"predictor returned {logits.shape[-1]} logits, task has {len(labels)} labels")
-                for i, p in zip(idx, logits.argmax(-1).tolist()):
-                    preds[i] = int(p)
-        return preds, sum(bool(f["truncated"]) for f in feats)
+                top = logits.softmax(-1).max(-1)
+                for i, p, q in zip(idx, top.indices.tolist(), top.values.tolist()):
+                    preds[i], probs[i] = int(p), float(q)
+        return preds, sum(bool(f["truncated"]) for f in feats), probs
 
     def evaluate(self, predictor: Predictor, model: LoadedModel, ctx: CellContext, *,
                  split: str | None = None, limit: int | None = None,
@@ -215,13 +218,19 @@ class ClassificationTask(FineTunedTask):
         labels = setup.labels
         examples = self.examples(split, limit)
         ctx.progress("evaluate", f"{len(examples)} examples of {split}")
-        preds, truncated = self.predict(predictor, setup, ctx, examples)
+        preds, truncated, probs = self.predict(predictor, setup, ctx, examples)
         index = {name: i for i, name in enumerate(labels)}
         refs = []
         for e in examples:
             if e.label not in index:
                 raise DataError(f"{self._path(split)}:{e.line}: label {e.label!r} unknown to the model ({list(labels)})")
             refs.append(index[e.label])
+        import pandas as pd
+
+        ctx.record_predictions(pd.DataFrame({
+            "example": range(len(examples)), "gold": [labels[r] for r in refs],
+            "pred": [labels[p] for p in preds], "prob": probs,
+        }), kind="per-example-label", metric="accuracy", split=split)
         return classification_metrics(
             refs, preds, list(labels), bootstrap=self.bootstrap if intervals else 0, seed=ctx.seed,
             split=split, truncated=truncated, max_length=setup.max_length,

@@ -342,6 +342,12 @@ class NERTask(FineTunedTask):
         ctx.progress("evaluate", f"{len(sentences)} sentences of {split}")
         windows = self._windows_for(setup.tokenizer, split, setup.max_length, limit)
         preds = self.predict(predictor, setup, ctx, sentences, windows)
+        import pandas as pd
+
+        ctx.record_predictions(pd.DataFrame({
+            "example": range(len(sentences)), "gold": [s.tags for s in sentences], "pred": preds,
+        }), kind="sequence-labels", metric="entity_f1", scorer=f"{__name__}:paired_scorer",
+            split=split)
         metrics = ner_metrics(
             [s.tags for s in sentences], preds, bootstrap=self.bootstrap if intervals else 0,
             seed=ctx.seed, split=split,
@@ -403,6 +409,18 @@ class NERTask(FineTunedTask):
         rng = random.Random(seed)
         picks = rng.sample(windows, min(samples, len(windows)))
         return [pad_batch([{"input_ids": w.input_ids}], tokenizer) for w in picks]
+
+
+def paired_scorer(gold: list[list[str]], pred: list[list[str]]) -> tuple[Any, Any]:
+    """The gate's scorer for entity_f1 (``record_predictions(scorer=...)``): per-sentence
+    (true positive, predicted, gold) entity counts and the function giving micro F1 from counts
+    summed over axis -2, the same seqeval computation as :func:`ner_metrics`."""
+    import numpy as np
+
+    from .metrics import micro_f1_from_counts, seqeval_metric
+
+    res = seqeval_metric().compute(predictions=pred, references=gold)
+    return np.asarray(res["sentence_counts"], dtype=np.int64).reshape(-1, 3), micro_f1_from_counts
 
 
 def ner_metrics(

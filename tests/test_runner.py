@@ -138,6 +138,9 @@ def test_cache_hit_on_rerun_and_force(tmp_path):
     assert "1 cached" in other.stdout
     df = harness.load_results(tmp_path / "b")
     assert df.cached.all() and len(df) == n
+    # per-example outputs: written from the worker's outcome, restored from the cell cache
+    ours, cached = (harness.load_predictions(d, "tiny/conll/none") for d in (out, tmp_path / "b"))
+    assert len(ours) == 48 and ours.pred.tolist() == cached.pred.tolist()
     forced = cli("run", str(suite), "--out", str(out), "--force", "--no-progress", "--no-report",
                  cwd=tmp_path)
     assert "1 ok" in forced.stdout

@@ -87,14 +87,23 @@ def run_gate(baseline: Any, current: Any, thresholds: Mapping[str, Any] | Thresh
     bname = baseline_name or (str(baseline) if not hasattr(baseline, "columns") else "baseline")
     cname = current_name or (str(current) if not hasattr(current, "columns") else "current")
     th = gate_thresholds(thresholds, path=suite_path)
+    runs = (_run_folder(baseline), _run_folder(current) or out_dir)
     result = compare(read_table(baseline, "baseline"), read_table(current, "current"), th,
-                     baseline_name=bname, current_name=cname)
+                     baseline_name=bname, current_name=cname, runs=runs)
     _write(markdown, result.to_markdown(), "Markdown report")
     _write(junit, result.to_junit_xml(), "JUnit report")
     _write(json_path, result.to_json(), "JSON report")
     out.write(result.to_table())
     out.flush()
     return result.exit_code
+
+
+def _run_folder(source: Any) -> Path | None:
+    """The run folder of a results source (where its per-example outputs are), if it is one."""
+    if hasattr(source, "columns"):
+        return None
+    p = Path(source)
+    return p if p.is_dir() else p.parent
 
 
 def suite_gate(path: Path) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from ..errors import DataError
 from ..results import as_bool, as_float
 from .findings import Finding, GateResult
 from .noise import derived_band
+from .paired import PairedTest, paired_test
 from .thresholds import MetricRule, Thresholds, gate_thresholds
 
 if TYPE_CHECKING:
@@ -132,7 +133,8 @@ def _status_finding(b: CellResult, c: CellResult | None, th: Thresholds) -> Find
     return None
 
 
-def _metric_findings(b: CellResult, c: CellResult, th: Thresholds) -> list[Finding]:
+def _metric_findings(b: CellResult, c: CellResult, th: Thresholds,
+                     runs: tuple[Any, Any] = (None, None)) -> list[Finding]:
     """A finding per gated metric of two ok cells."""
     out: list[Finding] = []
     mk: dict[str, Any] = {"model": b.model, "task": b.task, "compression": b.compression}
@@ -148,14 +150,21 @@ def _metric_findings(b: CellResult, c: CellResult, th: Thresholds) -> list[Findi
                                baseline=bval, limit=rule.describe(),
                                message="metric no longer reported"))
         elif bval is not None:
-            out.append(check_metric(mk, metric, rule, brow, c.metrics[metric], bval, cval))
+            paired = (paired_test(runs[0], runs[1], (b.model, b.task, b.compression), metric)
+                      if rule.kind == "accuracy" else None)
+            out.append(check_metric(mk, metric, rule, brow, c.metrics[metric], bval, cval,
+                                    paired=paired, th=th))
     return out
 
 
 def compare(baseline: pd.DataFrame, current: pd.DataFrame,
             thresholds: Mapping[str, Any] | Thresholds | None = None, *,
-            baseline_name: str = "baseline", current_name: str = "current") -> GateResult:
+            baseline_name: str = "baseline", current_name: str = "current",
+            runs: tuple[Any, Any] = (None, None)) -> GateResult:
     """Gate ``current`` against ``baseline`` (both tidy result tables).
+
+    ``runs``: the (baseline, current) run folders, where the per-example outputs are read for
+    the paired accuracy tests (None: no paired test, the threshold alone, and the finding says so).
 
     Raises :class:`~harness.errors.DataError` for bad input: an empty table, missing columns, or
     no (model, task, compression) in common (e.g. results of two different suites).
@@ -172,23 +181,51 @@ def compare(baseline: pd.DataFrame, current: pd.DataFrame,
         if status is not None:
             findings.append(status)
         elif c is not None:
-            findings += _metric_findings(b, c, th)
-    return GateResult(findings, th, _notes(base, cur), baseline_name, current_name)
+            findings += _metric_findings(b, c, th, runs)
+    notes = _notes(base, cur)
+    unpaired = sum(1 for f in findings if f.kind == "accuracy" and f.test is None)
+    if unpaired:
+        notes.append(f"{unpaired} accuracy check(s) without a paired test (no per-example "
+                     "outputs on the same data in both runs): threshold only, as before")
+    return GateResult(findings, th, notes, baseline_name, current_name)
+
+
+def _paired_verdict(f: Finding, over: list[str], pr: PairedTest, hib: bool,
+                    th: Thresholds) -> None:
+    """Accuracy verdict with a paired test: a drop fails only when significant (and, unless
+    ``accuracy_gate_on: significance``, beyond the threshold too)."""
+    f.test, f.ci_low, f.ci_high, f.p_value = pr.test, pr.ci_low, pr.ci_high, pr.p_value
+    sig = pr.p_value < th.paired_alpha and (pr.delta < 0 if hib else pr.delta > 0)
+    stat = pr.describe()
+    if sig and (over or th.accuracy_gate_on == "significance"):
+        f.status = "regression"
+        f.message = "; ".join(over + [f"significant ({stat} < {th.paired_alpha:g})"])
+    elif over:
+        f.message = "; ".join(over) + f" but not significant ({stat} >= {th.paired_alpha:g})"
+    else:
+        f.message = ("improved; " if (pr.delta > 0) == hib and pr.delta else "") + stat
 
 
 def _accuracy(f: Finding, rule: MetricRule, worse: float, rel: float,
-              brow: Mapping[str, Any], crow: Mapping[str, Any]) -> None:
+              brow: Mapping[str, Any], crow: Mapping[str, Any],
+              paired: PairedTest | str | None = None, hib: bool = True,
+              th: Thresholds | None = None) -> None:
     over = []
     if rule.max_drop is not None and worse > rule.max_drop + _EPS:
         over.append(f"dropped {worse:.4f} > {rule.max_drop:g}")
     if rule.max_drop_relative is not None and rel > rule.max_drop_relative + _EPS:
         over.append(f"dropped {rel:.2%} > {rule.max_drop_relative:.2%}")
+    if isinstance(paired, PairedTest):
+        _paired_verdict(f, over, paired, hib, th or Thresholds())
+        return
+    if paired:
+        f.message = f"no paired test ({paired}): threshold only"
     if not over:
         if worse < -_EPS:
-            f.message = "improved"
+            f.message = "improved" + (f"; {f.message}" if f.message else "")
         return
     f.status = "regression"
-    f.message = "; ".join(over)
+    f.message = "; ".join(over) + (f"; {f.message}" if f.message else "")
     bl, bh, cl, ch = (as_float(brow.get("ci_low")), as_float(brow.get("ci_high")),
                       as_float(crow.get("ci_low")), as_float(crow.get("ci_high")))
     if bl is not None and bh is not None and cl is not None and ch is not None:
@@ -236,7 +273,8 @@ def _latency_verdict(f: Finding, rule: MetricRule, rel: float, allowed: float, b
 
 
 def check_metric(mk: Mapping[str, Any], metric: str, rule: MetricRule, brow: Mapping[str, Any],
-                 crow: Mapping[str, Any], bval: float, cval: float) -> Finding:
+                 crow: Mapping[str, Any], bval: float, cval: float, *,
+                 paired: PairedTest | str | None = None, th: Thresholds | None = None) -> Finding:
     """The finding for one metric of one cell present in both runs."""
     hib = as_bool(brow.get("higher_is_better"))
     if hib is None:
@@ -247,7 +285,7 @@ def check_metric(mk: Mapping[str, Any], metric: str, rule: MetricRule, brow: Map
                 delta=cval - bval, delta_relative=((cval - bval) / abs(bval)) if bval else None,
                 limit=rule.describe())
     if rule.kind == "accuracy":
-        _accuracy(f, rule, worse, rel, brow, crow)
+        _accuracy(f, rule, worse, rel, brow, crow, paired, bool(hib), th)
     elif rule.kind == "size":
         if worse > _EPS and rel > (rule.max_increase or 0.0) + _EPS:
             f.status = "regression"

@@ -32,6 +32,10 @@ class Finding:
     limit: str = ""
     p_value: float | None = None
     message: str = ""
+    #: paired accuracy test on per-example outputs: its name and the delta's 95% CI
+    test: str | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
 
     @property
     def regression(self) -> bool:

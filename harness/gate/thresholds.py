@@ -28,6 +28,9 @@ _TOP_KEYS = {
     "significance": "p-value below which a latency change counts (one-sided Mann-Whitney U)",
     "latency_metrics": "latency metrics to gate (a list of names)",
     "size_increase": "largest allowed relative increase of size_bytes (null: size not gated)",
+    "paired_alpha": "p-value below which a paired accuracy change (per-example outputs) counts",
+    "accuracy_gate_on": "'both' (beyond the drop limit and significant) or 'significance' "
+                        "(significant worsening alone) when per-example outputs allow a paired test",
     "allow_missing": "true: cells/metrics absent from CURRENT are reported but do not fail",
     "metrics": "per-metric overrides: {metric: {key: value}}",
 }
@@ -79,6 +82,8 @@ class Thresholds:
     latency_metrics: tuple[str, ...] = ("latency_b1_p50_ms",)
     size_increase: float | None = 0.0
     allow_missing: bool = False
+    paired_alpha: float = 0.05
+    accuracy_gate_on: str = "both"
     metrics: Mapping[str, MetricRule] = field(default_factory=dict)
 
     def rule_for(self, metric: str, *, main: bool) -> MetricRule | None:
@@ -193,6 +198,12 @@ def _top_value(name: str, value: Any, key: str, path: Any) -> Any:
         return names
     if name == "allow_missing":
         return _flag(value, key, path)
+    if name == "paired_alpha":
+        return _number(value, key, path, nullable=False, upper=1.0, positive=True)
+    if name == "accuracy_gate_on":
+        if value not in ("both", "significance"):
+            raise _err(f"must be 'both' or 'significance', got {value!r}", key, path)
+        return value
     return _number(value, key, path)  # accuracy_drop(_relative), latency_increase, size_increase
 
 
