@@ -186,8 +186,9 @@ def resolve(path: str | Path) -> Path:
 def load_results(path: str | Path, *, latest: bool = True):
     """A results file or run folder as a pandas DataFrame with the standard columns first.
 
-    :param latest: keep, for each cell, only the rows of the last run that wrote it (a cell
-        that failed and then passed on a re-run shows as passed). ``False`` keeps every row.
+    :param latest: keep, for each cell (model/task/compression), only the rows of the last run
+        that wrote it (a cell that failed and then passed on a re-run shows as passed; a cell
+        re-run with changed parameters shows its new rows only). ``False`` keeps every row.
     """
     import pandas as pd
 
@@ -208,9 +209,14 @@ def load_results(path: str | Path, *, latest: bool = True):
     extra = [c for c in df.columns if c not in COLUMNS]
     df = df[COLUMNS + extra]
     if latest and len(df) and df["cell_id"].notna().any():
-        last_run = df.groupby("cell_id", sort=False)["run_id"].last()
-        keep = df["run_id"].eq(df["cell_id"].map(last_run)) | df["cell_id"].isna()
-        df = df[keep].reset_index(drop=True)
+        # per (model, task, compression): the rows of the last run that wrote it, under the cell
+        # id it had then (a changed parameter gives a new id; the superseded rows drop out)
+        named = df["model"].notna() & df["task"].notna() & df["compression"].notna()
+        label = (df["model"].astype(str) + "/" + df["task"].astype(str) + "/"
+                 + df["compression"].astype(str)).where(named, "id:" + df["cell_id"].astype(str))
+        last = (df["cell_id"].astype(str) + "@" + df["run_id"].astype(str)).groupby(label, sort=False).last()
+        keep = (df["cell_id"].astype(str) + "@" + df["run_id"].astype(str)).eq(label.map(last))
+        df = df[keep | df["cell_id"].isna()].reset_index(drop=True)
     return df
 
 

@@ -64,3 +64,22 @@ def test_missing_results_is_a_clear_error(tmp_path):
         harness.load_results(tmp_path)
     with pytest.raises(DataError, match="no such results file"):
         harness.load_results(tmp_path / "x.jsonl")
+
+
+def test_latest_keeps_one_row_set_per_cell_label_even_when_its_id_changed(tmp_path):
+    """A cell re-run with a changed parameter has a new cell id; the superseded rows drop out."""
+    import json
+
+    from harness.results import load_results
+
+    def row(cell_id, run_id, value):
+        return {"model": "m", "task": "t", "compression": "c", "metric": "acc", "value": value,
+                "cell_id": cell_id, "run_id": run_id, "status": "ok"}
+
+    rows = [row("old", "r1", 0.5), row("new", "r2", 0.7),
+            {**row("x", "r1", 0.1), "compression": "other"}]
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    df = load_results(path)
+    assert sorted(zip(df.compression, df.value)) == [("c", 0.7), ("other", 0.1)]
+    assert len(load_results(path, latest=False)) == 3
