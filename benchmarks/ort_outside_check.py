@@ -74,7 +74,7 @@ def harness_side(args: argparse.Namespace) -> list[dict[str, Any]]:
     import numpy as np
 
     from harness.api import CellContext
-    from harness.cell import LATENCY_INPUTS, PluginSet
+    from harness.cell import LATENCY_INPUTS, PluginSet, scoped_identity
     from harness.suite import Entry, load_suite
     from harness.timing import PeakMemory, measure_latency
 
@@ -87,7 +87,9 @@ def harness_side(args: argparse.Namespace) -> list[dict[str, Any]]:
     ctx = CellContext(device="cpu", seed=s.seed, cache_dir=Path(s.cache_dir).absolute(), work_dir=out,
                       show_progress=False)
     task = plugins.create(task_entry)
-    loaded = task.fit(plugins.create(suite.models[0]).load(task.head(), ctx), ctx)
+    model = plugins.create(suite.models[0])
+    # the identity a cell gives the model, so the suite's cached fine-tune is found
+    loaded = task.fit(scoped_identity(suite.models[0], model, model.load(task.head(), ctx)), ctx)
     batches = task.latency_batches(loaded, 1, LATENCY_INPUTS, s.seed)
     inputs = out / f"inputs-{args.task}.npz"
     np.savez(inputs, **{f"{i}/{k}": v.numpy() for i, b in enumerate(batches) for k, v in b.items()})

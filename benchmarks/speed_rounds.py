@@ -31,7 +31,7 @@ def build_predictors(suite_file: str, task_name: str, names: list[str],
                      work: Path) -> tuple[tuple[Any, Any, Any], dict[str, Any]]:
     """(suite, {compression entry name: predictor}) for one task of ``suite_file``, from its cache."""
     from harness.api import CellContext
-    from harness.cell import PluginSet
+    from harness.cell import PluginSet, scoped_identity
     from harness.suite import load_suite
 
     suite = load_suite(Path(suite_file))
@@ -46,7 +46,9 @@ def build_predictors(suite_file: str, task_name: str, names: list[str],
     ctx = CellContext(device="cpu", seed=s.seed, cache_dir=Path(s.cache_dir).absolute(), work_dir=work,
                       show_progress=False)
     task = plugins.create(task_entry)
-    loaded = task.fit(plugins.create(suite.models[0]).load(task.head(), ctx), ctx)
+    model = plugins.create(suite.models[0])
+    # the identity a cell gives the model, so the suite's cached fine-tune is found
+    loaded = task.fit(scoped_identity(suite.models[0], model, model.load(task.head(), ctx)), ctx)
     preds = {}
     for name in names:
         clone = copy.copy(loaded)
