@@ -120,3 +120,16 @@ def recover(
     tuned = fn(compressed, ctx, epochs=epochs)
     out = getattr(tuned, "module", tuned).to("cpu").eval()
     return out, f"recovered: {epochs:g} epoch(s) with task {task.name!r}'s recipe"
+
+
+def torch_predictor(module: Any, model: LoadedModel, ctx: CellContext, info: dict[str, Any],
+                    folder: Any) -> Any:
+    """The predictor of a method's torch module, with ``params_vs_source`` (its weights over the
+    input model's) added to the row."""
+    from .compress_torch import CompressedTorchPredictor, weight_counts
+
+    total, _ = weight_counts(module)
+    src_total, _ = weight_counts(model.module)
+    info["params_vs_source"] = round(total / src_total, 6) if src_total else None
+    return CompressedTorchPredictor(module, device=ctx.device, precision="fp32", info=info,
+                                    artifact=folder / "model")

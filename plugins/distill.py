@@ -43,8 +43,8 @@ from harness.toolkit import (
     task_key,
 )
 
-from ._layers import device_reason, encoder_layers
-from .compress_torch import CompressedTorchPredictor, cpu_copy, model_class_dir_load, weight_counts
+from ._layers import device_reason, encoder_layers, torch_predictor
+from .compress_torch import CompressedTorchPredictor, cpu_copy, model_class_dir_load
 from .prune import apply_structured, ffn_scores
 
 TEACHER_DIR = "distill-teacher"
@@ -324,11 +324,7 @@ class Distill(Compression):
         info["student_layers"] = module.config.num_hidden_layers
         info["student_intermediate_size"] = module.config.intermediate_size
         info["distill_alpha"], info["distill_temperature"] = self.alpha, self.temperature
-        total, _ = weight_counts(module)
-        src_total, _ = weight_counts(model.module)
-        info["params_vs_source"] = round(total / src_total, 6) if src_total else None
-        return CompressedTorchPredictor(module, device=ctx.device, precision="fp32", info=info,
-                                        artifact=folder / "model")
+        return torch_predictor(module, model, ctx, info, folder)
 
 
 @harness.hookimpl

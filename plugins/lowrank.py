@@ -36,9 +36,10 @@ from ._layers import (
     get_sub,
     recover,
     set_sub,
+    torch_predictor,
     word_embeddings,
 )
-from .compress_torch import CompressedTorchPredictor, cpu_copy, weight_counts
+from .compress_torch import CompressedTorchPredictor, cpu_copy
 
 WEIGHTS_FILE = "model.safetensors"
 SPEC_FILE = "lowrank_spec.json"
@@ -248,11 +249,7 @@ class LowRank(Compression):
         info["kept_linears"] = len(spec["kept"])
         info["embeddings_rank"] = spec["embeddings"]["rank"] if spec.get("embeddings") else None
         info["recovery"] = meta.get("recovery", "no recovery")
-        total, _ = weight_counts(module)
-        src_total, _ = weight_counts(model.module)
-        info["params_vs_source"] = round(total / src_total, 6) if src_total else None
-        return CompressedTorchPredictor(module, device=ctx.device, precision="fp32", info=info,
-                                        artifact=folder / "model")
+        return torch_predictor(module, model, ctx, info, folder)
 
 
 @harness.hookimpl

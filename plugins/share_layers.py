@@ -23,8 +23,8 @@ from harness.api import CellContext, Compression, LoadedModel, Task
 from harness.errors import PluginError
 from harness.toolkit import base_info, cached_or_build, task_key
 
-from ._layers import check_recovery_epochs, device_reason, encoder_layers, recover
-from .compress_torch import CompressedTorchPredictor, cpu_copy, weight_counts
+from ._layers import check_recovery_epochs, device_reason, encoder_layers, recover, torch_predictor
+from .compress_torch import CompressedTorchPredictor, cpu_copy
 
 WEIGHTS_FILE = "model.safetensors"
 SPEC_FILE = "share_spec.json"
@@ -179,11 +179,7 @@ class ShareLayers(Compression):
         info["distinct_layers"] = spec["layers"] - sum(len(g) - 1 for g in groups)
         info["share_init"] = self.init
         info["recovery"] = meta.get("recovery", "no recovery")
-        total, _ = weight_counts(module)
-        src_total, _ = weight_counts(model.module)
-        info["params_vs_source"] = round(total / src_total, 6) if src_total else None
-        return CompressedTorchPredictor(module, device=ctx.device, precision="fp32", info=info,
-                                        artifact=folder / "model")
+        return torch_predictor(module, model, ctx, info, folder)
 
 
 @harness.hookimpl
