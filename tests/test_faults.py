@@ -244,9 +244,11 @@ def test_corrupt_results_lines_are_skipped_with_one_warning(tmp_path):
 
 # -- 8. results.csv / .json / .parquet: one writer, the same rows ------------------------------
 def test_results_exports_agree_after_a_run(tmp_path):
-    """A second run with another seed adds a cell with the same label (another cell id).
-    Before the fix the run exported both cells and the leaderboard then overwrote results.csv
-    and results.json keeping one row per label: 1 row there, 2 in results.parquet."""
+    """A second run with another seed writes the same label under another cell id. Before the
+    fix the run exported both cells and the leaderboard then overwrote results.csv and
+    results.json keeping one row per label: 1 row there, 2 in results.parquet. Now every view
+    (load_results(latest=True), the exports, the report) keeps the label's latest run: 1 row,
+    the seed-1 cell, everywhere; results.jsonl keeps both."""
     import pandas as pd
 
     suite = write_suite(tmp_path, ["needs-tpu"])
@@ -258,8 +260,10 @@ def test_results_exports_agree_after_a_run(tmp_path):
     csv = pd.read_csv(out / "results.csv")
     js = pd.read_json(out / "results.json", orient="records")
     pq = pd.read_parquet(out / "results.parquet")
-    assert len(csv) == len(js) == len(pq) == 2
+    assert len(csv) == len(js) == len(pq) == 1
     assert set(csv.cell_id) == set(js.cell_id) == set(pq.cell_id)
+    assert set(csv.seed) == {1}
+    assert len(pd.read_json(out / "results.jsonl", lines=True)) == 2
     rep = invoke("report", str(out), "-o", str(tmp_path / "rep"))
     assert rep.exit_code == 0, rep.output
     assert (tmp_path / "rep" / "results.csv").read_text() == (out / "results.csv").read_text()
