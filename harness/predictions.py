@@ -17,12 +17,14 @@ Kinds (the columns a table must have):
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import DataError, PluginError
+from .fsutil import atomic_write
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -68,10 +70,9 @@ def write_predictions(path: Path, table: pd.DataFrame, meta: dict[str, Any]) -> 
     t = pa.Table.from_pandas(table, preserve_index=False)
     t = t.replace_schema_metadata({**(t.schema.metadata or {}),
                                    _META_KEY: json.dumps(meta, default=str).encode()})
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(t, tmp, compression="zstd")
-    tmp.replace(path)
-    return path
+    buf = io.BytesIO()
+    pq.write_table(t, buf, compression="zstd")
+    return atomic_write(path, buf.getvalue())
 
 
 def read_predictions(path: Path) -> pd.DataFrame:
