@@ -23,6 +23,7 @@ from .api import (
     Plugin,
     Predictor,
     Task,
+    Transform,
     capability_reason,
 )
 from .errors import DataError, HarnessError, PluginError, SuiteError
@@ -63,6 +64,7 @@ __all__ = [
     "Predictor",
     "SuiteError",
     "Task",
+    "Transform",
     "__version__",
     "capability_reason",
     "get_plugin_manager",

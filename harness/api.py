@@ -45,6 +45,7 @@ __all__ = [
     "Plugin",
     "Predictor",
     "Task",
+    "Transform",
     "capability_reason",
 ]
 
@@ -311,6 +312,34 @@ class Compression(Plugin):
         """Return a predictor running the compressed model. Cache artifacts under
         ``ctx.cache_dir`` keyed by ``model.identity`` and this plugin's parameters
         (``harness.toolkit.cached_or_build`` does this)."""
+
+
+class Transform(Compression):
+    """A compression whose result is again a torch model: a step that can feed another.
+
+    In a chain (a suite's ``chain:`` entry) every step but the last must be a ``Transform``;
+    the last may be any compression (deploying to torch, OpenVINO, ONNX Runtime, ...). The core
+    calls ``transform`` and caches its result by (input model, this plugin's module, class,
+    version and resolved parameters, the task), so chains sharing a prefix compute it once;
+    ``transform`` itself caches nothing. ``apply`` (the transform used alone or as the last
+    step) defaults to the core-cached ``transform`` run as eager PyTorch, its artifact the
+    module's unique weights as safetensors; a plugin with a compact artifact of its own (factors,
+    packed indices) overrides ``apply``.
+    """
+
+    @abstractmethod
+    def transform(self, model: LoadedModel, task: Task, ctx: CellContext) -> LoadedModel:
+        """Return the transformed model: a ``LoadedModel`` whose ``module`` is a torch module with
+        the same head and tokenizer (``dataclasses.replace(model, module=new)`` is typical).
+
+        ``model`` is the core's copy: it may be modified in place. The core sets the result's
+        ``identity`` (it keys the next step's cache) and keeps ``info`` columns that are plain
+        values."""
+
+    def apply(self, model: LoadedModel, task: Task, ctx: CellContext) -> Predictor:
+        from .chain import transform_predictor
+
+        return transform_predictor(self, model, task, ctx)
 
 
 def capability_reason(compression: Compression, task: Task) -> str | None:

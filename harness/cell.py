@@ -72,6 +72,10 @@ class PluginSet:
         return cls(pm.registries())
 
     def create(self, entry: Entry) -> Plugin:
+        if entry.steps:  # a chain: the core's own compression over its steps
+            from .chain import Chain
+
+            return Chain([self.create(step) for step in entry.steps])  # type: ignore[misc]
         cls = self.registries.by_kind(entry.kind).get(entry.plugin)
         if inspect.isabstract(cls):
             raise PluginError(

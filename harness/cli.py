@@ -211,7 +211,7 @@ def plugins(ctx, as_json: bool) -> None:
                               indent=1))
         return
     widths = {k: max(len(k), *(len(r[k]) for r in rows)) if rows else len(k)
-              for k in ("name", "kind", "version", "plugin", "distribution")}
+              for k in ("name", "kind", "chain", "version", "plugin", "distribution")}
     header = "  ".join(k.upper().ljust(w) for k, w in widths.items())
     click.echo(header)
     for r in rows:

@@ -15,7 +15,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .api import Compression, Executor, Model, Task
+from .api import Compression, Executor, Model, Task, Transform
 from .errors import PluginError
 from .registry import Registries, Registry
 
@@ -206,7 +206,8 @@ def import_plugin_module(module: str) -> ModuleType:
 
 
 def plugin_table(pm: PluginManager) -> list[dict[str, str]]:
-    """One row per registered class: name, kind, version, plugin, distribution."""
+    """One row per registered class: name, kind, version, plugin, distribution, description and
+    (compressions) where it may stand in a chain."""
     regs = pm.registries()
     rows = []
     for kind in ("model", "task", "compression", "executor"):
@@ -223,6 +224,9 @@ def plugin_table(pm: PluginManager) -> list[dict[str, str]]:
                     "plugin": source,
                     "distribution": f"{dist} {dist_version}".strip(),
                     "description": cls.description or (cls.__doc__ or "").strip().split("\n")[0],
+                    # where a compression may stand in a chain: a Transform feeds the next step
+                    "chain": ("" if kind != "compression" else
+                              "any step" if issubclass(cls, Transform) else "last step"),
                 }
             )
     return rows

@@ -103,6 +103,8 @@ def plan(suite: Suite, plugins: PluginSet, device_kind: str, harness_version: st
 
     def identity(entry) -> str:
         key = repr(sorted(entry.spec().items()))
+        if entry.steps and key not in ident:  # a chain: its steps as each resolved them
+            ident[key] = "chain:" + json.dumps([identity(step) for step in entry.steps])
         if key not in ident:
             try:
                 plugin: Any = plugins.create(entry)

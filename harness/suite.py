@@ -61,6 +61,8 @@ class Entry:
     name: str  #: label used in result rows (defaults to the plugin name)
     params: dict[str, Any]
     where: str  #: key path in the suite file, e.g. "tasks[1]"
+    #: a chain's steps (``harness.chain``), each an Entry of kind "compression"; () otherwise
+    steps: tuple[Entry, ...] = ()
 
     def spec(self) -> dict[str, Any]:
         return {"plugin": self.plugin, "name": self.name, "params": self.params}
@@ -95,6 +97,11 @@ class Suite:
     def validate(self, registries: Registries) -> None:
         """Check plugin names and parameters against the registered classes."""
         for entry in self.entries():
+            if entry.steps:
+                from .chain import validate_chain
+
+                validate_chain(entry, registries, self.path)
+                continue
             reg = registries.by_kind(entry.kind)
             if entry.plugin not in reg:
                 raise SuiteError(
@@ -384,6 +391,10 @@ def _entry(kind: str, i: int, item: Any, defaults: dict[str, Any], path: Path | 
         item = {"plugin": item}
     if not isinstance(item, dict):
         raise SuiteError("must be a plugin name or a mapping with 'plugin'", path=path, key=where)
+    if kind == "compressions" and "chain" in item:
+        from .chain import chain_entry
+
+        return chain_entry(where, item, defaults, path)
     unknown = sorted(set(item) - ENTRY_KEYS)
     if unknown:
         raise SuiteError(

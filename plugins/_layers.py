@@ -96,17 +96,37 @@ def check_recovery_epochs(plugin: str, value: Any) -> float:
     return epochs
 
 
+def zero_masks(module: Any) -> dict[str, Any]:
+    """``{parameter name: bool mask of its non-zero entries}`` for every weight matrix that has
+    exact zeros (what pruning left): recovery training keeps those zeros (``recover(masks=)``)."""
+    out = {}
+    for name, p in module.named_parameters():
+        if p.dim() >= 2:
+            keep = p.detach() != 0
+            if not bool(keep.all()):
+                out[name] = keep
+    return out
+
+
 def recover(
-    model: LoadedModel, module: Any, task: Task, ctx: CellContext, epochs: float, plugin: str
+    model: LoadedModel, module: Any, task: Task, ctx: CellContext, epochs: float, plugin: str,
+    masks: dict[str, Any] | None = None,
 ) -> tuple[Any, str]:
     """Fine-tune the compressed ``module`` for ``epochs`` with the task's own recipe (the task's
     ``finetune(model, ctx, epochs=...)``, the ``"finetune"`` capability: head kept, nothing cached
-    there). Returns ``(module, note)``. Compressions that recover declare
-    ``requires = ("finetune",)``, so the core skips the cell before this for a task without it."""
+    there). ``masks`` (parameter name -> bool keep mask) pins the other entries to zero: their
+    gradients are masked and they are zeroed again after training. Returns ``(module, note)``.
+    Compressions that recover declare ``requires = ("finetune",)``, so the core skips the cell
+    before this for a task without it."""
+    import torch
+
     if not isinstance(task, Finetunable):
         raise PluginError(f"{plugin}: task {task.name!r} is not harness.api.Finetunable "
                           "(no finetune(model, ctx, *, epochs)); recovery needs it")
-    fn = task.finetune
+    masks = masks or {}
+    params = dict(module.named_parameters())
+    handles = [params[n].register_hook(lambda g, keep=m: g * keep.to(device=g.device, dtype=g.dtype))
+               for n, m in masks.items()]
     compressed = LoadedModel(
         module=module,
         tokenizer=model.tokenizer,
@@ -117,8 +137,17 @@ def recover(
         max_length=model.max_length,
         info=dict(model.info),
     )
-    tuned = fn(compressed, ctx, epochs=epochs)
+    try:
+        tuned = task.finetune(compressed, ctx, epochs=epochs)
+    finally:
+        for h in handles:
+            h.remove()
     out = getattr(tuned, "module", tuned).to("cpu").eval()
+    if masks:
+        tuned_params = dict(out.named_parameters())
+        with torch.no_grad():  # exact zeros whatever the optimiser (weight decay) did
+            for n, m in masks.items():
+                tuned_params[n].mul_(m.to(tuned_params[n].dtype))
     return out, f"recovered: {epochs:g} epoch(s) with task {task.name!r}'s recipe"
 
 

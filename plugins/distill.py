@@ -25,26 +25,24 @@ both smaller and proportionally faster on CPU.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from pathlib import Path
 from typing import Any
 
 import harness
-from harness.api import CellContext, Compression, LoadedModel, Task
+from harness.api import CellContext, LoadedModel, Task, Transform
 from harness.errors import PluginError
 from harness.toolkit import (
-    base_info,
-    cached_or_build,
     finetune,
     hash_text,
     module_fingerprint,
     pad_batch,
-    task_key,
 )
 
-from ._layers import device_reason, encoder_layers, torch_predictor
-from .compress_torch import CompressedTorchPredictor, cpu_copy, model_class_dir_load
+from ._layers import device_reason, encoder_layers
+from .compress_torch import cpu_copy, weight_counts
 from .prune import apply_structured, ffn_scores
 
 TEACHER_DIR = "distill-teacher"
@@ -210,7 +208,7 @@ def _wrapper() -> type:
 # ---------------------------------------------------------------------------------------------
 
 
-class Distill(Compression):
+class Distill(Transform):
     """Knowledge distillation into a student with fewer (and optionally narrower) layers.
 
     :param layers: teacher layer indices the student keeps, e.g. ``[0, 2, 4]``.
@@ -276,7 +274,8 @@ class Distill(Compression):
                               "recipe(), train_hash() and train_features() of harness.toolkit.FineTunedTask)")
         return recipe, features
 
-    def _build(self, model: LoadedModel, task: Task, ctx: CellContext, folder: Path) -> dict[str, Any]:
+    def _compute(self, model: LoadedModel, task: Task, ctx: CellContext) -> tuple[Any, dict[str, Any]]:
+        """The trained student (on the CPU) and what to record about it."""
         recipe_fn, features_fn = self._training(task)
         recipe = recipe_fn(ctx.seed)
         _, teacher_layers = encoder_layers(model.module, "distill")
@@ -302,29 +301,30 @@ class Distill(Compression):
                            task_version=task.version, epochs=self.epochs, resume=True)
         run = trained.info.get("recovery", {})  # what the loop reports for a resumed run
         student = trained.module.student.to("cpu").eval()
-        student.save_pretrained(str(folder))
-        return {"teacher_layers": len(teacher_layers), "kept_layers": keep,
+        return student, {"teacher_layers": len(teacher_layers), "kept_layers": keep,
                 "teacher_logits_cached": hit, "distill_train_time_s": round(run.get("train_time_s", 0.0), 3),
                 "distill_train_loss": run.get("train_loss"), "distill_steps": run.get("optimizer_steps"),
                 "train_features": len(features)}
 
-    def apply(self, model: LoadedModel, task: Task, ctx: CellContext) -> CompressedTorchPredictor:
+    def transform(self, model: LoadedModel, task: Task, ctx: CellContext) -> LoadedModel:
+        """The trained student. Used alone (``apply``, the ``Transform`` default) its artifact is
+        a plain checkpoint of the student (safetensors + config), cached by the core like any
+        chain step's output, so ``distill`` alone and a chain starting with the same ``distill``
+        train one student."""
         _, layers = encoder_layers(model.module, "distill")  # clear errors before any work
         self.keep(len(layers))
         self._training(task)
-        folder, meta, hit = cached_or_build(
-            ctx, model, self, lambda f: self._build(model, task, ctx, f),
-            extra_key=f"{task_key(task)}:seed={ctx.seed}",
+        student, extra = self._compute(model, task, ctx)
+        total, _ = weight_counts(student)
+        src_total, _ = weight_counts(model.module)
+        extra.update(
+            kept_layers=json.dumps(extra["kept_layers"]),
+            student_layers=student.config.num_hidden_layers,
+            student_intermediate_size=student.config.intermediate_size,
+            distill_alpha=self.alpha, distill_temperature=self.temperature,
+            params_vs_source=round(total / src_total, 6) if src_total else None,
         )
-        module = model_class_dir_load(model, folder / "model").float().eval()
-        info = base_info(self, "torch", meta, hit)
-        for k in ("teacher_layers", "kept_layers", "teacher_logits_cached", "distill_train_time_s",
-                  "distill_train_loss", "distill_steps"):
-            info[k] = json.dumps(meta.get(k)) if k == "kept_layers" else meta.get(k)
-        info["student_layers"] = module.config.num_hidden_layers
-        info["student_intermediate_size"] = module.config.intermediate_size
-        info["distill_alpha"], info["distill_temperature"] = self.alpha, self.temperature
-        return torch_predictor(module, model, ctx, info, folder)
+        return dataclasses.replace(model, module=student, info={**model.info, **extra})
 
 
 @harness.hookimpl

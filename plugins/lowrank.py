@@ -18,13 +18,14 @@ multiply-adds per token instead of ``in x out``, so the FFN gets faster when ``r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
 from typing import Any
 
 import harness
-from harness.api import CellContext, Compression, LoadedModel, Task
+from harness.api import CellContext, LoadedModel, Task, Transform
 from harness.errors import PluginError
 from harness.toolkit import base_info, cached_or_build, task_key
 
@@ -141,7 +142,7 @@ def factorise(module: Any, spec: dict[str, Any]) -> None:
         set_sub(module, emb["name"], new)
 
 
-class LowRank(Compression):
+class LowRank(Transform):
     """Truncated-SVD factorisation of encoder Linears (and optionally the word embeddings).
 
     :param rank: rank of every factorised Linear (capped at its full rank).
@@ -204,15 +205,27 @@ class LowRank(Compression):
                                   "padding_idx": table.padding_idx}
         return spec
 
-    def _build(self, model: LoadedModel, task: Task, ctx: CellContext, folder: Path) -> dict[str, Any]:
-        from safetensors.torch import save_model
-
+    def _compute(self, model: LoadedModel, task: Task, ctx: CellContext) -> tuple[Any, dict[str, Any], str]:
+        """(factorised module, its spec, recovery note)."""
         module = cpu_copy(model.module).float().eval()
         spec = self._spec(module)
         factorise(module, spec)
         note = "no recovery"
         if self.recovery_epochs > 0:
             module, note = recover(model, module, task, ctx, self.recovery_epochs, "low-rank")
+        return module, spec, note
+
+    def transform(self, model: LoadedModel, task: Task, ctx: CellContext) -> LoadedModel:
+        module, spec, note = self._compute(model, task, ctx)
+        info = {"replaced_linears": len(spec["linears"]), "kept_linears": len(spec["kept"]),
+                "embeddings_rank": spec["embeddings"]["rank"] if spec.get("embeddings") else None,
+                "recovery": note}
+        return dataclasses.replace(model, module=module, info={**model.info, **info})
+
+    def _build(self, model: LoadedModel, task: Task, ctx: CellContext, folder: Path) -> dict[str, Any]:
+        from safetensors.torch import save_model
+
+        module, spec, note = self._compute(model, task, ctx)
         save_model(module, str(folder / WEIGHTS_FILE))
         (folder / SPEC_FILE).write_text(json.dumps(spec, indent=1))
         module.config.to_json_file(str(folder / "config.json"))

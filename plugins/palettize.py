@@ -21,6 +21,7 @@ its weights' gradients (the indices stay fixed) and the model stays exactly pale
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import harness
-from harness.api import CellContext, Compression, LoadedModel, Task
+from harness.api import CellContext, LoadedModel, Task, Transform
 from harness.errors import PluginError
 from harness.toolkit import base_info, cached_or_build, task_key
 
@@ -238,7 +239,7 @@ class PalettizedPredictor(CompressedTorchPredictor):
 # ---------------------------------------------------------------------------------------------
 
 
-class Palettize(Compression):
+class Palettize(Transform):
     """Weight clustering: ``2^bits`` centroids per tensor, stored as packed indices + codebook.
 
     :param bits: index width, 2..8 (4: 16 centroids per tensor).
@@ -289,7 +290,8 @@ class Palettize(Compression):
             out.append((f"{name}.weight", emb.weight))
         return out
 
-    def _build(self, model: LoadedModel, task: Task, ctx: CellContext, folder: Path) -> dict[str, Any]:
+    def _compute(self, model: LoadedModel, task: Task, ctx: CellContext) -> tuple[Any, dict[str, list[Any]], str]:
+        """(dense module holding the clustered weights, {name: [codebook, indices]}, note)."""
         import torch
 
         module = cpu_copy(model.module).float().eval()
@@ -302,6 +304,16 @@ class Palettize(Compression):
         note = "no recovery"
         if self.recovery_epochs > 0:
             module, note = _recover_palettized(model, module, palettes, task, ctx, self.recovery_epochs)
+        return module, palettes, note
+
+    def transform(self, model: LoadedModel, task: Task, ctx: CellContext) -> LoadedModel:
+        """The clustered weights as a dense torch model (what a next step sees)."""
+        module, palettes, note = self._compute(model, task, ctx)
+        info = {"recovery": note, "palettized_tensors": len(palettes), "palette_bits": self.bits}
+        return dataclasses.replace(model, module=module, info={**model.info, **info})
+
+    def _build(self, model: LoadedModel, task: Task, ctx: CellContext, folder: Path) -> dict[str, Any]:
+        module, palettes, note = self._compute(model, task, ctx)
         save_palettized(module, palettes, self.bits, folder / WEIGHTS_FILE)
         module.config.to_json_file(str(folder / "config.json"))
         return {"recovery": note, "palettized_tensors": len(palettes),

@@ -22,16 +22,18 @@ skipped with a reason naming the task and the capability.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
 from typing import Any
 
 import harness
-from harness.api import CellContext, Compression, Finetunable, LoadedModel, Task
+from harness.api import CellContext, LoadedModel, Task, Transform
 from harness.errors import PluginError
 from harness.toolkit import base_info, cached_or_build, task_key
 
+from ._layers import recover
 from .compress_torch import CompressedTorchPredictor, cpu_copy, weight_counts
 
 METHODS = ("unstructured", "heads", "ffn")
@@ -280,45 +282,12 @@ def apply_structured(module: Any, method: str, spec: dict[str, list[int]]) -> No
 # ---------------------------------------------------------------------------------------------
 
 
-def _recover(
-    model: LoadedModel, module: Any, masks: dict[str, Any], task: Task, ctx: CellContext, epochs: float
-) -> tuple[Any, str]:
-    """Fine-tune the pruned ``module`` with the task's recipe, pruned weights pinned to zero.
-    Returns (module, note). The core only runs this cell when the task is ``Finetunable``
-    (``Prune.requires``)."""
-    if not isinstance(task, Finetunable):  # the core skips such cells before apply()
-        raise PluginError(f"prune: task {task.name!r} is not Finetunable")
-    handles = []
-    params = dict(module.named_parameters())
-    for n, m in masks.items():
-        keep = m.to(params[n].dtype)
-        handles.append(params[n].register_hook(lambda g, keep=keep: g * keep.to(g.device)))
-    pruned = LoadedModel(
-        module=module,
-        tokenizer=model.tokenizer,
-        head=model.head,
-        identity=model.identity + "+pruned",
-        source=model.source,
-        trained_for_task=True,
-        max_length=model.max_length,
-        info=dict(model.info),
-    )
-    try:
-        tuned = task.finetune(pruned, ctx, epochs=epochs)
-    finally:
-        for h in handles:
-            h.remove()
-    out = getattr(tuned, "module", tuned).to("cpu").eval()
-    apply_masks(out, masks)  # exact zeros whatever the optimiser did
-    return out, f"recovered: {epochs} epoch(s) with task {task.name!r}'s recipe"
-
-
 # ---------------------------------------------------------------------------------------------
 # the plugin
 # ---------------------------------------------------------------------------------------------
 
 
-class Prune(Compression):
+class Prune(Transform):
     """Magnitude pruning: global unstructured, or structured attention heads / FFN neurons.
 
     :param method: "unstructured", "heads" or "ffn".
@@ -365,7 +334,10 @@ class Prune(Compression):
             return f"prune: unsupported device {ctx.device!r}"
         return None
 
-    def _build(self, model: LoadedModel, task: Task, ctx: CellContext, folder: Path) -> dict[str, Any]:
+    def _compute(self, model: LoadedModel, task: Task, ctx: CellContext,
+                 folder: Path | None) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+        """(pruned module, masks of the kept weights (unstructured), what to record); writes the
+        structured spec into ``folder`` when given."""
         module = cpu_copy(model.module).float().eval()
         extra: dict[str, Any] = {}
         masks: dict[str, Any] = {}
@@ -379,13 +351,23 @@ class Prune(Compression):
         else:
             spec = structured_spec(module, self.method, self.sparsity)
             apply_structured(module, self.method, spec)
-            (folder / SPEC_FILE).write_text(json.dumps({"method": self.method, "kept": spec}))
+            if folder is not None:
+                (folder / SPEC_FILE).write_text(json.dumps({"method": self.method, "kept": spec}))
             first = next(iter(spec.values()))
             extra["kept_per_layer"] = len(first)
         note = "no recovery"
         if float(self.recovery_epochs) > 0:
-            module, note = _recover(model, module, masks, task, ctx, float(self.recovery_epochs))
+            module, note = recover(model, module, task, ctx, float(self.recovery_epochs), "prune",
+                                   masks=masks)
         extra["recovery"] = note
+        return module, masks, extra
+
+    def transform(self, model: LoadedModel, task: Task, ctx: CellContext) -> LoadedModel:
+        module, _, extra = self._compute(model, task, ctx, None)
+        return dataclasses.replace(model, module=module, info={**model.info, **extra})
+
+    def _build(self, model: LoadedModel, task: Task, ctx: CellContext, folder: Path) -> dict[str, Any]:
+        module, masks, extra = self._compute(model, task, ctx, folder)
         if self.method == "unstructured":
             extra.update(save_sparse(module, masks, folder))
         else:

@@ -14,12 +14,13 @@ Sharing saves parameters and bytes, not compute: every position still runs a ful
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 import harness
-from harness.api import CellContext, Compression, LoadedModel, Task
+from harness.api import CellContext, LoadedModel, Task, Transform
 from harness.errors import PluginError
 from harness.toolkit import base_info, cached_or_build, task_key
 
@@ -89,7 +90,7 @@ def save_shared(module: Any, prefix: str, groups: list[list[int]], path: Path) -
     save_file(state, str(path), metadata={"harness_shared_groups": json.dumps(groups)})
 
 
-class ShareLayers(Compression):
+class ShareLayers(Transform):
     """Cross-layer weight sharing: groups of encoder layers use one set of weights.
 
     :param groups: lists of layer indices that share weights, e.g. ``[[0, 1], [2, 3], [4, 5]]``.
@@ -129,7 +130,8 @@ class ShareLayers(Compression):
     def unsupported_reason(self, ctx: CellContext) -> str | None:
         return device_reason("share-layers", ctx.device)
 
-    def _build(self, model: LoadedModel, task: Task, ctx: CellContext, folder: Path) -> dict[str, Any]:
+    def _compute(self, model: LoadedModel, task: Task, ctx: CellContext) -> tuple[Any, str, list[list[int]], int, str]:
+        """(module with shared layers, layer-list name, groups, layer count, recovery note)."""
         module = cpu_copy(model.module).float().eval()
         prefix, layers = encoder_layers(module, "share-layers")
         groups = resolve_groups(self.groups, self.every, len(layers))
@@ -140,8 +142,18 @@ class ShareLayers(Compression):
             prefix, layers = encoder_layers(module, "share-layers")
             if any(layers[i] is not layers[g[0]] for g in groups for i in g):  # pragma: no cover
                 raise PluginError("share-layers: recovery training untied the shared layers")
+        return module, prefix, groups, len(layers), note
+
+    def transform(self, model: LoadedModel, task: Task, ctx: CellContext) -> LoadedModel:
+        module, _, groups, n, note = self._compute(model, task, ctx)
+        info = {"share_groups": json.dumps(groups), "layers": n,
+                "distinct_layers": n - sum(len(g) - 1 for g in groups), "recovery": note}
+        return dataclasses.replace(model, module=module, info={**model.info, **info})
+
+    def _build(self, model: LoadedModel, task: Task, ctx: CellContext, folder: Path) -> dict[str, Any]:
+        module, prefix, groups, n, note = self._compute(model, task, ctx)
         save_shared(module, prefix, groups, folder / WEIGHTS_FILE)
-        (folder / SPEC_FILE).write_text(json.dumps({"prefix": prefix, "groups": groups, "layers": len(layers)}))
+        (folder / SPEC_FILE).write_text(json.dumps({"prefix": prefix, "groups": groups, "layers": n}))
         module.config.to_json_file(str(folder / "config.json"))
         return {"recovery": note}
 

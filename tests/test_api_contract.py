@@ -17,6 +17,7 @@ from harness.api import (
     Model,
     Predictor,
     Task,
+    Transform,
     capability_reason,
 )
 from harness.testing import TINY_BERT, make_plugin_manager
@@ -28,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
     (Model, {"load"}),
     (Task, {"head", "data_hash", "evaluate", "latency_batches"}),
     (Compression, {"apply"}),
+    (Transform, {"transform"}),
     (Predictor, {"__call__", "save", "parameter_counts"}),
     (Executor, {"run"}),
 ])

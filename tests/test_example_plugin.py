@@ -65,7 +65,9 @@ def test_a_suite_uses_the_example_plugin(installed, shared_data, tmp_path):
     params = df[df.metric == "parameters"].set_index("compression").value
     assert params["layer-drop"] < params["none"]  # one of two layers dropped
     acc = df[df.metric == "accuracy"]
-    assert len(acc) == 2 and acc.value.between(0, 1).all()
+    assert len(acc) == 3 and acc.value.between(0, 1).all()
+    chain = df[df.compression == "drop-ft-int8"]
+    assert set(chain.precision) == {"int8"} and chain.chain_length.iloc[0] == 3
 
 
 def test_the_example_passes_its_own_tests(installed, shared_data):

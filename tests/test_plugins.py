@@ -123,6 +123,9 @@ def test_plugin_table_lists_kind_version_distribution():
     rows = plugin_table(get_plugin_manager())
     hf = next(r for r in rows if r["name"] == "hf")
     assert hf["kind"] == "model" and hf["plugin"] == "hf"
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["prune"]["chain"] == "any step" and by_name["nncf-ptq"]["chain"] == "last step"
+    assert hf["chain"] == ""
     assert hf["distribution"].startswith("harness-bench ")
 
 
@@ -138,3 +141,22 @@ def test_cli_plugins_reports_broken_plugin(tmp_path):
     r = subprocess.run([sys.executable, "-m", "harness", "--strict", "plugins"],
                        capture_output=True, text=True, env=env)
     assert r.returncode == 2 and "Error: Error loading plugin \"broken\"" in r.stderr
+
+
+def test_every_package_is_in_the_distribution():
+    """pyproject.toml lists its packages by hand: a package missing there is missing from a
+    wheel or a non-editable install (harness.toolkit once was); every module of plugins/ is
+    that implements a hook is registered through an entry point."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    conf = tomllib.loads((root / "pyproject.toml").read_text())
+    listed = set(conf["tool"]["setuptools"]["packages"])
+    on_disk = {".".join(p.parent.relative_to(root).parts) for p in (root / "harness").rglob("__init__.py")}
+    assert on_disk - listed == set()
+    assert "harness_plugins" in listed
+    entry = set(conf["project"]["entry-points"]["harness"].values())
+    modules = {f"harness_plugins.{p.stem}" for p in (root / "plugins").glob("*.py")
+               if "@harness.hookimpl" in p.read_text()}
+    assert "harness_plugins.finetune_step" in modules
+    assert modules - entry == set()

@@ -1,52 +1,33 @@
-"""``layer-drop``: keep the first ``keep`` encoder layers (no retraining). Cached like the
-built-in compressions, with the public toolkit."""
+"""``layer-drop``: keep the first ``keep`` encoder layers (no retraining by itself).
+
+A ``harness.Transform``: a torch model in, a torch model out. The core caches what
+``transform`` returns, so it can be a compression of its own (``apply`` runs the cached result
+on eager PyTorch) or any step of a chain, e.g. ``[layer-drop, finetune, dynamic-int8]``.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+import dataclasses
 
 import harness
-from harness.toolkit import TorchPredictor, base_info, cached_or_build, copy_artifact
 
 
-class LayerDropPredictor(TorchPredictor):
-    """The truncated model on eager PyTorch; its artifact is the cached folder."""
-
-    def __init__(self, module: Any, device: str, artifact: Path, info: dict[str, Any]) -> None:
-        super().__init__(module, device=device)
-        self.artifact, self.info = artifact, info
-
-    def save(self, directory: Path) -> Path:
-        return copy_artifact(self.artifact, directory)
-
-    def describe(self) -> dict[str, Any]:
-        return {**super().describe(), **self.info}
-
-
-class LayerDrop(harness.Compression):
+class LayerDrop(harness.Transform):
     """Keep only the first ``keep`` transformer layers of the encoder."""
 
-    name, version = "layer-drop", "1"
-    description = "keep the first `keep` encoder layers (no retraining)"
+    name, version = "layer-drop", "2"
+    description = "keep the first `keep` encoder layers (a transform: chains can recover it)"
 
     def __init__(self, *, keep: int = 1) -> None:
         if keep < 1:
             raise ValueError("layer-drop: keep must be >= 1")
         self.keep = keep
 
-    def apply(self, model: harness.LoadedModel, task: harness.Task,
-              ctx: harness.CellContext) -> harness.Predictor:
-        def build(folder: Path) -> dict[str, Any]:
-            module = model.module  # the core hands each compression its own copy
-            encoder = module.base_model.encoder
-            kept = list(encoder.layer)[: self.keep]
-            encoder.layer = type(encoder.layer)(kept)
-            module.config.num_hidden_layers = len(kept)
-            module.save_pretrained(folder)
-            return {"layers_kept": len(kept)}
-
-        folder, meta, hit = cached_or_build(ctx, model, self, build)
-        module = type(model.module).from_pretrained(folder / "model")
-        info = {**base_info(self, "torch", meta, hit), "layers_kept": meta["layers_kept"]}
-        return LayerDropPredictor(module, ctx.device, folder / "model", info)
+    def transform(self, model: harness.LoadedModel, task: harness.Task,
+                  ctx: harness.CellContext) -> harness.LoadedModel:
+        module = model.module  # the core hands each step its own copy
+        encoder = module.base_model.encoder
+        kept = list(encoder.layer)[: self.keep]
+        encoder.layer = type(encoder.layer)(kept)
+        module.config.num_hidden_layers = len(kept)
+        return dataclasses.replace(model, info={**model.info, "layers_kept": len(kept)})

@@ -12,10 +12,15 @@ def test_has_entity_and_layer_drop(run_suite_dict, shared_data):
         "tasks": [{"plugin": "has-entity", "params": {
             "data_dir": str(shared_data / "wnut17"), "max_train_samples": 32,
             "max_eval_samples": 32, "batch_size": 8}}],
-        "compressions": ["none", {"plugin": "layer-drop", "params": {"keep": 1}}],
+        "compressions": ["none", {"plugin": "layer-drop", "params": {"keep": 1}},
+                         {"name": "drop-ft", "chain": [{"plugin": "layer-drop", "params": {"keep": 1}},
+                                                       {"plugin": "finetune", "params": {"epochs": 1}}]}],
     })
     assert set(df.status) == {"ok"}
     acc = df[df.metric == "accuracy"].set_index("compression").value
-    assert acc.between(0, 1).all() and len(acc) == 2
+    assert acc.between(0, 1).all() and len(acc) == 3
     params = df[df.metric == "parameters"].set_index("compression").value
     assert params["layer-drop"] < params["none"]
+    assert params["drop-ft"] == params["layer-drop"]  # recovery trains, it does not grow the model
+    steps = df[df.compression == "drop-ft"].chain_steps.iloc[0]
+    assert '"layers_kept": 1' in steps and '"recovered: 1 epoch' in steps

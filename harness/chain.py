@@ -1,0 +1,287 @@
+"""Compression chains: a suite entry whose ``chain:`` lists steps run one after the other.
+
+::
+
+    compressions:
+      - name: prune50-ft-int8
+        chain:
+          - {plugin: prune, params: {sparsity: 0.5}}
+          - {plugin: finetune, params: {epochs: 0.2}}
+          - nncf-ptq
+
+Every step but the last is a :class:`harness.api.Transform` (torch model in, torch model out);
+the last may be any compression. A step that cannot feed the next is a suite error found when
+the suite is validated. The output of each transform is cached under
+``<cache_dir>/transform/`` by (input model, step plugin, version, resolved parameters, task),
+so chains that share a prefix compute it once, in this run and the next. Rows record the steps
+(``compression_params``: ``{"chain": [...]}``) and what each step cost (``chain_steps``, a JSON
+list of ``{plugin, params, time_s, build_time_s, cache_hit}``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .api import CellContext, Compression, LoadedModel, Predictor, Task, Transform
+from .errors import DataError, PluginError, SuiteError
+from .fsutil import publish_dir
+from .registry import Registries, unknown_name_message
+from .suite import Entry, check_params
+from .toolkit.artifacts import hash_text, module_fingerprint, plugin_params, task_key
+from .toolkit.predictor import TorchPredictor
+
+#: the plugin name of a chain entry in result rows (``compression_plugin``)
+CHAIN = "chain"
+MODULE_FILE = "module.pt"
+
+
+# ---------------------------------------------------------------------------------------------
+# Suite entries
+
+
+def chain_entry(where: str, item: dict[str, Any], defaults: dict[str, Any], path: Path | None) -> Entry:
+    """The ``Entry`` of a ``{name, chain: [step, ...]}`` item (``where``: ``compressions[i]``).
+
+    A step is a plugin name or ``{plugin, params}``; the suite's ``defaults.compressions`` apply
+    to each step by its plugin. The entry's ``params`` are ``{"chain": [{plugin, params}, ...]}``
+    (so the suite hash and the cell id cover every step) and its ``steps`` the step entries."""
+    from .suite import _deep_merge
+
+    unknown = sorted(set(item) - {"name", "chain"})
+    if unknown:
+        raise SuiteError("a chain entry has 'name' and 'chain' only (parameters go on its steps)",
+                         path=path, key=f"{where}.{unknown[0]}")
+    raw = item["chain"]
+    if not isinstance(raw, list) or not raw:
+        raise SuiteError("must be a non-empty list of steps (plugin names or {plugin, params})",
+                         path=path, key=f"{where}.chain")
+    steps = []
+    for j, step in enumerate(raw):
+        at = f"{where}.chain[{j}]"
+        if isinstance(step, str):
+            step = {"plugin": step}
+        if not isinstance(step, dict):
+            raise SuiteError("must be a plugin name or a mapping with 'plugin'", path=path, key=at)
+        extra = sorted(set(step) - {"plugin", "params"})
+        if extra:
+            raise SuiteError("unknown key; a chain step has 'plugin' and 'params'", path=path,
+                             key=f"{at}.{extra[0]}")
+        plugin = step.get("plugin")
+        if not isinstance(plugin, str) or not plugin:
+            raise SuiteError("missing plugin name", path=path, key=f"{at}.plugin")
+        params = step.get("params") or {}
+        if not isinstance(params, dict):
+            raise SuiteError("must be a mapping", path=path, key=f"{at}.params")
+        params = _deep_merge(defaults.get(plugin) or {}, params)
+        steps.append(Entry("compression", plugin, plugin, params, at))
+    name = item.get("name") or "+".join(s.plugin for s in steps)
+    if not isinstance(name, str):
+        raise SuiteError("must be a string", path=path, key=f"{where}.name")
+    params = {"chain": [{"plugin": s.plugin, "params": s.params} for s in steps]}
+    return Entry("compression", CHAIN, name, params, where, steps=tuple(steps))
+
+
+def validate_chain(entry: Entry, registries: Registries, path: Path | None) -> None:
+    """Step names and parameters, and that each step but the last is a ``Transform``."""
+    reg = registries.compressions
+    for step in entry.steps:
+        if step.plugin not in reg:
+            raise SuiteError(unknown_name_message("compression", step.plugin, reg.classes),
+                             path=path, key=f"{step.where}.plugin")
+        check_params(reg.classes[step.plugin], step, path)
+    for j, (step, nxt) in enumerate(zip(entry.steps, entry.steps[1:])):
+        cls = reg.classes[step.plugin]
+        if not issubclass(cls, Transform):
+            transforms = sorted(n for n, c in reg.classes.items() if issubclass(c, Transform))
+            raise SuiteError(
+                f"step {j + 1} {step.plugin!r} cannot feed step {j + 2} {nxt.plugin!r}: "
+                f"{step.plugin!r} does not output a torch model (it is not a harness.api."
+                f"Transform), so it can only be a chain's last step. Steps that can come "
+                f"before another: {', '.join(transforms) or '(none installed)'}",
+                path=path, key=f"{step.where}.plugin",
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+
+
+def transform_key(step: Transform, model: LoadedModel, task: Task, seed: int) -> str:
+    """What a transform's output is cached by: the input model (identity, head, weights), the
+    step plugin (module, class, version, resolved parameters), the task and the seed (training
+    steps shuffle with it)."""
+    cls = type(step)
+    params = json.dumps(plugin_params(step), sort_keys=True, default=str)
+    return hash_text(model.identity, model.head.kind, tuple(model.head.labels),
+                     module_fingerprint(model.module), f"{cls.__module__}.{cls.__qualname__}",
+                     cls.version, params, task_key(task), seed)
+
+
+def run_transform(step: Transform, model: LoadedModel, task: Task,
+                  ctx: CellContext) -> tuple[LoadedModel, dict[str, Any]]:
+    """``step.transform(model)``, cached; returns the output and the step's record."""
+    import torch
+
+    key = transform_key(step, model, task, ctx.seed)
+    final = Path(ctx.cache_dir) / "transform" / f"{step.name}-{key}"
+    record: dict[str, Any] = {"plugin": step.name, "params": plugin_params(step)}
+    meta_file = final / "meta.json"
+    base_info = dict(model.info)
+    if meta_file.exists():
+        meta = json.loads(meta_file.read_text())
+        module = torch.load(final / MODULE_FILE, weights_only=False, map_location="cpu")
+        record.update(time_s=0.0, build_time_s=meta["time_s"], cache_hit=True, info=meta["info"])
+    else:
+        ctx.progress("compress", f"{step.name}: transforming")
+        t0 = time.perf_counter()
+        out = step.transform(model, task, ctx)
+        if not isinstance(out, LoadedModel):
+            raise PluginError(f"compression plugin {step.name!r}: transform() returned "
+                              f"{type(out).__name__}, not a harness.api.LoadedModel")
+        spent = round(time.perf_counter() - t0, 3)
+        module = out.module.to("cpu").eval()
+        added = {k: v for k, v in out.info.items()  # what this step recorded (plain values)
+                 if isinstance(v, (str, int, float, bool, type(None))) and base_info.get(k, ...) != v}
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        tmp.mkdir()
+        try:
+            torch.save(module, tmp / MODULE_FILE)
+            meta = {"plugin": step.name, "version": type(step).version, "params": record["params"],
+                    "input_identity": model.identity, "time_s": spent, "info": added,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
+            publish_dir(tmp, final, complete="meta.json")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        record.update(time_s=spent, build_time_s=spent, cache_hit=False, info=added)
+    result = dataclasses.replace(
+        model, module=module, identity=f"t-{key}", trained_for_task=True,
+        info={**base_info, **record["info"]},
+    )
+    return result, record
+
+
+class TransformedPredictor(TorchPredictor):
+    """A transform's output on eager PyTorch; its artifact is the module's unique weights
+    (``safetensors.torch.save_model`` stores a tensor shared by several layers once) + config."""
+
+    def __init__(self, module: Any, *, device: str, info: dict[str, Any]) -> None:
+        super().__init__(module, device=device)
+        self.info = info
+
+    def save(self, directory: Path) -> Path:
+        from safetensors.torch import save_model
+
+        out = Path(directory) / "model"
+        out.mkdir(parents=True, exist_ok=True)
+        save_model(self.module, str(out / "model.safetensors"))
+        if hasattr(self.module, "config"):
+            self.module.config.to_json_file(str(out / "config.json"))
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), **self.info}
+
+
+def transform_predictor(step: Transform, model: LoadedModel, task: Task, ctx: CellContext) -> Predictor:
+    """``Transform.apply``'s default: the cached transform, run as eager PyTorch."""
+    out, record = run_transform(step, model, task, ctx)
+    info = {"compression_time_s": record["time_s"], "compression_time_build_s": record["build_time_s"],
+            "cache_hit": record["cache_hit"], **record["info"]}
+    return TransformedPredictor(out.module, device=ctx.device, info=info)
+
+
+class ChainPredictor(Predictor):
+    """The last step's predictor, with the chain's columns added to ``describe()``."""
+
+    def __init__(self, inner: Predictor, steps: list[dict[str, Any]]) -> None:
+        self.inner = inner
+        self.runtime, self.device, self.precision = inner.runtime, inner.device, inner.precision
+        self.steps = steps
+
+    def __call__(self, batch: Mapping[str, Any]) -> Any:
+        return self.inner(batch)
+
+    def synchronize(self) -> None:
+        self.inner.synchronize()
+
+    def save(self, directory: Path) -> Path:
+        return self.inner.save(directory)
+
+    def parameter_counts(self) -> tuple[int, int]:
+        return self.inner.parameter_counts()
+
+    def bits_per_weight(self) -> float:
+        return self.inner.bits_per_weight()
+
+    def __getattr__(self, name: str) -> Any:  # e.g. a task reading the inner module
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def describe(self) -> dict[str, Any]:
+        out = dict(self.inner.describe())
+        last = self.steps[-1]
+        last.update(time_s=float(out.get("compression_time_s", last.get("time_s", 0.0))),
+                    build_time_s=float(out.get("compression_time_build_s",
+                                               out.get("compression_time_s", 0.0))),
+                    cache_hit=bool(out.get("cache_hit", False)))
+        out.update(
+            chain_steps=json.dumps(self.steps, sort_keys=True, default=str),
+            chain_length=len(self.steps),
+            compression_time_s=round(sum(s["time_s"] for s in self.steps), 3),
+            compression_time_build_s=round(sum(s["build_time_s"] for s in self.steps), 3),
+            cache_hit=all(s["cache_hit"] for s in self.steps),
+        )
+        return out
+
+
+class Chain(Compression):
+    """The core's compression for a ``chain:`` entry: its steps, run in order."""
+
+    name = CHAIN
+    version = "1"
+    description = "a sequence of compression steps (suite 'chain:' entries)"
+
+    def __init__(self, steps: list[Compression]) -> None:
+        super().__init__()
+        self.steps = steps
+        self.requires = tuple(dict.fromkeys(c for s in steps for c in s.requires))
+
+    def unsupported_reason(self, ctx: CellContext) -> str | None:
+        for i, step in enumerate(self.steps):
+            reason = step.unsupported_reason(ctx)
+            if reason:
+                return f"chain step {i + 1} {step.name!r}: {reason}"
+        return None
+
+    def apply(self, model: LoadedModel, task: Task, ctx: CellContext) -> Predictor:
+        records: list[dict[str, Any]] = []
+        n = len(self.steps)
+        for i, step in enumerate(self.steps):
+            try:
+                if i < n - 1:
+                    assert isinstance(step, Transform)  # checked when the suite was validated
+                    model, record = run_transform(step, model, task, ctx)
+                    records.append(record)
+                else:
+                    predictor = step.apply(model, task, ctx)
+                    records.append({"plugin": step.name, "params": plugin_params(step), "time_s": 0.0})
+            except (MemoryError, KeyboardInterrupt):
+                raise
+            except Exception as exc:
+                err = PluginError(f"chain step {i + 1}/{n} {step.name!r}: "
+                                  f"{type(exc).__name__}: {exc}")
+                err.bad_input = (isinstance(exc, (DataError, SuiteError))  # type: ignore[attr-defined]
+                                 or getattr(exc, "bad_input", False))
+                raise err from exc
+        return ChainPredictor(predictor, records)

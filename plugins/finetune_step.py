@@ -1,0 +1,60 @@
+"""The ``finetune`` compression: recovery training as a step of its own.
+
+Continues training the model it is given on the task's train split with the task's own recipe
+(``harness.api.Finetunable``: learning rate, batch size, length), head kept, for ``epochs`` (any
+fraction of an epoch). It compresses nothing by itself: in a chain it recovers what an earlier
+step lost (``[prune, finetune, nncf-ptq]``, ``[low-rank, finetune]``), so every method can
+recover without a ``recovery_epochs`` parameter of its own. Weight matrices with exact zeros
+(what pruning leaves) keep them (``keep_zeros``), so a pruned model stays as sparse. Tied
+(shared) layers stay tied: they are one module trained once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import harness
+from harness.api import CellContext, LoadedModel, Task, Transform
+
+from ._layers import check_recovery_epochs, device_reason, recover, zero_masks
+
+
+class Finetune(Transform):
+    """Recovery fine-tuning with the task's recipe (a chain step).
+
+    :param epochs: passes over the train split; fractions train on that share of the batches.
+    :param keep_zeros: weight matrices with exact zeros keep them (gradients masked).
+    """
+
+    name = "finetune"
+    version = "1"
+    description = "recovery training on the task's train split with its recipe (a chain step)"
+    requires = ("finetune",)
+
+    def __init__(self, *, epochs: float = 1.0, keep_zeros: bool = True) -> None:
+        super().__init__()
+        self.epochs = check_recovery_epochs("finetune", epochs)
+        if self.epochs <= 0:
+            raise ValueError(f"finetune: epochs must be > 0, got {epochs!r}")
+        self.keep_zeros = bool(keep_zeros)
+
+    def unsupported_reason(self, ctx: CellContext) -> str | None:
+        return device_reason("finetune", ctx.device)
+
+    def transform(self, model: LoadedModel, task: Task, ctx: CellContext) -> LoadedModel:
+        module = model.module.to("cpu").float().train()
+        masks = zero_masks(module) if self.keep_zeros else {}
+        tuned, note = recover(model, module, task, ctx, self.epochs, "finetune", masks=masks)
+        info: dict[str, Any] = {"recovery": note}
+        if masks:
+            info["kept_zero_matrices"] = len(masks)
+        return dataclasses.replace(model, module=tuned, info={**model.info, **info})
+
+
+@harness.hookimpl
+def register_compressions(register):
+    register(Finetune)
+
+
+__all__ = ["Finetune"]
