@@ -197,10 +197,12 @@ class CellContext:
     #: called with a phase name ("fine-tune", "compress", "evaluate", "time") and progress text
     progress: Callable[[str, str], None] = lambda phase, text: None
     show_progress: bool = True  #: draw progress bars (off in workers without a terminal)
-    #: ``record_predictions(table, *, kind, metric, scorer=None)``: the task's per-example
-    #: outputs on the evaluation split (a pandas DataFrame; kinds and columns in
-    #: :mod:`harness.predictions`), saved by the runner for the gate's paired tests. No-op
-    #: unless the core collects them.
+    #: ``record_predictions(table, *, kind, metric, scorer=None, split=None, data_hash=None)``:
+    #: the task's per-example outputs on the evaluation split (a pandas DataFrame; kinds and
+    #: columns in :mod:`harness.predictions`), saved by the runner for the gate's paired tests.
+    #: ``data_hash`` identifies the examples scored (default: the task's ``data_hash()``, which
+    #: also covers its train data: pass the evaluated split's own hash, so runs that trained
+    #: differently are still paired on the same examples). No-op unless the core collects them.
     record_predictions: Callable[..., None] = lambda table, **meta: None
 
 

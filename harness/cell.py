@@ -248,8 +248,10 @@ def _with_meta(recorded: dict[str, Any], spec: CellSpec, task: Any) -> dict[str,
     """What the task recorded, with the cell's provenance (the task's data hash)."""
     if not recorded:
         return None
-    recorded["meta"].update(task=spec.task.name, task_plugin=spec.task.plugin,
-                            data_hash=task.data_hash(), seed=spec.settings.seed)
+    meta = recorded["meta"]
+    meta.update(task=spec.task.name, task_plugin=spec.task.plugin, seed=spec.settings.seed)
+    if not meta.get("data_hash"):  # the task did not say which examples: all of its data
+        meta["data_hash"] = task.data_hash()
     return recorded
 
 
@@ -259,13 +261,13 @@ def _recorder(into: dict[str, Any], enabled: bool) -> Callable[..., None]:
     from .predictions import check_table
 
     def record(table: Any, *, kind: str, metric: str, scorer: str | None = None,
-               split: str | None = None) -> None:
+               split: str | None = None, data_hash: str | None = None) -> None:
         checked = check_table(table, kind, metric, scorer)
         if not enabled:
             return
         into["table"] = checked
         into["meta"] = {"kind": kind, "metric": metric, "scorer": scorer, "split": split,
-                        "examples": len(into["table"])}
+                        "examples": len(into["table"]), "data_hash": data_hash}
 
     return record
 

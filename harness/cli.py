@@ -291,9 +291,14 @@ Example:
 @click.option("--markdown", type=click.Path(path_type=Path), help="Write a Markdown report here.")
 @click.option("--junit", type=click.Path(path_type=Path), help="Write JUnit XML here.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write JSON here.")
-@click.option("--noise-band", type=click.Choice(["fixed", "auto"]), default=None,
-              help="Latency noise band: 'fixed' (latency_noise, 5%) or 'auto' (per cell, from "
-                   "the spread of the recorded samples). Same as -t noise_band=VALUE.")
+@click.option("--noise-band", type=click.Choice(["fixed", "auto", "runs"]), default=None,
+              help="Latency noise band: 'fixed' (latency_noise, 5%), 'auto' (per cell, from "
+                   "the spread of the recorded samples inside each run) or 'runs' (per cell, "
+                   "from how much it moved between the --noise-runs). Same as -t "
+                   "noise_band=VALUE.")
+@click.option("--noise-runs", multiple=True, type=click.Path(path_type=Path), metavar="RUN",
+              help="A repeated run of the baseline (same suite, same machine); repeat it, at "
+                   "least 3 runs. Implies --noise-band runs unless another band is given.")
 @click.option("--significance", "paired_alpha", type=float, default=None,
               help="Alpha of the paired accuracy tests on per-example outputs (default 0.05). "
                    "Same as -t paired_alpha=VALUE.")
@@ -302,12 +307,14 @@ Example:
                    "and significant ('both', default) or when significant ('significance').")
 def compare_command(baseline: Path, current: Path, overrides: tuple[str, ...],
                     suite_path: Path | None, markdown: Path | None, junit: Path | None,
-                    json_path: Path | None, noise_band: str | None,
+                    json_path: Path | None, noise_band: str | None, noise_runs: tuple[Path, ...],
                     paired_alpha: float | None, gate_on: str | None) -> None:
     from .gate import gate_thresholds, run_gate, set_dotted, suite_gate
 
     gate: dict[str, Any] = suite_gate(suite_path) if suite_path else {}
     th = gate_thresholds(gate, path=suite_path)
+    if noise_runs and not noise_band:
+        noise_band = "runs"
     if noise_band:
         overrides = (f"noise_band={noise_band}", *overrides)
     if paired_alpha is not None:
@@ -319,7 +326,7 @@ def compare_command(baseline: Path, current: Path, overrides: tuple[str, ...],
             set_dotted(gate, text)
         th = gate_thresholds(gate)
     sys.exit(run_gate(baseline, current, th, markdown=markdown, junit=junit, json_path=json_path,
-                      out=sys.stdout))
+                      out=sys.stdout, noise_runs=noise_runs))
 
 
 @main.command("select")

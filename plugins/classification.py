@@ -230,7 +230,8 @@ class ClassificationTask(FineTunedTask):
         ctx.record_predictions(pd.DataFrame({
             "example": range(len(examples)), "gold": [labels[r] for r in refs],
             "pred": [labels[p] for p in preds], "prob": probs,
-        }), kind="per-example-label", metric="accuracy", split=split)
+        }), kind="per-example-label", metric="accuracy", split=split,
+            data_hash=f"{self.split_hash(split)}:{limit}")
         return classification_metrics(
             refs, preds, list(labels), bootstrap=self.bootstrap if intervals else 0, seed=ctx.seed,
             split=split, truncated=truncated, max_length=setup.max_length,

@@ -347,7 +347,7 @@ class NERTask(FineTunedTask):
         ctx.record_predictions(pd.DataFrame({
             "example": range(len(sentences)), "gold": [s.tags for s in sentences], "pred": preds,
         }), kind="sequence-labels", metric="entity_f1", scorer=f"{__name__}:paired_scorer",
-            split=split)
+            split=split, data_hash=f"{self.split_hash(split)}:{limit}")
         metrics = ner_metrics(
             [s.tags for s in sentences], preds, bootstrap=self.bootstrap if intervals else 0,
             seed=ctx.seed, split=split,

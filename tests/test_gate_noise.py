@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from report_fixtures import make_results, write_jsonl  # noqa: E402
 
 from harness.cli import compare_command  # noqa: E402
-from harness.errors import SuiteError  # noqa: E402
+from harness.errors import DataError, SuiteError  # noqa: E402
 from harness.gate import compare, gate_thresholds  # noqa: E402
 from harness.gate.noise import Z, derived_band, spread  # noqa: E402
 
@@ -114,7 +114,7 @@ def test_noise_band_setting_is_validated_and_round_trips():
     assert th.rule_for("latency_b1_p90_ms", main=False) is None
     assert "noise auto" in gate_thresholds({"noise_band": "auto"}).rule_for(
         METRIC, main=False).describe()
-    with pytest.raises(SuiteError, match="gate.noise_band.*'fixed' or 'auto'"):
+    with pytest.raises(SuiteError, match="gate.noise_band.*'fixed', 'auto' or 'runs'"):
         gate_thresholds({"noise_band": "sometimes"})
     with pytest.raises(SuiteError, match=f"gate.metrics.{METRIC}.noise_band"):
         gate_thresholds({"metrics": {METRIC: {"noise_band": 0.1}}})
@@ -133,3 +133,72 @@ def test_cli_noise_band_option(tmp_path):
     assert "derived from 8 passes" in res.output
     res = runner.invoke(compare_command, [*args, "--noise-band", "sometimes"])
     assert res.exit_code == 2
+
+
+def _reps(factors: list[float]) -> list[pd.DataFrame]:
+    """Repeated runs of the baseline: CELL's latency scaled by each factor in turn."""
+    return [make_results(seed=10 + i, latency_factor={CELL: f}) for i, f in enumerate(factors)]
+
+
+def test_runs_band_from_repeated_baseline_runs():
+    """Between runs a cell moved +-10%: a current run 15% slower is inside its band; where the
+    repeated runs agree to 1%, 8% slower is outside it. (The within-run samples of these
+    synthetic runs are iid, as on a quiet machine; on a shared one the runs differ more.)"""
+    strict = {"latency_increase": 0.0}
+    base = make_results(seed=1)
+    slower = make_results(seed=2, latency_factor={CELL: 1.15})
+    assert _finding(compare(base, slower, strict)).regression
+    drifting = _reps([1.0, 1.12, 0.9, 1.05, 0.95])
+    f = _finding(compare(base, slower, {**strict, "noise_band": "runs"}, noise_runs=drifting))
+    assert not f.regression, f.message
+    assert "from 5 repeated runs" in f.message
+    s = statistics.stdev(v := [_finding(compare(base, r, strict)).current for r in drifting]) / \
+        statistics.fmean(v)
+    assert f"between-run CV {s:.1%}" in f.message
+    steady = _reps([1.0, 1.01, 0.99, 1.0])
+    slightly = make_results(seed=2, latency_factor={CELL: 1.08})
+    f = _finding(compare(base, slightly, {**strict, "noise_band": "runs"}, noise_runs=steady))
+    assert f.regression and "from 4 repeated runs" in f.message
+    # a cell in fewer than 3 repeated runs keeps the fixed band, and says so
+    f = _finding(compare(base, slower, {**strict, "noise_band": "runs"}, noise_runs=drifting[:2]))
+    assert f.regression and "fewer than 3 repeated runs" in f.message
+    with pytest.raises(DataError, match="--noise-runs"):
+        compare(base, slower, {"noise_band": "runs"})
+
+
+def test_cli_noise_runs(tmp_path):
+    write_jsonl(make_results(seed=1), tmp_path / "a")
+    write_jsonl(make_results(seed=2, latency_factor={CELL: 1.15}), tmp_path / "b")
+    reps = []
+    for i, df in enumerate(_reps([1.0, 1.12, 0.9, 1.05])):
+        write_jsonl(df, tmp_path / f"r{i}")
+        reps += ["--noise-runs", str(tmp_path / f"r{i}")]
+    runner = CliRunner()
+    args = [str(tmp_path / "a"), str(tmp_path / "b"), "-t", "latency_increase=0"]
+    assert runner.invoke(compare_command, args).exit_code == 1
+    res = runner.invoke(compare_command, [*args, *reps])  # --noise-runs implies the runs band
+    assert res.exit_code == 0, res.output
+    assert "from 4 repeated runs" in res.output
+    res = runner.invoke(compare_command, [*args, "--noise-band", "runs"])
+    assert res.exit_code == 2 and "--noise-runs" in res.output
+
+
+def test_runs_band_for_accuracy_is_the_seed_noise():
+    """Other seeds of the same code moved the accuracy by about +-0.015: a 0.03 drop is within
+    the band (the training draw), a 0.10 drop is a regression and says what the band was."""
+    def main_finding(res):
+        return next(f for f in res.findings if (f.model, f.task, f.compression) == CELL
+                    and f.kind == "accuracy")
+
+    seeds = [make_results(seed=20 + i, accuracy_delta={CELL: d})
+             for i, d in enumerate([0.0, -0.02, 0.015, -0.01, 0.01])]
+    base = make_results(seed=1)
+    th = {"noise_band": "runs"}
+    small = make_results(seed=2, accuracy_delta={CELL: -0.03})
+    assert main_finding(compare(base, small, {})).regression  # 0.03 > accuracy_drop 0.01
+    f = main_finding(compare(base, small, th, noise_runs=seeds))
+    assert not f.regression and "within the noise of repeated runs" in f.message
+    assert "from 5 repeated runs (between-run sd" in f.message
+    big = make_results(seed=2, accuracy_delta={CELL: -0.10})
+    f = main_finding(compare(base, big, th, noise_runs=seeds))
+    assert f.regression and "dropped" in f.message and "from 5 repeated runs" in f.message

@@ -68,6 +68,9 @@ def test_run_saves_predictions_that_reproduce_the_metrics(run):
     assert [list(g) for g in ner.gold] == [s.tags for s in task.sentences("test")]
     assert ner.attrs["kind"] == "sequence-labels" and ner.attrs["metric"] == "entity_f1"
     assert ner.attrs["data_hash"] and ner.attrs["split"] == "test"
+    # keyed by the examples scored, not the task's train data: runs that trained on other
+    # data (a changed max_train_samples) are still paired on the same test sentences
+    assert ner.attrs["data_hash"] == f"{task.split_hash('test')}:None"
     assert all(len(g) == len(p) for g, p in zip(ner.gold, ner.pred))
     counts, f1 = paired_scorer(list(ner.gold), list(ner.pred))
     assert f1(counts) == pytest.approx(_value(run, "conll", "entity_f1"))

@@ -66,7 +66,8 @@ def run_gate(baseline: Any, current: Any, thresholds: Mapping[str, Any] | Thresh
              *, markdown: Path | None = None, junit: Path | None = None,
              json_path: Path | None = None, out_dir: Path | None = None,
              suite_path: Path | None = None, out: IO[str] | None = None,
-             baseline_name: str | None = None, current_name: str | None = None) -> int:
+             baseline_name: str | None = None, current_name: str | None = None,
+             noise_runs: Any = ()) -> int:
     """Compare, write the requested reports, print the table to ``out`` (stdout); return the
     exit status: 0 pass, 1 regression. Bad input (unreadable results, bad thresholds, no cell
     in common, an unwritable report path) raises :class:`~harness.errors.HarnessError`, which
@@ -76,6 +77,8 @@ def run_gate(baseline: Any, current: Any, thresholds: Mapping[str, Any] | Thresh
     --baseline DIR`` calls this with the fresh run's rows and the suite's ``gate:`` mapping.
     ``out_dir``: also write ``gate.md``, ``gate.junit.xml`` and ``gate.json`` there (for the
     paths not given explicitly). ``suite_path`` names the suite in threshold errors.
+    ``noise_runs``: repeated runs of the baseline (folders, files or DataFrames) for
+    ``noise_band: runs``.
     """
     out = out or sys.stdout
     if out_dir is not None:
@@ -89,7 +92,8 @@ def run_gate(baseline: Any, current: Any, thresholds: Mapping[str, Any] | Thresh
     th = gate_thresholds(thresholds, path=suite_path)
     runs = (_run_folder(baseline), _run_folder(current) or out_dir)
     result = compare(read_table(baseline, "baseline"), read_table(current, "current"), th,
-                     baseline_name=bname, current_name=cname, runs=runs)
+                     baseline_name=bname, current_name=cname, runs=runs,
+                     noise_runs=[read_table(r, "noise run") for r in noise_runs])
     _write(markdown, result.to_markdown(), "Markdown report")
     _write(junit, result.to_junit_xml(), "JUnit report")
     _write(json_path, result.to_json(), "JSON report")

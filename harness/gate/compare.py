@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..cells import CellKey, CellResult, cells_of, text
 from ..errors import DataError
 from ..results import as_bool, as_float
 from .findings import Finding, GateResult
-from .noise import derived_band
+from .noise import between_runs, derived_band, runs_band
 from .paired import PairedTest, paired_test
 from .thresholds import MetricRule, Thresholds, gate_thresholds
 
@@ -134,7 +134,9 @@ def _status_finding(b: CellResult, c: CellResult | None, th: Thresholds) -> Find
 
 
 def _metric_findings(b: CellResult, c: CellResult, th: Thresholds,
-                     runs: tuple[Any, Any] = (None, None)) -> list[Finding]:
+                     runs: tuple[Any, Any] = (None, None),
+                     spreads: Mapping[tuple[Any, str], tuple[float, float, int]] | None = None,
+                     ) -> list[Finding]:
     """A finding per gated metric of two ok cells."""
     out: list[Finding] = []
     mk: dict[str, Any] = {"model": b.model, "task": b.task, "compression": b.compression}
@@ -152,16 +154,22 @@ def _metric_findings(b: CellResult, c: CellResult, th: Thresholds,
         elif bval is not None:
             paired = (paired_test(runs[0], runs[1], (b.model, b.task, b.compression), metric)
                       if rule.kind == "accuracy" else None)
+            spread = (spreads or {}).get(((b.model, b.task, b.compression), metric))
             out.append(check_metric(mk, metric, rule, brow, c.metrics[metric], bval, cval,
-                                    paired=paired, th=th))
+                                    paired=paired, th=th, spread=spread))
     return out
 
 
 def compare(baseline: pd.DataFrame, current: pd.DataFrame,
             thresholds: Mapping[str, Any] | Thresholds | None = None, *,
             baseline_name: str = "baseline", current_name: str = "current",
-            runs: tuple[Any, Any] = (None, None)) -> GateResult:
+            runs: tuple[Any, Any] = (None, None),
+            noise_runs: Sequence[pd.DataFrame] = ()) -> GateResult:
     """Gate ``current`` against ``baseline`` (both tidy result tables).
+
+    ``noise_runs``: result tables of repeated runs of the baseline (same suite, same machine),
+    for ``noise_band: runs``: each cell's latency band from how much its value moved between
+    them (at least 3 runs; fewer, and that cell keeps the fixed band).
 
     ``runs``: the (baseline, current) run folders, where the per-example outputs are read for
     the paired accuracy tests (None: no paired test, the threshold alone, and the finding says so).
@@ -170,6 +178,11 @@ def compare(baseline: pd.DataFrame, current: pd.DataFrame,
     no (model, task, compression) in common (e.g. results of two different suites).
     """
     th = gate_thresholds(thresholds)
+    uses_runs = th.noise_band == "runs" or any(r.noise_band == "runs" for r in th.metrics.values())
+    if uses_runs and not noise_runs:
+        raise DataError("noise_band 'runs' needs repeated runs of the baseline (harness compare "
+                        "--noise-runs DIR, at least 3 runs); or use noise_band 'fixed' or 'auto'")
+    spreads = between_runs(noise_runs) if noise_runs else {}
     base = cells_of(baseline, baseline_name)
     cur = cells_of(current, current_name)
     if not set(base) & set(cur):
@@ -181,7 +194,7 @@ def compare(baseline: pd.DataFrame, current: pd.DataFrame,
         if status is not None:
             findings.append(status)
         elif c is not None:
-            findings += _metric_findings(b, c, th, runs)
+            findings += _metric_findings(b, c, th, runs, spreads)
     notes = _notes(base, cur)
     unpaired = sum(1 for f in findings if f.kind == "accuracy" and f.test is None)
     if unpaired:
@@ -209,12 +222,23 @@ def _paired_verdict(f: Finding, over: list[str], pr: PairedTest, hib: bool,
 def _accuracy(f: Finding, rule: MetricRule, worse: float, rel: float,
               brow: Mapping[str, Any], crow: Mapping[str, Any],
               paired: PairedTest | str | None = None, hib: bool = True,
-              th: Thresholds | None = None) -> None:
+              th: Thresholds | None = None, spread: tuple[float, float, int] | None = None) -> None:
     over = []
     if rule.max_drop is not None and worse > rule.max_drop + _EPS:
         over.append(f"dropped {worse:.4f} > {rule.max_drop:g}")
     if rule.max_drop_relative is not None and rel > rule.max_drop_relative + _EPS:
         over.append(f"dropped {rel:.2%} > {rule.max_drop_relative:.2%}")
+    if th is not None and th.noise_band == "runs":
+        # repeated runs (other seeds) show how far this metric moves when nothing changed:
+        # a drop inside that band is the training draw, not the release
+        band, note = runs_band(spread, relative=False)
+        if band is not None and worse <= band + _EPS:
+            stat = paired.describe() if isinstance(paired, PairedTest) else ""
+            if isinstance(paired, PairedTest):
+                f.test, f.ci_low, f.ci_high, f.p_value = paired.test, paired.ci_low, paired.ci_high, paired.p_value
+            f.message = "; ".join(x for x in (f"within the noise of repeated runs ({note})", stat) if x)
+            return
+        over = [*over, note] if over else over
     if isinstance(paired, PairedTest):
         _paired_verdict(f, over, paired, hib, th or Thresholds())
         return
@@ -235,13 +259,17 @@ def _accuracy(f: Finding, rule: MetricRule, worse: float, rel: float,
 
 
 def _latency(f: Finding, rule: MetricRule, rel: float, hib: bool,
-             brow: Mapping[str, Any], crow: Mapping[str, Any]) -> None:
+             brow: Mapping[str, Any], crow: Mapping[str, Any],
+             spread: tuple[float, float, int] | None = None) -> None:
     """Beyond the allowed increase, beyond the noise band, and significant."""
     bs, cs = parse_samples(brow.get("samples")), parse_samples(crow.get("samples"))
     noise, band_note = rule.noise or 0.0, ""
+    derived = None
     if rule.noise_band == "auto":
         derived, band_note = derived_band(f.metric or "", bs, cs, brow, crow)
-        noise = derived if derived is not None else noise
+    elif rule.noise_band == "runs":
+        derived, band_note = runs_band(spread)
+    noise = derived if derived is not None else noise
     allowed = max(rule.max_increase or 0.0, noise)
     beyond = rel > allowed + _EPS
     word = "slower" if not hib else "lower"
@@ -274,8 +302,10 @@ def _latency_verdict(f: Finding, rule: MetricRule, rel: float, allowed: float, b
 
 def check_metric(mk: Mapping[str, Any], metric: str, rule: MetricRule, brow: Mapping[str, Any],
                  crow: Mapping[str, Any], bval: float, cval: float, *,
-                 paired: PairedTest | str | None = None, th: Thresholds | None = None) -> Finding:
-    """The finding for one metric of one cell present in both runs."""
+                 paired: PairedTest | str | None = None, th: Thresholds | None = None,
+                 spread: tuple[float, float, int] | None = None) -> Finding:
+    """The finding for one metric of one cell present in both runs (``spread``: its
+    between-run spread for ``noise_band: runs``, from :func:`~harness.gate.noise.between_runs`)."""
     hib = as_bool(brow.get("higher_is_better"))
     if hib is None:
         hib = rule.kind == "accuracy" or metric.startswith("throughput_")
@@ -285,11 +315,11 @@ def check_metric(mk: Mapping[str, Any], metric: str, rule: MetricRule, brow: Map
                 delta=cval - bval, delta_relative=((cval - bval) / abs(bval)) if bval else None,
                 limit=rule.describe())
     if rule.kind == "accuracy":
-        _accuracy(f, rule, worse, rel, brow, crow, paired, bool(hib), th)
+        _accuracy(f, rule, worse, rel, brow, crow, paired, bool(hib), th, spread)
     elif rule.kind == "size":
         if worse > _EPS and rel > (rule.max_increase or 0.0) + _EPS:
             f.status = "regression"
             f.message = f"grew {rel:.2%} > {rule.max_increase:.2%}"
     else:
-        _latency(f, rule, rel, hib, brow, crow)
+        _latency(f, rule, rel, hib, brow, crow, spread)
     return f

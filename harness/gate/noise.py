@@ -14,6 +14,13 @@ cell from the per-iteration samples each run recorded:
 The band for a cell is ``z * sqrt(s_baseline**2 + s_current**2)`` (``z = 2``: about 95% of
 the differences of two such statistics fall inside it). Without samples on either side the
 fixed ``latency_noise`` applies, and the finding says so.
+
+Both estimate how much the statistic moves *inside* one run. Between two runs it moves more on
+a shared machine (frequency, neighbours, cache state: measured in docs/regression-gate.md), so
+``noise_band: runs`` takes the band from repeated runs of the baseline instead
+(``harness compare --noise-runs DIR ...``): ``s`` is the relative standard deviation of the
+metric's value over those runs (at least :data:`MIN_RUNS`), and the band for one run against
+another is ``z * sqrt(2) * s``.
 """
 
 from __future__ import annotations
@@ -26,11 +33,12 @@ from typing import Any
 
 from ..results import as_float
 
-__all__ = ["Z", "derived_band", "spread"]
+__all__ = ["MIN_RUNS", "Z", "between_runs", "derived_band", "runs_band", "spread"]
 
 Z = 2.0
 _BOOTSTRAP = 200
 _MIN_SAMPLES = 5
+MIN_RUNS = 3  #: repeated runs needed for ``noise_band: runs``
 
 
 def _statistic(metric: str) -> Any:
@@ -89,3 +97,38 @@ def derived_band(metric: str, bs: Sequence[float] | None, cs: Sequence[float] | 
     band = Z * math.hypot(sb, sc)
     how = how_b if how_b == how_c else f"{how_b} / {how_c}"
     return band, f"noise band {band:.1%} derived from {how}"
+
+
+def between_runs(tables: Sequence[Any]) -> dict[tuple[Any, str], tuple[float, float, int]]:
+    """``{(cell key, metric): (standard deviation, mean, runs)}`` of the value of every metric
+    of every ok cell found in at least :data:`MIN_RUNS` of ``tables`` (result tables of
+    repeated runs of one suite: other seeds of the same code, on the same machine)."""
+    from ..cells import cells_of
+
+    values: dict[tuple[Any, str], list[float]] = {}
+    for i, table in enumerate(tables):
+        for key, cell in cells_of(table, f"noise run {i + 1}").items():
+            if cell.status != "ok":
+                continue
+            for metric in cell.metrics:
+                v = cell.value(metric)
+                if v is not None and math.isfinite(v):
+                    values.setdefault((key, metric), []).append(v)
+    return {k: (statistics.stdev(vs), statistics.fmean(vs), len(vs))
+            for k, vs in values.items() if len(vs) >= MIN_RUNS}
+
+
+def runs_band(found: tuple[float, float, int] | None, *,
+              relative: bool = True) -> tuple[float | None, str]:
+    """(band, description) for one metric from its :func:`between_runs` entry, or (None, why):
+    ``z * sqrt(2) * s`` with ``s`` the standard deviation over the runs, relative to their mean
+    (latency) or absolute (accuracy)."""
+    if found is None:
+        return None, f"fewer than {MIN_RUNS} repeated runs of this cell: no noise band from runs"
+    sd, mean, n = found
+    if relative:
+        s = sd / abs(mean) if mean else 0.0
+        band = Z * math.sqrt(2) * s
+        return band, f"noise band {band:.1%} from {n} repeated runs (between-run CV {s:.1%})"
+    band = Z * math.sqrt(2) * sd
+    return band, f"noise band {band:.4f} from {n} repeated runs (between-run sd {sd:.4f})"

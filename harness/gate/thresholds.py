@@ -24,7 +24,8 @@ _TOP_KEYS = {
     "accuracy_metrics": "'main' (each task's main metric), 'all', or a list of metric names",
     "latency_increase": "largest allowed relative latency increase (null: latency not gated)",
     "latency_noise": "relative noise band: changes within it never count",
-    "noise_band": "'fixed' (latency_noise) or 'auto' (per cell, from the recorded samples)",
+    "noise_band": "'fixed' (latency_noise), 'auto' (per cell, from the recorded samples) or "
+                  "'runs' (per cell, from repeated baseline runs: --noise-runs)",
     "significance": "p-value below which a latency change counts (one-sided Mann-Whitney U)",
     "latency_metrics": "latency metrics to gate (a list of names)",
     "size_increase": "largest allowed relative increase of size_bytes (null: size not gated)",
@@ -50,7 +51,7 @@ class MetricRule:
     max_drop_relative: float | None = None
     max_increase: float | None = None
     noise: float | None = None
-    noise_band: str | None = None  #: "fixed" or "auto" (latency)
+    noise_band: str | None = None  #: "fixed", "auto" or "runs" (latency)
     significance: float | None = None
     ignore: bool = False
 
@@ -63,7 +64,7 @@ class MetricRule:
                 parts.append(f"drop <= {self.max_drop_relative:.1%}")
             return " and ".join(parts) or "no limit"
         if self.kind == "latency":
-            noise = "auto" if self.noise_band == "auto" else f"{self.noise:.1%}"
+            noise = self.noise_band if self.noise_band in ("auto", "runs") else f"{self.noise:.1%}"
             return f"worse <= {self.max_increase:.1%} (noise {noise}, p < {self.significance:g})"
         return f"increase <= {self.max_increase:.1%}"
 
@@ -174,8 +175,8 @@ def _flag(value: Any, key: str, path: Any) -> bool:
 
 
 def _band(value: Any, key: str, path: Any) -> str:
-    if value not in ("fixed", "auto"):
-        raise _err(f"must be 'fixed' or 'auto', got {value!r}", key, path)
+    if value not in ("fixed", "auto", "runs"):
+        raise _err(f"must be 'fixed', 'auto' or 'runs', got {value!r}", key, path)
     return str(value)
 
 
