@@ -22,20 +22,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
-import time
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from .api import CellContext, Compression, LoadedModel, Predictor, Task, Transform
 from .errors import DataError, PluginError, SuiteError
-from .fsutil import publish_dir
 from .registry import Registries, unknown_name_message
 from .suite import Entry, check_params
-from .toolkit.artifacts import hash_text, module_fingerprint, plugin_params, task_key
+from .toolkit.artifacts import cached_or_build, plugin_params, task_key
 from .toolkit.predictor import TorchPredictor
 
 #: the plugin name of a chain entry in result rows (``compression_plugin``)
@@ -105,58 +100,40 @@ def validate_chain(entry: Entry, registries: Registries, path: Path | None) -> N
 # Running
 
 
-def transform_key(step: Transform, model: LoadedModel, task: Task, seed: int) -> str:
-    """What a transform's output is cached by: the input model (identity, head, weights), the
-    step plugin (module, class, version, resolved parameters), the task and the seed (training
-    steps shuffle with it)."""
-    cls = type(step)
-    params = json.dumps(plugin_params(step), sort_keys=True, default=str)
-    return hash_text(model.identity, model.head.kind, tuple(model.head.labels),
-                     module_fingerprint(model.module), f"{cls.__module__}.{cls.__qualname__}",
-                     cls.version, params, task_key(task), seed)
-
-
 def run_transform(step: Transform, model: LoadedModel, task: Task,
                   ctx: CellContext) -> tuple[LoadedModel, dict[str, Any]]:
-    """``step.transform(model)``, cached; returns the output and the step's record."""
+    """``step.transform(model)``, cached with the artifact cache (``cached_or_build``) under
+    ``<cache_dir>/transform/``: keyed by the input model (identity, head, weights), the step
+    (name, version, resolved parameters, and its class), the task and the seed (training steps
+    shuffle with it). Returns the output, whose identity is that key, and the step's record."""
     import torch
 
-    key = transform_key(step, model, task, ctx.seed)
-    final = Path(ctx.cache_dir) / "transform" / f"{step.name}-{key}"
-    record: dict[str, Any] = {"plugin": step.name, "params": plugin_params(step)}
-    meta_file = final / "meta.json"
-    base_info = dict(model.info)
-    if meta_file.exists():
-        meta = json.loads(meta_file.read_text())
-        module = torch.load(final / MODULE_FILE, weights_only=False, map_location="cpu")
-        record.update(time_s=0.0, build_time_s=meta["time_s"], cache_hit=True, info=meta["info"])
-    else:
-        ctx.progress("compress", f"{step.name}: transforming")
-        t0 = time.perf_counter()
+    cls = type(step)
+    before = dict(model.info)  # the step may change the core's copy in place
+    built: dict[str, Any] = {}
+
+    def build(folder: Path) -> dict[str, Any]:
         out = step.transform(model, task, ctx)
         if not isinstance(out, LoadedModel):
             raise PluginError(f"compression plugin {step.name!r}: transform() returned "
                               f"{type(out).__name__}, not a harness.api.LoadedModel")
-        spent = round(time.perf_counter() - t0, 3)
-        module = out.module.to("cpu").eval()
+        built["module"] = out.module.to("cpu").eval()
+        torch.save(built["module"], folder / MODULE_FILE)
         added = {k: v for k, v in out.info.items()  # what this step recorded (plain values)
-                 if isinstance(v, (str, int, float, bool, type(None))) and base_info.get(k, ...) != v}
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        tmp.mkdir()
-        try:
-            torch.save(module, tmp / MODULE_FILE)
-            meta = {"plugin": step.name, "version": type(step).version, "params": record["params"],
-                    "input_identity": model.identity, "time_s": spent, "info": added,
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
-            publish_dir(tmp, final, complete="meta.json")
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        record.update(time_s=spent, build_time_s=spent, cache_hit=False, info=added)
+                 if isinstance(v, (str, int, float, bool, type(None))) and before.get(k, ...) != v}
+        return {"info": added}
+
+    extra = f"{cls.__module__}.{cls.__qualname__}|{task_key(task)}|seed={ctx.seed}"
+    folder, meta, hit = cached_or_build(ctx, model, step, build, extra_key=extra, kind="transform")
+    module = built.get("module")
+    if module is None:  # a cache hit (or another process built it first)
+        module = torch.load(folder / "model" / MODULE_FILE, weights_only=False, map_location="cpu")
+    spent = float(meta.get("compression_time_s", 0.0))
+    record = {"plugin": step.name, "params": plugin_params(step), "time_s": 0.0 if hit else spent,
+              "build_time_s": spent, "cache_hit": hit, "info": meta.get("info", {})}
     result = dataclasses.replace(
-        model, module=module, identity=f"t-{key}", trained_for_task=True,
-        info={**base_info, **record["info"]},
+        model, module=module, identity=f"t-{folder.name}", trained_for_task=True,
+        info={**before, **record["info"]},
     )
     return result, record
 

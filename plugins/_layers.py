@@ -151,14 +151,21 @@ def recover(
     return out, f"recovered: {epochs:g} epoch(s) with task {task.name!r}'s recipe"
 
 
+def params_vs_source(module: Any, source: Any) -> float | None:
+    """The weights of ``module`` over those of the ``source`` module it was made from."""
+    from .compress_torch import weight_counts
+
+    total, _ = weight_counts(module)
+    src_total, _ = weight_counts(source)
+    return round(total / src_total, 6) if src_total else None
+
+
 def torch_predictor(module: Any, model: LoadedModel, ctx: CellContext, info: dict[str, Any],
                     folder: Any) -> Any:
     """The predictor of a method's torch module, with ``params_vs_source`` (its weights over the
     input model's) added to the row."""
-    from .compress_torch import CompressedTorchPredictor, weight_counts
+    from .compress_torch import CompressedTorchPredictor
 
-    total, _ = weight_counts(module)
-    src_total, _ = weight_counts(model.module)
-    info["params_vs_source"] = round(total / src_total, 6) if src_total else None
+    info["params_vs_source"] = params_vs_source(module, model.module)
     return CompressedTorchPredictor(module, device=ctx.device, precision="fp32", info=info,
                                     artifact=folder / "model")

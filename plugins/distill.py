@@ -41,8 +41,8 @@ from harness.toolkit import (
     pad_batch,
 )
 
-from ._layers import device_reason, encoder_layers
-from .compress_torch import cpu_copy, weight_counts
+from ._layers import device_reason, encoder_layers, params_vs_source
+from .compress_torch import cpu_copy
 from .prune import apply_structured, ffn_scores
 
 TEACHER_DIR = "distill-teacher"
@@ -311,18 +311,13 @@ class Distill(Transform):
         a plain checkpoint of the student (safetensors + config), cached by the core like any
         chain step's output, so ``distill`` alone and a chain starting with the same ``distill``
         train one student."""
-        _, layers = encoder_layers(model.module, "distill")  # clear errors before any work
-        self.keep(len(layers))
-        self._training(task)
-        student, extra = self._compute(model, task, ctx)
-        total, _ = weight_counts(student)
-        src_total, _ = weight_counts(model.module)
+        student, extra = self._compute(model, task, ctx)  # checks the task and layers first
         extra.update(
             kept_layers=json.dumps(extra["kept_layers"]),
             student_layers=student.config.num_hidden_layers,
             student_intermediate_size=student.config.intermediate_size,
             distill_alpha=self.alpha, distill_temperature=self.temperature,
-            params_vs_source=round(total / src_total, 6) if src_total else None,
+            params_vs_source=params_vs_source(student, model.module),
         )
         return dataclasses.replace(model, module=student, info={**model.info, **extra})
 

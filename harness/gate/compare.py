@@ -233,10 +233,10 @@ def _accuracy(f: Finding, rule: MetricRule, worse: float, rel: float,
         # a drop inside that band is the training draw, not the release
         band, note = runs_band(spread, relative=False)
         if band is not None and worse <= band + _EPS:
-            stat = paired.describe() if isinstance(paired, PairedTest) else ""
+            f.message = f"within the noise of repeated runs ({note})"
             if isinstance(paired, PairedTest):
                 f.test, f.ci_low, f.ci_high, f.p_value = paired.test, paired.ci_low, paired.ci_high, paired.p_value
-            f.message = "; ".join(x for x in (f"within the noise of repeated runs ({note})", stat) if x)
+                f.message += f"; {paired.describe()}"
             return
         over = [*over, note] if over else over
     if isinstance(paired, PairedTest):

@@ -2,7 +2,8 @@
 
 The cache lives at ``ctx.cache_dir/compress/<plugin>-<key>/`` and is keyed by the input model
 (identity, head, weight content), the plugin's name, version and parameters, plus an optional
-``extra_key`` (e.g. ``task_key(task)`` when the task's data shapes the artifact).
+``extra_key`` (e.g. ``task_key(task)`` when the task's data shapes the artifact). The core keeps
+chain steps' outputs in the same way under ``ctx.cache_dir/transform/`` (``kind``).
 """
 
 from __future__ import annotations
@@ -88,9 +89,11 @@ def cache_key(model: LoadedModel, comp: Compression, extra_key: str = "") -> str
     )
 
 
-def cache_dir(ctx: CellContext, model: LoadedModel, comp: Compression, extra_key: str = "") -> Path:
-    """The cache folder of this model and plugin configuration (it may not exist yet)."""
-    return Path(ctx.cache_dir) / "compress" / f"{comp.name}-{cache_key(model, comp, extra_key)}"
+def cache_dir(ctx: CellContext, model: LoadedModel, comp: Compression, extra_key: str = "",
+              kind: str = "compress") -> Path:
+    """The cache folder of this model and plugin configuration (it may not exist yet), under
+    ``ctx.cache_dir/<kind>/``."""
+    return Path(ctx.cache_dir) / kind / f"{comp.name}-{cache_key(model, comp, extra_key)}"
 
 
 def task_key(task: Task) -> str:
@@ -109,6 +112,7 @@ def cached_or_build(
     comp: Compression,
     build: Callable[[Path], dict[str, Any]],
     extra_key: str = "",
+    kind: str = "compress",
 ) -> tuple[Path, dict[str, Any], bool]:
     """Return ``(folder, meta, cache_hit)`` for this model and plugin configuration.
 
@@ -118,7 +122,7 @@ def cached_or_build(
     interrupted or concurrent build never leaves a half-written entry behind.
     ``meta["compression_time_s"]`` is the time of the original build.
     """
-    final = cache_dir(ctx, model, comp, extra_key)
+    final = cache_dir(ctx, model, comp, extra_key, kind)
     meta_file = final / "meta.json"
     if meta_file.exists():
         try:
