@@ -1,16 +1,28 @@
 """Markdown tables of what each compression buys and costs, from one run's results: per task,
-the main metric (with its CI) and its change against the fp32 baseline, the artifact size and
-its share of fp32, batch-1 p50 latency and batch-N throughput with their ratios to fp32, and
-the precision and runtime really used.
+the main metric (with its CI) and its change against the fp32 baseline with a paired 95% CI
+(McNemar / paired bootstrap on the per-example outputs of the two cells, when the run saved
+them), the artifact size and its share of fp32, batch-1 p50 latency and batch-N throughput with
+their ratios to fp32, the time to build the compressed model, and the precision and runtime
+really used.
 
     python benchmarks/compression_table.py runs/full [--baseline none]
+        [--speed benchmarks/results/full_speed_conll2003.json ...]
+
+``--speed`` takes ``benchmarks/speed_rounds.py`` output for a task: the latency and throughput
+columns then come from its interleaved rounds (median of per-round ratios), which hold on a
+shared machine where a suite's cells are timed minutes apart.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
+from typing import Any
 
 import harness
+from harness.gate.paired import paired_tables
+from harness.predictions import find, read_predictions
 
 
 def _metric(cell, name):
@@ -18,51 +30,105 @@ def _metric(cell, name):
     return None if row.empty else row.iloc[0]
 
 
-def tables(df, baseline: str = "none") -> str:
+def _value(cell, name) -> float | None:
+    r = _metric(cell, name)
+    return None if r is None else float(r.value)
+
+
+def _ci(m) -> str:
+    ok = m.ci_low is not None and m.ci_high is not None and m.ci_low == m.ci_low
+    return f" ({m.ci_low:.4f}-{m.ci_high:.4f})" if ok else ""
+
+
+def _paired(run: Path | None, model: str, task: str, base: str, comp: str) -> str:
+    """The paired delta CI of the main metric, compression vs baseline, from the run's outputs."""
+    if run is None or comp == base:
+        return ""
+    bf, cf = find(run, model, task, base), find(run, model, task, comp)
+    if bf is None or cf is None:
+        return "no outputs"
+    t = paired_tables(read_predictions(bf), read_predictions(cf))
+    return t if isinstance(t, str) else f"{t.ci_low:+.4f} to {t.ci_high:+.4f}"
+
+
+def _build_time(c) -> str:
+    """What producing the compressed model took (training included), cached or not."""
+    built = c.compression_time_build_s.dropna() if "compression_time_build_s" in c else []
+    t = float(built.iloc[0]) if len(built) else (_value(c, "compression_time_s") or 0.0)
+    return "-" if t == 0 else (f"{t / 60:.1f} min" if t >= 90 else f"{t:.0f} s")
+
+
+def _steps(c) -> str:
+    if "chain_steps" not in c or c.chain_steps.isna().all():
+        return str(c.compression_plugin.iloc[0])
+    return " → ".join(s["plugin"] for s in json.loads(c.chain_steps.dropna().iloc[0]))
+
+
+def _speed(files: list[str]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for f in files:
+        d = json.loads(Path(f).read_text())
+        out[d["task"]] = d | {"by": {r["compression"]: r for r in d["rows"]}}
+    return out
+
+
+def tables(df, baseline: str = "none", run: Path | None = None,
+           speed: dict[str, dict[str, Any]] | None = None) -> str:
     out = []
+    speed = speed or {}
     for (model, task), cells in df.groupby(["model", "task"], sort=False):
         base = cells[(cells.compression == baseline) & (cells.status == "ok")]
         if base.empty:
             continue
         main_name = base[base.main_metric == True].metric.iloc[0]  # noqa: E712
-
-        def value(c, name):
-            r = _metric(c, name)
-            return None if r is None else float(r.value)
-
-        b_acc, b_size = value(base, main_name), value(base, "size_bytes")
-        b_p50, b_thr = value(base, "latency_b1_p50_ms"), value(base, "throughput_samples_s")
-        thr_bs = int(base.throughput_batch_size.iloc[0])
+        b_acc, b_size = _value(base, main_name), _value(base, "size_bytes")
+        b_p50, b_thr = _value(base, "latency_b1_p50_ms"), _value(base, "throughput_samples_s")
+        sp = speed.get(task)
+        thr_bs = int(sp["throughput_batch_size"] if sp else base.throughput_batch_size.iloc[0])
         out.append(f"### {model} on {task} ({main_name})\n")
-        out.append(f"| compression | {main_name} (95% CI) | vs fp32 | size MB | size vs fp32 | "
-                   f"b1 p50 ms | speed-up | b{thr_bs} samples/s | speed-up | precision | runtime |")
-        out.append("|---|---|---|---|---|---|---|---|---|---|---|")
+        out.append(f"| compression | steps | {main_name} (95% CI) | vs fp32 | paired 95% CI | size MB | "
+                   f"size vs fp32 | b1 p50 ms | b1 speed-up | b{thr_bs} samples/s | throughput ratio | "
+                   f"build time | precision | runtime |")
+        out.append("|" + "---|" * 14)
         for comp, c in cells.groupby("compression", sort=False):
             if (c.status != "ok").all():
                 reason = str(c.error.dropna().iloc[0]) if c.error.notna().any() else ""
-                out.append(f"| {comp} | {c.status.iloc[0]}: {reason[:120]} |  |  |  |  |  |  |  |  |  |")
+                out.append(f"| {comp} | {c.status.iloc[0]}: {reason[:120]} |" + " |" * 12)
                 continue
             m = _metric(c, main_name)
-            acc, size = float(m.value), value(c, "size_bytes")
-            p50, thr = value(c, "latency_b1_p50_ms"), value(c, "throughput_samples_s")
+            acc, size = float(m.value), _value(c, "size_bytes")
+            if sp and comp in sp["by"]:
+                r = sp["by"][comp]
+                p50, thr = r["p50_ms_median"], r["throughput_median"]
+                up, tr = r["b1_speedup_vs_baseline"], r["throughput_ratio_vs_baseline"]
+            else:
+                p50, thr = _value(c, "latency_b1_p50_ms"), _value(c, "throughput_samples_s")
+                up, tr = b_p50 / p50, thr / b_thr
             out.append(
-                f"| {comp} | {acc:.4f} ({m.ci_low:.4f}-{m.ci_high:.4f}) | {acc - b_acc:+.4f} | "
-                f"{size / 1e6:.1f} | {size / b_size:.0%} | {p50:.2f} | {b_p50 / p50:.2f}x | "
-                f"{thr:.1f} | {thr / b_thr:.2f}x | {c.precision.iloc[0]} | {c.runtime.iloc[0]} |"
+                f"| {comp} | {_steps(c)} | {acc:.4f}{_ci(m)} | {acc - b_acc:+.4f} | "
+                f"{_paired(run, model, task, baseline, comp)} | {size / 1e6:.1f} | {size / b_size:.0%} | "
+                f"{p50:.2f} | {up:.2f}x | {thr:.1f} | {tr:.2f}x | {_build_time(c)} | "
+                f"{c.precision.iloc[0]} | {c.runtime.iloc[0]} |"
             )
         first = base.iloc[0]
+        timing = (f"latency and throughput: {sp['rounds']} interleaved rounds "
+                  f"(`benchmarks/speed_rounds.py`, median of per-round ratios)" if sp else
+                  "latency and throughput: as each cell timed itself in the run")
         out.append(f"\nTiming inputs: {first.seq_len}; {int(first.threads)} threads; "
-                   f"device {first.device_name}.\n")
+                   f"device {first.device_name}; {timing}.\n")
     return "\n".join(out)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("results")
+    ap.add_argument("results", help="a run folder (or a results file: then no paired CIs)")
     ap.add_argument("--baseline", default="none", help="the compression the ratios are against")
+    ap.add_argument("--speed", nargs="*", default=[], help="speed_rounds.py JSON files, one per task")
     args = ap.parse_args()
-    print(tables(harness.load_results(args.results), args.baseline))
+    run = Path(args.results)
+    print(tables(harness.load_results(args.results), args.baseline,
+                 run if run.is_dir() else None, _speed(args.speed)))
 
 
 if __name__ == "__main__":

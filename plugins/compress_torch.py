@@ -19,8 +19,11 @@ from typing import Any
 
 import harness
 from harness.api import CellContext, Compression, LoadedModel, Task
+from harness.errors import PluginError
 from harness.provenance import cpu_flags, cpu_name
 from harness.toolkit import TorchPredictor, base_info, cached_or_build, copy_artifact, task_key
+
+WEIGHTS_FILE = "model.safetensors"
 
 # ---------------------------------------------------------------------------------------------
 # Helpers for torch compressions (used by compress_nncf.py, compress_ort.py and prune.py too)
@@ -71,6 +74,27 @@ def iter_weights(module: Any):
             yield (f"{mname}.{pname}" if mname else pname), p.detach()
 
 
+def save_unique(module: Any, folder: Path) -> None:
+    """``module``'s tensors into ``folder`` (a tensor several layers share stored once) + config."""
+    from safetensors.torch import save_model
+
+    save_model(module, str(folder / WEIGHTS_FILE))
+    if hasattr(module, "config"):
+        module.config.to_json_file(str(folder / "config.json"))
+
+
+def load_unique(module: Any, folder: Path, who: str) -> Any:
+    """Load :func:`save_unique`'s tensors into ``module`` (already in the artifact's structure);
+    a :class:`PluginError` naming ``who`` when the artifact does not fit."""
+    from safetensors.torch import load_model
+
+    missing, unexpected = load_model(module, str(folder / WEIGHTS_FILE), strict=False)
+    if unexpected or [k for k in missing if "position_ids" not in k]:
+        raise PluginError(f"{who}: cached artifact {folder} does not fit the model "
+                          f"(missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]})")
+    return module
+
+
 def weight_counts(module: Any) -> tuple[int, int]:
     """(total, non-zero) over every weight, quantised ones included (zero = dequantises to 0)."""
     import torch
@@ -87,11 +111,6 @@ def weight_counts(module: Any) -> tuple[int, int]:
 def cpu_copy(module: Any) -> Any:
     """A deep copy of ``module`` on the CPU (the caller's model stays untouched)."""
     return copy.deepcopy(module).to("cpu")
-
-
-def model_class_dir_load(model: LoadedModel, folder: Path, **kwargs: Any) -> Any:
-    """Load a ``save_pretrained`` folder with the class of ``model.module``."""
-    return type(model.module).from_pretrained(str(folder), **kwargs)
 
 
 class CompressedTorchPredictor(TorchPredictor):
@@ -168,7 +187,7 @@ class Half(Compression):
     is skipped with the reason."""
 
     name = "half"
-    version = "1"
+    version = "2"  # 2: unique tensors loaded into the input's own structure
     description = "fp16/bf16 weights and compute (GPU; CPU only with native bf16/fp16 support)"
 
     def __init__(self, *, dtype: str = "bf16") -> None:
@@ -203,12 +222,16 @@ class Half(Compression):
 
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[self.dtype]
 
+        # the input's own structure (a chain's transform may have changed it: factorised or
+        # shared layers), its unique tensors saved once and loaded back into that structure
+        module = cpu_copy(model.module).to(dtype)
+
         def build(folder: Path) -> dict[str, Any]:
-            cpu_copy(model.module).to(dtype).save_pretrained(folder)
+            save_unique(module, folder)
             return {}
 
         folder, meta, hit = cached_or_build(ctx, model, self, build)
-        module = model_class_dir_load(model, folder / "model", dtype=dtype)
+        load_unique(module, folder / "model", "half")
         info = base_info(self, "torch", meta, hit)
         return CompressedTorchPredictor(
             module, device=ctx.device, precision=self.dtype, info=info, artifact=folder / "model"

@@ -5,19 +5,24 @@ Continues training the model it is given on the task's train split with the task
 fraction of an epoch). It compresses nothing by itself: in a chain it recovers what an earlier
 step lost (``[prune, finetune, nncf-ptq]``, ``[low-rank, finetune]``), so every method can
 recover without a ``recovery_epochs`` parameter of its own. Weight matrices with exact zeros
-(what pruning leaves) keep them (``keep_zeros``), so a pruned model stays as sparse. Tied
-(shared) layers stay tied: they are one module trained once.
+(what pruning leaves) keep them (``keep_zeros``), so a pruned model stays as sparse, and as the
+last step of a chain its artifact stores those matrices as ``prune`` does (bitmask + non-zero
+values), so the size on disk shows the sparsity. Tied (shared) layers stay tied: they are one
+module trained once.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import harness
 from harness.api import CellContext, LoadedModel, Task, Transform
 
 from ._layers import check_recovery_epochs, device_reason, recover, zero_masks
+from .compress_torch import CompressedTorchPredictor
+from .prune import save_sparse
 
 
 class Finetune(Transform):
@@ -28,7 +33,7 @@ class Finetune(Transform):
     """
 
     name = "finetune"
-    version = "1"
+    version = "2"  # 2: a sparse artifact when exact zeros were kept
     description = "recovery training on the task's train split with its recipe (a chain step)"
     requires = ("finetune",)
 
@@ -50,6 +55,24 @@ class Finetune(Transform):
         if masks:
             info["kept_zero_matrices"] = len(masks)
         return dataclasses.replace(model, module=tuned, info={**model.info, **info})
+
+    def apply(self, model: LoadedModel, task: Task, ctx: CellContext) -> Any:
+        """The cached transform on eager PyTorch (the ``Transform`` default); when it kept exact
+        zeros, the artifact stores those matrices sparse (bitmask + values)."""
+        pred = super().apply(model, task, ctx)
+        masks = zero_masks(pred.module) if self.keep_zeros else {}
+        if not masks:
+            return pred
+
+        def save(directory: Path) -> Path:
+            folder = Path(directory) / "model"
+            folder.mkdir(parents=True, exist_ok=True)
+            save_sparse(pred.module, masks, folder)
+            pred.module.config.to_json_file(str(folder / "config.json"))
+            return folder
+
+        return CompressedTorchPredictor(pred.module, device=pred.device, precision=pred.precision,
+                                        info=dict(getattr(pred, "info", {})), save_fn=save)
 
 
 @harness.hookimpl

@@ -40,9 +40,8 @@ from ._layers import (
     torch_predictor,
     word_embeddings,
 )
-from .compress_torch import CompressedTorchPredictor, cpu_copy
+from .compress_torch import CompressedTorchPredictor, cpu_copy, load_unique, save_unique
 
-WEIGHTS_FILE = "model.safetensors"
 SPEC_FILE = "lowrank_spec.json"
 
 
@@ -223,27 +222,18 @@ class LowRank(Transform):
         return dataclasses.replace(model, module=module, info={**model.info, **info})
 
     def _build(self, model: LoadedModel, task: Task, ctx: CellContext, folder: Path) -> dict[str, Any]:
-        from safetensors.torch import save_model
-
         module, spec, note = self._compute(model, task, ctx)
-        save_model(module, str(folder / WEIGHTS_FILE))
+        save_unique(module, folder)
         (folder / SPEC_FILE).write_text(json.dumps(spec, indent=1))
-        module.config.to_json_file(str(folder / "config.json"))
         return {"recovery": note}
 
     @staticmethod
     def load(model: LoadedModel, folder: Path) -> tuple[Any, dict[str, Any]]:
         """The factorised module back from an artifact folder, and its spec."""
-        from safetensors.torch import load_model
-
         spec = json.loads((folder / SPEC_FILE).read_text())
         module = cpu_copy(model.module).float().eval()
         build_structure(module, spec)
-        missing, unexpected = load_model(module, str(folder / WEIGHTS_FILE), strict=False)
-        if unexpected or [k for k in missing if "position_ids" not in k]:
-            raise PluginError(f"low-rank: cached artifact {folder} does not fit the model "
-                              f"(missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]})")
-        return module.eval(), spec
+        return load_unique(module, folder, "low-rank").eval(), spec
 
     def apply(self, model: LoadedModel, task: Task, ctx: CellContext) -> CompressedTorchPredictor:
         encoder_layers(model.module, "low-rank")  # a clear error before any work

@@ -42,9 +42,8 @@ from ._layers import (
     set_sub,
     word_embeddings,
 )
-from .compress_torch import CompressedTorchPredictor, cpu_copy, weight_counts
+from .compress_torch import WEIGHTS_FILE, CompressedTorchPredictor, cpu_copy, weight_counts
 
-WEIGHTS_FILE = "model.safetensors"
 META_KEY = "harness_palette"
 
 

@@ -34,10 +34,16 @@ from harness.errors import PluginError
 from harness.toolkit import base_info, cached_or_build, task_key
 
 from ._layers import recover
-from .compress_torch import CompressedTorchPredictor, cpu_copy, weight_counts
+from .compress_torch import (
+    WEIGHTS_FILE,
+    CompressedTorchPredictor,
+    cpu_copy,
+    load_unique,
+    save_unique,
+    weight_counts,
+)
 
 METHODS = ("unstructured", "heads", "ffn")
-WEIGHTS_FILE = "model.safetensors"
 SPEC_FILE = "prune_spec.json"
 
 
@@ -370,24 +376,18 @@ class Prune(Transform):
         module, masks, extra = self._compute(model, task, ctx, folder)
         if self.method == "unstructured":
             extra.update(save_sparse(module, masks, folder))
+            module.config.to_json_file(str(folder / "config.json"))
         else:
-            from safetensors.torch import save_model
-
-            save_model(module, str(folder / WEIGHTS_FILE))
-        module.config.to_json_file(str(folder / "config.json"))
+            save_unique(module, folder)
         return extra
 
     def _load(self, model: LoadedModel, folder: Path) -> Any:
         module = cpu_copy(model.module).float().eval()
-        if self.method == "unstructured":
-            state = load_sparse(folder)
-            missing, unexpected = module.load_state_dict(state, strict=False)
-        else:
-            from safetensors.torch import load_model
-
+        if self.method != "unstructured":
             spec = json.loads((folder / SPEC_FILE).read_text())
             apply_structured(module, spec["method"], spec["kept"])
-            missing, unexpected = load_model(module, str(folder / WEIGHTS_FILE), strict=False)
+            return load_unique(module, folder, "prune")
+        missing, unexpected = module.load_state_dict(load_sparse(folder), strict=False)
         if unexpected or [k for k in missing if "position_ids" not in k]:
             raise PluginError(f"prune: cached artifact {folder} does not fit the model "
                               f"(missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]})")

@@ -25,9 +25,8 @@ from harness.errors import PluginError
 from harness.toolkit import base_info, cached_or_build, task_key
 
 from ._layers import check_recovery_epochs, device_reason, encoder_layers, recover, torch_predictor
-from .compress_torch import CompressedTorchPredictor, cpu_copy
+from .compress_torch import WEIGHTS_FILE, CompressedTorchPredictor, cpu_copy
 
-WEIGHTS_FILE = "model.safetensors"
 SPEC_FILE = "share_spec.json"
 INITS = ("mean", "first")
 

@@ -87,7 +87,7 @@ def test_builtin_transforms():
 
 def test_chains_run_share_prefixes_and_record_their_steps(run_suite_dict, tmp_path):
     df = run_suite_dict(_suite(
-        {"plugin": "prune", "name": "prune", "params": {"sparsity": 0.5}},
+        "none", {"plugin": "prune", "name": "prune", "params": {"sparsity": 0.5}},
         {"name": "prune-ft", "chain": PRUNE_FT},
         {"name": "prune-ft-int8", "chain": [*PRUNE_FT, "dynamic-int8"]},
     ))
@@ -112,6 +112,9 @@ def test_chains_run_share_prefixes_and_record_their_steps(run_suite_dict, tmp_pa
     assert zeros["prune"] > 4000  # half of the tiny encoder's Linear weights (the table is kept)
     assert zeros["prune-ft"] == zeros["prune"] and zeros["prune-ft-int8"] >= zeros["prune"]
     assert value["prune-ft-int8", "size_bytes"] < 0.5 * value["prune-ft", "size_bytes"]
+    # finetune as the last step stores the kept zeros sparse, as prune does: the same saving
+    saved = {c: value["none", "size_bytes"] - value[c, "size_bytes"] for c in ("prune", "prune-ft")}
+    assert saved["prune"] > 10_000 and saved["prune-ft"] > 0.95 * saved["prune"]
     assert cells.precision["prune-ft-int8"] == "int8" and cells.runtime["prune-ft"] == "torch"
     # a re-run is served from the cell cache; changing a step's parameter is a new cell
     again = run_suite_dict(_suite({"name": "prune-ft", "chain": PRUNE_FT}), out=tmp_path / "again")

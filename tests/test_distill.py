@@ -13,7 +13,6 @@ import torch.nn.functional as F  # noqa: N812
 from harness.api import CellContext
 from harness.errors import PluginError
 from harness_plugins.classification import ClassificationTask
-from harness_plugins.compress_torch import model_class_dir_load
 from harness_plugins.distill import TEACHER_DIR, Distill, distill_loss, even_layers, make_student
 from harness_plugins.hf import HFModel
 from harness_plugins.ner import NERTask
@@ -120,7 +119,7 @@ def test_sequence_students_share_one_teacher_pass(seq_teacher, mctx, tmp_path):
     assert again.describe()["cache_hit"] is True
     torch.testing.assert_close(again(batch), pred(batch))
     # the artifact is a plain checkpoint of the student
-    back = model_class_dir_load(teacher, pred.save(tmp_path / "s"))
+    back = type(teacher.module).from_pretrained(str(pred.save(tmp_path / "s")))
     with torch.inference_mode():
         torch.testing.assert_close(back(**batch).logits, pred(batch))
     assert back.config.num_hidden_layers == 2

@@ -184,3 +184,22 @@ def test_real_minilm_embeddings_and_ffn(ctx, tmp_path):
         h_lr = pred.module.bert(**batch).last_hidden_state[:, 0]
     cos = torch.nn.functional.cosine_similarity(h_ref, h_lr, dim=-1)
     assert (cos > 0.5).all(), cos
+
+
+def test_half_after_low_rank_keeps_the_factorised_structure(seq, ctx, tmp_path, monkeypatch):
+    """A chain [low-rank, half]: half's artifact loads back into its input's structure (it used
+    to reload with from_pretrained, which rebuilt the dense layers and failed)."""
+    from harness_plugins import compress_torch as ct
+
+    monkeypatch.setattr(ct, "cpu_flags", lambda: {"avx512_bf16"})
+    model, task = seq
+    batch = task.batch(task.rows[:4])
+    factored = LowRank(rank=8).transform(model, task, ctx)
+    fp32 = LowRank(rank=8).apply(model, task, ctx)
+    for _ in range(2):  # a build, then a cache hit
+        pred = ct.Half(dtype="bf16").apply(factored, task, ctx)
+        assert isinstance(pred.module.bert.encoder.layer[0].intermediate.dense, torch.nn.Sequential)
+        assert pred.precision == "bf16" and next(pred.module.parameters()).dtype == torch.bfloat16
+        torch.testing.assert_close(pred(batch).float(), fp32(batch), atol=0.05, rtol=0.05)
+    assert pred.describe()["cache_hit"] is True
+    assert 0.45 < dir_bytes(pred.save(tmp_path / "h")) / dir_bytes(fp32.save(tmp_path / "f")) < 0.56

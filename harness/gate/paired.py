@@ -19,7 +19,7 @@ from typing import Any
 
 from ..predictions import find, read_predictions
 
-__all__ = ["PairedTest", "RESAMPLES", "mcnemar_p", "paired_test"]
+__all__ = ["PairedTest", "RESAMPLES", "mcnemar_p", "paired_tables", "paired_test"]
 
 RESAMPLES = 2000
 SEED = 0
@@ -108,6 +108,12 @@ def paired_test(base_run: Path | None, cur_run: Path | None, cell: tuple[str, st
     base, cur = read_predictions(bf), read_predictions(cf)
     if base.attrs.get("metric") != metric:
         return ""  # the predictions score another metric of the task: nothing to say
+    return paired_tables(base, cur)
+
+
+def paired_tables(base: Any, cur: Any) -> PairedTest | str:
+    """The paired test between two per-example tables (:func:`harness.predictions.read_predictions`),
+    e.g. two cells of one run, or the reason there is none."""
     if (base.attrs.get("data_hash"), base.attrs.get("split"), len(base)) != \
             (cur.attrs.get("data_hash"), cur.attrs.get("split"), len(cur)):
         return "per-example outputs on different data (data hash, split or size differ)"
