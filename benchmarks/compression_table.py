@@ -20,6 +20,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 import harness
 from harness.gate.paired import paired_tables
 from harness.predictions import find, read_predictions
@@ -36,7 +38,7 @@ def _value(cell, name) -> float | None:
 
 
 def _ci(m) -> str:
-    ok = m.ci_low is not None and m.ci_high is not None and m.ci_low == m.ci_low
+    ok = pd.notna(m.ci_low) and pd.notna(m.ci_high)
     return f" ({m.ci_low:.4f}-{m.ci_high:.4f})" if ok else ""
 
 

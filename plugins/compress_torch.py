@@ -89,10 +89,17 @@ def load_unique(module: Any, folder: Path, who: str) -> Any:
     from safetensors.torch import load_model
 
     missing, unexpected = load_model(module, str(folder / WEIGHTS_FILE), strict=False)
-    if unexpected or [k for k in missing if "position_ids" not in k]:
-        raise PluginError(f"{who}: cached artifact {folder} does not fit the model "
-                          f"(missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]})")
+    check_fits(missing, unexpected, folder, who)
     return module
+
+
+def check_fits(missing: Any, unexpected: Any, folder: Path, who: str) -> None:
+    """A :class:`PluginError` naming ``who`` when a cached artifact's tensors do not fit the
+    module they were loaded into (``position_ids`` buffers may be missing)."""
+    missing = [k for k in missing if "position_ids" not in k]
+    if unexpected or missing:
+        raise PluginError(f"{who}: cached artifact {folder} does not fit the model "
+                          f"(missing {missing[:5]}, unexpected {list(unexpected)[:5]})")
 
 
 def weight_counts(module: Any) -> tuple[int, int]:
@@ -231,7 +238,8 @@ class Half(Compression):
             return {}
 
         folder, meta, hit = cached_or_build(ctx, model, self, build)
-        load_unique(module, folder / "model", "half")
+        if hit:  # a build saved this very module
+            load_unique(module, folder / "model", "half")
         info = base_info(self, "torch", meta, hit)
         return CompressedTorchPredictor(
             module, device=ctx.device, precision=self.dtype, info=info, artifact=folder / "model"

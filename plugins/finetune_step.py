@@ -68,7 +68,6 @@ class Finetune(Transform):
             folder = Path(directory) / "model"
             folder.mkdir(parents=True, exist_ok=True)
             save_sparse(pred.module, masks, folder)
-            pred.module.config.to_json_file(str(folder / "config.json"))
             return folder
 
         return CompressedTorchPredictor(pred.module, device=pred.device, precision=pred.precision,

@@ -42,7 +42,7 @@ from ._layers import (
     set_sub,
     word_embeddings,
 )
-from .compress_torch import WEIGHTS_FILE, CompressedTorchPredictor, cpu_copy, weight_counts
+from .compress_torch import WEIGHTS_FILE, CompressedTorchPredictor, check_fits, cpu_copy, weight_counts
 
 META_KEY = "harness_palette"
 
@@ -328,9 +328,7 @@ class Palettize(Transform):
         state, _ = load_palettized(path)
         module = cpu_copy(model.module).float().eval()
         missing, unexpected = module.load_state_dict(state, strict=False)
-        if unexpected or [k for k in missing if "position_ids" not in k]:
-            raise PluginError(f"palettize: cached artifact {folder} does not fit the model "
-                              f"(missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]})")
+        check_fits(missing, unexpected, folder, "palettize")
         info = base_info(self, "torch", meta, hit)
         for k in ("recovery", "palettized_tensors", "palettized_params"):
             info[k] = meta.get(k)

@@ -37,6 +37,7 @@ from ._layers import recover
 from .compress_torch import (
     WEIGHTS_FILE,
     CompressedTorchPredictor,
+    check_fits,
     cpu_copy,
     load_unique,
     save_unique,
@@ -138,7 +139,8 @@ def apply_masks(module: Any, masks: dict[str, Any]) -> None:
 
 def save_sparse(module: Any, masks: dict[str, Any], folder: Path) -> dict[str, Any]:
     """safetensors with every masked matrix as ``<name>.__mask__`` (packed bits, uint8) plus
-    ``<name>.__values__`` (its non-zeros, row-major) whenever that is smaller than dense."""
+    ``<name>.__values__`` (its non-zeros, row-major) whenever that is smaller than dense, and
+    the module's config."""
     import numpy as np
     import torch
     from safetensors.torch import save_file
@@ -166,6 +168,7 @@ def save_sparse(module: Any, masks: dict[str, Any], folder: Path) -> dict[str, A
                 continue
         tensors[name] = t.clone()
     save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"harness_sparse": json.dumps(shapes)})
+    module.config.to_json_file(str(folder / "config.json"))
     return {"sparse_tensors": sum(1 for v in shapes.values() if v and v[0] != "tied")}
 
 
@@ -376,7 +379,6 @@ class Prune(Transform):
         module, masks, extra = self._compute(model, task, ctx, folder)
         if self.method == "unstructured":
             extra.update(save_sparse(module, masks, folder))
-            module.config.to_json_file(str(folder / "config.json"))
         else:
             save_unique(module, folder)
         return extra
@@ -388,9 +390,7 @@ class Prune(Transform):
             apply_structured(module, spec["method"], spec["kept"])
             return load_unique(module, folder, "prune")
         missing, unexpected = module.load_state_dict(load_sparse(folder), strict=False)
-        if unexpected or [k for k in missing if "position_ids" not in k]:
-            raise PluginError(f"prune: cached artifact {folder} does not fit the model "
-                              f"(missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]})")
+        check_fits(missing, unexpected, folder, "prune")
         return module
 
     def apply(self, model: LoadedModel, task: Task, ctx: CellContext) -> CompressedTorchPredictor:

@@ -25,7 +25,7 @@ from harness.errors import PluginError
 from harness.toolkit import base_info, cached_or_build, task_key
 
 from ._layers import check_recovery_epochs, device_reason, encoder_layers, recover, torch_predictor
-from .compress_torch import WEIGHTS_FILE, CompressedTorchPredictor, cpu_copy
+from .compress_torch import WEIGHTS_FILE, CompressedTorchPredictor, check_fits, cpu_copy
 
 SPEC_FILE = "share_spec.json"
 INITS = ("mean", "first")
@@ -169,10 +169,7 @@ class ShareLayers(Transform):
         tie(layers, spec["groups"])
         missing, unexpected = module.load_state_dict(load_file(str(folder / WEIGHTS_FILE)), strict=False)
         repeats = tuple(f"{prefix}.{i}." for g in spec["groups"] for i in g[1:])
-        missing = [k for k in missing if not k.startswith(repeats) and "position_ids" not in k]
-        if unexpected or missing:
-            raise PluginError(f"share-layers: cached artifact {folder} does not fit the model "
-                              f"(missing {missing[:5]}, unexpected {list(unexpected)[:5]})")
+        check_fits([k for k in missing if not k.startswith(repeats)], unexpected, folder, "share-layers")
         return module.eval(), spec
 
     def apply(self, model: LoadedModel, task: Task, ctx: CellContext) -> CompressedTorchPredictor:
