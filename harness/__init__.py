@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from . import chain as _chain  # noqa: F401  # registers Transform.apply's default
 from .api import (
     CAPABILITIES,
     CellContext,
@@ -29,19 +30,7 @@ from .api import (
 from .errors import DataError, HarnessError, PluginError, SuiteError
 from .hookspecs import hookimpl
 from .plugins import get_plugin_manager
-
-
-def _package_version() -> str:
-    """The one version source: the installed package's metadata (``pyproject.toml``)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("harness-bench")
-    except PackageNotFoundError:  # a source tree that was never installed
-        return "0+unknown"
-
-
-__version__ = _package_version()
+from .version import __version__
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -84,10 +73,11 @@ def load_results(path: Any, *, latest: bool = True) -> pd.DataFrame:
     return _load(path, latest=latest)
 
 
-def load_predictions(run: Any, cell: str) -> pd.DataFrame:
-    """The per-example outputs of ``cell`` ("model/task/compression") saved in the run folder
-    ``run`` (one row per example; the file's metadata, e.g. ``kind``, ``metric`` and
-    ``data_hash``, in ``df.attrs``). See docs/results.md."""
+def load_predictions(run: Any, cell: str | tuple[str, str, str]) -> pd.DataFrame:
+    """The per-example outputs of ``cell`` ("model/task/compression", or a tuple of the three
+    names when one has a ``/``) saved in the run folder ``run`` (one row per example; the
+    file's metadata, e.g. ``kind``, ``metric`` and ``data_hash``, in ``df.attrs``). See
+    docs/results.md."""
     from .predictions import load_predictions as _load
 
     return _load(run, cell)

@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from .scorers import scorer, scorer_name
 
 __all__ = [
     "CAPABILITIES",
@@ -47,6 +49,8 @@ __all__ = [
     "Task",
     "Transform",
     "capability_reason",
+    "scorer",
+    "scorer_name",
 ]
 
 
@@ -323,10 +327,10 @@ class Transform(Compression):
     the last may be any compression (deploying to torch, OpenVINO, ONNX Runtime, ...). The core
     calls ``transform`` and caches its result by (input model, this plugin's module, class,
     version and resolved parameters, the task), so chains sharing a prefix compute it once;
-    ``transform`` itself caches nothing. ``apply`` (the transform used alone or as the last
-    step) defaults to the core-cached ``transform`` run as eager PyTorch, its artifact the
-    module's unique weights as safetensors; a plugin with a compact artifact of its own (factors,
-    packed indices) overrides ``apply``.
+    ``transform`` itself caches nothing; ``save_output`` / ``load_output`` store tensors only.
+    ``apply`` (the transform used alone or as the last step) defaults to the core-cached
+    ``transform`` run as eager PyTorch, its artifact the module's unique weights as safetensors;
+    a plugin with a compact artifact of its own (factors, packed indices) overrides ``apply``.
     """
 
     @abstractmethod
@@ -338,10 +342,34 @@ class Transform(Compression):
         ``identity`` (it keys the next step's cache) and keeps ``info`` columns that are plain
         values."""
 
-    def apply(self, model: LoadedModel, task: Task, ctx: CellContext) -> Predictor:
-        from .chain import transform_predictor
+    def save_output(self, module: Any, folder: Path) -> None:
+        """Write ``transform``'s output into its cache entry: its unique tensors + config.json."""
+        from .toolkit.weights import save_module
 
-        return transform_predictor(self, model, task, ctx)
+        save_module(module, folder)
+
+    def load_output(self, model: LoadedModel, folder: Path) -> Any:
+        """The output ``save_output`` wrote, for the input ``model`` (left unmodified): by default
+        a copy of ``model.module`` with the tensors loaded strictly. A transform that changes the
+        structure rebuilds it from ``model`` and its parameters, never from what the folder
+        names; an error here makes the core rebuild the entry."""
+        from .toolkit.weights import load_into_copy
+
+        return load_into_copy(model.module, folder)
+
+    def apply(self, model: LoadedModel, task: Task, ctx: CellContext) -> Predictor:
+        assert _transform_apply is not None, "harness.chain registers it when harness loads"
+        return _transform_apply(self, model, task, ctx)
+
+
+#: ``Transform.apply``'s default, the core-cached transform run as eager PyTorch: set by
+#: ``harness.chain`` when the package loads (this contract module imports nothing above it)
+_transform_apply: Callable[[Transform, LoadedModel, Task, CellContext], Predictor] | None = None
+
+
+def _register_transform_apply(fn: Callable[[Transform, LoadedModel, Task, CellContext], Predictor]) -> None:
+    global _transform_apply
+    _transform_apply = fn
 
 
 def capability_reason(compression: Compression, task: Task) -> str | None:
@@ -355,22 +383,6 @@ def capability_reason(compression: Compression, task: Task) -> str | None:
             return (f"{compression.name}: task {task.name!r} lacks the {cap!r} capability "
                     f"(harness.api.{proto.__name__}) that this compression requires")
     return None
-
-
-def iter_rows(metrics: Iterable[MetricValue]) -> Iterable[dict[str, Any]]:
-    """MetricValues as flat dicts (the metric part of a result row)."""
-    for m in metrics:
-        yield {
-            "metric": m.name,
-            "value": m.value,
-            "ci_low": m.ci_low,
-            "ci_high": m.ci_high,
-            "metric_description": m.description,
-            "higher_is_better": m.higher_is_better,
-            "main_metric": m.main,
-            "unit": m.unit,
-            "metric_group": m.group,
-        }
 
 
 @dataclass

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .api import CellContext, LoadedModel, Plugin, capability_reason, iter_rows
-from .errors import DataError, PluginError, SuiteError
+from .api import CellContext, LoadedModel, Plugin, capability_reason
+from .errors import BadInput, ParameterError, PluginError
 from .plugins import PluginManager, get_plugin_manager
 from .provenance import device_name
 from .registry import Registries
+from .results import iter_rows
 from .suite import Entry, Settings
 from .timing import PeakMemory, describe_lengths, fixed_length, measure_latency, measure_throughput
 from .toolkit.artifacts import dir_bytes
@@ -84,13 +85,10 @@ class PluginSet:
             )
         try:
             return cls(**entry.params)
-        except Exception as exc:
-            err = PluginError(
+        except Exception as exc:  # the suite's values, not a crash
+            raise ParameterError(
                 f"{entry.kind} plugin {entry.plugin!r} ({entry.where}) rejected its parameters: "
-                f"{type(exc).__name__}: {exc}"
-            )
-            err.bad_input = True  # type: ignore[attr-defined]  # the suite's values, not a crash
-            raise err from exc
+                f"{type(exc).__name__}: {exc}", entry=entry) from exc
 
 
 def scoped_identity(entry: Entry, plugin: Plugin, loaded: LoadedModel) -> LoadedModel:
@@ -109,6 +107,30 @@ def _key(entry: Entry) -> str:
     return repr(sorted(entry.spec().items()))
 
 
+@dataclass
+class _Step:
+    """Where a cell is: its phase and whose code runs (the entry of the plugin; None: the core)."""
+
+    phase: str = "setup"
+    entry: Entry | None = None
+
+    @property
+    def culprit(self) -> str:
+        return f"{self.entry.kind} plugin {self.entry.plugin!r}" if self.entry else "harness"
+
+
+@dataclass
+class _Parts:
+    """The plugins of a cell once set up, and what the phases hand each other."""
+
+    model: Any
+    task: Any
+    compression: Any
+    loaded: Any = None  #: the fitted model
+    predictor: Any = None
+    compress_s: float = 0.0
+
+
 def run_cell(
     spec: CellSpec,
     plugins: PluginSet,
@@ -116,16 +138,17 @@ def run_cell(
     progress: Callable[[str, str], None] = lambda phase, text: None,
     show_progress: bool = False,
 ) -> CellOutcome:
-    """Run one cell; never raises for a plugin's error (the outcome is ``failed``)."""
-    phase = "setup"
-    culprit = "harness"
+    """Run one cell; never raises for a plugin's error (the outcome is ``failed``).
+
+    Phases: setup (plugins, skip reasons), load and fine-tune (memoised per model and task),
+    compress, evaluate, time, size."""
+    at = _Step()
     work = Path(tempfile.mkdtemp(prefix="harness-cell-"))
     info: dict[str, Any] = {"device": spec.device}
     recorded: dict[str, Any] = {}
 
-    def step(name: str, who: str) -> None:
-        nonlocal phase, culprit
-        phase, culprit = name, who
+    def step(name: str, entry: Entry | None) -> None:
+        at.phase, at.entry = name, entry
         progress(name, "")
 
     try:
@@ -135,113 +158,135 @@ def run_cell(
             work_dir=work, progress=progress, show_progress=show_progress,
             record_predictions=_recorder(recorded, s.save_predictions),
         )
-        step("setup", f"model plugin {spec.model.plugin!r}")
-        model: Any = plugins.create(spec.model)
-        step("setup", f"task plugin {spec.task.plugin!r}")
-        task_key = _key(spec.task)
-        task: Any = plugins.tasks.get(task_key) or plugins.create(spec.task)
-        plugins.tasks[task_key] = task
-        step("setup", f"compression plugin {spec.compression.plugin!r}")
-        compression: Any = plugins.create(spec.compression)
-        reason = compression.unsupported_reason(ctx) or capability_reason(compression, task)
-        if reason:
-            return CellOutcome("skipped", error=str(reason), phase="setup", info=info)
-
-        fit_key = _key(spec.model) + task_key
-        loaded = plugins.fitted.get(fit_key)
-        if loaded is None:
-            step("load", f"task plugin {spec.task.plugin!r}")
-            head = task.head()  # reads the data: the task's fault
-            step("load", f"model plugin {spec.model.plugin!r}")
-            loaded = scoped_identity(spec.model, model, model.load(head, ctx))
-            step("fine-tune", f"task plugin {spec.task.plugin!r}")
-            loaded = task.fit(loaded, ctx)
-            plugins.fitted = {fit_key: loaded}  # keep one: models are large
-        step("compress", f"compression plugin {spec.compression.plugin!r}")
-        t0 = time.perf_counter()
-        predictor = compression.apply(copy_model(loaded), task, ctx)
-        compress_s = time.perf_counter() - t0
-        info.update(runtime=predictor.runtime, device=predictor.device,
-                    precision=predictor.precision, device_name=device_name(predictor.device))
-        if predictor.device.startswith("cuda"):  # which physical GPU a pinned worker had
-            info["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
-
-        step("evaluate", f"task plugin {spec.task.plugin!r}")
-        t0 = time.perf_counter()
-        with PeakMemory(predictor.device) as mem:
-            metrics = list(task.evaluate(predictor, loaded, ctx))
-            eval_s = time.perf_counter() - t0
-            if sum(m.main for m in metrics) != 1:
-                raise PluginError(
-                    f"task plugin {spec.task.plugin!r} returned {sum(m.main for m in metrics)} "
-                    "main metrics; exactly one MetricValue must have main=True"
-                )
-            step("time", f"task plugin {spec.task.plugin!r}")
-            b1 = task.latency_batches(loaded, 1, LATENCY_INPUTS, s.seed)
-            bn = task.latency_batches(loaded, s.throughput_batch_size, THROUGHPUT_BATCHES, s.seed)
-            if s.latency_seq_len:
-                b1, bn = fixed_length(b1, s.latency_seq_len), fixed_length(bn, s.latency_seq_len)
-            step("time", f"compression plugin {spec.compression.plugin!r}")
-            with mem.paused():  # no sampler thread competing for the GIL while timing batch-1
-                lat = measure_latency(predictor, b1, warmup=s.warmup, min_iterations=s.min_iterations,
-                                      min_duration_s=s.min_duration_s)
-            thr = measure_throughput(predictor, bn, min_duration_s=min(s.min_duration_s, 5.0))
-
-        step("size", f"compression plugin {spec.compression.plugin!r}")
-        artifact = predictor.save(work / "artifact")
-        total, nonzero = predictor.parameter_counts()
-        info.update(
-            latency_batch_size=1, throughput_batch_size=s.throughput_batch_size,
-            seq_len=describe_lengths(lat.seq_lens, s.latency_seq_len),
-            latency_inputs=lat.inputs, latency_passes=lat.passes,
-        )
-        described = predictor.describe()
-        info["threads"] = described.pop("threads", None)
-        info.update({k: v for k, v in described.items() if not isinstance(v, (dict, list))})
-
-        rows = list(iter_rows(metrics))
-        for name, value in lat.stats().items():
-            rows.append(_num(name, value, "ms" if name.endswith("_ms") else "",
-                             _DOCS.get(name, _LATENCY_DOC), higher=False,
-                             samples=lat.samples_ms if name.startswith("latency_b1_") else None))
-        for name, value in {**thr, **mem.result()}.items():
-            higher = name.startswith("throughput")
-            rows.append(_num(name, value, _UNITS.get(name, ""), _DOCS.get(name, ""), higher))
-        sizes = {
-            "size_bytes": dir_bytes(artifact), "parameters": total,
-            "nonzero_parameters": nonzero, "bits_per_weight": predictor.bits_per_weight(),
-            "compression_time_s": float(described.get("compression_time_s", compress_s)),
-            "eval_time_s": eval_s,
-        }
-        if "train_time_s" in loaded.info:
-            sizes["train_time_s"] = float(loaded.info["train_time_s"])
-        for name, value in sizes.items():
-            rows.append(_num(name, float(value), _UNITS.get(name, ""), _DOCS.get(name, ""), False))
+        parts = _setup(spec, plugins, ctx, step)
+        if isinstance(parts, str):
+            return CellOutcome("skipped", error=parts, phase="setup", info=info)
+        _fit(spec, plugins, parts, ctx, step)
+        _compress(spec, parts, ctx, step, info)
+        rows = _measure(spec, parts, ctx, step, info, work)
         return CellOutcome("ok", rows=rows, info=info,
-                           predictions=_with_meta(recorded, spec, task))
+                           predictions=_with_meta(recorded, spec, parts.task))
     except BaseException as exc:  # noqa: BLE001 - a cell must not take the run down
         if isinstance(exc, KeyboardInterrupt):
             raise
-        tb = traceback.extract_tb(exc.__traceback__)
-        where = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""
-        if isinstance(exc, (DataError, SuiteError)) or getattr(exc, "bad_input", False):
-            # bad input, not a crash: say whose input, and where (the message names the file)
-            entry = {"model": spec.model, "task": spec.task,
-                     "compression": spec.compression}.get(culprit.split(" ", 1)[0])
-            whose = f"{entry.kind} {entry.name!r} ({culprit})" if entry else culprit
-            return CellOutcome("failed", error=f"bad input for {whose} during {phase}: {exc}",
-                               phase=phase, info=info, bad_input=True)
-        if isinstance(exc, MemoryError):  # often raised with no message at all
-            return CellOutcome("failed", phase=phase, info=info, error=(
-                f"out of memory during {phase}: {culprit} raised MemoryError"
-                f"{': ' + str(exc) if str(exc) else ''}{where}"))
-        return CellOutcome(
-            "failed",
-            error=f"{culprit} raised {type(exc).__name__} during {phase}: {exc}{where}",
-            phase=phase, info=info,
-        )
+        return _failed(exc, at, info)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _setup(spec: CellSpec, plugins: PluginSet, ctx: CellContext, step) -> _Parts | str:
+    """The cell's plugins (the task memoised), or the reason the cell is skipped."""
+    step("setup", spec.model)
+    model: Any = plugins.create(spec.model)
+    step("setup", spec.task)
+    task_key = _key(spec.task)
+    task: Any = plugins.tasks.get(task_key) or plugins.create(spec.task)
+    plugins.tasks[task_key] = task
+    step("setup", spec.compression)
+    compression: Any = plugins.create(spec.compression)
+    reason = compression.unsupported_reason(ctx) or capability_reason(compression, task)
+    return str(reason) if reason else _Parts(model, task, compression)
+
+
+def _fit(spec: CellSpec, plugins: PluginSet, parts: _Parts, ctx: CellContext, step) -> None:
+    """Load and fine-tune the model for the task, once per (model, task) in a worker."""
+    fit_key = _key(spec.model) + _key(spec.task)
+    loaded = plugins.fitted.get(fit_key)
+    if loaded is None:
+        step("load", spec.task)
+        head = parts.task.head()  # reads the data: the task's fault
+        step("load", spec.model)
+        loaded = scoped_identity(spec.model, parts.model, parts.model.load(head, ctx))
+        step("fine-tune", spec.task)
+        loaded = parts.task.fit(loaded, ctx)
+        plugins.fitted = {fit_key: loaded}  # keep one: models are large
+    parts.loaded = loaded
+
+
+def _compress(spec: CellSpec, parts: _Parts, ctx: CellContext, step, info: dict[str, Any]) -> None:
+    step("compress", spec.compression)
+    t0 = time.perf_counter()
+    parts.predictor = predictor = parts.compression.apply(copy_model(parts.loaded), parts.task, ctx)
+    parts.compress_s = time.perf_counter() - t0
+    info.update(runtime=predictor.runtime, device=predictor.device,
+                precision=predictor.precision, device_name=device_name(predictor.device))
+    if predictor.device.startswith("cuda"):  # which physical GPU a pinned worker had
+        info["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+def _measure(spec: CellSpec, parts: _Parts, ctx: CellContext, step, info: dict[str, Any],
+             work: Path) -> list[dict[str, Any]]:
+    """Evaluate, time and size the compressed model: the cell's rows."""
+    s, task, predictor = spec.settings, parts.task, parts.predictor
+    step("evaluate", spec.task)
+    t0 = time.perf_counter()
+    with PeakMemory(predictor.device) as mem:
+        metrics = list(task.evaluate(predictor, parts.loaded, ctx))
+        eval_s = time.perf_counter() - t0
+        if sum(m.main for m in metrics) != 1:
+            raise PluginError(
+                f"task plugin {spec.task.plugin!r} returned {sum(m.main for m in metrics)} "
+                "main metrics; exactly one MetricValue must have main=True"
+            )
+        step("time", spec.task)
+        b1 = task.latency_batches(parts.loaded, 1, LATENCY_INPUTS, s.seed)
+        bn = task.latency_batches(parts.loaded, s.throughput_batch_size, THROUGHPUT_BATCHES, s.seed)
+        if s.latency_seq_len:
+            b1, bn = fixed_length(b1, s.latency_seq_len), fixed_length(bn, s.latency_seq_len)
+        step("time", spec.compression)
+        with mem.paused():  # no sampler thread competing for the GIL while timing batch-1
+            lat = measure_latency(predictor, b1, warmup=s.warmup, min_iterations=s.min_iterations,
+                                  min_duration_s=s.min_duration_s)
+        thr = measure_throughput(predictor, bn, min_duration_s=min(s.min_duration_s, 5.0))
+    step("size", spec.compression)
+    artifact = predictor.save(work / "artifact")
+    info.update(
+        latency_batch_size=1, throughput_batch_size=s.throughput_batch_size,
+        seq_len=describe_lengths(lat.seq_lens, s.latency_seq_len),
+        latency_inputs=lat.inputs, latency_passes=lat.passes,
+    )
+    described = predictor.describe()
+    info["threads"] = described.pop("threads", None)
+    info.update({k: v for k, v in described.items() if not isinstance(v, (dict, list))})
+    rows = list(iter_rows(metrics))
+    for name, value in lat.stats().items():
+        rows.append(_num(name, value, "ms" if name.endswith("_ms") else "",
+                         _DOCS.get(name, _LATENCY_DOC), higher=False,
+                         samples=lat.samples_ms if name.startswith("latency_b1_") else None))
+    for name, value in {**thr, **mem.result()}.items():
+        rows.append(_num(name, value, _UNITS.get(name, ""), _DOCS.get(name, ""),
+                         name.startswith("throughput")))
+    total, nonzero = predictor.parameter_counts()
+    sizes = {
+        "size_bytes": dir_bytes(artifact), "parameters": total,
+        "nonzero_parameters": nonzero, "bits_per_weight": predictor.bits_per_weight(),
+        "compression_time_s": float(described.get("compression_time_s", parts.compress_s)),
+        "eval_time_s": eval_s,
+    }
+    if "train_time_s" in parts.loaded.info:
+        sizes["train_time_s"] = float(parts.loaded.info["train_time_s"])
+    rows += [_num(name, float(value), _UNITS.get(name, ""), _DOCS.get(name, ""), False)
+             for name, value in sizes.items()]
+    return rows
+
+
+def _failed(exc: BaseException, at: _Step, info: dict[str, Any]) -> CellOutcome:
+    """The outcome of a cell that raised: bad input (whose, where), out of memory, or a crash."""
+    phase = at.phase
+    tb = traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""
+    if isinstance(exc, BadInput):
+        # bad input, not a crash: say whose input, and where (the message names the file)
+        entry = at.entry
+        whose = f"{entry.kind} {entry.name!r} ({at.culprit})" if entry else at.culprit
+        return CellOutcome("failed", error=f"bad input for {whose} during {phase}: {exc}",
+                           phase=phase, info=info, bad_input=True)
+    if isinstance(exc, MemoryError):  # often raised with no message at all
+        return CellOutcome("failed", phase=phase, info=info, error=(
+            f"out of memory during {phase}: {at.culprit} raised MemoryError"
+            f"{': ' + str(exc) if str(exc) else ''}{where}"))
+    return CellOutcome("failed", phase=phase, info=info,
+                       error=f"{at.culprit} raised {type(exc).__name__} during {phase}: {exc}{where}")
 
 
 def _with_meta(recorded: dict[str, Any], spec: CellSpec, task: Any) -> dict[str, Any] | None:

@@ -16,6 +16,11 @@ the suite is validated. The output of each transform is cached under
 so chains that share a prefix compute it once, in this run and the next. Rows record the steps
 (``compression_params``: ``{"chain": [...]}``) and what each step cost (``chain_steps``, a JSON
 list of ``{plugin, params, time_s, build_time_s, cache_hit}``).
+
+A cached output is tensors only (``Transform.save_output``: safetensors + config.json): on a hit
+the step's own ``Transform.load_output`` rebuilds the module's structure from the input model and
+its parameters and loads the tensors into it. Nothing is unpickled and no class is named by the
+cache; an entry that does not load is rebuilt (``harness.toolkit.cached_load``).
 """
 
 from __future__ import annotations
@@ -26,16 +31,24 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .api import CellContext, Compression, LoadedModel, Predictor, Task, Transform
-from .errors import DataError, PluginError, SuiteError
+from .api import (
+    CellContext,
+    Compression,
+    LoadedModel,
+    Predictor,
+    Task,
+    Transform,
+    _register_transform_apply,
+)
+from .entries import Entry, check_params, deep_merge, plugin_and_params
+from .errors import BadInput, PluginError, SuiteError
 from .registry import Registries, unknown_name_message
-from .suite import Entry, check_params
-from .toolkit.artifacts import cached_or_build, plugin_params, task_key
+from .toolkit.artifacts import cached_load, plugin_params, task_key
 from .toolkit.predictor import TorchPredictor
+from .toolkit.weights import save_module
 
 #: the plugin name of a chain entry in result rows (``compression_plugin``)
 CHAIN = "chain"
-MODULE_FILE = "module.pt"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -48,8 +61,6 @@ def chain_entry(where: str, item: dict[str, Any], defaults: dict[str, Any], path
     A step is a plugin name or ``{plugin, params}``; the suite's ``defaults.compressions`` apply
     to each step by its plugin. The entry's ``params`` are ``{"chain": [{plugin, params}, ...]}``
     (so the suite hash and the cell id cover every step) and its ``steps`` the step entries."""
-    from .suite import _deep_merge, plugin_and_params
-
     unknown = sorted(set(item) - {"name", "chain"})
     if unknown:
         raise SuiteError("a chain entry has 'name' and 'chain' only (parameters go on its steps)",
@@ -66,7 +77,7 @@ def chain_entry(where: str, item: dict[str, Any], defaults: dict[str, Any], path
         if not isinstance(step, dict):
             raise SuiteError("must be a plugin name or a mapping with 'plugin'", path=path, key=at)
         plugin, params = plugin_and_params(step, {"plugin", "params"}, "a chain step", at, path)
-        params = _deep_merge(defaults.get(plugin) or {}, params)
+        params = deep_merge(defaults.get(plugin) or {}, params)
         steps.append(Entry("compression", plugin, plugin, params, at))
     name = item.get("name") or "+".join(s.plugin for s in steps)
     if not isinstance(name, str):
@@ -102,14 +113,15 @@ def validate_chain(entry: Entry, registries: Registries, path: Path | None) -> N
 
 def run_transform(step: Transform, model: LoadedModel, task: Task,
                   ctx: CellContext) -> tuple[LoadedModel, dict[str, Any]]:
-    """``step.transform(model)``, cached with the artifact cache (``cached_or_build``) under
+    """``step.transform(model)``, cached with the artifact cache (``cached_load``) under
     ``<cache_dir>/transform/``: keyed by the input model (identity, head, weights), the step
     (name, version, resolved parameters, and its class), the task and the seed (training steps
-    shuffle with it). Returns the output, whose identity is that key, and the step's record."""
-    import torch
-
+    shuffle with it). The output is written with ``step.save_output`` and read back, on a hit,
+    with ``step.load_output(model, folder)``. Returns the output, whose identity is that key,
+    and the step's record."""
     cls = type(step)
     before = dict(model.info)  # the step may change the core's copy in place
+    source = dataclasses.replace(model, info=before)  # what load_output rebuilds from
     built: dict[str, Any] = {}
 
     def build(folder: Path) -> dict[str, Any]:
@@ -118,22 +130,27 @@ def run_transform(step: Transform, model: LoadedModel, task: Task,
             raise PluginError(f"compression plugin {step.name!r}: transform() returned "
                               f"{type(out).__name__}, not a harness.api.LoadedModel")
         built["module"] = out.module.to("cpu").eval()
-        torch.save(built["module"], folder / MODULE_FILE)
+        step.save_output(built["module"], folder)
         added = {k: v for k, v in out.info.items()  # what this step recorded (plain values)
                  if isinstance(v, (str, int, float, bool, type(None))) and before.get(k, ...) != v}
         return {"info": added}
 
-    extra = f"{cls.__module__}.{cls.__qualname__}|{task_key(task)}|seed={ctx.seed}"
-    folder, meta, hit = cached_or_build(ctx, model, step, build, extra_key=extra, kind="transform")
-    module = built.get("module")
-    if module is None:  # a cache hit (or another process built it first)
-        module = torch.load(folder / "model" / MODULE_FILE, weights_only=False, map_location="cpu")
+    def load(folder: Path) -> Any:
+        if "module" in built:  # built just now: the module in memory is the one saved
+            return built["module"]
+        return step.load_output(source, folder).to("cpu").eval()
+
+    # "out=tensors": entries of the earlier pickled-module format are never read (rebuilt once)
+    extra = f"{cls.__module__}.{cls.__qualname__}|{task_key(task)}|seed={ctx.seed}|out=tensors"
+    folder, meta, hit, module = cached_load(ctx, model, step, build, load, extra_key=extra,
+                                            kind="transform")
     spent = float(meta.get("compression_time_s", 0.0))
+    info: dict[str, Any] = meta["info"] if isinstance(meta.get("info"), dict) else {}
     record = {"plugin": step.name, "params": plugin_params(step), "time_s": 0.0 if hit else spent,
-              "build_time_s": spent, "cache_hit": hit, "info": meta.get("info", {})}
+              "build_time_s": spent, "cache_hit": hit, "info": info}
     result = dataclasses.replace(
         model, module=module, identity=f"t-{folder.name}", trained_for_task=True,
-        info={**before, **record["info"]},
+        info={**before, **info},
     )
     return result, record
 
@@ -147,13 +164,9 @@ class TransformedPredictor(TorchPredictor):
         self.info = info
 
     def save(self, directory: Path) -> Path:
-        from safetensors.torch import save_model
-
         out = Path(directory) / "model"
         out.mkdir(parents=True, exist_ok=True)
-        save_model(self.module, str(out / "model.safetensors"))
-        if hasattr(self.module, "config"):
-            self.module.config.to_json_file(str(out / "config.json"))
+        save_module(self.module, out)
         return out
 
     def describe(self) -> dict[str, Any]:
@@ -247,9 +260,11 @@ class Chain(Compression):
             except (MemoryError, KeyboardInterrupt):
                 raise
             except Exception as exc:
-                err = PluginError(f"chain step {i + 1}/{n} {step.name!r}: "
-                                  f"{type(exc).__name__}: {exc}")
-                err.bad_input = (isinstance(exc, (DataError, SuiteError))  # type: ignore[attr-defined]
-                                 or getattr(exc, "bad_input", False))
-                raise err from exc
+                message = f"chain step {i + 1}/{n} {step.name!r}: {type(exc).__name__}: {exc}"
+                if isinstance(exc, BadInput):  # still the input's fault, not a crash
+                    raise BadInput(message, entry=exc.entry) from exc
+                raise PluginError(message) from exc
         return ChainPredictor(predictor, records)
+
+
+_register_transform_apply(transform_predictor)  # Transform.apply's default (see harness.api)

@@ -9,8 +9,8 @@ from typing import Any
 
 import click
 
-from . import __version__
 from .errors import HarnessError
+from .fsutil import no_space
 from .plugins import (
     PluginManager,
     check_disabled,
@@ -18,6 +18,7 @@ from .plugins import (
     get_plugin_manager,
     import_plugin_module,
 )
+from .version import __version__
 
 EXIT_FAILED = 1  # a cell failed, or the regression gate found a regression
 EXIT_BAD_INPUT = 2  # bad suite, unknown plugin, unreadable results, ...
@@ -25,15 +26,23 @@ EXIT_BAD_INPUT = 2  # bad suite, unknown plugin, unreadable results, ...
 
 class _Command(click.Command):
     """The one place where bad input (a ``HarnessError``: bad suite, unknown plugin, unreadable
-    results, bad thresholds, ...) becomes a one-line message and exit status 2, no traceback.
-    Every command gets it, also when invoked on its own (tests, other click groups)."""
+    results, bad thresholds, ...) becomes a one-line message and exit status 2 (1 for an error
+    whose ``exit_status`` says so, and for a full disk), no traceback. Every command gets it,
+    also when invoked on its own (tests, other click groups)."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except HarnessError as exc:
             click.secho(f"Error: {exc}", fg="red", err=True)
-            ctx.exit(EXIT_BAD_INPUT)
+            ctx.exit(EXIT_FAILED if no_space(exc) else getattr(exc, "exit_status", EXIT_BAD_INPUT))
+        except OSError as exc:
+            if not no_space(exc):
+                raise
+            where = f" writing {exc.filename}" if exc.filename else ""
+            click.secho(f"Error: no space left on the device{where} ({exc.strerror})",
+                        fg="red", err=True)
+            ctx.exit(EXIT_FAILED)
 
 
 class _Group(click.Group):
@@ -122,13 +131,16 @@ def _plugin_manager(ctx: click.Context) -> PluginManager:
 @click.option("--address", default=None,
               help="Cluster address for executors that use one (e.g. --executor ray --address auto).")
 @click.option("--force", is_flag=True, help="Recompute cells found in the cache.")
+@click.option("--wait", "wait_s", type=click.FloatRange(min=0), default=0.0, metavar="SECONDS",
+              help="When another 'harness run' is writing the same --out folder, wait up to "
+                   "SECONDS for it to finish [default: 0: exit 2 at once, naming its pid].")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--no-report", is_flag=True, help="Do not render the HTML leaderboard.")
 @click.option("--baseline", type=click.Path(exists=True, path_type=Path), default=None,
               help="After the run, gate against these earlier results (see 'harness compare'); "
                    "exit 1 on a regression.")
 @click.pass_context
-def run(ctx, suite_file, out, only, overrides, jobs, devices, executor, address, force,
+def run(ctx, suite_file, out, only, overrides, jobs, devices, executor, address, force, wait_s,
         no_progress, no_report, baseline) -> None:
     """Run every model x task x compression cell of SUITE_FILE.
 
@@ -149,11 +161,13 @@ def run(ctx, suite_file, out, only, overrides, jobs, devices, executor, address,
 
         gate_thresholds(suite.gate, path=suite.path)  # a bad gate: fail before a long run
     pm = _plugin_manager(ctx)
-    out = out or Path("runs") / suite.name
+    from .fsutil import safe_name  # a suite name, not a path: runs/<name> stays in runs/
+
+    out = out or Path("runs") / safe_name(suite.name)
     opts = RunOptions(
         jobs=jobs, devices=devices.split(",") if devices else None, force=force,
         only=list(only), show_progress=not no_progress, disabled_plugins=ctx.obj["disabled"],
-        extra_plugins=ctx.obj["extra"], executor=executor, address=address,
+        extra_plugins=ctx.obj["extra"], executor=executor, address=address, wait_s=wait_s,
     )
     summary = run_suite(suite, pm, out, opts)
     parts = ", ".join(f"{v} {k}" for k, v in sorted(summary.counts.items()))

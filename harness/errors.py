@@ -11,7 +11,23 @@ class PluginError(HarnessError):
     """A plugin failed to load, registered a duplicate name, or is unknown."""
 
 
-class SuiteError(HarnessError):
+class BadInput(HarnessError):
+    """The fault is in the user's input (a suite, a data file, a plugin's parameters), not a
+    crash: a cell that fails with one is ``bad input`` and a run whose every failure is one
+    exits 2. ``entry``: the suite entry (``harness.suite.Entry``) whose input it is, when known."""
+
+    entry: object = None
+
+    def __init__(self, *args: object, entry: object = None) -> None:
+        super().__init__(*args)
+        self.entry = entry
+
+
+class ParameterError(PluginError, BadInput):
+    """A plugin rejected the parameters a suite entry gave it."""
+
+
+class SuiteError(BadInput):
     """A suite file is malformed or invalid. The message names the file and key path."""
 
     def __init__(self, message: str, *, path: object = None, key: str | None = None) -> None:
@@ -26,9 +42,19 @@ class SuiteError(HarnessError):
         self.key = key
 
 
-class DataError(HarnessError):
+class DataError(BadInput):
     """A data file is missing or corrupt. The message names the file and line."""
 
 
 class HarnessWarning(UserWarning):
     """Something went wrong that costs no measured result (the CLI prints it as one line)."""
+
+
+class RunFailed(HarnessError):
+    """A run could not go on for a reason outside the input (a full disk): one line, exit 1."""
+
+    exit_status = 1
+
+
+class FolderInUse(HarnessError):
+    """Another process holds the results folder's lock (``harness run`` on the same ``--out``)."""

@@ -5,6 +5,7 @@ Registered through the ``register_executors`` hook like any plugin's executor.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import queue
@@ -12,12 +13,14 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 from .api import Executor, ExecutorContext
 from .cell import CellOutcome, CellSpec, PluginSet, run_cell
+from .errors import HarnessWarning
 from .hookspecs import hookimpl
 
 #: a worker's start-up (imports, plugin loading) does not count towards a cell's timeout,
@@ -60,6 +63,41 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="harness-parent-watch", daemon=True).start()
 
 
+def _forward_warnings(outbox: Any, cell: dict[str, str]) -> None:
+    """A :class:`HarnessWarning` raised in this worker (by the core or a plugin) is sent to the
+    parent, which shows it as its own (the CLI's one 'Warning: ...' line); other warnings print
+    here as usual."""
+    original = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, HarnessWarning):
+            outbox.put(("warn", cell.get("id", ""), str(message)))
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
+@contextlib.contextmanager
+def _harness_warnings_once():
+    """While cells run in this process, a :class:`HarnessWarning` whose text was shown already
+    is not shown again (one line for a data problem every cell of a task meets)."""
+    original, shown = warnings.showwarning, set()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, HarnessWarning):
+            if str(message) in shown:
+                return
+            shown.add(str(message))
+        original(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = original
+
+
 def _worker_main(disabled: list[str], extra: list[str], threads: int | None,
                  inbox: Any, outbox: Any, parent: int | None = None) -> None:
     """Worker loop: build plugins once, run cells until told to stop."""
@@ -74,12 +112,15 @@ def _worker_main(disabled: list[str], extra: list[str], threads: int | None,
         import torch
 
         torch.set_num_threads(threads)
+    current: dict[str, str] = {}
+    _forward_warnings(outbox, current)
     plugins = PluginSet.build(disabled, extra)
     while True:
         msg = inbox.get()
         if msg is None:
             return
         spec: CellSpec = msg
+        current["id"] = spec.cell_id
 
         def progress(phase: str, text: str, _id: str = spec.cell_id) -> None:
             outbox.put(("phase", _id, phase, text))
@@ -109,6 +150,7 @@ class LocalExecutor(Executor):
         self.ctx = mp.get_context("spawn")
         self.outbox = self.ctx.Queue()
         self.ectx = ectx
+        self.warned: set[str] = set()  # warnings from workers already shown
         ncpu = os.cpu_count() or 1
         devices, jobs = ectx.devices, max(1, ectx.jobs)
         self.threads = max(1, ncpu // jobs) if devices == ["cpu"] else None
@@ -154,11 +196,7 @@ class LocalExecutor(Executor):
         while pending or any(w.cell for w in self.workers):
             for w in self.workers:
                 if w.cell is None and pending:
-                    spec = pending.pop(0)
-                    # inside the worker the pinned GPU is always cuda:0
-                    w.cell = replace(spec, device="cuda:0" if w.device.startswith("cuda") else "cpu")
-                    w.started, w.begun = time.monotonic(), False
-                    w.inbox.put(w.cell)
+                    self._assign(w, pending.pop(0))
             try:
                 msg = self.outbox.get(timeout=0.2)
             except queue.Empty:
@@ -166,40 +204,59 @@ class LocalExecutor(Executor):
             if msg is not None:
                 self._handle(msg, by_id, on_phase, on_done)
             for w in self.workers:
-                if w.cell is None:
-                    continue
-                timeout = w.cell.settings.timeout_s
-                reason = None
-                if not w.proc.is_alive():
-                    code = w.proc.exitcode
-                    if code is not None and code < 0:
-                        sig = signal.Signals(-code).name
-                        reason = (f"worker process was killed by {sig}"
-                                  + (" (out of memory? the kernel's OOM killer sends SIGKILL)"
-                                     if sig == "SIGKILL" else ""))
-                    else:
-                        reason = f"worker process exited with status {code} in the middle of the cell"
-                elif timeout and time.monotonic() - w.started > timeout + (
-                        0 if w.begun else STARTUP_GRACE_S):
-                    reason = (f"timed out after {timeout:g} s (settings.timeout_s); worker killed"
-                              if w.begun else f"worker did not start within {STARTUP_GRACE_S} s")
-                    w.proc.kill()
+                reason = self._lost(w) if w.cell is not None else None
                 if reason:
-                    spec = by_id[w.cell.cell_id]
-                    w.proc.join(5)
-                    # every message already sent (by this worker or any other) is handled, so
-                    # a 'done' the dying worker managed to send counts, and none of another
-                    # worker's messages is lost
-                    self._drain(by_id, on_phase, on_done)
-                    if w.cell is not None:
-                        w.cell = None
-                        on_done(spec, CellOutcome("failed", error=reason, phase="worker",
-                                                  info={"device": w.device}))
-                    self._start(w)
+                    self._replace(w, reason, by_id, on_phase, on_done)
+
+    @staticmethod
+    def _assign(w: _Worker, spec: CellSpec) -> None:
+        # inside the worker the pinned GPU is always cuda:0
+        w.cell = replace(spec, device="cuda:0" if w.device.startswith("cuda") else "cpu")
+        w.started, w.begun = time.monotonic(), False
+        w.inbox.put(w.cell)
+
+    @staticmethod
+    def _lost(w: _Worker) -> str | None:
+        """Why the worker's cell is lost (the worker died, or the cell ran past its timeout:
+        then the worker is killed), or None while it is fine."""
+        assert w.cell is not None
+        if not w.proc.is_alive():
+            code = w.proc.exitcode
+            if code is None or code >= 0:
+                return f"worker process exited with status {code} in the middle of the cell"
+            sig = signal.Signals(-code).name
+            return (f"worker process was killed by {sig}"
+                    + (" (out of memory? the kernel's OOM killer sends SIGKILL)"
+                       if sig == "SIGKILL" else ""))
+        timeout = w.cell.settings.timeout_s
+        if not timeout or time.monotonic() - w.started <= timeout + (0 if w.begun else STARTUP_GRACE_S):
+            return None
+        w.proc.kill()
+        return (f"timed out after {timeout:g} s (settings.timeout_s); worker killed"
+                if w.begun else f"worker did not start within {STARTUP_GRACE_S} s")
+
+    def _replace(self, w: _Worker, reason: str, by_id, on_phase, on_done) -> None:
+        """Report the lost cell as failed and start a fresh worker."""
+        assert w.cell is not None
+        spec = by_id[w.cell.cell_id]
+        w.proc.join(5)
+        # every message already sent (by this worker or any other) is handled, so a 'done'
+        # the dying worker managed to send counts, and none of another worker's messages is lost
+        self._drain(by_id, on_phase, on_done)
+        if w.cell is not None:
+            w.cell = None
+            on_done(spec, CellOutcome("failed", error=reason, phase="worker",
+                                      info={"device": w.device}))
+        self._start(w)
 
     def _handle(self, msg: tuple, by_id: dict[str, CellSpec], on_phase, on_done) -> None:
-        """One message from a worker: a phase change or a finished cell."""
+        """One message from a worker: a phase change, a warning or a finished cell."""
         kind, cell_id = msg[0], msg[1]
+        if kind == "warn":  # shown like a warning of this process, a repeated one once
+            if msg[2] not in self.warned:
+                self.warned.add(msg[2])
+                warnings.warn(msg[2], HarnessWarning, stacklevel=1)
+            return
         w = next((w for w in self.workers if w.cell and w.cell.cell_id == cell_id), None)
         if w is None:  # a late message for a cell already reported (e.g. timed out)
             return
@@ -222,12 +279,12 @@ class LocalExecutor(Executor):
 
     def _close(self, kill: bool = False) -> None:
         for w in self.workers:
-            if kill:
+            if kill and w.cell is not None:  # its cell is abandoned; an idle worker ends cleanly
                 w.proc.kill()
             elif w.proc.is_alive():
                 w.inbox.put(None)
         for w in self.workers:
-            w.proc.join(1 if kill else 10)
+            w.proc.join(2 if kill else 10)
             if w.proc.is_alive():
                 w.proc.kill()
                 w.proc.join(1)
@@ -246,13 +303,14 @@ class InlineExecutor(Executor):
         pm = ectx.plugin_manager
         plugins = PluginSet(pm.registries()) if pm is not None else PluginSet.build(
             ectx.disabled_plugins, ectx.extra_plugins)
-        for cell in cells:
-            spec = replace(cell, device=ectx.devices[0])
+        with _harness_warnings_once():
+            for cell in cells:
+                spec = replace(cell, device=ectx.devices[0])
 
-            def progress(phase: str, text: str, spec: CellSpec = spec) -> None:
-                on_phase(spec, phase)
+                def progress(phase: str, text: str, spec: CellSpec = spec) -> None:
+                    on_phase(spec, phase)
 
-            on_done(spec, run_cell(spec, plugins, progress=progress))
+                on_done(spec, run_cell(spec, plugins, progress=progress))
 
 
 @hookimpl

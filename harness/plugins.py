@@ -18,6 +18,7 @@ from . import hookspecs
 from .api import Compression, Executor, Model, Task, Transform
 from .errors import PluginError
 from .registry import Registries, Registry
+from .version import __version__
 
 GROUP = "harness"
 #: Core plugins registered in every manager, after the entry points (like pytest's defaults).
@@ -104,14 +105,30 @@ class PluginManager(pluggy.PluginManager):
         return regs
 
 
-def _own_version() -> str:
-    from . import __version__
-
-    return __version__
-
-
 def disabled_from_env() -> list[str]:
     return [n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()]
+
+
+def _load_entrypoint(pm: PluginManager, ep: Any, strict: bool) -> None:
+    """Register one installed entry point (a blocked one is only remembered; a broken one is
+    recorded in ``pm.load_errors``, or raised with ``strict``)."""
+    if pm.is_blocked(ep.name):
+        pm.disabled_entrypoints[ep.name] = ep
+        return
+    if pm.get_plugin(ep.name) is not None:
+        return
+    dist = ep.dist.name if ep.dist else "?"
+    version = ep.dist.version if ep.dist else "?"
+    try:
+        pm.register(ep.load(), name=ep.name)
+    except Exception as exc:  # a broken plugin must not take the others down
+        err = PluginLoadError(ep.name, f"{dist} {version}", f"{type(exc).__name__}: {exc}",
+                              traceback.format_exc())
+        if strict:
+            raise PluginError(str(err)) from exc
+        pm.load_errors.append(err)
+        return
+    pm.distributions[ep.name] = (dist, version)
 
 
 def get_plugin_manager(
@@ -134,30 +151,11 @@ def get_plugin_manager(
         pm.set_blocked(name)
     if load_entrypoints:
         for ep in sorted(md.entry_points(group=GROUP), key=lambda e: e.name):
-            if pm.is_blocked(ep.name):
-                pm.disabled_entrypoints[ep.name] = ep
-                continue
-            if pm.get_plugin(ep.name) is not None:
-                continue
-            dist = ep.dist.name if ep.dist else "?"
-            version = ep.dist.version if ep.dist else "?"
-            try:
-                plugin = ep.load()
-                pm.register(plugin, name=ep.name)
-            except Exception as exc:  # a broken plugin must not take the others down
-                err = PluginLoadError(
-                    ep.name, f"{dist} {version}", f"{type(exc).__name__}: {exc}",
-                    traceback.format_exc(),
-                )
-                if strict:
-                    raise PluginError(str(err)) from exc
-                pm.load_errors.append(err)
-                continue
-            pm.distributions[ep.name] = (dist, version)
+            _load_entrypoint(pm, ep, strict)
     for name in DEFAULT_PLUGINS:
         if not pm.is_blocked(name):
             pm.register(importlib.import_module(name), name=name)
-            pm.distributions[name] = ("harness-bench", _own_version())
+            pm.distributions[name] = ("harness-bench", __version__)
     for plugin in extra_plugins:
         name = getattr(plugin, "__name__", None) or type(plugin).__name__
         # a module given with -p that is also an installed entry point is loaded once

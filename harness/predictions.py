@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import DataError, PluginError
-from .fsutil import atomic_write
+from .fsutil import atomic_write, safe_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -57,8 +57,29 @@ def check_table(table: Any, kind: str, metric: str, scorer: str | None) -> pd.Da
 
 
 def file_name(model: str, task: str, compression: str) -> str:
-    """A safe file name for a cell (model, task, compression)."""
+    """The file name of a cell's predictions: ``<model>__<task>__<compression>.parquet``, each
+    name through :func:`harness.fsutil.safe_name` (a short safe name as it is; a long or unsafe
+    one a readable prefix plus a hash of the full name), so it is always a valid file name
+    inside the predictions folder, at most 204 bytes."""
+    return "__".join(safe_name(p) for p in (model, task, compression)) + ".parquet"
+
+
+def _legacy_file_name(model: str, task: str, compression: str) -> str:
+    """The name the file had before names were bounded (unsafe characters replaced, no hash,
+    no length limit): run folders written then are still read."""
     return "__".join(re.sub(r"[^A-Za-z0-9._-]+", "_", p) for p in (model, task, compression)) + ".parquet"
+
+
+def _written_for(path: Path, model: str, compression: str) -> bool:
+    """Whether the predictions file ``path`` says it belongs to ``model`` and ``compression``
+    (an old name can be shared by two cells whose names differ only in unsafe characters)."""
+    import pyarrow.parquet as pq
+
+    try:
+        meta = json.loads((pq.read_schema(path).metadata or {}).get(_META_KEY, b"{}"))
+    except (OSError, ValueError):
+        return False
+    return meta.get("model", model) == model and meta.get("compression", compression) == compression
 
 
 def write_predictions(path: Path, table: pd.DataFrame, meta: dict[str, Any]) -> Path:
@@ -98,13 +119,22 @@ def find(run: Any, model: str, task: str, compression: str) -> Path | None:
     run = Path(run)
     folder = run if run.is_dir() else run.parent
     f = folder / PREDICTIONS_DIR / file_name(model, task, compression)
-    return f if f.is_file() else None
+    if f.is_file():
+        return f
+    try:  # a run folder written before names were bounded
+        old = folder / PREDICTIONS_DIR / _legacy_file_name(model, task, compression)
+        if old != f and old.is_file() and _written_for(old, model, compression):
+            return old
+    except OSError:  # e.g. the old name is too long for this file system
+        pass
+    return None
 
 
-def load_predictions(run: Any, cell: str) -> pd.DataFrame:
-    """The per-example outputs of ``cell`` ("model/task/compression") in the run folder ``run``;
-    metadata (kind, metric, data_hash, split, scorer, ...) in ``df.attrs``."""
-    parts = str(cell).split("/")
+def load_predictions(run: Any, cell: str | tuple[str, str, str]) -> pd.DataFrame:
+    """The per-example outputs of ``cell`` ("model/task/compression", or the three names as a
+    tuple when a name has a ``/``) in the run folder ``run``; metadata (kind, metric, data_hash,
+    split, scorer, ...) in ``df.attrs``."""
+    parts = list(cell) if isinstance(cell, (tuple, list)) else str(cell).split("/")
     if len(parts) != 3 or not all(parts):
         raise DataError(f"cell {cell!r}: expected 'model/task/compression'")
     f = find(run, *parts)

@@ -62,6 +62,22 @@ COLUMNS = [
 ]
 
 
+def iter_rows(metrics: Iterable[Any]) -> Iterable[dict[str, Any]]:
+    """``harness.api.MetricValue`` objects as flat dicts (the metric part of a result row)."""
+    for m in metrics:
+        yield {
+            "metric": m.name,
+            "value": m.value,
+            "ci_low": m.ci_low,
+            "ci_high": m.ci_high,
+            "metric_description": m.description,
+            "higher_is_better": m.higher_is_better,
+            "main_metric": m.main,
+            "unit": m.unit,
+            "metric_group": m.group,
+        }
+
+
 def _clean(value: Any) -> Any:
     if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
         return None
@@ -69,16 +85,19 @@ def _clean(value: Any) -> Any:
 
 
 class ResultsWriter:
-    """Appends rows to ``results.jsonl``; each row is flushed and fsynced before the next.
+    """Appends rows to ``results.jsonl``, a cell's rows together, fsynced before the next.
+    The caller holds the folder's lock (:class:`harness.fsutil.FolderLock`): only one writer
+    appends, and only it repairs.
 
     Opening it repairs the file once: torn or corrupt lines (a write cut by a kill, a bad
-    byte) are moved to ``results.jsonl.bad`` with one warning, so later reads are clean."""
+    byte) and the rows of a cell cut short (:func:`incomplete_cells`) are moved to
+    ``results.jsonl.bad`` with one warning, so later reads are clean."""
 
     def __init__(self, out_dir: Path) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
         self.path = out_dir / RESULTS_FILE
         self._repair()
-        self._fh = open(self.path, "a", encoding="utf-8")
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
 
     def _repair(self) -> None:
         if not self.path.exists() or not self.path.stat().st_size:
@@ -86,18 +105,27 @@ class ResultsWriter:
         data = self.path.read_bytes()
         good: list[bytes] = []
         bad: list[tuple[int, bytes]] = []
+        rows: list[tuple[int, bytes, dict[str, Any]]] = []
         for lineno, raw in enumerate(data.split(b"\n"), 1):
             if not raw.strip():
                 continue
-            if _parse_line(raw)[1] is None:
-                good.append(raw)
-            else:
+            row = _parse_line(raw)[0]
+            if row is None:
                 bad.append((lineno, raw))
+            else:
+                rows.append((lineno, raw, row))
+        short = incomplete_cells(row for _, _, row in rows)  # cut short: not run
+        for lineno, raw, row in rows:
+            if (row.get("cell_id"), row.get("run_id")) in short:
+                bad.append((lineno, raw))
+            else:
+                good.append(raw)
         if not bad:
             if not data.endswith(b"\n"):  # a complete last row that lost its newline
                 with open(self.path, "ab") as f:
                     f.write(b"\n")
             return
+        bad.sort()
         aside = self.path.with_name(self.path.name + ".bad")
         with open(aside, "ab") as f:
             f.writelines(raw + b"\n" for _, raw in bad)
@@ -105,16 +133,29 @@ class ResultsWriter:
         atomic_write(self.path, b"".join(raw + b"\n" for raw in good))
         warnings.warn(
             f"{self.path}: moved {_count_lines([n for n, _ in bad])} torn or corrupt result "
-            f"line(s) to {aside}; their cells will be re-run", HarnessWarning, stacklevel=3)
+            f"line(s) (or rows of a cell cut short) to {aside}; their cells will be re-run",
+            HarnessWarning, stacklevel=3)
 
     def write(self, row: dict[str, Any]) -> None:
-        line = json.dumps({k: _clean(v) for k, v in row.items()}, default=str)
-        self._fh.write(line + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        """One row (a cell's rows go through :meth:`write_cell`)."""
+        self.write_cell([row])
+
+    def write_cell(self, rows: list[dict[str, Any]]) -> None:
+        """The rows of one cell (or any group that belongs together) in one ``write`` call, then
+        fsynced: a signal lands before or after them, never between two of them. A write the
+        kernel cuts short (a full disk, a kill) leaves a torn last line, which readers and the
+        next run's repair set aside, and an incomplete cell, which readers ignore."""
+        data = "".join(json.dumps({k: _clean(v) for k, v in row.items()}, default=str) + "\n"
+                       for row in rows).encode("utf-8")
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view):]
+        os.fsync(self._fd)
 
     def close(self) -> None:
-        self._fh.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 #: columns whose type the readers rely on (a row with another type there is corrupt)
@@ -148,12 +189,19 @@ def _count_lines(numbers: list[int], show: int = 10) -> str:
     return f"{len(numbers)} (line {', '.join(map(str, numbers[:show]))}{more})"
 
 
+#: keys every result row has (a row without one was edited by hand or by another tool)
+REQUIRED_KEYS = ("cell_id", "model", "task", "compression", "status", "metric", "value")
+
+
 def read_rows(path: Path) -> list[dict[str, Any]]:
     """Rows of a JSON-lines file. Torn or corrupt lines (bad bytes, not JSON, a wrong type in a
-    standard column) are skipped with one warning per file naming their line numbers."""
+    standard column) and rows missing a required key (:data:`REQUIRED_KEYS`) are skipped with
+    one warning per file naming their line numbers."""
     rows = []
     bad: list[int] = []
     problems: list[str] = []
+    incomplete: list[int] = []
+    missing: set[str] = set()
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
             if not raw.strip():
@@ -162,11 +210,18 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
             if row is None:
                 bad.append(lineno)
                 problems.append(str(problem))
+            elif any(k not in row for k in REQUIRED_KEYS):
+                incomplete.append(lineno)
+                missing.update(k for k in REQUIRED_KEYS if k not in row)
             else:
                 rows.append(row)
     if bad:
         warnings.warn(f"{path}: skipped {_count_lines(bad)} torn or corrupt result line(s) "
                       f"(first: {problems[0]}); their cells count as not run",
+                      HarnessWarning, stacklevel=2)
+    if incomplete:
+        warnings.warn(f"{path}: skipped {_count_lines(incomplete)} result row(s) without the "
+                      f"required key(s) {', '.join(sorted(missing))} (edited by hand?)",
                       HarnessWarning, stacklevel=2)
     return rows
 
@@ -207,17 +262,64 @@ def load_results(path: str | Path, *, latest: bool = True):
         if col not in df.columns:
             df[col] = None
     extra = [c for c in df.columns if c not in COLUMNS]
-    df = df[COLUMNS + extra]
+    df = _whole_cells(_without_duplicates(df[COLUMNS + extra], p), p)
     if latest and len(df) and df["cell_id"].notna().any():
         # per (model, task, compression): the rows of the last run that wrote it, under the cell
         # id it had then (a changed parameter gives a new id; the superseded rows drop out)
         named = df["model"].notna() & df["task"].notna() & df["compression"].notna()
         label = (df["model"].astype(str) + "/" + df["task"].astype(str) + "/"
                  + df["compression"].astype(str)).where(named, "id:" + df["cell_id"].astype(str))
-        last = (df["cell_id"].astype(str) + "@" + df["run_id"].astype(str)).groupby(label, sort=False).last()
-        keep = (df["cell_id"].astype(str) + "@" + df["run_id"].astype(str)).eq(label.map(last))
+        last = _run_of_cell(df).groupby(label, sort=False).last()
+        keep = _run_of_cell(df).eq(label.map(last))
         df = df[keep | df["cell_id"].isna()].reset_index(drop=True)
     return df
+
+
+def _without_duplicates(df, where: Path):
+    """``df`` less rows that repeat an earlier row exactly (one warning naming the file)."""
+    if not len(df):
+        return df
+    dup = df.map(lambda v: json.dumps(_as_text(v), default=str)).duplicated()
+    if dup.any():
+        warnings.warn(f"{where}: dropped {int(dup.sum())} exact duplicate result row(s)",
+                      HarnessWarning, stacklevel=3)
+        df = df[~dup].reset_index(drop=True)
+    return df
+
+
+def incomplete_cells(rows: Iterable[dict[str, Any]]) -> set[tuple[Any, Any]]:
+    """``(cell_id, run_id)`` of every cell whose run wrote fewer rows (distinct metrics) than
+    its ``cell_rows`` announces: a write cut short. Such a cell counts as not run."""
+    have: dict[tuple[Any, Any], set[Any]] = {}
+    need: dict[tuple[Any, Any], float] = {}
+    for row in rows:
+        key = (row.get("cell_id"), row.get("run_id"))
+        have.setdefault(key, set()).add(None if is_null(row.get("metric")) else row.get("metric"))
+        n = as_float(row.get("cell_rows"))
+        if n is not None:
+            need[key] = n
+    return {key for key, n in need.items() if len(have[key]) < n}
+
+
+def _whole_cells(df, where: Path):
+    """``df`` less the rows of :func:`incomplete_cells` (one warning naming them)."""
+    if not len(df) or "cell_rows" not in df.columns:
+        return df
+    short = incomplete_cells(df.to_dict(orient="records"))
+    if not short:
+        return df
+    drop = _run_of_cell(df).isin({f"{c}@{r}" for c, r in short})
+    cells = sorted(set(df.loc[drop, "model"].astype(str) + "/" + df.loc[drop, "task"].astype(str)
+                       + "/" + df.loc[drop, "compression"].astype(str)))
+    warnings.warn(f"{where}: ignored {len(cells)} incomplete cell(s) (fewer rows than they "
+                  f"announce; a write cut short): {', '.join(cells[:5])}"
+                  f"{' ...' if len(cells) > 5 else ''}", HarnessWarning, stacklevel=3)
+    return df[~drop].reset_index(drop=True)
+
+
+def _run_of_cell(df):
+    """``cell_id@run_id`` of each row of ``df`` (a Series)."""
+    return df["cell_id"].astype(str) + "@" + df["run_id"].astype(str)
 
 
 def _as_text(v: Any) -> Any:
@@ -242,18 +344,26 @@ def export(df, out_dir: Path, formats: Iterable[str] = ("csv", "json", "parquet"
             flat[col] = flat[col].map(_as_text)
     written = []
     for fmt in formats:
-        target = out_dir / f"results.{fmt}"
-        if fmt == "csv":
-            flat.to_csv(target, index=False)
-        elif fmt == "json":
-            flat.to_json(target, orient="records", indent=1, force_ascii=False)
-        elif fmt == "parquet":
-            typed = flat.copy()
-            for col in typed.columns:  # parquet needs one type per column
-                if typed[col].dtype == object:
-                    typed[col] = typed[col].map(lambda v: None if is_null(v) else str(v))
-            typed.to_parquet(target, index=False)
-        else:
-            raise ValueError(f"unknown results format {fmt!r} (csv, json or parquet)")
-        written.append(target)
+        # each file written whole to a temporary name, then renamed: a full disk or a kill
+        # leaves the previous file, never a truncated one
+        written.append(atomic_write(out_dir / f"results.{fmt}", _encode(flat, fmt)))
     return written
+
+
+def _encode(flat, fmt: str) -> bytes:
+    """The bytes of ``flat`` as results.``fmt``."""
+    if fmt == "csv":
+        return flat.to_csv(index=False).encode("utf-8")
+    if fmt == "json":
+        return flat.to_json(orient="records", indent=1, force_ascii=False).encode("utf-8")
+    if fmt == "parquet":
+        import io
+
+        typed = flat.copy()
+        for col in typed.columns:  # parquet needs one type per column
+            if typed[col].dtype == object:
+                typed[col] = typed[col].map(lambda v: None if is_null(v) else str(v))
+        buf = io.BytesIO()
+        typed.to_parquet(buf, index=False)
+        return buf.getvalue()
+    raise ValueError(f"unknown results format {fmt!r} (csv, json or parquet)")

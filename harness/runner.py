@@ -12,8 +12,8 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import hashlib
+import itertools
 import json
-import shutil
 import signal
 import sys
 import threading
@@ -26,12 +26,22 @@ from typing import Any
 
 from .api import ExecutorContext
 from .cell import CellOutcome, CellSpec, PluginSet
-from .errors import HarnessWarning, SuiteError
-from .fsutil import atomic_write_text
+from .cellstore import (
+    cache_cell,
+    cell_rows,
+    complete_cells,
+    predictions_path,
+    read_cache,
+    restore_predictions,
+    save_predictions,
+)
+from .errors import BadInput, FolderInUse, HarnessWarning, RunFailed, SuiteError
+from .fsutil import FolderLock, no_space
 from .plugins import PluginManager
-from .provenance import device_name, environment, gpu_environment, now
-from .results import RESULTS_FILE, ResultsWriter, read_rows
+from .provenance import device_name, environment, gpu_environment
+from .results import RESULTS_FILE, ResultsWriter
 from .suite import Suite
+from .version import __version__
 
 
 @dataclass
@@ -45,6 +55,7 @@ class RunOptions:
     extra_plugins: list[str] = field(default_factory=list)  #: importable module names
     executor: str | None = None  #: registered executor name; None: "local" ("inline" if jobs=0)
     address: str | None = None  #: cluster address for executors that use one
+    wait_s: float = 0.0  #: how long to wait for another run holding the results folder
 
 
 @dataclass
@@ -106,6 +117,28 @@ def _stable(value: Any) -> Any:
     return type(value).__qualname__
 
 
+def _resolved_identity(plugins: PluginSet, entry) -> str:
+    """What defines a (non-chain) entry as its plugin resolved it: module, class, version,
+    weights or data hash, and the parameters with defaults and "auto" values filled in (a
+    changed default recomputes the cell even without a version bump). A plugin that cannot be
+    built here is ``unresolved`` (its cell reports why); a plugin that rejects the suite's
+    parameters is a :class:`SuiteError` before any cell runs."""
+    try:
+        plugin: Any = plugins.create(entry)
+    except BadInput as exc:
+        raise SuiteError(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - reported when the cell runs
+        return f"unresolved:{type(exc).__name__}"
+    try:
+        cls = type(plugin)
+        extra = plugin.identity() if entry.kind == "model" else (
+            plugin.data_hash() if entry.kind == "task" else "")
+        resolved = {n: _stable(getattr(plugin, n, None)) for n in sorted(cls.parameters())}
+    except Exception as exc:  # noqa: BLE001 - reported when the cell runs
+        return f"unresolved:{type(exc).__name__}"
+    return f"{cls.__module__}.{cls.__qualname__}@{cls.version}:{extra}:{json.dumps(resolved, sort_keys=True)}"
+
+
 def plan(suite: Suite, plugins: PluginSet, device_kind: str, harness_version: str,
          only: Iterable[str] = ()) -> list[CellSpec]:
     """The product of the suite's models x tasks x compressions, with a cache key each.
@@ -116,48 +149,26 @@ def plan(suite: Suite, plugins: PluginSet, device_kind: str, harness_version: st
 
     def identity(entry) -> str:
         key = repr(sorted(entry.spec().items()))
-        if entry.steps and key not in ident:  # a chain: its steps as each resolved them
-            ident[key] = "chain:" + json.dumps([identity(step) for step in entry.steps])
-        if key not in ident:
-            try:
-                plugin: Any = plugins.create(entry)
-            except Exception as exc:
-                if getattr(exc, "bad_input", False):  # the suite's parameters: fail before any cell
-                    raise SuiteError(str(exc)) from None
-                ident[key] = f"unresolved:{type(exc).__name__}"
-                return ident[key]
-            try:
-                cls = type(plugin)
-                extra = plugin.identity() if entry.kind == "model" else (
-                    plugin.data_hash() if entry.kind == "task" else "")
-                # the parameters as the plugin resolved them (defaults and "auto" values
-                # included): a changed default recomputes the cell even without a version bump
-                resolved = {n: _stable(getattr(plugin, n, None)) for n in sorted(cls.parameters())}
-                ident[key] = (f"{cls.__module__}.{cls.__qualname__}@{cls.version}:{extra}:"
-                              f"{json.dumps(resolved, sort_keys=True)}")
-            except Exception as exc:  # reported when the cell runs
-                ident[key] = f"unresolved:{type(exc).__name__}"
+        if key not in ident:  # a chain: its steps as each resolved them
+            ident[key] = ("chain:" + json.dumps([identity(step) for step in entry.steps])
+                          if entry.steps else _resolved_identity(plugins, entry))
         return ident[key]
 
     patterns = list(only)
+    s = suite.settings
+    timing = [s.warmup, s.min_iterations, s.min_duration_s, s.throughput_batch_size,
+              *([s.latency_seq_len] if s.latency_seq_len else [])]
     cells = []
-    for m in suite.models:
-        for t in suite.tasks:
-            for c in suite.compressions:
-                label = f"{m.name}/{t.name}/{c.name}"
-                if patterns and not any(fnmatch.fnmatch(label, p) for p in patterns):
-                    continue
-                s = suite.settings
-                doc = {
-                    "model": [m.spec(), identity(m)], "task": [t.spec(), identity(t)],
-                    "compression": [c.spec(), identity(c)], "harness": harness_version,
-                    "device": device_kind, "seed": s.seed, "timing": [
-                        s.warmup, s.min_iterations, s.min_duration_s, s.throughput_batch_size,
-                        *([s.latency_seq_len] if s.latency_seq_len else [])],
-                }
-                blob = json.dumps(doc, sort_keys=True, default=str).encode()
-                cell_id = hashlib.sha256(blob).hexdigest()[:16]
-                cells.append(CellSpec(cell_id, m, t, c, suite.settings))
+    for m, t, c in itertools.product(suite.models, suite.tasks, suite.compressions):
+        if patterns and not any(fnmatch.fnmatch(f"{m.name}/{t.name}/{c.name}", p) for p in patterns):
+            continue
+        doc = {
+            "model": [m.spec(), identity(m)], "task": [t.spec(), identity(t)],
+            "compression": [c.spec(), identity(c)], "harness": harness_version,
+            "device": device_kind, "seed": s.seed, "timing": timing,
+        }
+        blob = json.dumps(doc, sort_keys=True, default=str).encode()
+        cells.append(CellSpec(hashlib.sha256(blob).hexdigest()[:16], m, t, c, suite.settings))
     return cells
 
 
@@ -172,8 +183,6 @@ def run_suite(
     opts: RunOptions | None = None,
 ) -> RunSummary:
     """Run every cell of ``suite`` not already done; append rows to ``out_dir/results.jsonl``."""
-    import harness
-
     opts = opts or RunOptions()
     out_dir = Path(out_dir)
     registries = pm.registries()
@@ -185,7 +194,7 @@ def run_suite(
     jobs = opts.jobs if opts.jobs is not None else (len(devices) if devices != ["cpu"] else 1)
 
     main_plugins = PluginSet(registries)
-    cells = plan(suite, main_plugins, device_kind, harness.__version__, opts.only)
+    cells = plan(suite, main_plugins, device_kind, __version__, opts.only)
     run_id = uuid.uuid4().hex[:12]
     env = {**environment(), **gpu_environment(devices)}
     base = {"run_id": run_id, "suite": suite.name, "suite_hash": suite.hash,
@@ -199,74 +208,143 @@ def run_suite(
         _warn(f"cannot create the cell cache folder {cache} ({exc}); finished cells are "
               f"not cached, results are written to {out_dir} as usual")
 
-    writer = ResultsWriter(out_dir)
-    done_here = _complete_cells(out_dir / RESULTS_FILE)
+    run = _Run(suite, pm, registries, out_dir, opts, devices, jobs, base, cache, cache_writable)
+    with _results_lock(out_dir, opts.wait_s), _disk_full_message(out_dir, cache):
+        return _run_locked(run, cells)
+
+
+@contextlib.contextmanager
+def _results_lock(out_dir: Path, wait_s: float):
+    """Hold the results folder's OS lock (:class:`harness.fsutil.FolderLock`) for the block;
+    :class:`FolderInUse` (exit 2) naming the holder when another run keeps it past ``wait_s``."""
+    lock = FolderLock(out_dir)
+    if not lock.acquire(wait_s, on_wait=lambda who: _warn(
+            f"{out_dir} is in use by another harness run ({who}); waiting up to {wait_s:g} s")):
+        raise FolderInUse(
+            f"{out_dir} is in use by another harness run ({lock.holder()}): two runs appending "
+            f"to one results file would lose rows. Wait for it to finish (or pass --wait SECONDS), "
+            f"or give this run another --out")
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+@contextlib.contextmanager
+def _disk_full_message(out_dir: Path, cache: Path):
+    """A full disk becomes one :class:`RunFailed` line (exit 1) that names the folder."""
+    try:
+        yield
+    except OSError as exc:
+        if not no_space(exc):
+            raise
+        raise RunFailed(
+            f"no space left on the device of {out_dir} ({exc.filename or exc.strerror}): the "
+            f"cells finished before are in the cell cache {cache}; free some space and run the "
+            f"same command again: they are restored without recomputing") from None
+
+
+@dataclass
+class _Run:
+    """What the phases of one run share."""
+
+    suite: Suite
+    pm: PluginManager
+    registries: Any
+    out_dir: Path
+    opts: RunOptions
+    devices: list[str]
+    jobs: int
+    base: dict[str, Any]  #: the columns every row of this run has (run id, provenance)
+    cache: Path  #: the cell cache folder
+    cache_writable: bool
+
+
+def _run_locked(run: _Run, cells: list[CellSpec]) -> RunSummary:
+    """The run proper, under the results folder's lock: resume, execute, export."""
+    writer = ResultsWriter(run.out_dir)
     counts: dict[str, int] = {}
-    bad_input: list[bool] = []
+    try:
+        todo = _resume(run, cells, writer, counts)
+        run.pm.hook.run_started(suite=run.suite, out_dir=run.out_dir, cells=[
+            {"cell_id": c.cell_id, "model": c.model.name, "task": c.task.name,
+             "compression": c.compression.name} for c in todo])
+        bad_input = _execute(run, todo, writer, counts)
+    finally:
+        writer.close()
+    from .results import export, load_results
+
+    df = load_results(run.out_dir)
+    export(df, run.out_dir)
+    run.pm.hook.run_finished(results=df, out_dir=run.out_dir)
+    return RunSummary(run.out_dir, run.base["run_id"], counts, bad_input)
+
+
+def _resume(run: _Run, cells: list[CellSpec], writer: ResultsWriter,
+            counts: dict[str, int]) -> list[CellSpec]:
+    """Cells already in the results folder are reused, cells in the cell cache restored (their
+    rows carry this run's id); the rest, returned, are to run."""
+    done_here = complete_cells(run.out_dir / RESULTS_FILE)
     todo: list[CellSpec] = []
     for spec in cells:
-        if not opts.force and spec.cell_id in done_here:
+        if not run.opts.force and spec.cell_id in done_here:
             counts["reused"] = counts.get("reused", 0) + 1
             continue
-        cached = None if opts.force else _read_cache(cache, spec.cell_id)
-        if cached is not None:
-            _restore_predictions(cache, spec, out_dir)
-            for row in cached:  # rows of this run now: one set per cell, even after a torn write
-                writer.write({**row, "run_id": run_id, "cached": True})
-            counts["cached"] = counts.get("cached", 0) + 1
+        cached = None if run.opts.force else read_cache(run.cache, spec.cell_id)
+        if cached is None:
+            todo.append(spec)
             continue
-        todo.append(spec)
+        restore_predictions(run.cache, spec, run.out_dir)
+        # rows of this run now: one set per cell, even after a torn write
+        writer.write_cell([{**row, "run_id": run.base["run_id"], "cached": True} for row in cached])
+        counts["cached"] = counts.get("cached", 0) + 1
+    return todo
 
-    pm.hook.run_started(suite=suite, out_dir=out_dir, cells=[
-        {"cell_id": c.cell_id, "model": c.model.name, "task": c.task.name,
-         "compression": c.compression.name} for c in todo])
 
-    bar = _Progress(len(todo), opts.show_progress)
+def _execute(run: _Run, todo: list[CellSpec], writer: ResultsWriter, counts: dict[str, int]) -> int:
+    """Run ``todo`` on the executor, recording each cell as it finishes; the number of cells
+    that failed on bad input."""
+    bar = _Progress(len(todo), run.opts.show_progress)
+    bad_input = 0
 
     def on_phase(spec: CellSpec, phase: str) -> None:
         bar.phase(cell_label(spec), phase)
 
     def on_done(spec: CellSpec, outcome: CellOutcome) -> None:
-        nonlocal cache_writable
-        if outcome.predictions is not None:
-            outcome.info["predictions"] = _save_predictions(spec, outcome, out_dir)
-        rows = _rows(spec, outcome, base, pm, registries)
-        for row in rows:  # rows first: nothing after this may cost a measured result
-            writer.write(row)
-            pm.hook.result_recorded(row=row)
-        if outcome.status in ("ok", "skipped") and cache_writable:
-            try:
-                _write_cache(cache, spec.cell_id, rows)
-                if outcome.predictions is not None:
-                    shutil.copyfile(out_dir / outcome.info["predictions"],
-                                    cache / f"{spec.cell_id}.predictions.parquet")
-            except OSError as exc:
-                cache_writable = False  # one warning per run
-                _warn(f"cannot write to the cell cache folder {cache} ({exc}); the results "
-                      f"are kept in {out_dir}, the cache is not updated in this run")
+        nonlocal bad_input
+        _record(run, spec, outcome, writer)
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
-        bad_input.append(outcome.status == "failed" and getattr(outcome, "bad_input", False))
+        bad_input += outcome.status == "failed" and outcome.bad_input
         bar.done(cell_label(spec), outcome.status, outcome.error)
 
-    name = opts.executor or ("inline" if jobs == 0 else "local")
-    executor = registries.executors.get(name)()
-    ectx = ExecutorContext(devices=devices, jobs=jobs, disabled_plugins=opts.disabled_plugins,
+    opts = run.opts
+    executor = run.registries.executors.get(opts.executor or ("inline" if run.jobs == 0 else "local"))()
+    ectx = ExecutorContext(devices=run.devices, jobs=run.jobs, disabled_plugins=opts.disabled_plugins,
                            extra_plugins=opts.extra_plugins, address=opts.address,
-                           plugin_manager=pm)
+                           plugin_manager=run.pm)
     try:
         with _sigterm_as_interrupt():
             if todo:
                 executor.run(todo, ectx, on_phase, on_done)
     finally:
         bar.close()
-        writer.close()
+    return bad_input
 
-    from .results import export, load_results
 
-    df = load_results(out_dir)
-    export(df, out_dir)
-    pm.hook.run_finished(results=df, out_dir=out_dir)
-    return RunSummary(out_dir, run_id, counts, sum(bad_input))
+def _record(run: _Run, spec: CellSpec, outcome: CellOutcome, writer: ResultsWriter) -> None:
+    """A finished cell's predictions and rows (together), then the cell cache, then the hook."""
+    if outcome.predictions is not None:
+        outcome.info["predictions"] = predictions_path(spec)
+    rows = cell_rows(spec, outcome, run.base, run.pm, run.registries)
+    try:  # rows first, all together: nothing after this may cost a measured result
+        if outcome.predictions is not None:
+            save_predictions(spec, outcome, run.out_dir / outcome.info["predictions"])
+        writer.write_cell(rows)
+    finally:  # the cache too when the results folder's disk is full (it may have room)
+        if outcome.status in ("ok", "skipped") and run.cache_writable:
+            run.cache_writable = cache_cell(run.cache, spec, outcome, rows, run.out_dir)
+    for row in rows:
+        run.pm.hook.result_recorded(row=row)
 
 
 @contextlib.contextmanager
@@ -287,90 +365,8 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, old)
 
 
-def _complete_cells(path: Path) -> set[str]:
-    """cell_ids whose rows are all in the results file (each row says how many the cell has)."""
-    if not path.exists():
-        return set()
-    seen: dict[str, set[Any]] = {}
-    need: dict[str, int] = {}
-    for row in read_rows(path):
-        cid = row.get("cell_id")
-        if not cid or row.get("status") == "failed":
-            continue
-        seen.setdefault(cid, set()).add(row.get("metric"))
-        need[cid] = int(row.get("cell_rows") or 1)
-    return {cid for cid, metrics in seen.items() if len(metrics) >= need[cid]}
-
-
-def _read_cache(cache: Path, cell_id: str) -> list[dict[str, Any]] | None:
-    f = cache / f"{cell_id}.json"
-    if not f.exists():
-        return None
-    try:
-        return json.loads(f.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def _write_cache(cache: Path, cell_id: str, rows: list[dict[str, Any]]) -> None:
-    # atomic: a kill leaves old or new, not half
-    atomic_write_text(cache / f"{cell_id}.json", json.dumps(rows, default=str))
-
-
-def _save_predictions(spec: CellSpec, outcome: CellOutcome, out_dir: Path) -> str:
-    """Write the cell's per-example outputs to <run>/predictions/; the path relative to the run."""
-    from .predictions import PREDICTIONS_DIR, file_name, write_predictions
-
-    assert outcome.predictions is not None
-    rel = f"{PREDICTIONS_DIR}/{file_name(spec.model.name, spec.task.name, spec.compression.name)}"
-    meta = {**outcome.predictions["meta"], "model": spec.model.name,
-            "compression": spec.compression.name, "cell_id": spec.cell_id}
-    write_predictions(out_dir / rel, outcome.predictions["table"], meta)
-    return rel
-
-
-def _restore_predictions(cache: Path, spec: CellSpec, out_dir: Path) -> None:
-    """A cached cell's predictions file back into the run folder (when the cache has one)."""
-    from .predictions import PREDICTIONS_DIR, file_name
-
-    src = cache / f"{spec.cell_id}.predictions.parquet"
-    if src.is_file() and spec.settings.save_predictions:
-        dst = out_dir / PREDICTIONS_DIR / file_name(spec.model.name, spec.task.name,
-                                                    spec.compression.name)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dst)
-
-
 def _warn(message: str) -> None:
     warnings.warn(message, HarnessWarning, stacklevel=2)
-
-
-def _rows(spec: CellSpec, outcome: CellOutcome, base: dict[str, Any], pm: PluginManager,
-          registries) -> list[dict[str, Any]]:
-    versions = {}
-    for entry in (spec.model, spec.task, spec.compression):
-        reg = registries.by_kind(entry.kind)
-        if entry.plugin in reg:
-            src = reg.sources[entry.plugin]
-            dist = pm.distributions.get(src)
-            versions[entry.kind] = {"plugin": entry.plugin, "version": reg.classes[entry.plugin].version,
-                                    "distribution": f"{dist[0]} {dist[1]}" if dist else src}
-    ident = {
-        "cell_id": spec.cell_id,
-        "model": spec.model.name, "model_plugin": spec.model.plugin,
-        "model_params": json.dumps(spec.model.params, sort_keys=True, default=str),
-        "task": spec.task.name, "task_plugin": spec.task.plugin,
-        "task_params": json.dumps(spec.task.params, sort_keys=True, default=str),
-        "compression": spec.compression.name, "compression_plugin": spec.compression.plugin,
-        "compression_params": json.dumps(spec.compression.params, sort_keys=True, default=str),
-        "status": outcome.status, "error": outcome.error, "phase": outcome.phase,
-        "plugin_versions": json.dumps(versions, sort_keys=True),
-        "timestamp": now(), "cached": False,
-    }
-    info = {"device_name": base["cpu"], **outcome.info}
-    metric_rows = outcome.rows or [{"metric": None, "value": None}]
-    n = len(metric_rows)
-    return [{**base, **ident, **info, **m, "cell_rows": n} for m in metric_rows]
 
 
 class _Progress:

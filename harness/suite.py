@@ -6,7 +6,6 @@ name the file and the key path (``suites/x.yaml: tasks[0].params.lr: ...``).
 
 from __future__ import annotations
 
-import copy
 import difflib
 import hashlib
 import json
@@ -18,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from .entries import Entry, check_params, deep_merge, plugin_and_params
 from .errors import SuiteError
 from .registry import Registries, unknown_name_message
 
@@ -50,22 +50,6 @@ class Settings:
     @classmethod
     def keys(cls) -> list[str]:
         return list(cls.__dataclass_fields__)
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One model, task or compression of a suite."""
-
-    kind: str  #: "model", "task" or "compression"
-    plugin: str
-    name: str  #: label used in result rows (defaults to the plugin name)
-    params: dict[str, Any]
-    where: str  #: key path in the suite file, e.g. "tasks[1]"
-    #: a chain's steps (``harness.chain``), each an Entry of kind "compression"; () otherwise
-    steps: tuple[Entry, ...] = ()
-
-    def spec(self) -> dict[str, Any]:
-        return {"plugin": self.plugin, "name": self.name, "params": self.params}
 
 
 @dataclass
@@ -111,65 +95,6 @@ class Suite:
             check_params(reg.classes[entry.plugin], entry, self.path)
 
 
-def check_params(cls: Any, entry: Entry, path: Path | None) -> None:
-    accepted = cls.parameters()  # base classes' too where ``**params`` passes them on
-    has_var_kw = bool(getattr(cls, "accepts_any_params", False))
-    for key, value in entry.params.items():
-        where = f"{entry.where}.params.{key}"
-        if key not in accepted:
-            if has_var_kw:
-                continue
-            msg = f"unknown parameter {key!r} for {entry.kind} plugin {entry.plugin!r}."
-            close = difflib.get_close_matches(key, accepted, n=3)
-            if close:
-                msg += f" Did you mean: {', '.join(close)}?"
-            msg += f" Accepted: {', '.join(accepted) or '(none)'}"
-            raise SuiteError(msg, path=path, key=where)
-        expected = _simple_type(accepted[key].annotation)
-        if expected and value is not None and not _type_ok(value, expected):
-            raise SuiteError(
-                f"parameter {key!r} of {entry.kind} plugin {entry.plugin!r} must be "
-                f"{'/'.join(t.__name__ for t in expected)}, got {type(value).__name__} {value!r}",
-                path=path, key=where,
-            )
-    missing = [
-        n for n, p in accepted.items()
-        if p.default is p.empty and n not in entry.params
-    ]
-    if missing:
-        raise SuiteError(
-            f"{entry.kind} plugin {entry.plugin!r} needs parameter(s): {', '.join(missing)}",
-            path=path, key=f"{entry.where}.params",
-        )
-
-
-_TYPE_NAMES = {"int": (int,), "float": (float, int), "str": (str,), "bool": (bool,),
-               "dict": (dict,), "list": (list,)}
-
-
-def _simple_type(annotation: Any) -> tuple[type, ...] | None:
-    """Map annotations like ``float``, ``'int | None'`` to accepted runtime types."""
-    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
-    if not text:
-        return None
-    parts = [p.strip() for p in text.split("|")]
-    types: list[type] = []
-    for p in parts:
-        if p == "None":
-            continue
-        base = p.split("[")[0]
-        if base not in _TYPE_NAMES:
-            return None  # unknown annotation: do not check
-        types.extend(_TYPE_NAMES[base])
-    return tuple(types) or None
-
-
-def _type_ok(value: Any, expected: tuple[type, ...]) -> bool:
-    if isinstance(value, bool) and bool not in expected:
-        return False
-    return isinstance(value, expected)
-
-
 # ---------------------------------------------------------------------------------------------
 # Loading
 
@@ -196,16 +121,6 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return doc
 
 
-def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _deep_merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
 def _load_with_includes(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     path = path.resolve()
     if path in seen:
@@ -224,8 +139,8 @@ def _load_with_includes(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, An
         if not (path.parent / inc).is_file():
             raise SuiteError(f"included file not found: {path.parent / inc}", path=path,
                              key=f"include[{i}]")
-        merged = _deep_merge(merged, _load_with_includes(path.parent / inc, (*seen, path)))
-    return _deep_merge(merged, doc)
+        merged = deep_merge(merged, _load_with_includes(path.parent / inc, (*seen, path)))
+    return deep_merge(merged, doc)
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -334,27 +249,7 @@ def suite_from_dict(doc: dict[str, Any], path: Path | None = None) -> Suite:
     for k in defaults:
         if k not in KINDS:
             raise SuiteError(f"unknown kind; use one of {', '.join(KINDS)}", path=path, key=f"defaults.{k}")
-    lists = {}
-    for kind in KINDS:
-        raw = doc.get(kind)
-        if kind == "compressions" and raw is None:
-            # "none" (no compression) is the one built-in plugin name the core knows
-            raw = [{"plugin": "none"}]
-        if not raw:
-            raise SuiteError(f"a suite needs at least one entry under {kind!r}", path=path, key=kind)
-        if not isinstance(raw, list):
-            raise SuiteError("must be a list", path=path, key=kind)
-        lists[kind] = [
-            _entry(kind, i, item, defaults.get(kind) or {}, path) for i, item in enumerate(raw)
-        ]
-        seen: dict[str, str] = {}
-        for e in lists[kind]:
-            if e.name in seen:
-                raise SuiteError(
-                    f"duplicate name {e.name!r} (also at {seen[e.name]}); give each entry a "
-                    "distinct 'name'", path=path, key=f"{e.where}.name",
-                )
-            seen[e.name] = e.where
+    lists = {kind: _entries(kind, doc.get(kind), defaults.get(kind) or {}, path) for kind in KINDS}
     gate = doc.get("gate") or {}
     if not isinstance(gate, dict):
         raise SuiteError("must be a mapping", path=path, key="gate")
@@ -363,6 +258,27 @@ def suite_from_dict(doc: dict[str, Any], path: Path | None = None) -> Suite:
         description=str(doc.get("description") or ""),
         models=lists["models"], tasks=lists["tasks"], compressions=lists["compressions"],
     )
+
+
+def _entries(kind: str, raw: Any, defaults: dict[str, Any], path: Path | None) -> list[Entry]:
+    """The entries of one list of a suite (models, tasks, compressions), each name once."""
+    if kind == "compressions" and raw is None:
+        # "none" (no compression) is the one built-in plugin name the core knows
+        raw = [{"plugin": "none"}]
+    if not raw:
+        raise SuiteError(f"a suite needs at least one entry under {kind!r}", path=path, key=kind)
+    if not isinstance(raw, list):
+        raise SuiteError("must be a list", path=path, key=kind)
+    entries = [_entry(kind, i, item, defaults, path) for i, item in enumerate(raw)]
+    seen: dict[str, str] = {}
+    for e in entries:
+        if e.name in seen:
+            raise SuiteError(
+                f"duplicate name {e.name!r} (also at {seen[e.name]}); give each entry a "
+                "distinct 'name'", path=path, key=f"{e.where}.name",
+            )
+        seen[e.name] = e.where
+    return entries
 
 
 def _settings(raw: Any, path: Path | None) -> Settings:
@@ -385,20 +301,6 @@ def _settings(raw: Any, path: Path | None) -> Settings:
     return Settings(**raw)
 
 
-def plugin_and_params(item: dict[str, Any], keys: set[str], noun: str, where: str,
-                      path: Path | None) -> tuple[str, dict[str, Any]]:
-    """The checked ``plugin`` name and ``params`` mapping of an entry or a chain step."""
-    for k in sorted(set(item) - keys):
-        raise SuiteError(f"unknown key; {noun} has {', '.join(sorted(keys))}", path=path, key=f"{where}.{k}")
-    plugin = item.get("plugin")
-    if not isinstance(plugin, str) or not plugin:
-        raise SuiteError("missing plugin name", path=path, key=f"{where}.plugin")
-    params = item.get("params") or {}
-    if not isinstance(params, dict):
-        raise SuiteError("must be a mapping", path=path, key=f"{where}.params")
-    return plugin, params
-
-
 def _entry(kind: str, i: int, item: Any, defaults: dict[str, Any], path: Path | None) -> Entry:
     where = f"{kind}[{i}]"
     if isinstance(item, str):
@@ -412,7 +314,7 @@ def _entry(kind: str, i: int, item: Any, defaults: dict[str, Any], path: Path | 
     plugin, params = plugin_and_params(item, ENTRY_KEYS, "an entry", where, path)
     if not isinstance(defaults, dict):
         raise SuiteError("must be a mapping of plugin -> params", path=path, key=f"defaults.{kind}")
-    merged = _deep_merge(defaults.get(plugin) or {}, params)
+    merged = deep_merge(defaults.get(plugin) or {}, params)
     name = item.get("name") or plugin
     if not isinstance(name, str):
         raise SuiteError("must be a string", path=path, key=f"{where}.name")

@@ -24,7 +24,7 @@ from harness.api import CellContext, Compression, LoadedModel, Task
 from harness.errors import PluginError
 from harness.toolkit import (
     base_info,
-    cached_or_build,
+    cached_load,
     task_key,
 )
 
@@ -40,6 +40,16 @@ from .openvino_runtime import (
 )
 
 WEIGHT_MODES = ("int8_sym", "int8_asym", "int4_sym", "int4_asym", "nf4")
+
+
+def ov_loader(comp: Any, model: LoadedModel) -> Any:
+    """``cached_load``'s loader of an OpenVINO IR folder: the predictor (OpenVINO parses the IR
+    files; a folder it cannot read is rebuilt)."""
+
+    def load(folder: Path) -> OpenVINOPredictor:
+        return OpenVINOPredictor(folder, counts=weight_counts(model.module), **predictor_config(comp))
+
+    return load
 
 
 # ---------------------------------------------------------------------------------------------
@@ -69,11 +79,9 @@ class OpenVINOFP32(Compression):
             save_ov(to_openvino(model), folder)
             return {}
 
-        folder, meta, hit = cached_or_build(ctx, model, self, build)
-        info = base_info(self, "openvino", meta, hit)
-        return OpenVINOPredictor(
-            folder / "model", counts=weight_counts(model.module), info=info, **predictor_config(self)
-        )
+        folder, meta, hit, pred = cached_load(ctx, model, self, build, ov_loader(self, model))
+        pred.info.update(base_info(self, "openvino", meta, hit))
+        return pred
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,8 +275,10 @@ class NNCFPostTrainingInt8(Compression):
             save_ov(q, folder)
             return {**extra, "nncf_version": nncf.__version__}
 
-        folder, meta, hit = cached_or_build(ctx, model, self, build, extra_key=task_key(task))
-        info = base_info(self, "openvino", meta, hit)
+        folder, meta, hit, pred = cached_load(ctx, model, self, build, ov_loader(self, model),
+                                              extra_key=task_key(task))
+        info = pred.info
+        info.update(base_info(self, "openvino", meta, hit))
         for k in (
             "calibration_samples",
             "accuracy_control_split",
@@ -279,9 +289,7 @@ class NNCFPostTrainingInt8(Compression):
         ):
             if k in meta:
                 info[k] = meta[k]
-        return OpenVINOPredictor(
-            folder / "model", counts=weight_counts(model.module), info=info, **predictor_config(self)
-        )
+        return pred
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,12 +354,9 @@ class NNCFWeightCompression(Compression):
                 save_ov(nncf.compress_weights(to_openvino(model), **kwargs), folder)
             return {"nncf_version": nncf.__version__}
 
-        folder, meta, hit = cached_or_build(ctx, model, self, build)
-        info = base_info(self, "openvino", meta, hit)
-        info["weights"] = self.mode
-        pred = OpenVINOPredictor(
-            folder / "model", counts=weight_counts(model.module), info=info, **predictor_config(self)
-        )
+        folder, meta, hit, pred = cached_load(ctx, model, self, build, ov_loader(self, model))
+        pred.info.update(base_info(self, "openvino", meta, hit))
+        pred.info["weights"] = self.mode
         bits = "8" if self.mode.startswith("int8") else "4"
         act = {"int8": "8", "fp32": "32", "bf16": "16", "fp16": "16"}.get(pred.precision, "32")
         pred.info["compute_precision"] = pred.precision

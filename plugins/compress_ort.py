@@ -25,9 +25,10 @@ from typing import Any
 import harness
 from harness.api import CellContext, Compression, LoadedModel, Task
 from harness.errors import PluginError
+from harness.toolkit import cached_load
 
 from . import ort_runtime as rt
-from .compress_torch import base_info, cached_or_build, task_key, weight_counts
+from .compress_torch import base_info, task_key, weight_counts
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile", "distribution")
 #: CPU flags of integer dot-product instructions that do not saturate u8 x s8 products
@@ -144,8 +145,15 @@ class _ORTCompression(Compression):
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
 
-        folder, meta, hit = cached_or_build(ctx, model, self, build, extra_key=task_key(task))
-        info = base_info(self, "onnxruntime", meta, hit)
+        def load(folder: Path) -> rt.ORTPredictor:  # ONNX Runtime parses the graph (no pickle)
+            return rt.ORTPredictor(
+                folder / rt.ONNX_FILE, device=ctx.device, counts=weight_counts(model.module),
+                precision=self.precision, threads=self.threads, opt_level=self.opt_level,
+            )
+
+        folder, meta, hit, pred = cached_load(ctx, model, self, build, load, extra_key=task_key(task))
+        info = pred.info
+        info.update(base_info(self, "onnxruntime", meta, hit))
         for k in ("exporter", "opset", "export_warnings", "export_max_abs_diff", "export_check_inputs",
                   "quantized_matmuls", "runtime_quantized_matmuls", "runtime_matmul_ops",
                   "calibration_samples", "calibration_method"):
@@ -153,13 +161,8 @@ class _ORTCompression(Compression):
                 info[k] = meta[k]
         info["export_tolerance"] = self.export_tolerance
         info.update(self.params_info())
-        precision = self.precision
-        if precision == "int8" and not meta.get("runtime_quantized"):
-            precision = "fp32"  # nothing was quantised: say what really runs
-        pred = rt.ORTPredictor(
-            folder / "model" / rt.ONNX_FILE, device=ctx.device, counts=weight_counts(model.module),
-            precision=precision, threads=self.threads, opt_level=self.opt_level, info=info,
-        )
+        if self.precision == "int8" and not meta.get("runtime_quantized"):
+            pred.precision = "fp32"  # nothing was quantised: say what really runs
         diff = rt.max_abs_diff(pred, model.module, batches)
         pred.info["max_abs_diff_vs_torch"] = diff
         if self.precision == "fp32" and not diff <= self.export_tolerance:

@@ -12,7 +12,6 @@ torch is imported lazily (inside functions) so that listing plugins stays cheap.
 from __future__ import annotations
 
 import copy
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,19 @@ import harness
 from harness.api import CellContext, Compression, LoadedModel, Task
 from harness.errors import PluginError
 from harness.provenance import cpu_flags, cpu_name
-from harness.toolkit import TorchPredictor, base_info, cached_or_build, copy_artifact, task_key
+from harness.toolkit import (
+    TorchPredictor,
+    base_info,
+    cached_load,
+    cached_or_build,
+    copy_artifact,
+    task_key,
+)
+
+from ._int8_weights import load_int8, save_int8
 
 WEIGHTS_FILE = "model.safetensors"
+INT8_FILE = "model_int8.safetensors"
 
 # ---------------------------------------------------------------------------------------------
 # Helpers for torch compressions (used by compress_nncf.py, compress_ort.py and prune.py too)
@@ -231,15 +240,19 @@ class Half(Compression):
 
         # the input's own structure (a chain's transform may have changed it: factorised or
         # shared layers), its unique tensors saved once and loaded back into that structure
-        module = cpu_copy(model.module).to(dtype)
+        built: dict[str, Any] = {}
 
         def build(folder: Path) -> dict[str, Any]:
-            save_unique(module, folder)
+            built["module"] = cpu_copy(model.module).to(dtype)
+            save_unique(built["module"], folder)
             return {}
 
-        folder, meta, hit = cached_or_build(ctx, model, self, build)
-        if hit:  # a build saved this very module
-            load_unique(module, folder / "model", "half")
+        def load(folder: Path) -> Any:
+            if "module" in built:  # a build saved this very module
+                return built["module"]
+            return load_unique(cpu_copy(model.module).to(dtype), folder, "half")
+
+        folder, meta, hit, module = cached_load(ctx, model, self, build, load)
         info = base_info(self, "torch", meta, hit)
         return CompressedTorchPredictor(
             module, device=ctx.device, precision=self.dtype, info=info, artifact=folder / "model"
@@ -285,7 +298,7 @@ class DynamicInt8(Compression):
     kernels are fbgemm/oneDNN x86 and qnnpack ARM kernels)."""
 
     name = "dynamic-int8"
-    version = "1"
+    version = "2"  # 2: the artifact is safetensors (int values + scales), not a torch pickle
     description = "dynamic int8 Linear (+ embedding) quantisation, torch.ao, CPU"
 
     def __init__(self, *, per_channel: bool = True, embeddings: bool = True) -> None:
@@ -307,18 +320,18 @@ class DynamicInt8(Compression):
     def apply(self, model: LoadedModel, task: Task, ctx: CellContext) -> CompressedTorchPredictor:
         import torch
 
+        def quantized() -> Any:
+            return _quantize_dynamic(cpu_copy(model.module).eval(), self.per_channel, self.embeddings)
+
         def build(folder: Path) -> dict[str, Any]:
-            q = _quantize_dynamic(cpu_copy(model.module).eval(), self.per_channel, self.embeddings)
-            torch.save(q.state_dict(), folder / "model_int8.pt")
+            q = quantized()
+            save_int8(q, folder / INT8_FILE)
             q.config.to_json_file(str(folder / "config.json"))
             return {"torch_version": torch.__version__}
 
-        folder, meta, hit = cached_or_build(ctx, model, self, build)
-        module = _quantize_dynamic(cpu_copy(model.module).eval(), self.per_channel, self.embeddings)
-        with warnings.catch_warnings():  # torch's loader warns about its own internals
-            warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
-            state = torch.load(folder / "model" / "model_int8.pt", weights_only=True)
-        module.load_state_dict(state)
+        # the structure is the input quantised here; only the tensors' values come from the file
+        folder, meta, hit, module = cached_load(
+            ctx, model, self, build, lambda f: load_int8(quantized(), f / INT8_FILE))
         info = base_info(self, "torch", meta, hit)
         info.update(
             quantized_engine=torch.backends.quantized.engine,

@@ -37,9 +37,11 @@ from harness.errors import PluginError
 from harness.toolkit import (
     finetune,
     hash_text,
+    load_tensors,
     module_fingerprint,
     pad_batch,
 )
+from harness.toolkit.weights import WEIGHTS_FILE
 
 from ._layers import device_reason, encoder_layers, params_vs_source
 from .compress_torch import cpu_copy
@@ -101,43 +103,87 @@ def feature_key(input_ids: Any) -> bytes:
 def teacher_logits(teacher: LoadedModel, features: list[dict[str, Any]], path: Path, batch_size: int,
                    ctx: CellContext) -> tuple[dict[bytes, Any], bool]:
     """``({feature key: logits}, cache_hit)``: the teacher's fp32 logits for every feature
-    (per token for token classification), from ``path`` or computed once and written there."""
-    import torch
-    from safetensors.torch import load_file, save_file
+    (per token for token classification), from ``path`` or computed once and written there. A
+    cached file that does not load, or does not cover every feature, is computed again."""
+    from safetensors.torch import load_file
 
     token_level = teacher.head.kind == "token-classification"
-    hit = path.is_file()
-    if not hit:
-        ctx.progress("compress", f"distill: teacher logits for {len(features)} features")
-        module = teacher.module.eval()
-        device = next(module.parameters()).device
-        ids, lens, outs = [], [], []
-        order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
-        with torch.inference_mode():
-            for s in range(0, len(order), batch_size):
-                part = [features[i] for i in order[s : s + batch_size]]
-                batch = {k: v.to(device) for k, v in pad_batch(part, teacher.tokenizer).items()}
-                logits = module(**batch).logits.float().cpu()
-                for f, row in zip(part, logits, strict=True):
-                    n = len(f["input_ids"])
-                    ids.append(torch.tensor(f["input_ids"], dtype=torch.int32))
-                    lens.append(n)
-                    outs.append(row[:n] if token_level else row)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp-{hash_text(str(ctx.work_dir))}")
-        save_file({"ids": torch.cat(ids), "lens": torch.tensor(lens), "logits": torch.cat(
-            [o.reshape(-1, o.shape[-1]) for o in outs])}, str(tmp))
-        tmp.replace(path)
-    data = load_file(str(path))
+    width = len(teacher.head.labels)
+    if path.is_file():
+        try:
+            return _logits_table(load_file(str(path)), features, token_level, width), True
+        except (MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever a corrupt file makes the loader raise
+            _discard(path, exc)
+    _compute_logits(teacher, features, path, batch_size, ctx, token_level)
+    return _logits_table(load_file(str(path)), features, token_level, width), False
+
+
+def _discard(path: Path, exc: Exception) -> None:
+    """Take a cached teacher-logits file that does not load out of the cache (or say why not)."""
+    import warnings
+
+    from harness.errors import HarnessWarning
+    from harness.toolkit import CorruptCacheEntry
+
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as err:
+        raise CorruptCacheEntry(path, "distill: cached teacher logits do not load and cannot be "
+                                      f"removed ({err})", exc) from exc
+    warnings.warn(f"cache entry {path} did not load ({type(exc).__name__}: {exc}); computed again",
+                  HarnessWarning, stacklevel=3)
+
+
+def _compute_logits(teacher: LoadedModel, features: list[dict[str, Any]], path: Path, batch_size: int,
+                    ctx: CellContext, token_level: bool) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    ctx.progress("compress", f"distill: teacher logits for {len(features)} features")
+    module = teacher.module.eval()
+    device = next(module.parameters()).device
+    ids, lens, outs = [], [], []
+    order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
+    with torch.inference_mode():
+        for s in range(0, len(order), batch_size):
+            part = [features[i] for i in order[s : s + batch_size]]
+            batch = {k: v.to(device) for k, v in pad_batch(part, teacher.tokenizer).items()}
+            logits = module(**batch).logits.float().cpu()
+            for f, row in zip(part, logits, strict=True):
+                n = len(f["input_ids"])
+                ids.append(torch.tensor(f["input_ids"], dtype=torch.int32))
+                lens.append(n)
+                outs.append(row[:n] if token_level else row)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp-{hash_text(str(ctx.work_dir))}")
+    save_file({"ids": torch.cat(ids), "lens": torch.tensor(lens), "logits": torch.cat(
+        [o.reshape(-1, o.shape[-1]) for o in outs])}, str(tmp))
+    tmp.replace(path)
+
+
+def _logits_table(data: dict[str, Any], features: list[dict[str, Any]], token_level: bool,
+                  width: int) -> dict[bytes, Any]:
+    """{feature key: logits} from the saved tensors; ``ValueError`` when they are not consistent
+    or do not cover every feature."""
+    ids, lens, logits = data["ids"], data["lens"].tolist(), data["logits"]
+    rows = sum(lens) if token_level else len(lens)
+    if (min(lens, default=0) < 1 or sum(lens) != ids.numel() or logits.dim() != 2
+            or logits.shape != (rows, width)):
+        raise ValueError("teacher logits of the wrong shape")
     table: dict[bytes, Any] = {}
     pos = row = 0
-    for n in data["lens"].tolist():
-        key = data["ids"][pos : pos + n].numpy().tobytes()
-        width = n if token_level else 1
-        table[key] = data["logits"][row : row + width] if token_level else data["logits"][row]
+    for n in lens:
+        key = ids[pos : pos + n].numpy().tobytes()
+        table[key] = logits[row : row + n] if token_level else logits[row]
         pos += n
-        row += width
-    return table, hit
+        row += n if token_level else 1
+    if any(feature_key(f["input_ids"]) not in table for f in features):
+        raise ValueError("teacher logits do not cover the training features")
+    return table
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,6 +366,14 @@ class Distill(Transform):
             params_vs_source=params_vs_source(student, model.module),
         )
         return dataclasses.replace(model, module=student, info={**model.info, **extra})
+
+    def load_output(self, model: LoadedModel, folder: Path) -> Any:
+        """The cached student: its structure rebuilt from the teacher ``model`` and this plugin's
+        parameters (the kept layers, the FFN width), as ``transform`` built it, and the saved
+        tensors loaded into it. Nothing but tensors is read from the cache."""
+        _, layers = encoder_layers(model.module, "distill")
+        student = make_student(model.module, self.keep(len(layers)), self.intermediate_size)
+        return load_tensors(student, Path(folder) / WEIGHTS_FILE)
 
 
 @harness.hookimpl

@@ -96,7 +96,10 @@ class HFModel(Model):
             "sequence-classification": tf.AutoModelForSequenceClassification,
         }[head.kind]
         labels = list(head.labels)
-        tokenizer = tf.AutoTokenizer.from_pretrained(self.tokenizer_source())
+        # never code from a model folder (an auto_map in its config); weights: safetensors, or
+        # a .bin through transformers' weights_only loader (no arbitrary unpickling)
+        safe = {"trust_remote_code": False}
+        tokenizer = tf.AutoTokenizer.from_pretrained(self.tokenizer_source(), **safe)
         if not getattr(tokenizer, "is_fast", False):
             raise PluginError(f"model {self.source()!r}: a fast tokenizer is needed (word ids)")
         id2label = dict(enumerate(labels))
@@ -110,7 +113,7 @@ class HFModel(Model):
             module = auto.from_config(cfg)
         else:
             src = self.source()
-            cfg = tf.AutoConfig.from_pretrained(src)
+            cfg = tf.AutoConfig.from_pretrained(src, **safe)
             has_head = any(a.endswith(_HEAD_SUFFIX[head.kind]) for a in (cfg.architectures or []))
             if has_head:
                 theirs = [cfg.id2label[i] for i in sorted(cfg.id2label)]
@@ -121,10 +124,10 @@ class HFModel(Model):
                         "same label set, or use the base encoder so the task fine-tunes a new head"
                     )
                 labels, trained = theirs, True
-                module = auto.from_pretrained(src)
+                module = auto.from_pretrained(src, **safe)
             else:
                 module = auto.from_pretrained(
-                    src, num_labels=len(labels), id2label=id2label, label2id=label2id
+                    src, num_labels=len(labels), id2label=id2label, label2id=label2id, **safe
                 )
         max_len = self.max_length or int(getattr(module.config, "max_position_embeddings", 512))
         return LoadedModel(

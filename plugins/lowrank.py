@@ -11,8 +11,9 @@ whose factors would not have fewer parameters than ``W`` is left alone (and coun
 (vocab x r) embedding followed by an (r x hidden) Linear, as ALBERT does: in MiniLM-L6 the table
 is 11.7M of the 22.6M parameters. The artifact stores the factors (safetensors) plus a JSON spec
 of the ranks, so the size on disk and the parameter count really fall; at load the structure is
-rebuilt from the spec and the factors loaded. On CPU the two thin GEMMs cost ``r (in + out)``
-multiply-adds per token instead of ``in x out``, so the FFN gets faster when ``r`` is small.
+rebuilt from the input model and the parameters (as the spec says) and the factors loaded. On
+CPU the two thin GEMMs cost ``r (in + out)`` multiply-adds per token instead of ``in x out``, so
+the FFN gets faster when ``r`` is small.
 ``recovery_epochs`` fine-tunes the factorised model with the task's recipe (both factors train).
 """
 
@@ -27,7 +28,7 @@ from typing import Any
 import harness
 from harness.api import CellContext, LoadedModel, Task, Transform
 from harness.errors import PluginError
-from harness.toolkit import base_info, cached_or_build, task_key
+from harness.toolkit import base_info, cached_load, task_key
 
 from ._layers import (
     TARGETS,
@@ -227,21 +228,26 @@ class LowRank(Transform):
         (folder / SPEC_FILE).write_text(json.dumps(spec, indent=1))
         return {"recovery": note}
 
-    @staticmethod
-    def load(model: LoadedModel, folder: Path) -> tuple[Any, dict[str, Any]]:
-        """The factorised module back from an artifact folder, and its spec."""
-        spec = json.loads((folder / SPEC_FILE).read_text())
+    def load(self, model: LoadedModel, folder: Path) -> tuple[Any, dict[str, Any]]:
+        """The factorised module back from an artifact folder, and its spec: the structure is
+        rebuilt from ``model`` and this plugin's parameters, as ``_compute`` made it (the spec
+        file is for people; nothing but tensors is read from the folder)."""
         module = cpu_copy(model.module).float().eval()
+        spec = self._spec(module)
         build_structure(module, spec)
-        return load_unique(module, folder, "low-rank").eval(), spec
+        return load_unique(module, Path(folder), "low-rank").eval(), spec
+
+    def load_output(self, model: LoadedModel, folder: Path) -> Any:
+        """``transform``'s cached output (``save_output``'s default: the unique tensors)."""
+        return self.load(model, folder)[0]
 
     def apply(self, model: LoadedModel, task: Task, ctx: CellContext) -> CompressedTorchPredictor:
         encoder_layers(model.module, "low-rank")  # a clear error before any work
         extra_key = task_key(task) if self.recovery_epochs > 0 else ""
-        folder, meta, hit = cached_or_build(
-            ctx, model, self, lambda f: self._build(model, task, ctx, f), extra_key=extra_key
+        folder, meta, hit, (module, spec) = cached_load(
+            ctx, model, self, lambda f: self._build(model, task, ctx, f),
+            lambda f: self.load(model, f), extra_key=extra_key,
         )
-        module, spec = self.load(model, folder / "model")
         info = base_info(self, "torch", meta, hit)
         ranks: dict[str, set[int]] = {}
         for name, (_, _, r, _) in spec["linears"].items():

@@ -31,7 +31,7 @@ from typing import Any
 import harness
 from harness.api import CellContext, LoadedModel, Task, Transform
 from harness.errors import PluginError
-from harness.toolkit import base_info, cached_or_build, task_key
+from harness.toolkit import base_info, cached_load, task_key
 
 from ._layers import (
     check_recovery_epochs,
@@ -318,17 +318,23 @@ class Palettize(Transform):
         return {"recovery": note, "palettized_tensors": len(palettes),
                 "palettized_params": sum(int(i.numel()) for _, i in palettes.values())}
 
-    def apply(self, model: LoadedModel, task: Task, ctx: CellContext) -> PalettizedPredictor:
-        encoder_layers(model.module, "palettize")  # a clear error before any work
-        extra_key = task_key(task) if self.recovery_epochs > 0 else ""
-        folder, meta, hit = cached_or_build(
-            ctx, model, self, lambda f: self._build(model, task, ctx, f), extra_key=extra_key
-        )
-        path = folder / "model" / WEIGHTS_FILE
-        state, _ = load_palettized(path)
+    @staticmethod
+    def _load(model: LoadedModel, folder: Path) -> Any:
+        """The artifact back: its tensors (the palettes decoded) into a copy of ``model.module``."""
+        state, _ = load_palettized(folder / WEIGHTS_FILE)
         module = cpu_copy(model.module).float().eval()
         missing, unexpected = module.load_state_dict(state, strict=False)
         check_fits(missing, unexpected, folder, "palettize")
+        return module
+
+    def apply(self, model: LoadedModel, task: Task, ctx: CellContext) -> PalettizedPredictor:
+        encoder_layers(model.module, "palettize")  # a clear error before any work
+        extra_key = task_key(task) if self.recovery_epochs > 0 else ""
+        folder, meta, hit, module = cached_load(
+            ctx, model, self, lambda f: self._build(model, task, ctx, f),
+            lambda f: self._load(model, f), extra_key=extra_key,
+        )
+        path = folder / "model" / WEIGHTS_FILE
         info = base_info(self, "torch", meta, hit)
         for k in ("recovery", "palettized_tensors", "palettized_params"):
             info[k] = meta.get(k)

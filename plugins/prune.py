@@ -31,7 +31,7 @@ from typing import Any
 import harness
 from harness.api import CellContext, LoadedModel, Task, Transform
 from harness.errors import PluginError
-from harness.toolkit import base_info, cached_or_build, task_key
+from harness.toolkit import base_info, cached_load, load_tensors, task_key
 
 from ._layers import recover
 from .compress_torch import (
@@ -188,8 +188,11 @@ def load_sparse(folder: Path) -> dict[str, Any]:
                 name = key[: -len(".__mask__")]
                 shape = shapes[name]
                 n = math.prod(shape)
-                bits = np.unpackbits(f.get_tensor(key).numpy())[:n].astype(bool)
+                mask = f.get_tensor(key)
+                bits = np.unpackbits(mask.numpy())[:n].astype(bool)
                 values = f.get_tensor(f"{name}.__values__")
+                if n > 8 * mask.numel() or int(bits.sum()) != values.numel():
+                    raise ValueError(f"{folder / WEIGHTS_FILE}: sparse tensor {name!r} is inconsistent")
                 dense = torch.zeros(n, dtype=values.dtype)
                 dense[torch.from_numpy(bits)] = values
                 out[name] = dense.view(shape)
@@ -383,22 +386,33 @@ class Prune(Transform):
             save_unique(module, folder)
         return extra
 
-    def _load(self, model: LoadedModel, folder: Path) -> Any:
+    def _structure(self, model: LoadedModel) -> Any:
+        """A copy of ``model.module`` in the pruned structure ``_compute`` makes (structured: the
+        same heads/neurons kept, found again from the model and the parameters)."""
         module = cpu_copy(model.module).float().eval()
         if self.method != "unstructured":
-            spec = json.loads((folder / SPEC_FILE).read_text())
-            apply_structured(module, spec["method"], spec["kept"])
+            apply_structured(module, self.method, structured_spec(module, self.method, self.sparsity))
+        return module
+
+    def _load(self, model: LoadedModel, folder: Path) -> Any:
+        """The artifact back: tensors only are read (the spec file is for people)."""
+        module = self._structure(model)
+        if self.method != "unstructured":
             return load_unique(module, folder, "prune")
         missing, unexpected = module.load_state_dict(load_sparse(folder), strict=False)
         check_fits(missing, unexpected, folder, "prune")
         return module
 
+    def load_output(self, model: LoadedModel, folder: Path) -> Any:
+        """``transform``'s cached output (``save_output``'s default: the unique tensors)."""
+        return load_tensors(self._structure(model), Path(folder) / WEIGHTS_FILE)
+
     def apply(self, model: LoadedModel, task: Task, ctx: CellContext) -> CompressedTorchPredictor:
         extra_key = task_key(task) if float(self.recovery_epochs) > 0 else ""
-        folder, meta, hit = cached_or_build(
-            ctx, model, self, lambda f: self._build(model, task, ctx, f), extra_key=extra_key
+        folder, meta, hit, module = cached_load(
+            ctx, model, self, lambda f: self._build(model, task, ctx, f),
+            lambda f: self._load(model, f), extra_key=extra_key,
         )
-        module = self._load(model, folder / "model")
         info = base_info(self, "torch", meta, hit)
         for k in ("achieved_sparsity", "prunable_params", "kept_per_layer", "recovery"):
             if k in meta:

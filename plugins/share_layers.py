@@ -7,7 +7,8 @@ own weights. The shared layer starts from the element-wise mean of the group's l
 encoder's layer list holds the *same module object* at every position of a group, so the model
 has fewer parameters, recovery training (``recovery_epochs``, the task's recipe) updates one set
 of weights per group, and the artifact stores each shared tensor once (safetensors of the
-non-repeated layers plus a JSON spec of the groups); loading it ties the layers again.
+non-repeated layers plus a JSON spec of the groups); loading it ties the layers again (the groups
+from the parameters, not from the file).
 
 Sharing saves parameters and bytes, not compute: every position still runs a full layer.
 """
@@ -22,7 +23,7 @@ from typing import Any
 import harness
 from harness.api import CellContext, LoadedModel, Task, Transform
 from harness.errors import PluginError
-from harness.toolkit import base_info, cached_or_build, task_key
+from harness.toolkit import base_info, cached_load, load_tensors, task_key
 
 from ._layers import check_recovery_epochs, device_reason, encoder_layers, recover, torch_predictor
 from .compress_torch import WEIGHTS_FILE, CompressedTorchPredictor, check_fits, cpu_copy
@@ -156,30 +157,40 @@ class ShareLayers(Transform):
         module.config.to_json_file(str(folder / "config.json"))
         return {"recovery": note}
 
-    @staticmethod
-    def load(model: LoadedModel, folder: Path) -> tuple[Any, dict[str, Any]]:
-        """The shared-weight module back from an artifact folder (layers tied again), and its spec."""
-        from safetensors.torch import load_file
-
-        spec = json.loads((folder / SPEC_FILE).read_text())
+    def _tied(self, model: LoadedModel) -> tuple[Any, str, list[list[int]], int]:
+        """(a copy of ``model.module`` with this plugin's groups tied, layer-list name, groups,
+        layer count): the structure ``_compute`` makes, from the model and the parameters."""
         module = cpu_copy(model.module).float().eval()
         prefix, layers = encoder_layers(module, "share-layers")
-        if prefix != spec["prefix"] or len(layers) != spec["layers"]:
-            raise PluginError(f"share-layers: cached artifact {folder} does not fit the model")
-        tie(layers, spec["groups"])
+        groups = resolve_groups(self.groups, self.every, len(layers))
+        tie(layers, groups)
+        return module, prefix, groups, len(layers)
+
+    def load(self, model: LoadedModel, folder: Path) -> tuple[Any, dict[str, Any]]:
+        """The shared-weight module back from an artifact folder (layers tied again), and its
+        spec: the groups come from this plugin's parameters (the spec file is for people;
+        nothing but tensors is read from the folder)."""
+        from safetensors.torch import load_file
+
+        module, prefix, groups, n = self._tied(model)
         missing, unexpected = module.load_state_dict(load_file(str(folder / WEIGHTS_FILE)), strict=False)
-        repeats = tuple(f"{prefix}.{i}." for g in spec["groups"] for i in g[1:])
+        repeats = tuple(f"{prefix}.{i}." for g in groups for i in g[1:])
         check_fits([k for k in missing if not k.startswith(repeats)], unexpected, folder, "share-layers")
-        return module.eval(), spec
+        return module.eval(), {"prefix": prefix, "groups": groups, "layers": n}
+
+    def load_output(self, model: LoadedModel, folder: Path) -> Any:
+        """``transform``'s cached output: this plugin's groups tied, the unique tensors loaded."""
+        module, _, _, _ = self._tied(model)
+        return load_tensors(module, Path(folder) / WEIGHTS_FILE)
 
     def apply(self, model: LoadedModel, task: Task, ctx: CellContext) -> CompressedTorchPredictor:
         _, layers = encoder_layers(model.module, "share-layers")  # a clear error before any work
         resolve_groups(self.groups, self.every, len(layers))
         extra_key = task_key(task) if self.recovery_epochs > 0 else ""
-        folder, meta, hit = cached_or_build(
-            ctx, model, self, lambda f: self._build(model, task, ctx, f), extra_key=extra_key
+        folder, meta, hit, (module, spec) = cached_load(
+            ctx, model, self, lambda f: self._build(model, task, ctx, f),
+            lambda f: self.load(model, f), extra_key=extra_key,
         )
-        module, spec = self.load(model, folder / "model")
         info = base_info(self, "torch", meta, hit)
         groups = spec["groups"]
         info["share_groups"] = json.dumps(groups)

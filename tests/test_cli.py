@@ -62,8 +62,11 @@ def test_one_version_source():
     from importlib.metadata import version
 
     assert harness.__version__ == version("harness-bench")
-    from harness.plugins import _own_version
+    from harness.plugins import get_plugin_manager
+    from harness.version import __version__
 
-    assert _own_version() == harness.__version__
-    init = (__import__("pathlib").Path(harness.__file__)).read_text()
-    assert '__version__ = "' not in init  # no second, hand-kept copy
+    assert __version__ == harness.__version__
+    assert get_plugin_manager().distributions["harness.executors"] == ("harness-bench", __version__)
+    for module in (harness, harness.version):
+        text = (__import__("pathlib").Path(module.__file__)).read_text()
+        assert '__version__ = "' not in text  # no second, hand-kept copy

@@ -127,12 +127,12 @@ def test_dynamic_int8_cache_hit_and_key(tiny, ctx):
     first = DynamicInt8().apply(model, task, ctx)
     entries = list((ctx.cache_dir / "compress").iterdir())
     assert len(entries) == 1 and (entries[0] / "meta.json").is_file()
-    stamp = (entries[0] / "model" / "model_int8.pt").stat().st_mtime_ns
+    stamp = (entries[0] / "model" / "model_int8.safetensors").stat().st_mtime_ns
     again = DynamicInt8().apply(model, task, ctx)
     d = again.describe()
     assert d["cache_hit"] is True and d["compression_time_s"] == 0.0
     assert d["compression_time_build_s"] == first.describe()["compression_time_build_s"]
-    assert (entries[0] / "model" / "model_int8.pt").stat().st_mtime_ns == stamp
+    assert (entries[0] / "model" / "model_int8.safetensors").stat().st_mtime_ns == stamp
     torch.testing.assert_close(again(batch), first(batch))
     # other parameters, or another input model: another entry
     DynamicInt8(per_channel=False).apply(model, task, ctx)

@@ -199,15 +199,18 @@ def test_resume_after_a_torn_line_leaves_one_set_of_rows(run_suite_dict, tmp_pat
     lines = path.read_text().splitlines(keepends=True)
     assert n == len(lines) > 5
     path.write_text("".join(lines[:3]) + lines[3][:40])  # three rows, then half of one
-    with pytest.warns(UserWarning, match=r"moved 1 \(line 4\) torn or corrupt result line"):
+    with pytest.warns(UserWarning, match=r"ignored 1 incomplete cell"):
+        assert len(harness.load_results(out, latest=False)) == 0  # a cell cut short: not run
+    # the torn line and the three rows of the cell it cut short go aside together
+    with pytest.warns(UserWarning, match=r"moved 4 \(line 1, 2, 3, 4\) torn or corrupt result"):
         again = run_suite_dict(doc, out=out)
     assert len(again) == n and again.metric.is_unique and set(again.cached) == {True}
     for fmt in ("csv", "json", "parquet"):
         assert len(harness.load_results(out / f"results.{fmt}")) == n, fmt
-    assert (out / "results.jsonl.bad").read_text() == lines[3][:40] + "\n"
+    assert (out / "results.jsonl.bad").read_text() == "".join(lines[:3]) + lines[3][:40] + "\n"
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # repaired once: later reads are clean
-        assert len(harness.load_results(out, latest=False)) == 3 + n
+        assert len(harness.load_results(out, latest=False)) == n
 
 
 # -- 5. a corrupt results file: bad lines skipped, one warning, no traceback --------------------

@@ -78,7 +78,7 @@ def test_ffn_factors_shrink_the_model_and_reload(seq, ctx, tmp_path):
     assert dense - dir_bytes(saved) >= 4 * removed * 0.9  # less the spec and header names
     # the saved artifact reloads to the same logits; so does a cache hit
     out = pred(batch)
-    back, spec = LowRank.load(model, saved)
+    back, spec = LowRank(rank=8).load(model, saved)  # the structure from the parameters
     with torch.inference_mode():
         torch.testing.assert_close(back(**batch).logits, out)
     again = LowRank(rank=8).apply(model, task, ctx)
@@ -116,7 +116,7 @@ def test_embeddings_factorised_albert_style(seq, ctx, tmp_path):
     assert d["params_vs_source"] < 0.3
     out = pred(batch)
     assert out.shape == (4, 2) and torch.isfinite(out).all()
-    back, _ = LowRank.load(model, pred.save(tmp_path / "e"))
+    back, _ = LowRank(rank=4, targets="attention", embeddings_rank=8).load(model, pred.save(tmp_path / "e"))
     with torch.inference_mode():
         torch.testing.assert_close(back(**batch).logits, out)
     with pytest.raises(PluginError, match="embeddings_rank=32 does not make"):

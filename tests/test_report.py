@@ -365,7 +365,8 @@ def test_old_results_without_metric_group_still_render(tmp_path):
 
 def test_metric_values_reach_the_report_through_iter_rows():
     """The api's MetricValue -> result row -> report path, with a custom metric and a group."""
-    from harness.api import MetricValue, iter_rows
+    from harness.api import MetricValue
+    from harness.results import iter_rows
 
     metrics = [MetricValue("score", 0.8, 0.75, 0.85, description="a score", main=True),
                MetricValue("ece", 0.05, higher_is_better=False),

@@ -11,8 +11,8 @@ from harness.results import COLUMNS, ResultsWriter, export, read_rows
 
 
 def rows(run, cell, status="ok", metrics=("accuracy", "size_bytes")):
-    return [{"run_id": run, "cell_id": cell, "status": status, "metric": m, "value": 1.0,
-             "samples": [1.0, 2.0]} for m in metrics]
+    return [{"run_id": run, "cell_id": cell, "model": "m", "task": "t", "compression": cell,
+             "status": status, "metric": m, "value": 1.0, "samples": [1.0, 2.0]} for m in metrics]
 
 
 def test_writer_appends_and_reader_drops_torn_line(tmp_path):

@@ -154,10 +154,31 @@ def _metric_findings(b: CellResult, c: CellResult, th: Thresholds,
         elif bval is not None:
             paired = (paired_test(runs[0], runs[1], (b.model, b.task, b.compression), metric)
                       if rule.kind == "accuracy" else None)
+            if isinstance(paired, PairedTest):
+                _check_consistent(b, metric, bval, cval, paired)
             spread = (spreads or {}).get(((b.model, b.task, b.compression), metric))
             out.append(check_metric(mk, metric, rule, brow, c.metrics[metric], bval, cval,
                                     paired=paired, th=th, spread=spread))
     return out
+
+
+#: how far the recorded change of a metric may differ from its change re-scored from the
+#: per-example outputs before the runs count as inconsistent
+CONSISTENCY_TOL = 1e-6
+
+
+def _check_consistent(b: CellResult, metric: str, bval: float, cval: float, pr: PairedTest) -> None:
+    """The recorded change of ``metric`` must be the change the per-example outputs give:
+    otherwise a results file or a predictions file was edited, or they come from different
+    runs, and no verdict can be trusted (a :class:`DataError`, exit 2, naming the cell)."""
+    recorded = cval - bval
+    if abs(recorded - pr.delta) > CONSISTENCY_TOL:
+        raise DataError(
+            f"cell {b.model}/{b.task}/{b.compression}: the recorded change of {metric} "
+            f"({bval:.6f} -> {cval:.6f}, {recorded:+.6f}) differs from the change its per-example "
+            f"outputs give when re-scored ({pr.delta:+.6f}): the results or the predictions files "
+            f"were edited or come from different runs; re-run the cell (or compare the runs "
+            f"without their predictions/ folders)")
 
 
 def compare(baseline: pd.DataFrame, current: pd.DataFrame,
@@ -233,10 +254,7 @@ def _accuracy(f: Finding, rule: MetricRule, worse: float, rel: float,
         # a drop inside that band is the training draw, not the release
         band, note = runs_band(spread, relative=False)
         if band is not None and worse <= band + _EPS:
-            f.message = f"within the noise of repeated runs ({note})"
-            if isinstance(paired, PairedTest):
-                f.test, f.ci_low, f.ci_high, f.p_value = paired.test, paired.ci_low, paired.ci_high, paired.p_value
-                f.message += f"; {paired.describe()}"
+            _within_noise(f, note, paired)
             return
         over = [*over, note] if over else over
     if isinstance(paired, PairedTest):
@@ -249,13 +267,26 @@ def _accuracy(f: Finding, rule: MetricRule, worse: float, rel: float,
             f.message = "improved" + (f"; {f.message}" if f.message else "")
         return
     f.status = "regression"
-    f.message = "; ".join(over) + (f"; {f.message}" if f.message else "")
+    f.message = "; ".join(over) + (f"; {f.message}" if f.message else "") + _ci_note(brow, crow)
+
+
+def _within_noise(f: Finding, note: str, paired: PairedTest | str | None) -> None:
+    """A drop inside the band of repeated runs passes (the paired test, if any, is shown)."""
+    f.message = f"within the noise of repeated runs ({note})"
+    if isinstance(paired, PairedTest):
+        f.test, f.ci_low, f.ci_high, f.p_value = paired.test, paired.ci_low, paired.ci_high, paired.p_value
+        f.message += f"; {paired.describe()}"
+
+
+def _ci_note(brow: Mapping[str, Any], crow: Mapping[str, Any]) -> str:
+    """`` (95% CI baseline [...], current [...])`` when both rows have one, else ""."""
     bl, bh, cl, ch = (as_float(brow.get("ci_low")), as_float(brow.get("ci_high")),
                       as_float(crow.get("ci_low")), as_float(crow.get("ci_high")))
-    if bl is not None and bh is not None and cl is not None and ch is not None:
-        overlap = not (ch < bl or cl > bh)
-        f.message += (f" (95% CI baseline [{bl:.4f}, {bh:.4f}], current [{cl:.4f}, {ch:.4f}]"
-                      f"{', overlapping' if overlap else ''})")
+    if bl is None or bh is None or cl is None or ch is None:
+        return ""
+    overlap = not (ch < bl or cl > bh)
+    return (f" (95% CI baseline [{bl:.4f}, {bh:.4f}], current [{cl:.4f}, {ch:.4f}]"
+            f"{', overlapping' if overlap else ''})")
 
 
 def _latency(f: Finding, rule: MetricRule, rel: float, hib: bool,

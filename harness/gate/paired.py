@@ -4,20 +4,22 @@ the gate tests the change of the metric the predictions score on the same exampl
 
 * ``per-example-label``: exact McNemar test on the discordant pairs (examples right in one run
   only); the delta is the change of accuracy;
-* ``sequence-labels``: paired bootstrap over examples with the task's scorer (``module:function``
-  named in the file, returning per-example additive statistics and the metric of their sums).
+* ``sequence-labels``: paired bootstrap over examples with the task's scorer (named in the file,
+  returning per-example additive statistics and the metric of their sums). Only a scorer an
+  installed plugin declares (``@harness.api.scorer``) is called: the name in the file is looked
+  up in that registry, never imported (:mod:`harness.scorers`).
 
 Both give the delta, a 95% percentile-bootstrap CI of the delta and a two-sided p-value.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..predictions import find, read_predictions
+from ..scorers import get_scorer
 
 __all__ = ["PairedTest", "RESAMPLES", "mcnemar_p", "paired_tables", "paired_test"]
 
@@ -72,15 +74,15 @@ def _labels(base: Any, cur: Any) -> PairedTest:
     return PairedTest("McNemar", float(d.mean()), lo, hi, mcnemar_p(b, c), n)
 
 
-def _scorer(name: str) -> Any:
-    mod, _, fn = name.partition(":")
-    return getattr(importlib.import_module(mod), fn)
+def _scorer(name: str, source: object) -> Any:
+    """The declared scorer ``name`` (a ``DataError`` naming ``source``, the file, otherwise)."""
+    return get_scorer(name, source)
 
 
-def _bootstrap(base: Any, cur: Any, scorer: str) -> PairedTest:
+def _bootstrap(base: Any, cur: Any, scorer: str, source: object) -> PairedTest:
     import numpy as np
 
-    score = _scorer(scorer)
+    score = _scorer(scorer, source)
     gold = list(base["gold"])
     bs, reduce = score(gold, list(base["pred"]))
     cs, _ = score(gold, list(cur["pred"]))
@@ -108,12 +110,13 @@ def paired_test(base_run: Path | None, cur_run: Path | None, cell: tuple[str, st
     base, cur = read_predictions(bf), read_predictions(cf)
     if base.attrs.get("metric") != metric:
         return ""  # the predictions score another metric of the task: nothing to say
-    return paired_tables(base, cur)
+    return paired_tables(base, cur, source=bf)
 
 
-def paired_tables(base: Any, cur: Any) -> PairedTest | str:
+def paired_tables(base: Any, cur: Any, source: object = "baseline predictions") -> PairedTest | str:
     """The paired test between two per-example tables (:func:`harness.predictions.read_predictions`),
-    e.g. two cells of one run, or the reason there is none."""
+    e.g. two cells of one run, or the reason there is none. ``source`` names ``base``'s file in
+    errors (its scorer is the one used)."""
     if (base.attrs.get("data_hash"), base.attrs.get("split"), len(base)) != \
             (cur.attrs.get("data_hash"), cur.attrs.get("split"), len(cur)):
         return "per-example outputs on different data (data hash, split or size differ)"
@@ -123,4 +126,4 @@ def paired_tables(base: Any, cur: Any) -> PairedTest | str:
         return "per-example outputs cover different examples"
     if base.attrs.get("kind") == "per-example-label":
         return _labels(base, cur)
-    return _bootstrap(base, cur, str(base.attrs.get("scorer")))
+    return _bootstrap(base, cur, str(base.attrs.get("scorer")), source)

@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import re
 import xml.etree.ElementTree as ET
+from typing import TYPE_CHECKING
 
-from .findings import Finding, GateResult
+if TYPE_CHECKING:  # render takes what findings builds; findings calls render lazily
+    from .findings import Finding, GateResult
 
 __all__ = ["to_json", "to_junit_xml", "to_markdown", "to_table"]
 

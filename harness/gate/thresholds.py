@@ -180,32 +180,42 @@ def _band(value: Any, key: str, path: Any) -> str:
     return str(value)
 
 
+def _latency_names(value: Any, key: str, path: Any) -> tuple[str, ...]:
+    names = () if value is None else _names(value or [], key, path)
+    for n in names:
+        if metric_kind(n) != "latency":
+            raise _err(f"{n!r} is not a latency metric (latency_*, throughput_*, cold_start_ms, "
+                       "*_time_s)", key, path)
+    return names
+
+
+def _gate_on(value: Any, key: str, path: Any) -> str:
+    if value not in ("both", "significance"):
+        raise _err(f"must be 'both' or 'significance', got {value!r}", key, path)
+    return str(value)
+
+
+def _probability(value: Any, key: str, path: Any) -> Any:
+    return _number(value, key, path, nullable=False, upper=1.0, positive=True)
+
+
+#: how each top-level key of a ``gate:`` mapping is read (the others are numbers:
+#: accuracy_drop(_relative), latency_increase, size_increase)
+_TOP_READERS = {
+    "latency_noise": lambda v, k, p: _number(v, k, p) or 0.0,
+    "significance": _probability,
+    "paired_alpha": _probability,
+    "noise_band": _band,
+    "accuracy_metrics": lambda v, k, p: v if v in ("main", "all") else _names(v, k, p),
+    "latency_metrics": _latency_names,
+    "allow_missing": _flag,
+    "accuracy_gate_on": _gate_on,
+}
+
+
 def _top_value(name: str, value: Any, key: str, path: Any) -> Any:
     """One validated top-level value of a ``gate:`` mapping (``metrics`` excepted)."""
-    if name == "latency_noise":
-        return _number(value, key, path) or 0.0
-    if name == "significance":
-        return _number(value, key, path, nullable=False, upper=1.0, positive=True)
-    if name == "noise_band":
-        return _band(value, key, path)
-    if name == "accuracy_metrics":
-        return value if value in ("main", "all") else _names(value, key, path)
-    if name == "latency_metrics":
-        names = () if value is None else _names(value or [], key, path)
-        for n in names:
-            if metric_kind(n) != "latency":
-                raise _err(f"{n!r} is not a latency metric (latency_*, throughput_*, cold_start_ms, "
-                           "*_time_s)", key, path)
-        return names
-    if name == "allow_missing":
-        return _flag(value, key, path)
-    if name == "paired_alpha":
-        return _number(value, key, path, nullable=False, upper=1.0, positive=True)
-    if name == "accuracy_gate_on":
-        if value not in ("both", "significance"):
-            raise _err(f"must be 'both' or 'significance', got {value!r}", key, path)
-        return value
-    return _number(value, key, path)  # accuracy_drop(_relative), latency_increase, size_increase
+    return _TOP_READERS.get(name, _number)(value, key, path)
 
 
 def _rule(metric: str, spec: Any, mkey: str, path: Any) -> MetricRule:

@@ -4,6 +4,12 @@ The cache lives at ``ctx.cache_dir/compress/<plugin>-<key>/`` and is keyed by th
 (identity, head, weight content), the plugin's name, version and parameters, plus an optional
 ``extra_key`` (e.g. ``task_key(task)`` when the task's data shapes the artifact). The core keeps
 chain steps' outputs in the same way under ``ctx.cache_dir/transform/`` (``kind``).
+
+Trust: an entry is data, never code. Loaders read tensors (safetensors), JSON and runtime graph
+files (ONNX, OpenVINO IR) only; nothing is unpickled and no class or function is named by a
+file. ``cached_load`` turns an entry that does not load (a corrupt or foreign file, wrong
+shapes) into a rebuild, or into :class:`CorruptCacheEntry` naming its folder
+(docs/reliability.md, "Trust model of a shared cache").
 """
 
 from __future__ import annotations
@@ -15,12 +21,25 @@ import os
 import shutil
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..api import CellContext, Compression, LoadedModel, Task
-from ..fsutil import publish_dir
+from ..errors import HarnessError, HarnessWarning
+from ..fsutil import discard_dir, publish_dir, safe_name
+
+T = TypeVar("T")
+
+
+class CorruptCacheEntry(HarnessError):
+    """A cache entry that does not load (and could not be rebuilt); the message names its folder."""
+
+    def __init__(self, folder: Path, what: str, exc: BaseException | None = None) -> None:
+        cause = f": {type(exc).__name__}: {exc}" if exc is not None else ""
+        super().__init__(f"cache entry {folder}: {what}{cause}")
+        self.folder = Path(folder)
 
 
 def hash_text(*parts: object) -> str:
@@ -92,8 +111,10 @@ def cache_key(model: LoadedModel, comp: Compression, extra_key: str = "") -> str
 def cache_dir(ctx: CellContext, model: LoadedModel, comp: Compression, extra_key: str = "",
               kind: str = "compress") -> Path:
     """The cache folder of this model and plugin configuration (it may not exist yet), under
-    ``ctx.cache_dir/<kind>/``."""
-    return Path(ctx.cache_dir) / kind / f"{comp.name}-{cache_key(model, comp, extra_key)}"
+    ``ctx.cache_dir/<kind>/``; the plugin's name as :func:`harness.fsutil.safe_name` gives it
+    (a short safe name as it is, so existing entries stay valid)."""
+    return Path(ctx.cache_dir) / safe_name(kind) / (
+        f"{safe_name(comp.name)}-{cache_key(model, comp, extra_key)}")
 
 
 def task_key(task: Task) -> str:
@@ -125,10 +146,10 @@ def cached_or_build(
     final = cache_dir(ctx, model, comp, extra_key, kind)
     meta_file = final / "meta.json"
     if meta_file.exists():
-        try:
-            return final, json.loads(meta_file.read_text()), True
-        except (OSError, json.JSONDecodeError):
-            shutil.rmtree(final, ignore_errors=True)  # corrupt entry: rebuild
+        meta = read_meta(meta_file)
+        if meta is not None:
+            return final, meta, True
+        discard_dir(final)  # corrupt entry: rebuild
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     (tmp / "model").mkdir(parents=True)
@@ -149,10 +170,60 @@ def cached_or_build(
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
         if not publish_dir(tmp, final, complete="meta.json"):  # another process first: use theirs
-            meta = json.loads(meta_file.read_text())
+            theirs = read_meta(meta_file)
+            if theirs is None:
+                raise CorruptCacheEntry(final, "meta.json is not a JSON object and the entry "
+                                               "cannot be replaced (remove the folder to rebuild it)")
+            meta = theirs
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final, meta, False
+
+
+def read_meta(path: Path) -> dict[str, Any] | None:
+    """A cache entry's JSON object, or None when the file does not read as one."""
+    try:
+        meta = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError):  # unreadable, not UTF-8, not JSON
+        return None
+    if not isinstance(meta, dict) or not isinstance(meta.get("compression_time_s", 0.0), (int, float)):
+        return None
+    return meta
+
+
+def cached_load(
+    ctx: CellContext,
+    model: LoadedModel,
+    comp: Compression,
+    build: Callable[[Path], dict[str, Any]],
+    load: Callable[[Path], T],
+    extra_key: str = "",
+    kind: str = "compress",
+) -> tuple[Path, dict[str, Any], bool, T]:
+    """:func:`cached_or_build`, then ``load(folder / "model")``: ``(folder, meta, hit, loaded)``.
+
+    An entry found in the cache that does not load (``load`` raises: a file that does not parse,
+    tensors of the wrong shape, a missing file) is taken out of the cache and built again, once,
+    with a warning naming it. When it cannot be removed (a read-only cache), or when an artifact
+    built just now does not load, :class:`CorruptCacheEntry` names the folder. ``load`` must
+    read data only (safetensors, JSON, ONNX / OpenVINO files), never unpickle."""
+    for attempt in (1, 2):
+        folder, meta, hit = cached_or_build(ctx, model, comp, build, extra_key, kind)
+        try:
+            return folder, meta, hit, load(folder / "model")
+        except (MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever a corrupt file makes a parser raise
+            if not hit:
+                raise CorruptCacheEntry(folder, f"{comp.name}: the artifact just built does not "
+                                                "load", exc) from exc
+            if attempt == 2 or not discard_dir(folder):
+                raise CorruptCacheEntry(folder, f"{comp.name}: corrupt and cannot be rebuilt "
+                                                "(remove the folder)", exc) from exc
+            warnings.warn(f"cache entry {folder} did not load ({type(exc).__name__}: {exc}); "
+                          "removed and rebuilt", HarnessWarning, stacklevel=2)
+            ctx.progress("compress", f"{comp.name}: corrupt cache entry {folder.name}, rebuilding")
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def copy_artifact(src: Path, directory: Path) -> Path:

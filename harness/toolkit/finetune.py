@@ -12,7 +12,9 @@ Cache: the fine-tuned model and its tokenizer are written with ``save_pretrained
 ``<cache_dir>/finetune/<key>/`` (plus ``harness_finetune.json``), where ``key`` hashes the base
 model's identity, the head (kind and labels), the training data hash, the recipe (with the
 effective precision) and the task name and version. A re-run with the same key loads the
-checkpoint instead of training.
+checkpoint's tensors (``model.safetensors``) into a copy of the base model instead of training;
+nothing else is read back but the JSON record, and a checkpoint that does not load is trained
+again.
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ import math
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..api import CellContext, LoadedModel
-from ..errors import PluginError
+from ..errors import HarnessWarning, PluginError
 from ..fsutil import publish_dir
 from .artifacts import hash_text
 from .predictor import pad_batch
@@ -222,6 +225,40 @@ def _publish(root: Path, key: str, module: Any, tokenizer: Any, meta: dict[str, 
     return folder
 
 
+#: what ``_result`` reads from a checkpoint's META_FILE
+_META_KEYS = ("train_time_s", "recipe", "train_examples", "train_features", "optimizer_steps",
+              "train_loss", "precision", "device")
+
+
+def _load_checkpoint(model: LoadedModel, folder: Path) -> tuple[Any, dict[str, Any]] | None:
+    """``(module, meta)`` of the cached checkpoint in ``folder``: its tensors (safetensors only)
+    loaded strictly into a copy of ``model.module``, the very structure that was trained (no
+    class, config or code is taken from the folder). None when it does not load: the entry is
+    then taken out of the cache, with a warning, and trained again; ``CorruptCacheEntry`` when
+    it cannot be removed (a read-only cache)."""
+    import copy
+
+    from ..fsutil import discard_dir
+    from .artifacts import CorruptCacheEntry, read_meta
+    from .weights import WEIGHTS_FILE, load_tensors
+
+    try:
+        meta = read_meta(folder / META_FILE)
+        if meta is None or not all(k in meta for k in _META_KEYS):
+            raise ValueError(f"{META_FILE} is not a fine-tuning record")
+        module = load_tensors(copy.deepcopy(model.module).to("cpu"), folder / WEIGHTS_FILE)
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever a corrupt file makes a parser raise
+        if not discard_dir(folder):
+            raise CorruptCacheEntry(folder, "the cached fine-tuned checkpoint does not load and "
+                                            "cannot be removed", exc) from exc
+        warnings.warn(f"cache entry {folder} did not load ({type(exc).__name__}: {exc}); "
+                      "removed, the model is trained again", HarnessWarning, stacklevel=3)
+        return None
+    return module.eval(), meta
+
+
 def finetune(
     model: LoadedModel,
     build_features: Callable[[], tuple[list[dict[str, Any]], int]],
@@ -257,10 +294,10 @@ def finetune(
     if n_epochs <= 0:
         raise PluginError(f"task {task!r}: epochs must be > 0, got {n_epochs!r}")
     if not resume and (root / key / META_FILE).is_file():
-        ctx.progress("fine-tune", f"cached checkpoint {root / key}")
-        module = _auto_class(model.head.kind).from_pretrained(root / key).eval()
-        meta = json.loads((root / key / META_FILE).read_text())
-        return _result(model, module, root / key, key, meta, cached=True)
+        cached = _load_checkpoint(model, root / key)
+        if cached is not None:
+            ctx.progress("fine-tune", f"cached checkpoint {root / key}")
+            return _result(model, cached[0], root / key, key, cached[1], cached=True)
     _auto_class(model.head.kind)  # an unknown head kind fails before any work
     features, examples = build_features()
     if not features:

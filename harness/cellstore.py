@@ -1,0 +1,124 @@
+"""Where a finished cell goes: its rows (built here, with the run's provenance), its
+per-example outputs (``<run>/predictions/``) and the cell cache (``<cache_dir>/cells/``, one
+JSON file of rows per cell id plus its predictions), and how a later run finds it again."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+from .cell import CellOutcome, CellSpec
+from .errors import HarnessWarning
+from .fsutil import atomic_write_text
+from .plugins import PluginManager
+from .provenance import now
+from .results import read_rows
+
+__all__ = ["cache_cell", "cell_rows", "complete_cells", "predictions_path", "read_cache",
+           "restore_predictions", "save_predictions"]
+
+
+def complete_cells(path: Path) -> set[str]:
+    """cell_ids whose rows are all in the results file (each row says how many the cell has)."""
+    if not path.exists():
+        return set()
+    seen: dict[str, set[Any]] = {}
+    need: dict[str, int] = {}
+    for row in read_rows(path):
+        cid = row.get("cell_id")
+        if not cid or row.get("status") == "failed":
+            continue
+        seen.setdefault(cid, set()).add(row.get("metric"))
+        need[cid] = int(row.get("cell_rows") or 1)
+    return {cid for cid, metrics in seen.items() if len(metrics) >= need[cid]}
+
+
+def cache_cell(cache: Path, spec: CellSpec, outcome: CellOutcome, rows: list[dict[str, Any]],
+               out_dir: Path) -> bool:
+    """Write a finished cell to the cell cache; False (after one warning) when it cannot be."""
+    try:
+        if outcome.predictions is not None:  # first: a cell cache entry is complete or absent
+            save_predictions(spec, outcome, cache / f"{spec.cell_id}.predictions.parquet")
+        _write_cache(cache, spec.cell_id, rows)
+    except OSError as exc:
+        warnings.warn(f"cannot write to the cell cache folder {cache} ({exc}); the results "
+                      f"are kept in {out_dir}, the cache is not updated in this run",
+                      HarnessWarning, stacklevel=4)
+        return False
+    return True
+
+
+def read_cache(cache: Path, cell_id: str) -> list[dict[str, Any]] | None:
+    """A cached cell's rows, or None (absent, or not a readable list of rows: run it again)."""
+    f = cache / f"{cell_id}.json"
+    if not f.exists():
+        return None
+    try:
+        rows = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # unreadable, not UTF-8, not JSON: run the cell again
+        return None
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+        return None
+    return rows
+
+
+def _write_cache(cache: Path, cell_id: str, rows: list[dict[str, Any]]) -> None:
+    # atomic: a kill leaves old or new, not half
+    atomic_write_text(cache / f"{cell_id}.json", json.dumps(rows, default=str))
+
+
+def predictions_path(spec: CellSpec) -> str:
+    """Where a cell's per-example outputs go, relative to the run folder."""
+    from .predictions import PREDICTIONS_DIR, file_name
+
+    return f"{PREDICTIONS_DIR}/{file_name(spec.model.name, spec.task.name, spec.compression.name)}"
+
+
+def save_predictions(spec: CellSpec, outcome: CellOutcome, path: Path) -> None:
+    """Write the cell's per-example outputs to ``path`` (the run's predictions/, the cell cache)."""
+    from .predictions import write_predictions
+
+    assert outcome.predictions is not None
+    meta = {**outcome.predictions["meta"], "model": spec.model.name,
+            "compression": spec.compression.name, "cell_id": spec.cell_id}
+    write_predictions(path, outcome.predictions["table"], meta)
+
+
+def restore_predictions(cache: Path, spec: CellSpec, out_dir: Path) -> None:
+    """A cached cell's predictions file back into the run folder (when the cache has one)."""
+    src = cache / f"{spec.cell_id}.predictions.parquet"
+    if src.is_file() and spec.settings.save_predictions:
+        dst = out_dir / predictions_path(spec)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+
+
+def cell_rows(spec: CellSpec, outcome: CellOutcome, base: dict[str, Any], pm: PluginManager,
+          registries) -> list[dict[str, Any]]:
+    versions = {}
+    for entry in (spec.model, spec.task, spec.compression):
+        reg = registries.by_kind(entry.kind)
+        if entry.plugin in reg:
+            src = reg.sources[entry.plugin]
+            dist = pm.distributions.get(src)
+            versions[entry.kind] = {"plugin": entry.plugin, "version": reg.classes[entry.plugin].version,
+                                    "distribution": f"{dist[0]} {dist[1]}" if dist else src}
+    ident = {
+        "cell_id": spec.cell_id,
+        "model": spec.model.name, "model_plugin": spec.model.plugin,
+        "model_params": json.dumps(spec.model.params, sort_keys=True, default=str),
+        "task": spec.task.name, "task_plugin": spec.task.plugin,
+        "task_params": json.dumps(spec.task.params, sort_keys=True, default=str),
+        "compression": spec.compression.name, "compression_plugin": spec.compression.plugin,
+        "compression_params": json.dumps(spec.compression.params, sort_keys=True, default=str),
+        "status": outcome.status, "error": outcome.error, "phase": outcome.phase,
+        "plugin_versions": json.dumps(versions, sort_keys=True),
+        "timestamp": now(), "cached": False,
+    }
+    info = {"device_name": base["cpu"], **outcome.info}
+    metric_rows = outcome.rows or [{"metric": None, "value": None}]
+    n = len(metric_rows)
+    return [{**base, **ident, **info, **m, "cell_rows": n} for m in metric_rows]
