@@ -27,7 +27,7 @@ from .api import (
     Transform,
     capability_reason,
 )
-from .errors import DataError, HarnessError, PluginError, SuiteError
+from .errors import BadInput, DataError, HarnessError, PluginError, SuiteError
 from .hookspecs import hookimpl
 from .plugins import get_plugin_manager
 from .version import __version__
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CAPABILITIES",
+    "BadInput",
     "CellContext",
     "Compression",
     "DataError",

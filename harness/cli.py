@@ -215,6 +215,7 @@ def plugins(ctx, as_json: bool) -> None:
       harness --disable-plugin nncf plugins
     """
     from .plugins import plugin_table
+    from .textfmt import table
 
     pm = _plugin_manager(ctx)
     rows = plugin_table(pm)
@@ -224,12 +225,8 @@ def plugins(ctx, as_json: bool) -> None:
         click.echo(json.dumps({"plugins": rows, "load_errors": [str(e) for e in pm.load_errors]},
                               indent=1))
         return
-    widths = {k: max(len(k), *(len(r[k]) for r in rows)) if rows else len(k)
-              for k in ("name", "kind", "chain", "version", "plugin", "distribution")}
-    header = "  ".join(k.upper().ljust(w) for k, w in widths.items())
-    click.echo(header)
-    for r in rows:
-        click.echo("  ".join(r[k].ljust(w) for k, w in widths.items()))
+    cols = ("name", "kind", "chain", "version", "plugin", "distribution")
+    click.echo(table([c.upper() for c in cols], [[r[c] for c in cols] for r in rows]), nl=False)
     if pm.load_errors:
         sys.exit(EXIT_FAILED)
 
@@ -362,8 +359,8 @@ def select_command(results: Path, max_drop: float, by: str, baseline_compression
       harness select runs/nightly --max-drop 0.01 --by latency_b1_p50_ms
       harness select runs/nightly --max-drop 0.005 --by size_bytes --json
     """
-    from .cells import read_table
-    from .select import select, to_json, to_table
+    from .analysis.cells import read_table
+    from .analysis.select import select, to_json, to_table
 
     sel = select(read_table(results, "results"), max_drop, by, baseline=baseline_compression,
                  name=str(results))
@@ -386,6 +383,6 @@ def history_command(runs: tuple[Path, ...], out_dir: Path, title: str | None) ->
     Example:
       harness history runs/v1.0 runs/v1.1 runs/nightly -o reports/history
     """
-    from .history import render_history
+    from .analysis.history import render_history
 
     click.echo(f"history: {render_history(list(runs), out_dir, title=title)}")

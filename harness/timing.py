@@ -38,21 +38,20 @@ class LatencyResult:
 
     def percentile(self, q: float) -> float:
         """Linear-interpolated percentile (numpy's default method) of the samples."""
-        xs = sorted(self.samples_ms)
-        if len(xs) == 1:
-            return xs[0]
-        pos = (len(xs) - 1) * q / 100
-        lo = int(pos)
-        hi = min(lo + 1, len(xs) - 1)
-        return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+        from .stats import percentiles
+
+        return percentiles(self.samples_ms, [q])[0]
 
     def stats(self) -> dict[str, float]:
+        from .stats import percentiles
+
         mean = statistics.fmean(self.samples_ms)
         std = statistics.stdev(self.samples_ms) if len(self.samples_ms) > 1 else 0.0
+        p50, p90, p99 = percentiles(self.samples_ms, (50, 90, 99))
         return {
-            "latency_b1_p50_ms": self.percentile(50),
-            "latency_b1_p90_ms": self.percentile(90),
-            "latency_b1_p99_ms": self.percentile(99),
+            "latency_b1_p50_ms": p50,
+            "latency_b1_p90_ms": p90,
+            "latency_b1_p99_ms": p99,
             "latency_b1_mean_ms": mean,
             "latency_b1_std_ms": std,
             "latency_b1_cv": std / mean if mean else 0.0,

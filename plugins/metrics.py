@@ -13,7 +13,8 @@ a hub), plus a seeded percentile bootstrap for confidence intervals.
 * :func:`sentence_entity_counts` - (true positives, predicted, gold) entities per sentence, the
   exact decomposition of seqeval's micro scores, so bootstrapping over sentences is cheap.
 * :func:`bootstrap_ci` - percentile bootstrap over rows of per-item statistics (vectorised for
-  statistics marked ``vectorized``, such as :func:`micro_f1_from_counts`).
+  statistics marked ``vectorized``, such as :func:`micro_f1_from_counts`), on the core's
+  :func:`harness.stats.bootstrap` (the gate's paired bootstrap uses the same resampling).
 """
 
 from __future__ import annotations
@@ -235,25 +236,17 @@ def bootstrap_ci(
     confidence: float = 0.95,
 ) -> tuple[float | None, float | None]:
     """Percentile bootstrap CI of ``statistic`` over rows of ``stats`` (items resampled with
-    replacement, ``n_resamples`` times, numpy ``default_rng(seed)``). ``(None, None)`` when
-    ``n_resamples`` is 0 or there are no items."""
+    replacement, ``n_resamples`` times, numpy ``default_rng(seed)``: :func:`harness.stats.bootstrap`,
+    vectorised for statistics marked ``vectorized``). ``(None, None)`` when ``n_resamples`` is 0
+    or there are no items."""
+    from harness.stats import bootstrap, percentile_interval
+
     stats = np.asarray(stats)
-    n = len(stats)
-    if n_resamples <= 0 or n == 0:
+    if n_resamples <= 0 or len(stats) == 0:
         return None, None
-    rng = np.random.default_rng(seed)
-    values = np.empty(n_resamples, dtype=float)
-    if getattr(statistic, "vectorized", False):  # takes a (B, n, ...) stack of resamples
-        chunk = max(1, min(n_resamples, 2_000_000 // max(1, stats[:1].size * n)))
-        for lo in range(0, n_resamples, chunk):
-            hi = min(n_resamples, lo + chunk)
-            values[lo:hi] = statistic(stats[rng.integers(0, n, size=(hi - lo, n))])
-    else:
-        for b in range(n_resamples):
-            values[b] = statistic(stats[rng.integers(0, n, size=n)])
-    alpha = (1.0 - confidence) / 2
-    low, high = np.quantile(values, [alpha, 1.0 - alpha])
-    return float(low), float(high)
+    values = bootstrap(stats, statistic, n_resamples, seed,
+                       vectorized=getattr(statistic, "vectorized", False))
+    return percentile_interval(values, confidence)
 
 
 def macro_f1_from_pairs(pairs: np.ndarray, num_labels: int) -> float:

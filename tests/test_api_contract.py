@@ -45,21 +45,20 @@ def _project_classes() -> list[type]:
     import observer
     import tiny_tasks
     import truncated
-    from test_faults import _doc_module
-    from test_prune import RecoverableSST2
+    from suite_kit import doc_module
 
     sys.path.insert(0, str(ROOT / "examples" / "harness-example"))
     try:
         import harness_example
     finally:
         sys.path.pop(0)
-    docs = _doc_module(ROOT / "docs" / "plugins.md")
+    docs = doc_module(ROOT / "docs" / "plugins.md")
     classes = []
     for extra in ((faulty, observer, truncated, harness_example), (docs,)):  # docs reuse names
         reg = make_plugin_manager(*extra).registries()
         classes += [c for kind in ("model", "task", "compression", "executor")
                     for c in reg.by_kind(kind).classes.values()]
-    return classes + [tiny_tasks.TinySST2, RecoverableSST2]
+    return classes + [tiny_tasks.TinySST2, tiny_tasks.RecoverableSST2]
 
 
 def test_every_plugin_of_the_project_is_concrete():

@@ -111,6 +111,7 @@ def _check(df, clean_df, cache: Path, marker: Path) -> None:
     assert not df.cached.any()  # the cell cache was dropped or poisoned: every cell ran
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("json_too", [False, True], ids=["artifacts", "every-file"])
 def test_a_poisoned_cache_is_rebuilt_never_unpickled(clean, tmp_path, json_too):
     cache_src, clean_df = clean
@@ -131,6 +132,7 @@ def test_a_poisoned_cache_is_rebuilt_never_unpickled(clean, tmp_path, json_too):
     assert again.cached.all() and not marker.exists()
 
 
+@pytest.mark.slow
 def test_a_clean_cache_hit_rebuilds_each_transform_output_from_its_plugin(clean, tmp_path):
     """Cell cache dropped, artifacts intact: every transform output and artifact is loaded back
     (structure from the plugin, tensors from the cache) and scores as it did when built."""

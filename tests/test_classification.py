@@ -106,6 +106,7 @@ def test_unknown_label_with_fixed_names(tmp_path):
                            eval_split="test").examples("test")
 
 
+@pytest.mark.slow
 def test_fit_and_evaluate_tiny_model_on_sst2_slice(tmp_path, ctx):
     task = ClassificationTask(format="sst2", data_dir=str(data("sst2")), max_train_samples=64,
                               max_eval_samples=48, batch_size=16, bootstrap=200, max_length=32)
@@ -143,6 +144,7 @@ def test_head_kind_and_label_mismatch(ctx, tmp_path):
         task.fit(ner_model, ctx)
 
 
+@pytest.mark.slow
 def test_runs_in_a_suite(run_suite_dict, tmp_path):
     (tmp_path / "train.jsonl").write_text(
         "".join(json.dumps({"text": f"item {i} " + "good " * (i % 3), "label": ["bad", "good"][i % 2]}) + "\n"

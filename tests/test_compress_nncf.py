@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from compress_fixtures import cache, ctx, make_ctx, reference_logits, rows, seq  # noqa: F401
-from tiny_tasks import TinySST2
+from tiny_tasks import TinySST2, reference_logits
 
 from harness.api import CellContext, Head
 from harness.testing import TINY_BERT
@@ -29,17 +28,17 @@ def test_registered_through_entry_point(plugin_manager):
     assert {"openvino", "nncf-ptq", "nncf-weights"} <= names
 
 
-def test_skipped_off_cpu_or_without_packages(ctx, monkeypatch):
-    cuda = CellContext(device="cuda:0", seed=0, cache_dir=ctx.cache_dir, work_dir=ctx.work_dir)
+def test_skipped_off_cpu_or_without_packages(cached_ctx, monkeypatch):
+    cuda = CellContext(device="cuda:0", seed=0, cache_dir=cached_ctx.cache_dir, work_dir=cached_ctx.work_dir)
     for comp in (OpenVINOFP32(), NNCFPostTrainingInt8(), NNCFWeightCompression()):
-        assert comp.unsupported_reason(ctx) is None
+        assert comp.unsupported_reason(cached_ctx) is None
         assert "OpenVINO" in comp.unsupported_reason(cuda)
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "nncf" else real(n, *a))
-    assert "package(s) nncf not installed (pip install nncf)" in NNCFPostTrainingInt8().unsupported_reason(ctx)
-    assert OpenVINOFP32().unsupported_reason(ctx) is None  # needs openvino only
+    assert "package(s) nncf not installed (pip install nncf)" in NNCFPostTrainingInt8().unsupported_reason(cached_ctx)
+    assert OpenVINOFP32().unsupported_reason(cached_ctx) is None  # needs openvino only
     monkeypatch.setattr(ovr, "cpu_capabilities", lambda: {k: False for k in ("avx512_bf16", "amx_bf16")})
-    assert "bf16" in OpenVINOFP32(inference_precision="bf16").unsupported_reason(ctx)
+    assert "bf16" in OpenVINOFP32(inference_precision="bf16").unsupported_reason(cached_ctx)
 
 
 def test_parameter_validation():
@@ -57,9 +56,10 @@ def test_parameter_validation():
         OpenVINOFP32(inference_precision="int8")
 
 
-def test_openvino_fp32_matches_torch_at_any_shape(seq, ctx, tmp_path):
+@pytest.mark.slow
+def test_openvino_fp32_matches_torch_at_any_shape(seq, cached_ctx, tmp_path):
     model, task = seq
-    pred = OpenVINOFP32().apply(model, task, ctx)
+    pred = OpenVINOFP32().apply(model, task, cached_ctx)
     assert (pred.runtime, pred.device, pred.precision) == ("openvino", "cpu", "fp32")
     assert pred.inference_precision == "f32"
     for n in (1, 3, 7):  # dynamic batch and sequence length
@@ -73,21 +73,22 @@ def test_openvino_fp32_matches_torch_at_any_shape(seq, ctx, tmp_path):
     assert pred.describe()["runtime_precisions"].count("f32")
 
 
-def test_token_classification_logits(rows, ctx):
-    model = HFModel(**TINY_BERT).load(Head("token-classification", ("0", "1")), ctx)
+@pytest.mark.slow
+def test_token_classification_logits(rows, cached_ctx):
+    model = HFModel(**TINY_BERT).load(Head("token-classification", ("0", "1")), cached_ctx)
     model.module.eval()
     task = TinySST2(rows, model.tokenizer, kind="token-classification")
     batch = task.batch(task.rows[:3])
-    pred = OpenVINOFP32().apply(model, task, ctx)
+    pred = OpenVINOFP32().apply(model, task, cached_ctx)
     out = pred(batch)
     assert out.shape == (*batch["input_ids"].shape, 2)
     torch.testing.assert_close(out, reference_logits(model, batch), atol=1e-4, rtol=1e-4)
 
 
-def test_ptq_is_real_int8_quarter_size_and_cached(seq, ctx, tmp_path):
+def test_ptq_is_real_int8_quarter_size_and_cached(seq, cached_ctx, tmp_path):
     model, task = seq
     comp = NNCFPostTrainingInt8(subset_size=32)
-    pred = comp.apply(model, task, ctx)
+    pred = comp.apply(model, task, cached_ctx)
     assert (pred.runtime, pred.precision) == ("openvino", "int8")
     fc = pred.precisions["FullyConnected"]
     assert sum(v for k, v in fc.items() if k in ("i8", "u8")) > sum(v for k, v in fc.items() if k == "f32")
@@ -96,22 +97,22 @@ def test_ptq_is_real_int8_quarter_size_and_cached(seq, ctx, tmp_path):
     ref = reference_logits(model, batch)
     assert out.shape == (8, 2) and torch.isfinite(out).all()
     assert (out - ref).abs().max() < 0.1 * ref.abs().max() + 0.02
-    fp32 = dir_bytes(NoCompression().apply(model, task, ctx).save(tmp_path / "fp32"))
+    fp32 = dir_bytes(NoCompression().apply(model, task, cached_ctx).save(tmp_path / "fp32"))
     int8 = dir_bytes(pred.save(tmp_path / "int8"))
     assert int8 < 0.35 * fp32
     assert pred.parameter_counts()[0] == sum(p.numel() for p in model.module.parameters())
     d = pred.describe()
     assert d["cache_hit"] is False and d["calibration_samples"] == 32
     assert d["inference_precision_hint"] == "f32" and d["runtime"] == "openvino"
-    again = NNCFPostTrainingInt8(subset_size=32).apply(model, task, ctx)
+    again = NNCFPostTrainingInt8(subset_size=32).apply(model, task, cached_ctx)
     assert again.describe()["cache_hit"] is True and again.describe()["compression_time_s"] == 0.0
     torch.testing.assert_close(again(batch), out)
 
 
-def test_ptq_accuracy_control_uses_the_task_metric(seq, ctx):
+def test_ptq_accuracy_control_uses_the_task_metric(seq, cached_ctx):
     model, task = seq
     task.eval_log.clear()
-    pred = NNCFPostTrainingInt8(subset_size=16, max_drop=0.5, ranking_samples=8).apply(model, task, ctx)
+    pred = NNCFPostTrainingInt8(subset_size=16, max_drop=0.5, ranking_samples=8).apply(model, task, cached_ctx)
     d = pred.describe()
     # fp32 and int8 evaluated on OpenVINO with the task's own evaluate()
     assert len(task.eval_log) >= 2 and set(task.eval_log) == {"openvino"}
@@ -121,14 +122,14 @@ def test_ptq_accuracy_control_uses_the_task_metric(seq, ctx):
     assert pred.precision == "int8"
 
 
-def test_weights_int8_and_int4(seq, ctx, tmp_path):
+def test_weights_int8_and_int4(seq, cached_ctx, tmp_path):
     model, task = seq
     batch = task.batch(task.rows[:4])
     ref = reference_logits(model, batch)
-    fp32 = dir_bytes(OpenVINOFP32().apply(model, task, ctx).save(tmp_path / "fp32"))
-    w8 = NNCFWeightCompression(mode="int8_asym").apply(model, task, ctx)
+    fp32 = dir_bytes(OpenVINOFP32().apply(model, task, cached_ctx).save(tmp_path / "fp32"))
+    w8 = NNCFWeightCompression(mode="int8_asym").apply(model, task, cached_ctx)
     w4 = NNCFWeightCompression(mode="int4_sym", group_size=-1, ratio=1.0, all_layers=True).apply(
-        model, task, ctx
+        model, task, cached_ctx
     )
     s8, s4 = dir_bytes(w8.save(tmp_path / "w8")), dir_bytes(w4.save(tmp_path / "w4"))
     assert s8 < 0.32 * fp32 and s4 < 0.7 * s8
@@ -139,13 +140,13 @@ def test_weights_int8_and_int4(seq, ctx, tmp_path):
         assert out.shape == (4, 2) and torch.isfinite(out).all()
         assert (out - ref).abs().max() < 0.2 * ref.abs().max() + 0.02
         assert p.describe()["weights"] in ("int8_asym", "int4_sym")
-    assert NNCFWeightCompression(mode="int8_asym").apply(model, task, ctx).describe()["cache_hit"]
+    assert NNCFWeightCompression(mode="int8_asym").apply(model, task, cached_ctx).describe()["cache_hit"]
 
 
-def test_predictor_reads_artifact_folder(seq, ctx, tmp_path):
+def test_predictor_reads_artifact_folder(seq, cached_ctx, tmp_path):
     """An OpenVINO artifact saved by one predictor runs in a fresh one."""
     model, task = seq
-    pred = OpenVINOFP32().apply(model, task, ctx)
+    pred = OpenVINOFP32().apply(model, task, cached_ctx)
     folder = pred.save(tmp_path / "art")
     fresh = OpenVINOPredictor(folder, counts=pred.counts, threads=1)
     batch = task.batch(task.rows[:2])

@@ -9,8 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from compress_fixtures import cache, ctx, make_ctx, reference_logits, rows, seq  # noqa: F401
-from tiny_tasks import TinySST2
+from tiny_tasks import TinySST2, make_ctx, reference_logits
 
 import harness
 from harness.api import CellContext, Head
@@ -50,11 +49,11 @@ def test_provenance_has_ort_versions():
     assert env["onnxruntime_version"] and env["onnx_version"]
 
 
-def test_skip_reasons(ctx, monkeypatch):
-    cuda = CellContext(device="cuda:0", seed=0, cache_dir=ctx.cache_dir, work_dir=ctx.work_dir)
+def test_skip_reasons(cached_ctx, monkeypatch):
+    cuda = CellContext(device="cuda:0", seed=0, cache_dir=cached_ctx.cache_dir, work_dir=cached_ctx.work_dir)
     for comp in (OnnxFP32(), OrtDynamicInt8(), OrtStaticInt8()):
-        assert comp.unsupported_reason(ctx) is None
-    assert "GPU" not in OrtFP16().unsupported_reason(ctx) and "CUDA" in OrtFP16().unsupported_reason(ctx)
+        assert comp.unsupported_reason(cached_ctx) is None
+    assert "GPU" not in OrtFP16().unsupported_reason(cached_ctx) and "CUDA" in OrtFP16().unsupported_reason(cached_ctx)
     assert "CPU execution provider only" in OrtDynamicInt8().unsupported_reason(cuda)
     assert "CPU execution provider only" in OrtStaticInt8().unsupported_reason(cuda)
     monkeypatch.setattr(rt, "available_providers", lambda: ["CPUExecutionProvider"])
@@ -66,7 +65,7 @@ def test_skip_reasons(ctx, monkeypatch):
     # onnxruntime missing at run time: a skip reason, before any model is loaded
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "onnxruntime" else real(n, *a))
-    reason = OnnxFP32().unsupported_reason(ctx)
+    reason = OnnxFP32().unsupported_reason(cached_ctx)
     assert reason.startswith("onnx: package(s) onnxruntime not installed") and "pip install onnxruntime" in reason
 
 
@@ -83,9 +82,9 @@ def test_parameter_validation():
         OnnxFP32(export_tolerance=0)
 
 
-def test_onnx_fp32_matches_torch_at_any_shape(seq, ctx, tmp_path):
+def test_onnx_fp32_matches_torch_at_any_shape(seq, cached_ctx, tmp_path):
     model, task = seq
-    pred = OnnxFP32(threads=1).apply(model, task, ctx)
+    pred = OnnxFP32(threads=1).apply(model, task, cached_ctx)
     assert (pred.runtime, pred.device, pred.precision) == ("onnxruntime", "cpu", "fp32")
     for n in (1, 3, 7):  # dynamic batch and sequence length
         batch = task.batch(task.rows[n : 2 * n])
@@ -110,19 +109,20 @@ def test_onnx_fp32_matches_torch_at_any_shape(seq, ctx, tmp_path):
     torch.testing.assert_close(fresh(batch), pred(batch))
 
 
-def test_token_classification_logits(rows, ctx):
-    model = HFModel(**TINY_BERT).load(Head("token-classification", ("O", "B-X", "I-X")), ctx)
+def test_token_classification_logits(rows, cached_ctx):
+    model = HFModel(**TINY_BERT).load(Head("token-classification", ("O", "B-X", "I-X")), cached_ctx)
     model.module.eval()
     task = TinySST2(rows, model.tokenizer, kind="token-classification")
     batch = task.batch(task.rows[:3])
-    out = OnnxFP32().apply(model, task, ctx)(batch)
+    out = OnnxFP32().apply(model, task, cached_ctx)(batch)
     assert out.shape == (*batch["input_ids"].shape, 3)
     torch.testing.assert_close(out, reference_logits(model, batch), atol=1e-5, rtol=1e-5)
 
 
-def test_ort_int8_quantizes_matmuls_smaller_and_cached(seq, ctx, tmp_path):
+@pytest.mark.slow
+def test_ort_int8_quantizes_matmuls_smaller_and_cached(seq, cached_ctx, tmp_path):
     model, task = seq
-    pred = OrtDynamicInt8().apply(model, task, ctx)
+    pred = OrtDynamicInt8().apply(model, task, cached_ctx)
     d = pred.describe()
     assert pred.precision == "int8" and d["cache_hit"] is False
     q, total = map(int, d["runtime_quantized_matmuls"].split("/"))
@@ -132,22 +132,23 @@ def test_ort_int8_quantizes_matmuls_smaller_and_cached(seq, ctx, tmp_path):
     out, ref = pred(batch), reference_logits(model, batch)
     assert out.shape == (8, 2) and (out - ref).abs().max() < 0.1 * ref.abs().max() + 0.02
     assert 0 < d["max_abs_diff_vs_torch"] < 0.1 * ref.abs().max() + 0.02
-    fp32 = OnnxFP32().apply(model, task, ctx)
+    fp32 = OnnxFP32().apply(model, task, cached_ctx)
     assert pred.save(tmp_path / "i8").stat().st_size < 0.35 * fp32.save(tmp_path / "f32").stat().st_size
-    again = OrtDynamicInt8().apply(model, task, ctx)
+    again = OrtDynamicInt8().apply(model, task, cached_ctx)
     assert again.describe()["cache_hit"] is True and again.describe()["compression_time_s"] == 0.0
     torch.testing.assert_close(again(batch), out)
-    channel = OrtDynamicInt8(per_channel=True, embeddings=False).apply(model, task, ctx)
+    channel = OrtDynamicInt8(per_channel=True, embeddings=False).apply(model, task, cached_ctx)
     assert channel.describe()["cache_hit"] is False and channel.describe()["per_channel"] is True
     # embeddings left fp32: the file is far bigger than with int8 embeddings
     assert channel.save(tmp_path / "pc").stat().st_size > 2 * pred.save(tmp_path / "i8b").stat().st_size
 
 
-def test_static_int8_calibrates_on_calibration_batches(seq, ctx):
+@pytest.mark.slow
+def test_static_int8_calibrates_on_calibration_batches(seq, cached_ctx):
     model, _ = seq
     task = CountingTask(seq[1].rows, model.tokenizer)
     CountingTask.calls.clear()
-    pred = OrtStaticInt8(samples=24, calibration_method="entropy").apply(model, task, ctx)
+    pred = OrtStaticInt8(samples=24, calibration_method="entropy").apply(model, task, cached_ctx)
     d = pred.describe()
     assert CountingTask.calls == [24]
     assert d["calibration_samples"] == 24 and d["calibration_method"] == "entropy"
@@ -159,19 +160,19 @@ def test_static_int8_calibrates_on_calibration_batches(seq, ctx):
     ref = reference_logits(model, batch)
     assert (pred(batch) - ref).abs().max() < 0.2 * ref.abs().max() + 0.05
     # another sample count is another artifact; the same one is a cache hit without calibrating
-    assert OrtStaticInt8(samples=24, calibration_method="entropy").apply(model, task, ctx).describe()["cache_hit"]
+    assert OrtStaticInt8(samples=24, calibration_method="entropy").apply(model, task, cached_ctx).describe()["cache_hit"]
     assert CountingTask.calls == [24]
-    fp32_tables = OrtStaticInt8(samples=8).apply(model, task, ctx)
+    fp32_tables = OrtStaticInt8(samples=8).apply(model, task, cached_ctx)
     assert CountingTask.calls == [24, 8]
-    int8_tables = OrtStaticInt8(samples=8, embeddings=True).apply(model, task, ctx)
+    int8_tables = OrtStaticInt8(samples=8, embeddings=True).apply(model, task, cached_ctx)
     assert int8_tables.graph.stat().st_size < 0.4 * fp32_tables.graph.stat().st_size
 
 
-def test_export_tolerance_fails_with_a_clear_message(seq, ctx):
+def test_export_tolerance_fails_with_a_clear_message(seq, cached_ctx):
     model, task = seq
     with pytest.raises(PluginError, match=r"onnx: the exported fp32 ONNX graph .* above export_tolerance 1e-12"):
-        OnnxFP32(export_tolerance=1e-12).apply(model, task, ctx)
-    assert not list((Path(ctx.cache_dir) / "compress").glob("onnx-*tmp*"))  # nothing half-written
+        OnnxFP32(export_tolerance=1e-12).apply(model, task, cached_ctx)
+    assert not list((Path(cached_ctx.cache_dir) / "compress").glob("onnx-*tmp*"))  # nothing half-written
 
 
 class FFTHead(torch.nn.Module):
@@ -195,11 +196,11 @@ class FFTBert(HFModel):
         return loaded
 
 
-def test_export_failure_names_the_op_and_exporter(seq, ctx):
+def test_export_failure_names_the_op_and_exporter(seq, cached_ctx):
     model, task = seq
-    bad = FFTBert(**TINY_BERT).load(Head("sequence-classification", ("0", "1")), ctx)
+    bad = FFTBert(**TINY_BERT).load(Head("sequence-classification", ("0", "1")), cached_ctx)
     with pytest.raises(PluginError) as err:
-        OrtDynamicInt8().apply(bad, task, ctx)
+        OrtDynamicInt8().apply(bad, task, cached_ctx)
     msg = str(err.value)
     assert "'aten::fft_fft'" in msg and "TorchScript exporter" in msg and f"opset {rt.OPSET}" in msg
     assert msg.startswith("ort-int8:")
@@ -213,6 +214,7 @@ def test_unsupported_op_parsing():
     assert rt.unsupported_op("something else went wrong") is None
 
 
+@pytest.mark.slow
 def test_suite_ner_and_classification(run_suite_dict, shared_data):
     """Through the core with the built-in tasks: ok rows with the ORT columns; an unexportable
     model fails its own cells with the op and the exporter, the rest of the run goes on."""
@@ -257,12 +259,12 @@ def test_suite_ner_and_classification(run_suite_dict, shared_data):
 
 
 @pytest.mark.gpu
-def test_fp16_and_fp32_on_cuda(seq, cache, tmp_path):
+def test_fp16_and_fp32_on_cuda(seq, module_cache, tmp_path):
     """On a GPU with onnxruntime-gpu: ort-fp16 runs fp16 on the CUDA execution provider."""
     if "CUDAExecutionProvider" not in rt.available_providers():
         pytest.skip("onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)")
     model, task = seq
-    cuda = make_ctx(cache, tmp_path, device="cuda:0")
+    cuda = make_ctx(module_cache, tmp_path, device="cuda:0")
     batch = task.batch(task.rows[:4])
     ref = reference_logits(model, batch)
     fp32 = OnnxFP32().apply(model, task, cuda)

@@ -6,35 +6,13 @@ import dataclasses
 
 import pytest
 import torch
-from tiny_tasks import TinySST2
-from tiny_tasks import sst2_rows as real_sst2_rows
+from tiny_tasks import reference_logits
 
-from harness.api import CellContext, Head
+from harness.api import CellContext
 from harness.testing import TINY_BERT
 from harness.toolkit import dir_bytes
 from harness_plugins import compress_torch as ct
 from harness_plugins.compress_torch import DynamicInt8, Half, NoCompression
-from harness_plugins.hf import HFModel
-
-
-@pytest.fixture(scope="module")
-def sst2_rows() -> list[tuple[str, int]]:
-    return real_sst2_rows()
-
-
-@pytest.fixture(scope="module")
-def tiny(sst2_rows, tmp_path_factory):
-    ctx = CellContext(device="cpu", seed=0, cache_dir=tmp_path_factory.mktemp("c"),
-                      work_dir=tmp_path_factory.mktemp("w"), show_progress=False)
-    model = HFModel(**TINY_BERT).load(Head("sequence-classification", ("0", "1")), ctx)
-    model.module.eval()
-    return model, TinySST2(sst2_rows, model.tokenizer)
-
-
-
-def _reference(model, batch):
-    with torch.inference_mode():
-        return model.module(**batch).logits
 
 
 def test_registered_through_entry_point(plugin_manager):
@@ -42,15 +20,15 @@ def test_registered_through_entry_point(plugin_manager):
     assert {"none", "half", "dynamic-int8"} <= names
 
 
-def test_none_is_the_fp32_model(tiny, ctx, tmp_path):
-    model, task = tiny
+def test_none_is_the_fp32_model(seq, ctx, tmp_path):
+    model, task = seq
     batch = task.batch(task.rows[:5])
     pred = NoCompression().apply(model, task, ctx)
     assert NoCompression().unsupported_reason(ctx) is None
     assert (pred.runtime, pred.device, pred.precision) == ("torch", "cpu", "fp32")
     out = pred(batch)
     assert isinstance(out, torch.Tensor) and out.shape == (5, 2)
-    torch.testing.assert_close(out, _reference(model, batch))
+    torch.testing.assert_close(out, reference_logits(model, batch))
     total, nonzero = pred.parameter_counts()
     assert total == sum(p.numel() for p in model.module.parameters()) and 0 < nonzero <= total
     size = dir_bytes(pred.save(tmp_path / "art"))
@@ -73,17 +51,17 @@ def test_half_skipped_without_native_bf16(ctx, monkeypatch):
         Half(dtype="int8")
 
 
-def test_half_bf16_where_supported(tiny, ctx, tmp_path, monkeypatch):
+def test_half_bf16_where_supported(seq, ctx, tmp_path, monkeypatch):
     monkeypatch.setattr(ct, "cpu_flags", lambda: {"avx512_bf16"})
     comp = Half(dtype="bf16")
     assert comp.unsupported_reason(ctx) is None
-    model, task = tiny
+    model, task = seq
     batch = task.batch(task.rows[:4])
     pred = comp.apply(model, task, ctx)
     assert pred.precision == "bf16" and next(pred.module.parameters()).dtype == torch.bfloat16
     out = pred(batch)
     assert out.shape == (4, 2)
-    torch.testing.assert_close(out.float(), _reference(model, batch), atol=0.05, rtol=0.05)
+    torch.testing.assert_close(out.float(), reference_logits(model, batch), atol=0.05, rtol=0.05)
     fp32 = dir_bytes(NoCompression().apply(model, task, ctx).save(tmp_path / "fp32"))
     half = dir_bytes(pred.save(tmp_path / "bf16"))
     assert 0.45 < half / fp32 < 0.55
@@ -91,8 +69,8 @@ def test_half_bf16_where_supported(tiny, ctx, tmp_path, monkeypatch):
     assert next(model.module.parameters()).dtype == torch.float32  # input untouched
 
 
-def test_dynamic_int8(tiny, ctx, tmp_path):
-    model, task = tiny
+def test_dynamic_int8(seq, ctx, tmp_path):
+    model, task = seq
     comp = DynamicInt8()
     assert comp.unsupported_reason(ctx) is None
     batch = task.batch(task.rows[:6])
@@ -100,7 +78,7 @@ def test_dynamic_int8(tiny, ctx, tmp_path):
     assert (pred.runtime, pred.precision) == ("torch", "int8")
     out = pred(batch)
     assert isinstance(out, torch.Tensor) and out.shape == (6, 2)
-    ref = _reference(model, batch)
+    ref = reference_logits(model, batch)
     assert (out - ref).abs().max() < 0.05 * ref.abs().max() + 1e-3
     # the Linear layers and embeddings really are quantised modules
     kinds = {type(m).__name__ for m in pred.module.modules()}
@@ -121,8 +99,8 @@ def test_dynamic_int8(tiny, ctx, tmp_path):
     assert task.evaluate(pred, model, ctx)[0].value >= 0
 
 
-def test_dynamic_int8_cache_hit_and_key(tiny, ctx):
-    model, task = tiny
+def test_dynamic_int8_cache_hit_and_key(seq, ctx):
+    model, task = seq
     batch = task.batch(task.rows[:3])
     first = DynamicInt8().apply(model, task, ctx)
     entries = list((ctx.cache_dir / "compress").iterdir())
@@ -153,6 +131,7 @@ def test_cpu_capabilities_reads_flags():
     assert all(isinstance(v, bool) for v in caps.values())
 
 
+@pytest.mark.slow
 def test_suite_runs_and_skips(run_suite_dict, shared_data, monkeypatch):
     """Through the core: ok rows with the size columns, half skipped (not failed) on a CPU
     without native bf16."""

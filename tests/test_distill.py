@@ -98,6 +98,7 @@ def test_student_starts_from_the_teachers_layers(seq_teacher):
         make_student(teacher.module, [0], intermediate_size=64)
 
 
+@pytest.mark.slow
 def test_sequence_students_share_one_teacher_pass(seq_teacher, mctx, tmp_path):
     teacher, task = seq_teacher
     pred = Distill(num_layers=2).apply(teacher, task, mctx)
@@ -138,6 +139,7 @@ def test_alpha_zero_trains_without_a_teacher(seq_teacher, tmp_path):
     assert not torch.equal(*w)  # a different loss, a different student
 
 
+@pytest.mark.slow
 def test_token_classification(mctx):
     task = NERTask(data_dir=str(DATA / "conll2003-sample"), max_train_samples=48, max_eval_samples=16,
                    batch_size=16, bootstrap=0)
@@ -186,6 +188,7 @@ def test_real_minilm_two_layer_student(tmp_path):
     assert d["distill_steps"] == 2
 
 
+@pytest.mark.slow
 def test_the_four_methods_run_as_suite_cells(run_suite_dict):
     """Through the core: rows are ok and carry each method's facts from ``describe()``."""
     df = run_suite_dict({

@@ -15,6 +15,8 @@ import yaml
 import harness
 from harness.testing import FAST_SETTINGS
 
+pytestmark = pytest.mark.slow
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "harness-example"
 
 

@@ -14,29 +14,21 @@ from pathlib import Path
 
 import psutil
 import pytest
-import yaml
+from suite_kit import MODEL, PLUGINS, SAMPLE, doc_module, ner_entry
+from suite_kit import write_suite as _write_suite
 
 import harness
 from harness.results import read_rows
-from harness.testing import FAST_SETTINGS, TINY_BERT, alive_processes
+from harness.testing import TINY_BERT, alive_processes
 
 TINY16 = {**TINY_BERT, "config": {**TINY_BERT["config"], "hidden_size": 16, "num_hidden_layers": 1,
                                   "intermediate_size": 32}}
-ROOT = Path(__file__).resolve().parents[1]
-PLUGINS = Path(__file__).parent / "plugins"
-SAMPLE = ROOT / "suites" / "data" / "conll2003-sample"
-NER = {"plugin": "ner", "name": "conll", "params": {
-    "data_dir": str(SAMPLE), "max_train_samples": 48, "max_eval_samples": 48, "batch_size": 16}}
-MODEL = {"plugin": "hf", "name": "tiny", "params": TINY_BERT}
+NER = ner_entry(48)
 ENV = {**os.environ, "PYTHONPATH": str(PLUGINS), "HARNESS_PLUGINS": "faulty"}
 
 
 def write_suite(tmp: Path, compressions, *, tasks=None, **settings) -> Path:
-    doc = {"name": "t", "settings": {**FAST_SETTINGS, "cache_dir": str(tmp / "cache"), **settings},
-           "models": [MODEL], "tasks": tasks or [NER], "compressions": compressions}
-    p = tmp / "suite.yaml"
-    p.write_text(yaml.safe_dump(doc))
-    return p
+    return _write_suite(tmp, compressions, tasks=tasks or [NER], **settings)
 
 
 def invoke(*args: str):
@@ -80,6 +72,7 @@ def kill_all(procs: list[psutil.Process]) -> None:
 
 
 # -- 1. two workers: one dies while the other finishes -----------------------------------------
+@pytest.mark.slow
 def test_worker_death_does_not_lose_another_workers_result(tmp_path):
     """Two (faked) GPUs, one worker each. While the driver is stopped, one worker crashes and
     the other finishes its cell; the finished cell must be reported as finished (before the
@@ -124,6 +117,7 @@ def _run_with_two_busy_workers(tmp_path: Path, extra=()) -> tuple[subprocess.Pop
     return proc, psutil.Process(proc.pid).children(recursive=True)
 
 
+@pytest.mark.slow
 def test_kill_9_of_the_driver_leaves_no_worker(tmp_path):
     proc, children = _run_with_two_busy_workers(tmp_path)
     try:
@@ -139,6 +133,7 @@ def test_kill_9_of_the_driver_leaves_no_worker(tmp_path):
         kill_all(children)
 
 
+@pytest.mark.slow
 def test_sigterm_keeps_rows_and_stops_workers(tmp_path):
     proc, children = _run_with_two_busy_workers(tmp_path, extra=["needs-tpu"])
     try:
@@ -188,6 +183,7 @@ def test_unwritable_cache_keeps_the_rows_and_warns(tmp_path):
 
 
 # -- 4. resuming after a torn line leaves one set of rows --------------------------------------
+@pytest.mark.slow
 def test_resume_after_a_torn_line_leaves_one_set_of_rows(run_suite_dict, tmp_path):
     """Killed while writing a cached cell's rows (its cache entry exists): the resumed run
     restores the cell from the cache. Before the fix the restored rows kept the first run's
@@ -273,26 +269,13 @@ def test_results_exports_agree_after_a_run(tmp_path):
 
 
 # -- 10. the documented API exists: every code block of the plugin docs runs -------------------
-def _doc_module(doc: Path):
-    """A module made of every ```python block of ``doc``, run in order."""
-    import re
-    import types
-
-    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.S)
-    assert blocks, doc
-    module = types.ModuleType(f"docs_{doc.stem.replace('-', '_')}")
-    for i, code in enumerate(blocks):
-        exec(compile(code, f"{doc}[block {i}]", "exec"), module.__dict__)  # noqa: S102
-    return module
-
-
 def test_plugin_docs_code_blocks_run(run_suite_dict, repo_root):
     from harness.testing import make_plugin_manager
 
     for name in ("Executor", "ExecutorContext"):
         assert name in harness.__all__ and hasattr(harness, name)
-    scale_out = _doc_module(repo_root / "docs" / "scale-out.md")
-    plugins = _doc_module(repo_root / "docs" / "plugins.md")
+    scale_out = doc_module(repo_root / "docs" / "scale-out.md")
+    plugins = doc_module(repo_root / "docs" / "plugins.md")
     pm = make_plugin_manager(plugins, scale_out, __import__("faulty"))
     reg = pm.registries()
     assert {"tiny-bert"} <= set(reg.models.classes) and {"wnut17"} <= set(reg.tasks.classes)
@@ -352,6 +335,7 @@ def test_missing_data_dir_fails_at_once_without_the_hub(run_suite_dict, tmp_path
 
 
 # -- 12. fixed-length timing works for every built-in compression ------------------------------
+@pytest.mark.slow
 def test_fixed_latency_length_works_for_every_builtin_compression(run_suite_dict, plugin_manager,
                                                                    recwarn):
     """settings.latency_seq_len cuts and repeats real inputs into strided tensors; dynamic

@@ -13,27 +13,17 @@ import warnings
 from pathlib import Path
 
 import pytest
-import yaml
+from suite_kit import MODEL, PLUGINS, ner_entry, write_suite
 
 import harness
 from harness.fsutil import FolderLock
 from harness.results import ResultsWriter, export, read_rows
-from harness.testing import FAST_SETTINGS, TINY_BERT
 
-ROOT = Path(__file__).resolve().parents[1]
-PLUGINS = Path(__file__).parent / "plugins"
-SAMPLE = ROOT / "suites" / "data" / "conll2003-sample"
-NER = {"plugin": "ner", "name": "conll", "params": {
-    "data_dir": str(SAMPLE), "max_train_samples": 32, "max_eval_samples": 32, "batch_size": 16}}
-MODEL = {"plugin": "hf", "name": "tiny", "params": TINY_BERT}
+NER = ner_entry(32)
 
 
-def suite_file(tmp: Path, compressions, *, tasks=None) -> Path:
-    doc = {"name": "t", "settings": {**FAST_SETTINGS, "cache_dir": str(tmp / "cache")},
-           "models": [MODEL], "tasks": tasks or [NER], "compressions": compressions}
-    p = tmp / "suite.yaml"
-    p.write_text(yaml.safe_dump(doc))
-    return p
+def suite_file(tmp: Path, compressions) -> Path:
+    return write_suite(tmp, compressions, tasks=[NER])
 
 
 def harness_run(suite: Path, out: Path, *args: str, env: dict | None = None,
@@ -60,6 +50,7 @@ def cell_groups(path: Path) -> dict[tuple[str, str], list[dict]]:
 
 
 # -- 2. two runs into one folder ----------------------------------------------------------------
+@pytest.mark.slow
 def test_two_runs_into_one_folder_lose_no_rows(tmp_path):
     """Two runs on one --out, each with its own --only, started together while results.jsonl has
     a torn last line. Before the fix both exited 0 and one run's rows could vanish (each run's
@@ -122,6 +113,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_and_the_finished_cells_are_kept(tmp_path, small_disk):
     """The out folder's disk fills after the first cell. Before the fix: exit 1 with three
     chained tracebacks that never named the folder. Now: one line naming the folder and 'no
@@ -171,6 +163,7 @@ def test_an_export_on_a_full_disk_keeps_the_previous_files(tmp_path, small_disk)
 
 
 # -- 4. a kill while a cell's rows are written -----------------------------------------------------
+@pytest.mark.slow
 def test_a_kill_while_rows_are_recorded_leaves_whole_cells(tmp_path):
     """SIGKILL of the driver as the second cell's first row is recorded. Before the fix, rows
     were written one at a time with the hook between them: the cell was left with 1 of its
@@ -230,6 +223,7 @@ def ner_run(run_suite_dict, tmp_path):
     return out
 
 
+@pytest.mark.slow
 def test_rows_without_a_required_key_and_duplicates_are_dropped_with_a_warning(ner_run, tmp_path):
     path = ner_run / "results.jsonl"
     lines = path.read_text().splitlines()
@@ -249,6 +243,7 @@ def test_rows_without_a_required_key_and_duplicates_are_dropped_with_a_warning(n
     assert set(zip(df.model, df.task, df.compression)) == {("tiny", "conll", "none")}
 
 
+@pytest.mark.slow
 def test_compare_refuses_a_recorded_change_its_predictions_do_not_show(ner_run, tmp_path):
     """The recorded entity F1 of the current run is lowered by 0.05 by hand while its
     per-example predictions are unchanged. Before the fix the paired test re-scored the

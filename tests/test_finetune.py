@@ -85,6 +85,7 @@ def test_same_seed_same_weights_whatever_the_head_init(tmp_path):
     assert not torch.equal(a.module.classifier.weight, c.module.classifier.weight)
 
 
+@pytest.mark.slow
 def test_schedule_warmup_decay_and_accumulation(tmp_path, monkeypatch):
     import torch
 
@@ -166,6 +167,7 @@ def test_real_minilm_learns_a_small_ner_slice(tmp_path):
     assert f1 > 0.3
 
 
+@pytest.mark.slow
 def test_micro_batches_give_the_whole_batch_gradient(tmp_path):
     """Length-sorted micro-batches, weighted by their loss units, reproduce the gradient of the
     whole padded batch (dropout off), for token labels with -100 holes and for sequence labels."""

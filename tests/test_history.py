@@ -12,10 +12,10 @@ from click.testing import CliRunner
 sys.path.insert(0, str(Path(__file__).parent))
 from report_fixtures import XSS, make_results, write_jsonl  # noqa: E402
 
+from harness.analysis.history import build_history, render_history, run_label  # noqa: E402
 from harness.cli import history_command  # noqa: E402
 from harness.errors import DataError  # noqa: E402
 from harness.gate import compare  # noqa: E402
-from harness.history import build_history, render_history, run_label  # noqa: E402
 
 ACC = ("minilm-l6", "sst2", "none")
 LAT = ("minilm-l6", "sst2", "ov-int8")

@@ -4,16 +4,15 @@ unless HARNESS_REQUIRE_BROWSER=1 (then a missing browser is an error)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
+from browser_kit import needs_browser
+from browser_kit import open_page as _open
+from browser_kit import requests_made as _requests
+from report_fixtures import XSS, make_results, ok_cells, write_jsonl
 
-sys.path.insert(0, str(Path(__file__).parent))
-from report_fixtures import XSS, make_results, ok_cells, write_jsonl  # noqa: E402
-from test_report_browser import _open, _requests, driver, pytestmark  # noqa: E402, F401
+from harness.analysis.history import build_history, render_history
 
-from harness.history import build_history, render_history  # noqa: E402
+pytestmark = [pytest.mark.slow, needs_browser]
 
 ACC = ("minilm-l6", "sst2", "none")
 LAT = ("minilm-l6", "sst2", "ov-int8")

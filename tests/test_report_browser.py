@@ -1,56 +1,27 @@
 """The leaderboard in a real headless Chromium (Debian's chromium + chromium-driver, Selenium).
 
 Skipped with a reason when chromium, chromedriver or selenium is missing; set
-HARNESS_REQUIRE_BROWSER=1 (CI does, after scripts/install-browser.sh) to fail instead.
-The screenshot goes to test-artifacts/ (or $HARNESS_TEST_ARTIFACTS).
+HARNESS_REQUIRE_BROWSER=1 (CI does, after scripts/install-browser.sh) to fail instead
+(``browser_kit.needs_browser``). The screenshot goes to test-artifacts/ (or
+$HARNESS_TEST_ARTIFACTS).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import sys
-import tempfile
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
+from browser_kit import needs_browser
+from browser_kit import open_page as _open
+from browser_kit import requests_made as _requests
 from report_fixtures import XSS, make_results, ok_cells
 
 from harness.report import render_report
 
+pytestmark = [pytest.mark.slow, needs_browser]
+
 ROOT = Path(__file__).resolve().parents[1]
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--hide-scrollbars", "--window-size=1400,1000"]
-
-
-def _find(*names: str) -> str | None:
-    for n in names:
-        p = shutil.which(n)
-        if p:
-            return p
-    return None
-
-
-def _missing() -> str | None:
-    if _find("chromium", "chromium-browser") is None:
-        return "Debian's chromium is not installed (run scripts/install-browser.sh)"
-    if _find("chromedriver") is None:
-        return "chromium-driver is not installed (run scripts/install-browser.sh)"
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return "selenium is not installed (pip install -e '.[test]')"
-    return None
-
-
-_why = _missing()
-if _why and os.environ.get("HARNESS_REQUIRE_BROWSER") == "1":
-    raise RuntimeError(f"HARNESS_REQUIRE_BROWSER=1 but {_why}")
-pytestmark = pytest.mark.skipif(_why is not None, reason=_why or "")
 
 
 @pytest.fixture(scope="module")
@@ -66,45 +37,6 @@ def page_url(frames, tmp_path_factory) -> str:
     baseline, current = frames
     out = tmp_path_factory.mktemp("browser-report")
     return render_report(current, out, baseline=baseline).resolve().as_uri()
-
-
-@pytest.fixture(scope="module")
-def driver():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = _find("chromium", "chromium-browser") or ""
-    for flag in FLAGS:
-        opts.add_argument(flag)
-    profile = tempfile.mkdtemp(prefix="harness-chromium-")
-    opts.add_argument(f"--user-data-dir={profile}")
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    drv = webdriver.Chrome(service=Service(_find("chromedriver")), options=opts)
-    drv.set_page_load_timeout(20)
-    try:
-        yield drv
-    finally:
-        drv.quit()
-        shutil.rmtree(profile, ignore_errors=True)
-
-
-def _open(driver, url: str) -> None:
-    driver.get("about:blank")
-    driver.get_log("browser")
-    driver.get_log("performance")  # drop what came before
-    driver.get(url)
-    assert driver.execute_script("return document.documentElement.dataset.ready") == "1"
-
-
-def _requests(driver) -> list[str]:
-    urls = []
-    for entry in driver.get_log("performance"):
-        msg = json.loads(entry["message"])["message"]
-        if msg["method"] in ("Network.requestWillBeSent", "Network.webSocketCreated"):
-            p = msg["params"]
-            urls.append(p.get("request", {}).get("url") or p.get("url", ""))
-    return urls
 
 
 def test_loads_from_file_without_errors_or_network(driver, page_url):

@@ -16,8 +16,7 @@ from harness.plugins import get_plugin_manager, plugin_table
 HARNESS = Path(__file__).resolve().parents[1] / "harness"
 #: The report and the gate, and the reading of results they share.
 REPORT_GATE = sorted([*(HARNESS / "report").rglob("*.py"), *(HARNESS / "gate").rglob("*.py"),
-                      HARNESS / "cells.py", HARNESS / "select.py", HARNESS / "history.py",
-                      *(HARNESS / "templates").glob("*.*")])
+                      *(HARNESS / "analysis").rglob("*.py"), *(HARNESS / "templates").glob("*.*")])
 #: Metric names of the built-in tasks (harness_plugins): the core renders and gates them from
 #: MetricValue fields, never by name.
 BUILTIN_METRICS = ["entity_f1", "entity_precision", "entity_recall", "token_accuracy",

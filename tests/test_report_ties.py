@@ -10,8 +10,8 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).parent))
 from report_fixtures import make_results  # noqa: E402
 
+from harness.analysis.pareto import tied_with_front  # noqa: E402
 from harness.report import build_view, pareto_front, render_report  # noqa: E402
-from harness.report.charts import tied_with_front  # noqa: E402
 
 
 def test_tied_with_front_unit():

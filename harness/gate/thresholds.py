@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from ..cells import metric_kind
+from ..analysis.cells import metric_kind
 from ..errors import SuiteError
 
 __all__ = ["MetricRule", "Thresholds", "gate_thresholds", "metric_kind", "set_dotted"]

@@ -23,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..cells import read_table
+from ..analysis.cells import read_table
 from .charts import pareto_front
 from .html import render_report
 from .view import build_view

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..cells import CellResult, higher_is_better, main_metric, metric_kind, text
+from ..analysis.cells import CellResult, higher_is_better, main_metric, metric_kind, text
 from .format import num
 
 __all__ = ["Col", "Group", "TaskLayout", "columns", "delta", "layout", "values"]

@@ -1,4 +1,5 @@
-"""Formatting for the report: numbers, counts, labels, and JSON safe inside the page."""
+"""Formatting for the report: numbers (:func:`harness.textfmt.num`), counts, labels, and JSON
+safe inside the page."""
 
 from __future__ import annotations
 
@@ -6,20 +7,9 @@ import json
 import math
 from typing import Any
 
+from ..textfmt import num  # the one number formatter (the gate's too)
+
 __all__ = ["clean_json", "count", "json_for_script", "num", "short_label"]
-
-
-def num(v: float | None, digits: int = 4) -> str:
-    if v is None:
-        return "–"
-    a = abs(v)
-    if a >= 1e5:
-        return f"{v:,.0f}"
-    if a >= 100:
-        return f"{v:.1f}"
-    if a >= 10:
-        return f"{v:.2f}"
-    return f"{v:.{digits}f}" if a < 1 else f"{v:.{max(2, digits - 1)}f}"
 
 
 def count(v: float | None) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from ..cells import text
+from ..analysis.cells import text
 from ..results import as_bool, is_null
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """The template's context: every value of the page already formatted, nothing marked safe.
 
-:func:`build_view` reads the results through :func:`harness.cells.cells_of` (the reading the
+:func:`build_view` reads the results through :func:`harness.analysis.cells.cells_of` (the reading the
 gate uses too) and builds one section per task: leaderboard rows, the records behind
 ``leaderboard.csv``, chart tooltips, the charts and the tables of the task's other metrics.
 """
@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..cells import CellKey, CellResult, cells_of, text
+from ..analysis.cells import CellKey, CellResult, cells_of, text
 from ..results import as_float, is_null
 from .charts import chart, pareto_front, tied_with_front
 from .columns import Col, TaskLayout, columns, delta, layout, values

@@ -8,7 +8,7 @@ the regression gate would flag are marked: :func:`harness.gate.compare` runs on 
 pair with the default thresholds, and each regression it finds is ringed on the chart and
 highlighted in the table.
 
-Cells come from :func:`harness.cells.cells_of`; axes from :func:`harness.report.charts.axis`;
+Cells come from :func:`harness.analysis.cells.cells_of`; axes from :func:`harness.report.charts.axis`;
 the page escapes every value (jinja2 autoescape) and loads nothing from the network.
 """
 
@@ -19,14 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import DataError
+from ..fsutil import atomic_write_text
+from ..gate import Thresholds, compare
+from ..report.charts import axis
+from ..report.format import num
+from ..report.view import PALETTE
+from ..results import as_float
 from .cells import CellKey, CellResult, cells_of, main_metric, read_table, text
-from .errors import DataError
-from .fsutil import atomic_write_text
-from .gate import Thresholds, compare
-from .report.charts import axis
-from .report.format import num
-from .report.view import PALETTE
-from .results import as_float
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -183,7 +183,7 @@ def build_history(tables: Sequence[pd.DataFrame], names: Sequence[str]) -> dict[
 def render_history(paths: Sequence[Path], out_dir: Path, *, title: str | None = None) -> Path:
     """Write ``out_dir/history.html`` for the runs at ``paths`` (folders or results files, in
     this order); return its path. Bad input raises :class:`~harness.errors.DataError`."""
-    from .report.html import _env
+    from ..report.html import _env
 
     tables = [read_table(p, f"run {p}") for p in paths]
     view = build_history(tables, [str(p) for p in paths])

@@ -1,6 +1,6 @@
 """Release selection: per (model, task), the best compressed variant within an accuracy bound.
 
-:func:`select` reads a run through :func:`harness.cells.cells_of` and, for each model and task,
+:func:`select` reads a run through :func:`harness.analysis.cells.cells_of` and, for each model and task,
 compares every variant (compression) with the baseline variant (``none`` by default) of the same
 model and task: the drop of the headline metric (the rows' ``main_metric``) must be at most
 ``max_drop`` (absolute); among the variants within the bound, the best by the measurement ``by``
@@ -12,14 +12,14 @@ listed beside it. A failed or skipped variant, or one without both numbers, is n
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..errors import DataError
+from ..report.format import clean_json
+from ..textfmt import num, table
 from .cells import CellResult, cells_of, higher_is_better, main_metric, metric_kind
-from .errors import DataError
-from .report.charts import pareto_front
-from .report.format import clean_json, num
+from .pareto import pareto_front
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -142,8 +142,4 @@ def to_table(selections: list[Selection]) -> str:
                      c.compression if c else f"(none: {s.note})",
                      f"{c.delta:+.4f}" if c and c.delta is not None else "-",
                      f"{s.by}={num(c.by_value)}" if c else "-", ", ".join(s.pareto) or "-"])
-    rows = [[re.sub(r"[\x00-\x1f\x7f]", " ", x) for x in r] for r in rows]  # one line per row
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(_HEAD)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(_HEAD, widths)).rstrip()]
-    lines += ["  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip() for r in rows]
-    return "\n".join(lines) + "\n"
+    return table(_HEAD, rows)  # one line per row: control characters become spaces

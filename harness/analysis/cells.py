@@ -18,8 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import DataError, HarnessError
-from .results import as_bool, as_float, is_null
+from ..errors import DataError, HarnessError
+from ..results import as_bool, as_float, is_null
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -160,7 +160,7 @@ def read_table(source: Any, name: str) -> pd.DataFrame:
 
     if isinstance(source, pd.DataFrame):
         return source
-    from .results import load_results
+    from ..results import load_results
 
     try:
         return load_results(source)
