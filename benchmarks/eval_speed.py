@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 def harness_model(args, task, ctx):
     """A fine-tuned MiniLM: the given checkpoint, or the harness's own (cached) fine-tune."""
-    from harness_plugins.hf import HFModel
+    from harness_plugins.models.hf import HFModel
 
     model = HFModel(path=args.checkpoint) if args.checkpoint else HFModel(package=args.package)
     return task.fit(model.load(task.head(), ctx), ctx)
@@ -63,7 +63,7 @@ def main() -> None:
 
     from harness.api import CellContext
     from harness.toolkit import TorchPredictor, pad_batch
-    from harness_plugins.ner import NERTask, make_windows, special_affixes, word_pieces
+    from harness_plugins.tasks.ner import NERTask, make_windows, special_affixes, word_pieces
 
     work = Path(tempfile.mkdtemp(prefix="eval-speed-"))
     ctx = CellContext(device="cpu", seed=args.seed, cache_dir=Path(args.cache_dir).absolute(),

@@ -25,8 +25,8 @@ HARNESS_FIT = r"""
 import json, sys, tempfile
 from pathlib import Path
 from harness.api import CellContext
-from harness_plugins.hf import HFModel
-from harness_plugins.ner import NERTask
+from harness_plugins.models.hf import HFModel
+from harness_plugins.tasks.ner import NERTask
 data, n, out = sys.argv[1], sys.argv[2], sys.argv[3]
 task = NERTask(data_dir=data, max_train_samples=int(n) if n != "all" else None,
                lr=5e-5, epochs=1, batch_size=32, max_length=128, warmup_ratio=0.1)

@@ -24,8 +24,8 @@ def measure_once(data_dir: str) -> dict:
     from harness.api import CellContext
     from harness.timing import measure_latency
     from harness.toolkit import TorchPredictor
-    from harness_plugins.hf import HFModel
-    from harness_plugins.ner import NERTask
+    from harness_plugins.models.hf import HFModel
+    from harness_plugins.tasks.ner import NERTask
 
     ctx = CellContext(device="cpu", seed=0, cache_dir=Path(tempfile.mkdtemp()),
                       work_dir=Path(tempfile.mkdtemp()), show_progress=False)

@@ -4,12 +4,19 @@ that the gate's paired tests call the one a predictions file names, and no other
 A predictions file comes from a run folder, maybe someone else's (``harness compare BASELINE``):
 the ``scorer`` name in its metadata is looked up in this registry, which the plugins fill when
 they are imported; a name is never imported or resolved as a module path from the file.
+
+Aliases: a scorer's name is its ``module:qualname``, so moving the function to another module
+renames it, and predictions files recorded before the move (an old baseline run folder) name it
+by its old path. ``@scorer(aliases=("old.module:name",))`` declares those old names too: they
+look up the same function, so ``harness compare`` of an old run still runs its paired test. New
+files always record the current name (:func:`scorer_name`). The built-in ``ner`` task declares
+its scorer's name from before the built-in plugins were laid out by axis this way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from .errors import DataError
 
@@ -26,12 +33,30 @@ def scorer_name(fn: Callable[..., Any]) -> str:
     return f"{fn.__module__}:{fn.__qualname__}"
 
 
-def scorer(fn: F) -> F:
+@overload
+def scorer(fn: F, *, aliases: tuple[str, ...] = ()) -> F: ...
+
+
+@overload
+def scorer(fn: None = None, *, aliases: tuple[str, ...] = ()) -> Callable[[F], F]: ...
+
+
+def scorer(fn: Any = None, *, aliases: tuple[str, ...] = ()) -> Any:
     """Declare ``fn`` a scorer: ``fn(gold, pred) -> (per-example stats, reduce)``, as
     ``ctx.record_predictions(..., scorer=scorer_name(fn))`` names it (docs/plugins.md). Only
-    declared scorers can be called by the gate. Use it in the module of an installed plugin."""
-    _SCORERS[scorer_name(fn)] = fn
-    fn.__harness_scorer__ = scorer_name(fn)  # type: ignore[attr-defined]
+    declared scorers can be called by the gate. Use it in the module of an installed plugin.
+
+    ``@scorer(aliases=("old.module:name", ...))`` also declares the names ``fn`` had before it
+    moved (``module:qualname`` strings), so predictions files that record an old name still
+    find it (see the module docstring)."""
+    if fn is None:
+        return lambda f: scorer(f, aliases=aliases)
+    for name in aliases:
+        if ":" not in name:
+            raise ValueError(f"scorer alias {name!r} is not 'module:qualname'")
+    for name in (scorer_name(fn), *aliases):
+        _SCORERS[name] = fn
+    fn.__harness_scorer__ = scorer_name(fn)
     return fn
 
 

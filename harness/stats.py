@@ -5,7 +5,7 @@ seeded percentile bootstrap.
   the latency figures report;
 * :func:`bootstrap` - a statistic on resamples of the rows of an array (rows drawn with
   replacement by ``numpy.random.default_rng(seed).integers``), and :func:`percentile_interval`
-  of its values: the accuracy metrics' confidence intervals (``plugins/metrics.py``) and the
+  of its values: the accuracy metrics' confidence intervals (``plugins/_lib/metrics.py``) and the
   gate's paired bootstrap (:mod:`harness.gate.paired`).
 
 numpy is imported on first use, so importing this module costs nothing.

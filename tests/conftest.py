@@ -85,7 +85,7 @@ def seq(rows, module_cache, tmp_path_factory):
 
     from harness.api import Head
     from harness.testing import TINY_BERT
-    from harness_plugins.hf import HFModel
+    from harness_plugins.models.hf import HFModel
 
     ctx = make_ctx(module_cache, tmp_path_factory.mktemp("w"))
     model = HFModel(**TINY_BERT).load(Head("sequence-classification", ("0", "1")), ctx)

@@ -71,8 +71,8 @@ def test_every_plugin_of_the_project_is_concrete():
 
 
 def test_builtin_tasks_are_finetunable_and_prune_declares_it():
-    from harness_plugins.classification import ClassificationTask
-    from harness_plugins.prune import Prune
+    from harness_plugins.compressions.prune import Prune
+    from harness_plugins.tasks.classification import ClassificationTask
 
     task = ClassificationTask(format="sst2", data_dir=str(ROOT / "suites" / "data" / "sst2-sample"))
     assert isinstance(task, Finetunable)
@@ -89,7 +89,7 @@ class _Plain(Compression):
 
 
 def test_unknown_capability_is_a_reason_naming_it():
-    from harness_plugins.classification import ClassificationTask
+    from harness_plugins.tasks.classification import ClassificationTask
 
     task = ClassificationTask(format="sst2", data_dir=".")
     assert "unknown capability 'magic'" in capability_reason(_Plain(), task)
@@ -98,7 +98,7 @@ def test_unknown_capability_is_a_reason_naming_it():
 class _NoFinetune:
     """A module registering a classification task without the 'finetune' capability."""
 
-    from harness_plugins.classification import ClassificationTask as _Base
+    from harness_plugins.tasks.classification import ClassificationTask as _Base
 
     class Task(_Base):
         name = "no-finetune"

@@ -51,7 +51,7 @@ def test_a_changed_default_is_a_new_cell_even_without_a_version_bump(monkeypatch
     from harness.cell import PluginSet
     from harness.runner import plan
     from harness.suite import suite_from_dict
-    from harness_plugins.compress_torch import DynamicInt8
+    from harness_plugins.compressions.torch_compressions import DynamicInt8
 
     suite = suite_from_dict({"name": "s", "models": [{"plugin": "hf", "name": "m", "params": TINY_BERT}],
                              "tasks": [NER], "compressions": ["dynamic-int8"]})

@@ -131,8 +131,8 @@ def test_finetune_alone_and_a_task_without_the_capability(run_suite_dict):
 
     from harness.api import capability_reason
     from harness.chain import Chain
-    from harness_plugins.finetune_step import Finetune
-    from harness_plugins.prune import Prune
+    from harness_plugins.compressions.finetune import Finetune
+    from harness_plugins.compressions.prune import Prune
 
     chain = Chain([Prune(), Finetune(epochs=0.5)])
     assert chain.requires == ("finetune",) and Chain([Prune()]).requires == ()

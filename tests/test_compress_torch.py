@@ -11,8 +11,8 @@ from tiny_tasks import reference_logits
 from harness.api import CellContext
 from harness.testing import TINY_BERT
 from harness.toolkit import dir_bytes
-from harness_plugins import compress_torch as ct
-from harness_plugins.compress_torch import DynamicInt8, Half, NoCompression
+from harness_plugins._lib import torch_utils as tu
+from harness_plugins.compressions.torch_compressions import DynamicInt8, Half, NoCompression
 
 
 def test_registered_through_entry_point(plugin_manager):
@@ -40,7 +40,7 @@ def test_none_is_the_fp32_model(seq, ctx, tmp_path):
 
 
 def test_half_skipped_without_native_bf16(ctx, monkeypatch):
-    monkeypatch.setattr(ct, "cpu_flags", lambda: {"avx2", "fma"})
+    monkeypatch.setattr(tu, "cpu_flags", lambda: {"avx2", "fma"})
     reason = Half(dtype="bf16").unsupported_reason(ctx)
     assert reason and "avx512_bf16" in reason
     assert "avx512_fp16" in Half(dtype="fp16").unsupported_reason(ctx)
@@ -52,7 +52,7 @@ def test_half_skipped_without_native_bf16(ctx, monkeypatch):
 
 
 def test_half_bf16_where_supported(seq, ctx, tmp_path, monkeypatch):
-    monkeypatch.setattr(ct, "cpu_flags", lambda: {"avx512_bf16"})
+    monkeypatch.setattr(tu, "cpu_flags", lambda: {"avx512_bf16"})
     comp = Half(dtype="bf16")
     assert comp.unsupported_reason(ctx) is None
     model, task = seq
@@ -126,7 +126,7 @@ def test_dynamic_int8_skipped_off_cpu(ctx):
 
 
 def test_cpu_capabilities_reads_flags():
-    caps = ct.cpu_capabilities()
+    caps = tu.cpu_capabilities()
     assert set(caps) >= {"avx2", "avx512_bf16", "amx_bf16", "amx_int8", "avx512_vnni"}
     assert all(isinstance(v, bool) for v in caps.values())
 
@@ -135,7 +135,7 @@ def test_cpu_capabilities_reads_flags():
 def test_suite_runs_and_skips(run_suite_dict, shared_data, monkeypatch):
     """Through the core: ok rows with the size columns, half skipped (not failed) on a CPU
     without native bf16."""
-    monkeypatch.setattr(ct, "cpu_flags", lambda: {"avx2"})
+    monkeypatch.setattr(tu, "cpu_flags", lambda: {"avx2"})
     df = run_suite_dict({
         "models": [{"plugin": "hf", "params": TINY_BERT}],
         "tasks": [{"plugin": "classification", "params": {

@@ -7,7 +7,7 @@ import pytest
 from tiny_tasks import data
 
 from harness.errors import DataError
-from harness_plugins.conll import entity_counts, iob1_to_iob2, label_list, read_conll
+from harness_plugins._lib.conll import entity_counts, iob1_to_iob2, label_list, read_conll
 
 
 def test_conll2003_test_split_entity_counts():

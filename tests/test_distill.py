@@ -12,10 +12,10 @@ import torch.nn.functional as F  # noqa: N812
 
 from harness.api import CellContext
 from harness.errors import PluginError
-from harness_plugins.classification import ClassificationTask
-from harness_plugins.distill import TEACHER_DIR, Distill, distill_loss, even_layers, make_student
-from harness_plugins.hf import HFModel
-from harness_plugins.ner import NERTask
+from harness_plugins.compressions.distill import TEACHER_DIR, Distill, distill_loss, even_layers, make_student
+from harness_plugins.models.hf import HFModel
+from harness_plugins.tasks.classification import ClassificationTask
+from harness_plugins.tasks.ner import NERTask
 
 DATA = Path(__file__).resolve().parents[1] / "suites" / "data"
 TINY4 = {

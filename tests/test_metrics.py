@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from tiny_tasks import data
 
-from harness_plugins.conll import read_conll
-from harness_plugins.metrics import (
+from harness_plugins._lib.conll import read_conll
+from harness_plugins._lib.metrics import (
     bootstrap_ci,
     classification_metric,
     macro_f1_from_pairs,
@@ -46,7 +46,7 @@ def perturb(tags: list[list[str]]) -> list[list[str]]:
 
 # -- NER ---------------------------------------------------------------------------------------
 def test_gold_as_prediction_scores_one_on_all_5648_entities():
-    from harness_plugins.ner import ner_metrics
+    from harness_plugins.tasks.ner import ner_metrics
 
     gold = read_conll(data("conll2003", "test.txt")).tags
     m = by_name(ner_metrics(gold, gold, bootstrap=50, seed=0))
@@ -63,8 +63,8 @@ def test_gold_as_prediction_scores_one_on_all_5648_entities():
 
 @pytest.mark.slow
 def test_iob1_files_and_their_iob2_conversion_score_identically():
-    from harness_plugins.conll import iob1_to_iob2
-    from harness_plugins.ner import ner_metrics
+    from harness_plugins._lib.conll import iob1_to_iob2
+    from harness_plugins.tasks.ner import ner_metrics
 
     def raw_tags(path):  # the file's own tags, unconverted
         sents, cur = [], []
@@ -128,7 +128,7 @@ envoys O O
 
 
 def test_hand_made_prediction_file_scores_to_hand_computed_values(tmp_path):
-    from harness_plugins.ner import ner_metrics
+    from harness_plugins.tasks.ner import ner_metrics
 
     rows = [ln.split() for ln in HAND_MADE.splitlines()]
     # gold through the project's reader (token + gold columns); predictions taken raw
@@ -220,7 +220,7 @@ def test_classification_metric_hand_computed():
 
 
 def test_classification_metrics_rows():
-    from harness_plugins.classification import classification_metrics
+    from harness_plugins.tasks.classification import classification_metrics
 
     m = by_name(classification_metrics([0, 0, 1, 1, 2], [0, 1, 1, 1, 0], ["a", "b", "c"],
                                        bootstrap=100, seed=0))

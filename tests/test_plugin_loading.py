@@ -17,7 +17,7 @@ def invoke(*args, env=None):
 
 
 def test_p_naming_an_installed_plugin_module_loads_it_once():
-    r = invoke("-p", "harness_plugins.hf", "plugins", "--json")
+    r = invoke("-p", "harness_plugins.models.hf", "plugins", "--json")
     assert r.exit_code == 0, r.output
     rows = json.loads(r.output)["plugins"]
     assert [row["name"] for row in rows].count("hf") == 1

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 import textwrap
@@ -145,18 +146,38 @@ def test_cli_plugins_reports_broken_plugin(tmp_path):
 
 def test_every_package_is_in_the_distribution():
     """pyproject.toml lists its packages by hand: a package missing there is missing from a
-    wheel or a non-editable install (harness.toolkit once was); every module of plugins/ is
-    that implements a hook is registered through an entry point."""
+    wheel or a non-editable install (harness.toolkit once was); every module of plugins/ that
+    implements a hook is registered through an entry point, and is named after it."""
     import tomllib
 
     root = Path(__file__).resolve().parents[1]
     conf = tomllib.loads((root / "pyproject.toml").read_text())
     listed = set(conf["tool"]["setuptools"]["packages"])
     on_disk = {".".join(p.parent.relative_to(root).parts) for p in (root / "harness").rglob("__init__.py")}
+    on_disk |= {".".join(("harness_plugins", *p.parent.relative_to(root / "plugins").parts))
+                for p in (root / "plugins").rglob("__init__.py")}
     assert on_disk - listed == set()
-    assert "harness_plugins" in listed
-    entry = set(conf["project"]["entry-points"]["harness"].values())
-    modules = {f"harness_plugins.{p.stem}" for p in (root / "plugins").glob("*.py")
-               if "@harness.hookimpl" in p.read_text()}
-    assert "harness_plugins.finetune_step" in modules
-    assert modules - entry == set()
+    assert {"harness_plugins", "harness_plugins.compressions", "harness_plugins._lib"} <= listed
+    eps = conf["project"]["entry-points"]["harness"]
+    modules = {".".join(("harness_plugins", *p.relative_to(root / "plugins").with_suffix("").parts))
+               for p in (root / "plugins").rglob("*.py") if "@harness.hookimpl" in p.read_text()}
+    assert "harness_plugins.compressions.finetune" in modules
+    assert modules - set(eps.values()) == set()
+    for name, module in eps.items():  # each entry point in a module named after it
+        assert module.rsplit(".", 1)[1] == name.replace("-", "_"), (name, module)
+
+
+def test_the_old_task_modules_warn_and_re_export():
+    """harness_plugins.ner and .classification (shown to third parties by docs/plugins.md) are
+    deprecated re-exports for one release: they warn, and declare no hooks of their own."""
+    code = ("import warnings; warnings.simplefilter('error', DeprecationWarning)\n"
+            "import harness_plugins.{old} as m\n")
+    for old, new, name in (("ner", "tasks.ner", "NERTask"),
+                           ("classification", "tasks.classification", "ClassificationTask")):
+        r = subprocess.run([sys.executable, "-c", code.format(old=old)], capture_output=True, text=True)
+        assert r.returncode != 0 and "DeprecationWarning" in r.stderr and f"harness_plugins.{new}" in r.stderr
+        with pytest.warns(DeprecationWarning):
+            shim = importlib.reload(importlib.import_module(f"harness_plugins.{old}"))
+        current = importlib.import_module(f"harness_plugins.{new}")
+        assert getattr(shim, name) is getattr(current, name)
+        assert not hasattr(shim, "register_tasks")

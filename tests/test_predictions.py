@@ -24,7 +24,7 @@ from harness.results import RESULTS_FILE
 from harness.runner import RunOptions, run_suite
 from harness.suite import suite_from_dict
 from harness.testing import FAST_SETTINGS, TINY_BERT, make_plugin_manager
-from harness_plugins.ner import NERTask, paired_scorer
+from harness_plugins.tasks.ner import NERTask, paired_scorer
 
 ROOT = Path(__file__).resolve().parents[1]
 CONLL = ROOT / "suites" / "data" / "conll2003-sample"

@@ -12,9 +12,9 @@ from tiny_tasks import RecoverableSST2, TinySST2
 from harness.api import CellContext, Finetunable, Head, LoadedModel, capability_reason
 from harness.errors import PluginError
 from harness.toolkit import dir_bytes
-from harness_plugins.compress_torch import NoCompression
-from harness_plugins.hf import HFModel
-from harness_plugins.prune import Prune, load_sparse, prunable_weights, save_sparse
+from harness_plugins.compressions.prune import Prune, load_sparse, prunable_weights, save_sparse
+from harness_plugins.compressions.torch_compressions import NoCompression
+from harness_plugins.models.hf import HFModel
 
 TINY64 = {
     "config": {
@@ -182,7 +182,7 @@ def test_recovery_keeps_zeros(tiny, rows, ctx):
 def test_recovery_with_the_builtin_classification_task(ctx):
     """The real path: ``classification.finetune`` continues training the pruned model with the
     task's recipe (head kept, a fraction of an epoch, not cached as a fine-tune checkpoint)."""
-    from harness_plugins.classification import ClassificationTask
+    from harness_plugins.tasks.classification import ClassificationTask
 
     data = Path(__file__).resolve().parents[1] / "suites" / "data" / "sst2-sample"
     task = ClassificationTask(format="sst2", data_dir=str(data), max_train_samples=64,

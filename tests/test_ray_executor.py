@@ -45,8 +45,8 @@ def write_suite(tmp: Path, doc: dict, name: str = "suite.yaml") -> Path:
 def _plugins_env() -> str:
     """faulty, plus the ray executor module unless it is already an installed entry point."""
     installed = {ep.value for ep in md.entry_points(group="harness")}
-    return "faulty" if "harness_plugins.ray_executor" in installed \
-        else "faulty,harness_plugins.ray_executor"
+    return "faulty" if "harness_plugins.executors.ray" in installed \
+        else "faulty,harness_plugins.executors.ray"
 
 
 def cli(*args, cwd: Path, env_extra: dict | None = None, **kw) -> subprocess.CompletedProcess:
@@ -92,7 +92,7 @@ def test_hook_register_executors(run_suite_dict):
 
 
 def test_ray_executor_without_ray_says_how_to_install(monkeypatch):
-    from harness_plugins.ray_executor import INSTALL_HINT, RayExecutor
+    from harness_plugins.executors.ray import INSTALL_HINT, RayExecutor
 
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     ectx = ExecutorContext(devices=["cpu"], jobs=1, disabled_plugins=[], extra_plugins=[])
@@ -104,7 +104,7 @@ def test_ray_executor_without_ray_says_how_to_install(monkeypatch):
 def test_ray_executor_parameters_and_local_instance(monkeypatch):
     """Parameters come from __init__ or $HARNESS_RAY_<NAME>; no address starts a small local
     Ray instance with the dashboard off, an address connects to it."""
-    from harness_plugins.ray_executor import RayExecutor
+    from harness_plugins.executors.ray import RayExecutor
 
     monkeypatch.setenv("HARNESS_RAY_MAX_RETRIES", "2")
     monkeypatch.setenv("HARNESS_RAY_NUM_CPUS", "2")
@@ -143,7 +143,7 @@ def test_ray_failures_become_failed_cells_with_the_reason():
     cancel, an exception in the task) becomes a ``failed`` outcome naming the cause."""
     import ray.exceptions as rex
 
-    from harness_plugins.ray_executor import RayExecutor
+    from harness_plugins.executors.ray import RayExecutor
 
     class FakeRay:
         exceptions = rex

@@ -13,9 +13,9 @@ from tiny_tasks import reference_logits
 from harness.api import Head
 from harness.errors import PluginError
 from harness.toolkit import dir_bytes
-from harness_plugins.compress_torch import NoCompression
-from harness_plugins.hf import HFModel
-from harness_plugins.share_layers import ShareLayers, resolve_groups
+from harness_plugins.compressions.share_layers import ShareLayers, resolve_groups
+from harness_plugins.compressions.torch_compressions import NoCompression
+from harness_plugins.models.hf import HFModel
 
 SUITE_DATA = Path(__file__).resolve().parents[1] / "suites" / "data" / "sst2-sample"
 
@@ -120,7 +120,7 @@ def test_needs_a_bert_layout(cached_ctx, rows):
 
 @pytest.mark.slow
 def test_recovery_keeps_the_layers_tied(cached_ctx):
-    from harness_plugins.classification import ClassificationTask
+    from harness_plugins.tasks.classification import ClassificationTask
 
     task = ClassificationTask(format="sst2", data_dir=str(SUITE_DATA), max_train_samples=64,
                               max_eval_samples=32, batch_size=16, bootstrap=0, max_length=32)

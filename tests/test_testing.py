@@ -12,7 +12,7 @@ import pytest
 import harness
 from harness.api import CellContext
 from harness.testing import SHARED_DATA_ENV, TINY_BERT, find_shared_data, make_plugin_manager
-from harness_plugins.compress_torch import NoCompression
+from harness_plugins.compressions.torch_compressions import NoCompression
 
 ROOT = Path(__file__).resolve().parents[1]
 SST2_SAMPLE = ROOT / "suites" / "data" / "sst2-sample"

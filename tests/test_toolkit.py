@@ -37,14 +37,14 @@ def test_the_public_names_are_exported():
     for name in ("TorchPredictor", "pad_batch", "FineTunedTask", "cached_or_build", "base_info",
                  "dir_bytes", "Recipe", "finetune"):
         assert name in tk.__all__ and hasattr(tk, name)
-    from harness_plugins.ner import NERTask
+    from harness_plugins.tasks.ner import NERTask
 
     assert issubclass(NERTask, tk.FineTunedTask)  # the built-ins use the public base
 
 
 def test_recipe_is_the_one_declaration_of_the_task_parameters():
-    from harness_plugins.classification import ClassificationTask
-    from harness_plugins.ner import NERTask
+    from harness_plugins.tasks.classification import ClassificationTask
+    from harness_plugins.tasks.ner import NERTask
 
     names = {f.name for f in fields(Recipe)} - {"seed"}
     assert set(Recipe.parameters()) == names

@@ -5,7 +5,7 @@ hand it the full model's cached fine-tuned checkpoint (tests/test_cache_identity
 from __future__ import annotations
 
 import harness
-from harness_plugins.hf import HFModel
+from harness_plugins.models.hf import HFModel
 
 
 class TruncatedHF(HFModel):

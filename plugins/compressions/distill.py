@@ -43,8 +43,8 @@ from harness.toolkit import (
 )
 from harness.toolkit.weights import WEIGHTS_FILE
 
-from ._layers import device_reason, encoder_layers, params_vs_source
-from .compress_torch import cpu_copy
+from .._lib.layers import device_reason, encoder_layers, params_vs_source
+from .._lib.torch_utils import cpu_copy
 from .prune import apply_structured, ffn_scores
 
 TEACHER_DIR = "distill-teacher"

@@ -10,7 +10,7 @@ model is fake-quantised and slower than fp32):
   floating point.
 
 Export, the predictor and the precision read-back are the OpenVINO runtime module
-(``openvino_runtime.py``). nncf and openvino are imported lazily.
+(``harness_plugins.runtimes.openvino``). nncf and openvino are imported lazily.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from harness.toolkit import (
     task_key,
 )
 
-from .compress_torch import weight_counts
-from .openvino_runtime import (
+from .._lib.torch_utils import weight_counts
+from ..runtimes.openvino import (
     OpenVINOPredictor,
     check_params,
     openvino_reason,

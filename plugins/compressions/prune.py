@@ -33,8 +33,8 @@ from harness.api import CellContext, LoadedModel, Task, Transform
 from harness.errors import PluginError
 from harness.toolkit import base_info, cached_load, load_tensors, task_key
 
-from ._layers import recover
-from .compress_torch import (
+from .._lib.layers import recover
+from .._lib.torch_utils import (
     WEIGHTS_FILE,
     CompressedTorchPredictor,
     check_fits,

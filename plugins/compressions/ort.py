@@ -1,4 +1,4 @@
-"""Compressions that run on ONNX Runtime (``ort_runtime.py`` exports and runs the graphs):
+"""Compressions that run on ONNX Runtime (``harness_plugins.runtimes.onnxruntime`` exports and runs the graphs):
 
 * ``onnx``: the fp32 model exported to ONNX, on ORT: the same-runtime baseline of ``ort-*``.
 * ``ort-int8``: ORT dynamic quantisation (``quantize_dynamic``): int8 weights, activations
@@ -25,10 +25,10 @@ from typing import Any
 import harness
 from harness.api import CellContext, Compression, LoadedModel, Task
 from harness.errors import PluginError
-from harness.toolkit import cached_load
+from harness.toolkit import base_info, cached_load, task_key
 
-from . import ort_runtime as rt
-from .compress_torch import base_info, task_key, weight_counts
+from .._lib.torch_utils import weight_counts
+from ..runtimes import onnxruntime as rt
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile", "distribution")
 #: CPU flags of integer dot-product instructions that do not saturate u8 x s8 products

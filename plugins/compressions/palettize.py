@@ -33,7 +33,7 @@ from harness.api import CellContext, LoadedModel, Task, Transform
 from harness.errors import PluginError
 from harness.toolkit import base_info, cached_load, task_key
 
-from ._layers import (
+from .._lib.layers import (
     check_recovery_epochs,
     device_reason,
     encoder_layers,
@@ -42,7 +42,7 @@ from ._layers import (
     set_sub,
     word_embeddings,
 )
-from .compress_torch import WEIGHTS_FILE, CompressedTorchPredictor, check_fits, cpu_copy, weight_counts
+from .._lib.torch_utils import WEIGHTS_FILE, CompressedTorchPredictor, check_fits, cpu_copy, weight_counts
 
 META_KEY = "harness_palette"
 

@@ -153,7 +153,7 @@ def recover(
 
 def params_vs_source(module: Any, source: Any) -> float | None:
     """The weights of ``module`` over those of the ``source`` module it was made from."""
-    from .compress_torch import weight_counts
+    from .torch_utils import weight_counts
 
     total, _ = weight_counts(module)
     src_total, _ = weight_counts(source)
@@ -164,7 +164,7 @@ def torch_predictor(module: Any, model: LoadedModel, ctx: CellContext, info: dic
                     folder: Any) -> Any:
     """The predictor of a method's torch module, with ``params_vs_source`` (its weights over the
     input model's) added to the row."""
-    from .compress_torch import CompressedTorchPredictor
+    from .torch_utils import CompressedTorchPredictor
 
     info["params_vs_source"] = params_vs_source(module, model.module)
     return CompressedTorchPredictor(module, device=ctx.device, precision="fp32", info=info,

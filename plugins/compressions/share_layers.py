@@ -25,8 +25,8 @@ from harness.api import CellContext, LoadedModel, Task, Transform
 from harness.errors import PluginError
 from harness.toolkit import base_info, cached_load, load_tensors, task_key
 
-from ._layers import check_recovery_epochs, device_reason, encoder_layers, recover, torch_predictor
-from .compress_torch import WEIGHTS_FILE, CompressedTorchPredictor, check_fits, cpu_copy
+from .._lib.layers import check_recovery_epochs, device_reason, encoder_layers, recover, torch_predictor
+from .._lib.torch_utils import WEIGHTS_FILE, CompressedTorchPredictor, check_fits, cpu_copy
 
 SPEC_FILE = "share_spec.json"
 INITS = ("mean", "first")

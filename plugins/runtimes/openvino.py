@@ -1,6 +1,6 @@
 """The OpenVINO runtime: torch -> OpenVINO IR export, the ``OpenVINOPredictor`` (CPU plugin),
 and the read-back of the precision each compute layer really runs in. Used by the compressions
-in ``compress_nncf.py``; a compression that produces OpenVINO IR needs nothing else.
+in ``harness_plugins.compressions.nncf``; a compression that produces OpenVINO IR needs nothing else.
 
 The model is converted with ``openvino.convert_model`` with dynamic batch and sequence dims, so
 real (dynamically padded) lengths are fed. It is compiled for the CPU with
@@ -21,7 +21,7 @@ from harness.api import CellContext, LoadedModel, Predictor
 from harness.errors import PluginError
 from harness.toolkit import copy_artifact, missing_packages_reason
 
-from .compress_torch import cpu_capabilities, cpu_copy
+from .._lib.torch_utils import cpu_capabilities, cpu_copy
 
 XML, BIN = "model.xml", "model.bin"
 INFERENCE_PRECISIONS = ("f32", "bf16", "f16")

@@ -30,7 +30,7 @@ from harness.api import CellContext, LoadedModel, Task, Transform
 from harness.errors import PluginError
 from harness.toolkit import base_info, cached_load, task_key
 
-from ._layers import (
+from .._lib.layers import (
     TARGETS,
     check_recovery_epochs,
     device_reason,
@@ -41,7 +41,7 @@ from ._layers import (
     torch_predictor,
     word_embeddings,
 )
-from .compress_torch import CompressedTorchPredictor, cpu_copy, load_unique, save_unique
+from .._lib.torch_utils import CompressedTorchPredictor, cpu_copy, load_unique, save_unique
 
 SPEC_FILE = "lowrank_spec.json"
 

@@ -1,5 +1,5 @@
 """ONNX Runtime as a runtime: export of a transformers module to ONNX, an ORT predictor, and
-what the ORT compressions (``compress_ort.py``) share: the export parity check against torch
+what the ORT compressions (``harness_plugins.compressions.ort``) share: the export parity check against torch
 and the count of the MatMul/Gemm nodes that really run quantised.
 
 Export: ``torch.onnx.export(..., dynamo=False)``, the TorchScript exporter, opset
@@ -138,7 +138,7 @@ def export_onnx(model: LoadedModel, path: Path, plugin: str) -> dict[str, Any]:
     """
     import torch
 
-    from .compress_torch import cpu_copy
+    from .._lib.torch_utils import cpu_copy
 
     example = export_inputs(model)
     names = tuple(example)

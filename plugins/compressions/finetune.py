@@ -20,8 +20,8 @@ from typing import Any
 import harness
 from harness.api import CellContext, LoadedModel, Task, Transform
 
-from ._layers import check_recovery_epochs, device_reason, recover, zero_masks
-from .compress_torch import CompressedTorchPredictor
+from .._lib.layers import check_recovery_epochs, device_reason, recover, zero_masks
+from .._lib.torch_utils import CompressedTorchPredictor
 from .prune import save_sparse
 
 

@@ -1,0 +1,1 @@
+"""Executor plugins: ``ray`` (``ray.py``)."""

@@ -1,0 +1,1 @@
+"""Model plugins: ``hf`` (``hf.py``)."""

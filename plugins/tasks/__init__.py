@@ -1,0 +1,1 @@
+"""Task plugins: ``ner`` (``ner.py``) and ``classification`` (``classification.py``)."""

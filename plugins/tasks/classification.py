@@ -1,0 +1,318 @@
+"""The ``classification`` task: single-text or text-pair classification from SST-2 TSV, AG News
+CSV, or any CSV/TSV/JSONL table; scored by accuracy (main, with a bootstrap CI), macro-F1 and
+per-class precision/recall/F1. See docs/tasks.md."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import harness
+from harness.api import CellContext, LoadedModel, MetricValue, Predictor
+from harness.errors import DataError, PluginError
+from harness.toolkit import EvalSetup, FineTunedTask, model_eval_length, pad_batch
+
+from .._lib.textdata import (
+    FORMATS,
+    Example,
+    LabelMap,
+    TextSplit,
+    preset,
+    read_names,
+    read_table,
+    sort_labels,
+)
+
+SPLITS = ("train", "validation", "test")
+
+
+class ClassificationTask(FineTunedTask):
+    """Text (or text-pair) classification on local tables."""
+
+    name = "classification"
+    head_kind = "sequence-classification"
+    version = "1"
+    description = "text classification (SST-2, AG News, CSV/TSV/JSONL); accuracy, macro-F1"
+
+    def __init__(
+        self,
+        *,
+        data_dir: str = ".",
+        format: str = "csv",
+        train_file: str | None = None,
+        validation_file: str | None = None,
+        test_file: str | None = None,
+        eval_split: str | None = None,
+        text_column: str | list[str] | None = None,
+        text_pair_column: str | list[str] | None = None,
+        label_column: str | None = None,
+        header: bool | None = None,
+        label_names: list[str] | None = None,
+        label_offset: int | None = None,
+        classes_file: str | None = None,
+        **params: Any,
+    ) -> None:
+        """``params``: the evaluation and ``Recipe`` parameters of ``FineTunedTask``."""
+        if format not in FORMATS:
+            raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+        p = preset(format)
+        self.data_dir, self.format = data_dir, format
+        self.table = p["table"]
+        self.files = dict(p["files"])
+        for split, given in (("train", train_file), ("validation", validation_file), ("test", test_file)):
+            if given is not None:  # None: the preset's file; "": no such split
+                self.files[split] = given or None
+        self.eval_split = eval_split or p["eval_split"]
+        if self.eval_split not in SPLITS:
+            raise ValueError(f"eval_split must be one of {SPLITS}, got {self.eval_split!r}")
+        if not self.files.get(self.eval_split):
+            raise ValueError(f"eval_split {self.eval_split!r} has no file configured")
+        self.text_column = text_column if text_column is not None else p["text_column"]
+        self.text_pair_column = text_pair_column if text_pair_column is not None else p["text_pair_column"]
+        self.label_column = label_column if label_column is not None else p["label_column"]
+        self.header = header if header is not None else p["header"]
+        self.label_names = list(label_names) if label_names is not None else p["label_names"]
+        self.label_offset = label_offset if label_offset is not None else p["label_offset"]
+        self.classes_file = p["classes_file"] if classes_file is None else (classes_file or None)
+        super().__init__(**params)
+        self._splits: dict[str, TextSplit | None] = {}
+        self._names: list[str] | None = None
+
+    # -- data --------------------------------------------------------------------------------
+    def _path(self, split: str) -> Path | None:
+        name = self.files.get(split)
+        return Path(self.data_dir) / name if name else None
+
+    def _fixed_names(self) -> list[str] | None:
+        """Label names fixed by the configuration (classes file or label_names), if any."""
+        if self._names is None:
+            if self.classes_file:
+                self._names = read_names(Path(self.data_dir) / self.classes_file)
+            elif self.label_names:
+                self._names = list(self.label_names)
+        return self._names
+
+    def split(self, split: str, required: bool = True) -> TextSplit | None:
+        if split not in self._splits:
+            path = self._path(split)
+            data = None
+            if path is not None and path.is_file():
+                data = read_table(
+                    path, fmt=self.table, text_columns=self.text_column,
+                    pair_columns=self.text_pair_column, label_column=self.label_column,
+                    label_map=LabelMap(self._fixed_names(), self.label_offset), header=self.header,
+                )
+            self._splits[split] = data
+        data = self._splits[split]
+        if data is None and required:
+            path = self._path(split)
+            hint = ""
+            if self.format == "ag_news" and split == "train":
+                hint = (
+                    "; AG News' train split is not shipped with the test data: download train.csv "
+                    "(same layout as test.csv) and set the task's data_dir or train_file to it"
+                )
+            raise DataError(f"{path or '(no file configured)'}: the {split} split is missing (data file not found){hint}")
+        return data
+
+    def examples(self, split: str, limit: int | None = None) -> list[Example]:
+        """The first ``limit`` examples of ``split`` (default: ``max_train_samples`` for
+        train, ``max_eval_samples`` for the evaluation split, else all)."""
+        data = self.split(split)
+        assert data is not None
+        if limit is None:
+            limit = self.max_train_samples if split == "train" else (
+                self.max_eval_samples if split == self.eval_split else None
+            )
+        return data.examples[:limit] if limit else data.examples
+
+    def labels(self) -> list[str]:
+        names = self._fixed_names()
+        if names is not None:
+            return list(names)
+        values: set[str] = set()
+        for sp in SPLITS:
+            data = self.split(sp, required=sp == self.eval_split)
+            if data is not None:
+                values |= {e.label for e in data.examples}
+        return sort_labels(values)
+
+    def split_hash(self, split: str) -> str:
+        data = self.split(split)
+        assert data is not None
+        limit = self.max_train_samples if split == "train" else self.max_eval_samples
+        cols = (self.text_column, self.text_pair_column, self.label_column, self.header)
+        return f"{split}:{data.sha256}:{cols}:{self._fixed_names()}:{self.label_offset}:{limit}"
+
+    # -- encoding ----------------------------------------------------------------------------
+    @staticmethod
+    def encode(tokenizer: Any, examples: list[Example], max_length: int) -> list[dict[str, Any]]:
+        """Tokenise (truncating to ``max_length``); each feature keeps ``truncated``."""
+        texts = [e.text for e in examples]
+        pairs = [e.pair or "" for e in examples] if any(e.pair is not None for e in examples) else None
+        out: list[dict[str, Any]] = []
+        step = 4096
+        for lo in range(0, len(texts), step):
+            kw: dict[str, Any] = {}
+            if pairs is not None:
+                kw["text_pair"] = pairs[lo : lo + step]
+            enc = tokenizer(texts[lo : lo + step], truncation=False, verbose=False, **kw)
+            long = [i for i, ids in enumerate(enc["input_ids"]) if len(ids) > max_length]
+            cut = None
+            if long:  # only inputs over the limit are encoded again, truncated
+                kw2 = {"text_pair": [kw["text_pair"][i] for i in long]} if pairs is not None else {}
+                cut = tokenizer(
+                    [texts[lo + i] for i in long], truncation=True, max_length=max_length, **kw2
+                )
+            redo = {i: j for j, i in enumerate(long)}
+            for i in range(len(enc["input_ids"])):
+                src, at = (cut, redo[i]) if i in redo else (enc, i)
+                f = {"input_ids": src["input_ids"][at], "truncated": i in redo}
+                if "token_type_ids" in src:
+                    f["token_type_ids"] = src["token_type_ids"][at]
+                out.append(f)
+        return out
+
+    def train_features(
+        self, tokenizer: Any, label2id: dict[str, int], max_length: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        exs = self.examples("train")
+        feats = self.encode(tokenizer, exs, max_length)
+        for f, e in zip(feats, exs):
+            f["labels"] = label2id[e.label]
+            f.pop("truncated")
+        return feats, len(exs)
+
+    # -- evaluation --------------------------------------------------------------------------
+    def predict(self, predictor: Predictor, setup: EvalSetup, ctx: CellContext,
+                examples: list[Example]) -> tuple[list[int], int, list[float]]:
+        """Predicted label ids (in the model's label order), the number of truncated inputs and
+        the softmax probability of each predicted label."""
+        import torch
+        from tqdm.auto import tqdm
+
+        tokenizer, labels, max_len = setup.tokenizer, setup.labels, setup.max_length
+        feats = self.encode(tokenizer, examples, max_len)
+        order = sorted(range(len(feats)), key=lambda i: len(feats[i]["input_ids"]), reverse=True)
+        bs = max(1, int(self.eval_batch_size))
+        batches = [order[i : i + bs] for i in range(0, len(order), bs)]
+        preds = [-1] * len(feats)
+        probs = [0.0] * len(feats)
+        with torch.inference_mode():
+            for idx in tqdm(batches, desc="evaluate classification", unit="batch", disable=not ctx.show_progress):
+                logits = predictor(pad_batch([feats[i] for i in idx], tokenizer))
+                logits = torch.as_tensor(getattr(logits, "logits", logits)).float().cpu()
+                if logits.shape[-1] != len(labels):
+                    raise PluginError(f"predictor returned {logits.shape[-1]} logits, task has {len(labels)} labels")
+                top = logits.softmax(-1).max(-1)
+                for i, p, q in zip(idx, top.indices.tolist(), top.values.tolist()):
+                    preds[i], probs[i] = int(p), float(q)
+        return preds, sum(bool(f["truncated"]) for f in feats), probs
+
+    def evaluate(self, predictor: Predictor, model: LoadedModel, ctx: CellContext, *,
+                 split: str | None = None, limit: int | None = None,
+                 intervals: bool = True) -> list[MetricValue]:
+        split, limit = self.eval_options(split, limit)
+        setup = self.eval_setup(model)
+        labels = setup.labels
+        examples = self.examples(split, limit)
+        ctx.progress("evaluate", f"{len(examples)} examples of {split}")
+        preds, truncated, probs = self.predict(predictor, setup, ctx, examples)
+        index = {name: i for i, name in enumerate(labels)}
+        refs = []
+        for e in examples:
+            if e.label not in index:
+                raise DataError(f"{self._path(split)}:{e.line}: label {e.label!r} unknown to the model ({list(labels)})")
+            refs.append(index[e.label])
+        import pandas as pd
+
+        ctx.record_predictions(pd.DataFrame({
+            "example": range(len(examples)), "gold": [labels[r] for r in refs],
+            "pred": [labels[p] for p in preds], "prob": probs,
+        }), kind="per-example-label", metric="accuracy", split=split,
+            data_hash=f"{self.split_hash(split)}:{limit}")
+        return classification_metrics(
+            refs, preds, list(labels), bootstrap=self.bootstrap if intervals else 0, seed=ctx.seed,
+            split=split, truncated=truncated, max_length=setup.max_length,
+        )
+
+    # -- inputs for timing and calibration ---------------------------------------------------
+    def latency_batches(self, model: LoadedModel, batch_size: int, count: int, seed: int) -> list[dict[str, Any]]:
+        tokenizer = model.tokenizer
+        exs = self.examples(self.eval_split)
+        rng = random.Random(seed)
+        need = batch_size * count
+        picks = rng.sample(exs, need) if need <= len(exs) else rng.choices(exs, k=need)
+        feats = self.encode(tokenizer, picks, model_eval_length(model, self.eval_max_length))
+        return [pad_batch(feats[i * batch_size : (i + 1) * batch_size], tokenizer) for i in range(count)]
+
+    def calibration_batches(self, model: LoadedModel, samples: int, seed: int) -> list[dict[str, Any]]:
+        tokenizer = model.tokenizer
+        split = "train" if self.split("train", required=False) is not None else "validation"
+        if split == self.eval_split or self.split(split, required=False) is None:
+            self.split("train")  # raises the DataError naming the missing train file
+        exs = self.examples(split)
+        rng = random.Random(seed)
+        picks = rng.sample(exs, min(samples, len(exs)))
+        feats = self.encode(tokenizer, picks, min(self.max_length, model_eval_length(model, self.eval_max_length)))
+        return [pad_batch([f], tokenizer) for f in feats]
+
+
+def classification_metrics(
+    references: list[int],
+    predictions: list[int],
+    labels: list[str],
+    *,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    split: str = "test",
+    truncated: int = 0,
+    max_length: int | None = None,
+) -> list[MetricValue]:
+    """Accuracy (main), macro-F1 and per-class scores of label-id ``predictions``."""
+    import numpy as np
+
+    from .._lib.metrics import bootstrap_ci, classification_metric, macro_f1_from_pairs
+
+    if len(references) != len(predictions):
+        raise DataError(f"{len(references)} gold labels but {len(predictions)} predictions")
+    k = len(labels)
+    res = classification_metric().compute(predictions=predictions, references=references, num_labels=k)
+    n = len(references)
+    pairs = np.stack([np.asarray(references), np.asarray(predictions)], axis=1)
+    acc_ci = bootstrap_ci((pairs[:, 0] == pairs[:, 1]).astype(float), np.mean, bootstrap, seed)
+    f1_ci = bootstrap_ci(pairs, lambda s: macro_f1_from_pairs(s, k), bootstrap, seed)
+    ci = (
+        f"; 95% CI: percentile bootstrap, {bootstrap} resamples of the {n} examples, seed {seed}"
+        if bootstrap > 0 else ""
+    )
+    trunc = f"; {truncated} of {n} inputs truncated to {max_length} tokens" if truncated else ""
+    out = [
+        MetricValue(
+            "accuracy", res["accuracy"], *acc_ci,
+            description=f"accuracy (fraction of the {n} {split} examples whose predicted label "
+            f"is the gold label){ci}{trunc}",
+            main=True,
+        ),
+        MetricValue(
+            "macro_f1", res["macro_f1"], *f1_ci,
+            description=f"macro-averaged F1 over the {k} classes (unweighted mean of per-class "
+            f"F1), {split} split{ci}",
+        ),
+    ]
+    for i, name in enumerate(labels):
+        for key in ("f1", "precision", "recall"):
+            out.append(
+                MetricValue(
+                    f"{key}.{name}", res[key][i], group=f"Per-class {'F1' if key == 'f1' else key}",
+                    description=f"{key if key != 'f1' else 'F1'} of class {name!r} "
+                    f"({res['support'][i]} gold examples), one-vs-rest, {split} split",
+                )
+            )
+    return out
+
+
+@harness.hookimpl
+def register_tasks(register):
+    register(ClassificationTask)
