@@ -291,3 +291,20 @@ def test_reduce_range_auto_follows_the_cpu(monkeypatch):
     assert compress_ort.resolve_reduce_range("ort-int8", "auto") is False
     with pytest.raises(ValueError, match="reduce_range must be true, false or \"auto\""):
         OrtDynamicInt8(reduce_range="sometimes")
+
+
+@pytest.mark.slow
+def test_static_int8_feeds_only_the_inputs_the_graph_takes(run_suite_dict):
+    """DistilBERT's graph has no token_type_ids: calibration fed them anyway and the cell failed
+    with 'Invalid input name: token_type_ids' (issue 26)."""
+    distil = {"model_type": "distilbert", "dim": 16, "n_layers": 1, "n_heads": 2, "hidden_dim": 32,
+              "vocab_size": 30522, "max_position_embeddings": 512}
+    df = run_suite_dict({
+        "models": [{"plugin": "hf", "name": "distil",
+                    "params": {"config": distil, "tokenizer_package": TINY_BERT["tokenizer_package"]}}],
+        "tasks": [{"plugin": "ner", "name": "conll", "params": {
+            "data_dir": str(ROOT / "suites" / "data" / "conll2003-sample"), "max_train_samples": 16,
+            "max_eval_samples": 8, "batch_size": 8}}],
+        "compressions": [{"plugin": "ort-static-int8", "params": {"samples": 8}}]})
+    assert set(df.status) == {"ok"}, df.error.dropna().unique()
+    assert df.loc[df.metric == "entity_f1", "precision"].item() == "int8"

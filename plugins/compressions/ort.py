@@ -251,6 +251,13 @@ class _Reader:
         self._it = iter(self.feeds[start_index:end_index])
 
 
+def graph_inputs(path: Path) -> set[str]:
+    """The input names an ONNX graph declares (read from the file's graph, weights not loaded)."""
+    import onnx
+
+    return {i.name for i in onnx.load(str(path), load_external_data=False).graph.input}
+
+
 class OrtStaticInt8(_ORTCompression):
     """``onnxruntime.quantization.quantize_static`` in QDQ format: MatMul/Gemm inputs and weights
     int8 with ranges calibrated on ``samples`` inputs of the task's train split
@@ -284,7 +291,8 @@ class OrtStaticInt8(_ORTCompression):
         calib = task.calibration_batches(model, self.samples, ctx.seed)
         if not calib:
             raise PluginError(f"{self.name}: task {task.name!r} gave no calibration samples")
-        feeds = [{k: v.numpy() for k, v in b.items() if k in rt.INPUT_NAMES} for b in calib]
+        takes = graph_inputs(fp32)  # DistilBERT, DeBERTa-v2: no token_type_ids in the graph
+        feeds = [{k: v.numpy() for k, v in b.items() if k in takes} for b in calib]
         method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                   "percentile": CalibrationMethod.Percentile,
                   "distribution": CalibrationMethod.Distribution}[self.calibration_method]
