@@ -15,25 +15,21 @@ from .errors import HarnessWarning
 from .fsutil import atomic_write_text
 from .plugins import PluginManager
 from .provenance import now
-from .results import read_rows
+from .results import incomplete_cells, read_rows
 
 __all__ = ["cache_cell", "cell_rows", "complete_cells", "predictions_path", "read_cache",
            "restore_predictions", "save_predictions"]
 
 
 def complete_cells(path: Path) -> set[str]:
-    """cell_ids whose rows are all in the results file (each row says how many the cell has)."""
+    """cell_ids that a run wrote in full (every row its ``cell_rows`` announces) and that did
+    not fail: a resumed run reuses them."""
     if not path.exists():
         return set()
-    seen: dict[str, set[Any]] = {}
-    need: dict[str, int] = {}
-    for row in read_rows(path):
-        cid = row.get("cell_id")
-        if not cid or row.get("status") == "failed":
-            continue
-        seen.setdefault(cid, set()).add(row.get("metric"))
-        need[cid] = int(row.get("cell_rows") or 1)
-    return {cid for cid, metrics in seen.items() if len(metrics) >= need[cid]}
+    rows = read_rows(path)
+    short = incomplete_cells(rows)
+    return {r["cell_id"] for r in rows if r.get("cell_id") and r.get("status") != "failed"
+            and (r["cell_id"], r.get("run_id")) not in short}
 
 
 def cache_cell(cache: Path, spec: CellSpec, outcome: CellOutcome, rows: list[dict[str, Any]],

@@ -150,7 +150,6 @@ class LocalExecutor(Executor):
         self.ctx = mp.get_context("spawn")
         self.outbox = self.ctx.Queue()
         self.ectx = ectx
-        self.warned: set[str] = set()  # warnings from workers already shown
         ncpu = os.cpu_count() or 1
         devices, jobs = ectx.devices, max(1, ectx.jobs)
         self.threads = max(1, ncpu // jobs) if devices == ["cpu"] else None
@@ -184,7 +183,8 @@ class LocalExecutor(Executor):
             on_done: Callable[[CellSpec, CellOutcome], None]) -> None:
         self._setup(ectx)
         try:
-            self._loop(cells, on_phase, on_done)
+            with _harness_warnings_once():  # a worker's warning, shown here once per run
+                self._loop(cells, on_phase, on_done)
         except BaseException:  # Ctrl-C, SIGTERM: the cells in flight are abandoned at once
             self._close(kill=True)
             raise
@@ -252,10 +252,8 @@ class LocalExecutor(Executor):
     def _handle(self, msg: tuple, by_id: dict[str, CellSpec], on_phase, on_done) -> None:
         """One message from a worker: a phase change, a warning or a finished cell."""
         kind, cell_id = msg[0], msg[1]
-        if kind == "warn":  # shown like a warning of this process, a repeated one once
-            if msg[2] not in self.warned:
-                self.warned.add(msg[2])
-                warnings.warn(msg[2], HarnessWarning, stacklevel=1)
+        if kind == "warn":  # shown like a warning of this process
+            warnings.warn(msg[2], HarnessWarning, stacklevel=1)
             return
         w = next((w for w in self.workers if w.cell and w.cell.cell_id == cell_id), None)
         if w is None:  # a late message for a cell already reported (e.g. timed out)
