@@ -221,17 +221,23 @@ def _planets(tmp: Path) -> Path:
     return data
 
 
-@pytest.mark.slow
-def test_unseen_entity_type_is_one_console_line_from_a_worker(tmp_path):
-    """``harness run`` with the default (local) executor: the warning is raised in the worker
-    process and shown by the parent as one 'Warning: ...' line on stderr, once for the two
-    cells that evaluate the same data."""
+def _planets_suite(tmp_path: Path) -> Path:
+    """``tmp_path/s.yaml``: two cells (``none`` twice) on :func:`_planets`."""
     task = {"plugin": "ner", "name": "planets", "params": {
         "data_dir": str(_planets(tmp_path)), "batch_size": 2, "bootstrap": 0}}
     doc = {"name": "planets", "settings": {**FAST_SETTINGS, "cache_dir": str(tmp_path / "cache")},
            "models": [MODEL], "tasks": [task],
            "compressions": ["none", {"plugin": "none", "name": "again"}]}
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(doc))
+    return tmp_path / "s.yaml"
+
+
+@pytest.mark.slow
+def test_unseen_entity_type_is_one_console_line_from_a_worker(tmp_path):
+    """``harness run`` with the default (local) executor: the warning is raised in the worker
+    process and shown by the parent as one 'Warning: ...' line on stderr, once for the two
+    cells that evaluate the same data."""
+    _planets_suite(tmp_path)
     r = subprocess.run([sys.executable, "-m", "harness", "run", str(tmp_path / "s.yaml"),
                         "--out", str(tmp_path / "out"), "--no-progress", "--no-report"],
                        cwd=tmp_path, capture_output=True, text=True, timeout=300,
@@ -247,12 +253,7 @@ def test_unseen_entity_type_is_one_console_line_from_a_worker(tmp_path):
 
 def test_unseen_entity_type_warning_inline(tmp_path):
     """In this process (``--jobs 0``) the CLI shows the same line, once for two cells."""
-    task = {"plugin": "ner", "name": "planets", "params": {
-        "data_dir": str(_planets(tmp_path)), "batch_size": 2, "bootstrap": 0}}
-    doc = {"name": "planets", "settings": {**FAST_SETTINGS, "cache_dir": str(tmp_path / "cache")},
-           "models": [MODEL], "tasks": [task],
-           "compressions": ["none", {"plugin": "none", "name": "again"}]}
-    (tmp_path / "s.yaml").write_text(yaml.safe_dump(doc))
+    _planets_suite(tmp_path)
     import warnings
 
     with warnings.catch_warnings():

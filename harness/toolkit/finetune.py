@@ -236,17 +236,15 @@ def _load_checkpoint(model: LoadedModel, folder: Path) -> tuple[Any, dict[str, A
     class, config or code is taken from the folder). None when it does not load: the entry is
     then taken out of the cache, with a warning, and trained again; ``CorruptCacheEntry`` when
     it cannot be removed (a read-only cache)."""
-    import copy
-
     from ..fsutil import discard_dir
     from .artifacts import CorruptCacheEntry, read_meta
-    from .weights import WEIGHTS_FILE, load_tensors
+    from .weights import load_into_copy
 
     try:
         meta = read_meta(folder / META_FILE)
         if meta is None or not all(k in meta for k in _META_KEYS):
             raise ValueError(f"{META_FILE} is not a fine-tuning record")
-        module = load_tensors(copy.deepcopy(model.module).to("cpu"), folder / WEIGHTS_FILE)
+        module = load_into_copy(model.module, folder)
     except (MemoryError, KeyboardInterrupt):
         raise
     except Exception as exc:  # noqa: BLE001 - whatever a corrupt file makes a parser raise

@@ -16,8 +16,7 @@ from typing import Any
 from harness.errors import PluginError
 from harness.provenance import cpu_flags
 from harness.toolkit import TorchPredictor, copy_artifact
-
-WEIGHTS_FILE = "model.safetensors"
+from harness.toolkit.weights import WEIGHTS_FILE
 
 
 def cpu_capabilities() -> dict[str, bool]:
@@ -64,17 +63,9 @@ def iter_weights(module: Any):
             yield (f"{mname}.{pname}" if mname else pname), p.detach()
 
 
-def save_unique(module: Any, folder: Path) -> None:
-    """``module``'s tensors into ``folder`` (a tensor several layers share stored once) + config."""
-    from safetensors.torch import save_model
-
-    save_model(module, str(folder / WEIGHTS_FILE))
-    if hasattr(module, "config"):
-        module.config.to_json_file(str(folder / "config.json"))
-
-
 def load_unique(module: Any, folder: Path, who: str) -> Any:
-    """Load :func:`save_unique`'s tensors into ``module`` (already in the artifact's structure);
+    """Load the tensors ``harness.toolkit.save_module`` wrote into ``module`` (already in the
+    artifact's structure);
     a :class:`PluginError` naming ``who`` when the artifact does not fit."""
     from safetensors.torch import load_model
 
@@ -160,7 +151,6 @@ __all__ = [
     "cpu_copy",
     "iter_weights",
     "load_unique",
-    "save_unique",
     "tensor_bits",
     "weight_counts",
 ]

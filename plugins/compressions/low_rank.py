@@ -28,7 +28,7 @@ from typing import Any
 import harness
 from harness.api import CellContext, LoadedModel, Task, Transform
 from harness.errors import PluginError
-from harness.toolkit import base_info, cached_load, task_key
+from harness.toolkit import base_info, cached_load, save_module, task_key
 
 from .._lib.layers import (
     TARGETS,
@@ -41,7 +41,7 @@ from .._lib.layers import (
     torch_predictor,
     word_embeddings,
 )
-from .._lib.torch_utils import CompressedTorchPredictor, cpu_copy, load_unique, save_unique
+from .._lib.torch_utils import CompressedTorchPredictor, cpu_copy, load_unique
 
 SPEC_FILE = "lowrank_spec.json"
 
@@ -224,7 +224,7 @@ class LowRank(Transform):
 
     def _build(self, model: LoadedModel, task: Task, ctx: CellContext, folder: Path) -> dict[str, Any]:
         module, spec, note = self._compute(model, task, ctx)
-        save_unique(module, folder)
+        save_module(module, folder)
         (folder / SPEC_FILE).write_text(json.dumps(spec, indent=1))
         return {"recovery": note}
 

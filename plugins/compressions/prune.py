@@ -31,7 +31,7 @@ from typing import Any
 import harness
 from harness.api import CellContext, LoadedModel, Task, Transform
 from harness.errors import PluginError
-from harness.toolkit import base_info, cached_load, load_tensors, task_key
+from harness.toolkit import base_info, cached_load, load_tensors, save_module, task_key
 
 from .._lib.layers import recover
 from .._lib.torch_utils import (
@@ -40,7 +40,6 @@ from .._lib.torch_utils import (
     check_fits,
     cpu_copy,
     load_unique,
-    save_unique,
     weight_counts,
 )
 
@@ -383,7 +382,7 @@ class Prune(Transform):
         if self.method == "unstructured":
             extra.update(save_sparse(module, masks, folder))
         else:
-            save_unique(module, folder)
+            save_module(module, folder)
         return extra
 
     def _structure(self, model: LoadedModel) -> Any:

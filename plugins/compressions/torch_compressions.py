@@ -14,10 +14,10 @@ from typing import Any
 import harness
 from harness.api import CellContext, Compression, LoadedModel, Task
 from harness.provenance import cpu_name
-from harness.toolkit import base_info, cached_load
+from harness.toolkit import base_info, cached_load, save_module
 
 from .._lib.int8_weights import load_int8, save_int8
-from .._lib.torch_utils import CompressedTorchPredictor, cpu_capabilities, cpu_copy, load_unique, save_unique
+from .._lib.torch_utils import CompressedTorchPredictor, cpu_capabilities, cpu_copy, load_unique
 
 INT8_FILE = "model_int8.safetensors"
 
@@ -95,7 +95,7 @@ class Half(Compression):
 
         def build(folder: Path) -> dict[str, Any]:
             built["module"] = cpu_copy(model.module).to(dtype)
-            save_unique(built["module"], folder)
+            save_module(built["module"], folder)
             return {}
 
         def load(folder: Path) -> Any:
