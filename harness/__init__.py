@@ -21,13 +21,14 @@ from .api import (
     LoadedModel,
     MetricValue,
     Model,
+    Params,
     Plugin,
     Predictor,
     Task,
     Transform,
     capability_reason,
 )
-from .errors import BadInput, DataError, HarnessError, PluginError, SuiteError
+from .errors import BadInput, DataError, HarnessError, ParameterError, PluginError, SuiteError
 from .hookspecs import hookimpl
 from .plugins import get_plugin_manager
 from .version import __version__
@@ -49,6 +50,8 @@ __all__ = [
     "LoadedModel",
     "MetricValue",
     "Model",
+    "ParameterError",
+    "Params",
     "Plugin",
     "PluginError",
     "Predictor",

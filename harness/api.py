@@ -14,23 +14,26 @@ A cell of a suite is one (model, task, compression). The runner drives it like t
     # the core then times ``predictor`` on ``task.latency_batches(loaded, ...)`` and measures
     # the size of what ``predictor.save(folder)`` writes.
 
-Every axis is an abstract base class: a subclass must implement the methods marked
-``@abstractmethod`` or it cannot be instantiated. Optional capabilities are declared
-(``Finetunable``, ``Compression.requires``), never guessed. Plugins import torch and
-transformers lazily (inside methods), so that listing plugins is cheap. Helpers for plugin
-authors (``TorchPredictor``, ``pad_batch``, ``cached_or_build``, ``FineTunedTask``, ...) are in
+Every axis is an abstract base class (``@abstractmethod``s must be implemented). Optional
+capabilities are declared (``Finetunable``, ``Compression.requires``), never guessed. Plugins
+import torch and transformers lazily (inside methods), so that listing plugins is cheap. Helpers
+for plugin authors (``TorchPredictor``, ``cached_or_build``, ``FineTunedTask``, ...) are in
 ``harness.toolkit``.
 """
 
 from __future__ import annotations
 
-import inspect
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
+from . import params as _params
+from .params import Params, adopt_signature, as_key, declared
+from .params import validate as validate_params
+from .rows import MetricValue
 from .scorers import scorer, scorer_name
 
 __all__ = [
@@ -44,6 +47,7 @@ __all__ = [
     "LoadedModel",
     "MetricValue",
     "Model",
+    "Params",
     "Plugin",
     "Predictor",
     "Task",
@@ -57,9 +61,12 @@ __all__ = [
 class Plugin(ABC):  # noqa: B024 - the axes below declare the abstract methods
     """Base of every registered class.
 
-    Parameters come from the suite file as keyword arguments of ``__init__``; the core checks
-    their names (and simple types) against the signature before constructing the plugin, so an
-    unknown parameter is reported with the suite file and key path.
+    What a suite may set is declared once, as a nested ``class Params(harness.api.Params)``
+    (a pydantic model; see :mod:`harness.params`): the core validates a suite entry against it
+    before any cell runs (errors name the suite file and key path), lists it in
+    ``harness plugins --params NAME``, and keys caches on the validated values. ``__init__``
+    stores them as ``self.params``; a subclass that derives state from them overrides
+    ``__init__(self, **params)`` and calls ``super().__init__(**params)`` first.
     """
 
     #: Name used in suite files and on the command line. Unique per kind.
@@ -68,34 +75,23 @@ class Plugin(ABC):  # noqa: B024 - the axes below declare the abstract methods
     version: ClassVar[str] = "0"
     #: One line shown by ``harness plugins``.
     description: ClassVar[str] = ""
+    #: The axis ("model", "task", "compression", "executor"), set by each axis' base class.
+    axis: ClassVar[str] = ""
+    #: The parameters a suite may set (none by default).
+    Params: ClassVar[type[Params]] = Params
+    #: This instance's validated parameters (an instance of ``type(self).Params``).
+    params: _params.Params
+
+    #: Set by a class written before ``Params`` that keeps arbitrary ``**params``: any key goes.
+    accepts_any_params: ClassVar[bool] = False
+    _params_from_signature: ClassVar[bool] = False  #: ``Params`` derived from ``__init__``
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        adopt_signature(cls)  # a class written before Params: derived from its __init__
 
     def __init__(self, **params: Any) -> None:
-        if params:
-            raise TypeError(f"{type(self).__name__} takes no parameters, got {sorted(params)}")
-
-    #: Set True in a plugin whose ``__init__`` keeps arbitrary ``**params`` itself: the core then
-    #: does not reject parameter names it cannot see in a signature.
-    accepts_any_params: ClassVar[bool] = False
-
-    @classmethod
-    def parameters(cls) -> dict[str, inspect.Parameter]:
-        """The keyword parameters a suite may set, from ``__init__``'s signature; where it ends
-        in ``**params`` (a subclass passing them on with ``super().__init__(**params)``), also
-        those of the base classes' ``__init__`` down to ``Plugin``."""
-        out: dict[str, inspect.Parameter] = {}
-        for klass in cls.__mro__:
-            init = klass.__dict__.get("__init__")
-            if init is None:
-                continue
-            if klass is Plugin:
-                break
-            params = inspect.signature(init).parameters
-            for n, p in params.items():
-                if n != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD):
-                    out.setdefault(n, p)
-            if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
-                break
-        return out
+        self.params = validate_params(type(self), params, self.axis, declared(type(self)).Params)
 
 
 @dataclass(frozen=True)
@@ -173,24 +169,6 @@ class Predictor(ABC):
 
 
 @dataclass
-class MetricValue:
-    """One measured number of a cell; becomes one tidy result row."""
-
-    name: str  #: e.g. "entity_f1", "entity_f1.PER", "accuracy"
-    value: float
-    ci_low: float | None = None
-    ci_high: float | None = None
-    #: what the number is, shown in reports: "entity-level micro F1 (seqeval, conlleval mode)"
-    description: str = ""
-    higher_is_better: bool = True
-    main: bool = False  #: the task's headline metric (one per task)
-    unit: str = ""
-    #: where reports show it: "" a leaderboard column of its own (a dotted name "x.y": column
-    #: "y" of a table "x"); a title such as "Per-class F1": a table of the metrics sharing it
-    group: str = ""
-
-
-@dataclass
 class CellContext:
     """Everything a plugin may need from the run, passed to each step of a cell."""
 
@@ -213,6 +191,8 @@ class CellContext:
 class Model(Plugin):
     """A model source (a local path, a hub id, a config for a tiny test model, ...)."""
 
+    axis = "model"
+
     @abstractmethod
     def load(self, head: Head, ctx: CellContext) -> LoadedModel:
         """Return the model with a head for ``head``.
@@ -223,7 +203,7 @@ class Model(Plugin):
 
     def identity(self) -> str:
         """A stable string identifying the weights (for cache keys); default: the parameters."""
-        return f"{self.name}:{sorted(vars(self).items())!r}"
+        return f"{self.name}:{json.dumps(as_key(self), sort_keys=True)}"
 
 
 class Task(Plugin):
@@ -232,6 +212,8 @@ class Task(Plugin):
     A task keeps no state between calls that another call depends on: every method receives
     the model it works for (``harness.toolkit.FineTunedTask`` is the built-ins' base).
     """
+
+    axis = "task"
 
     @abstractmethod
     def head(self) -> Head:
@@ -300,6 +282,8 @@ CAPABILITIES: dict[str, type] = {"finetune": Finetunable}
 
 class Compression(Plugin):
     """A transformation of a fine-tuned model into something smaller or faster."""
+
+    axis = "compression"
 
     #: task capabilities (names in ``CAPABILITIES``) that ``apply`` uses; a task lacking one
     #: makes the cell ``skipped`` with a reason naming the task and the capability. An instance
@@ -405,6 +389,8 @@ class Executor(Plugin):
     ``harness.cell.CellOutcome``; a cell whose worker died is reported ``failed`` with the
     reason. The runner writes rows and caches results; executors never touch the results file.
     """
+
+    axis = "executor"
 
     @abstractmethod
     def run(self, cells: list[Any], ectx: ExecutorContext,

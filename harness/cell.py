@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .api import CellContext, LoadedModel, Plugin, capability_reason
-from .errors import BadInput, ParameterError, PluginError
+from .api import CellContext, LoadedModel, MetricValue, Plugin, capability_reason
+from .errors import BadInput, ParameterError, PluginError, Unsupported
+from .params import validate as validate_params
 from .plugins import PluginManager, get_plugin_manager
 from .provenance import device_name
 from .registry import Registries
-from .results import iter_rows
+from .rows import metric_columns
 from .suite import Entry, Settings
 from .timing import PeakMemory, describe_lengths, fixed_length, measure_latency, measure_throughput
 from .toolkit.artifacts import dir_bytes
@@ -84,11 +85,18 @@ class PluginSet:
                 f"not implement the abstract method(s) {', '.join(sorted(cls.__abstractmethods__))}"
             )
         try:
-            return cls(**entry.params)
+            params = validate_params(cls, entry.params, entry.kind)
+        except ParameterError as exc:
+            raise ParameterError(f"{exc} ({entry.where})", entry=entry, key=exc.key) from None
+        try:
+            plugin = cls(**entry.params)
         except Exception as exc:  # the suite's values, not a crash
             raise ParameterError(
                 f"{entry.kind} plugin {entry.plugin!r} ({entry.where}) rejected its parameters: "
                 f"{type(exc).__name__}: {exc}", entry=entry) from exc
+        if cls._params_from_signature:  # a class written before Params: its __init__ kept none
+            plugin.params = params
+        return plugin
 
 
 def scoped_identity(entry: Entry, plugin: Plugin, loaded: LoadedModel) -> LoadedModel:
@@ -223,10 +231,10 @@ def _measure(spec: CellSpec, parts: _Parts, ctx: CellContext, step, info: dict[s
     with PeakMemory(predictor.device) as mem:
         metrics = list(task.evaluate(predictor, parts.loaded, ctx))
         eval_s = time.perf_counter() - t0
-        if sum(m.main for m in metrics) != 1:
+        if sum(m.main_metric for m in metrics) != 1:
             raise PluginError(
-                f"task plugin {spec.task.plugin!r} returned {sum(m.main for m in metrics)} "
-                "main metrics; exactly one MetricValue must have main=True"
+                f"task plugin {spec.task.plugin!r} returned {sum(m.main_metric for m in metrics)} "
+                "main metrics; exactly one MetricValue must have main_metric=True"
             )
         step("time", spec.task)
         b1 = task.latency_batches(parts.loaded, 1, LATENCY_INPUTS, s.seed)
@@ -248,14 +256,12 @@ def _measure(spec: CellSpec, parts: _Parts, ctx: CellContext, step, info: dict[s
     described = predictor.describe()
     info["threads"] = described.pop("threads", None)
     info.update({k: v for k, v in described.items() if not isinstance(v, (dict, list))})
-    rows = list(iter_rows(metrics))
+    rows = [metric_columns(m) for m in metrics]
     for name, value in lat.stats().items():
-        rows.append(_num(name, value, "ms" if name.endswith("_ms") else "",
-                         _DOCS.get(name, _LATENCY_DOC), higher=False,
-                         samples=lat.samples_ms if name.startswith("latency_b1_") else None))
+        rows.append(_measured(name, value, higher=False,
+                              samples=lat.samples_ms if name.startswith("latency_b1_") else None))
     for name, value in {**thr, **mem.result()}.items():
-        rows.append(_num(name, value, _UNITS.get(name, ""), _DOCS.get(name, ""),
-                         name.startswith("throughput")))
+        rows.append(_measured(name, value, higher=name.startswith("throughput")))
     total, nonzero = predictor.parameter_counts()
     sizes = {
         "size_bytes": dir_bytes(artifact), "parameters": total,
@@ -265,14 +271,15 @@ def _measure(spec: CellSpec, parts: _Parts, ctx: CellContext, step, info: dict[s
     }
     if "train_time_s" in parts.loaded.info:
         sizes["train_time_s"] = float(parts.loaded.info["train_time_s"])
-    rows += [_num(name, float(value), _UNITS.get(name, ""), _DOCS.get(name, ""), False)
-             for name, value in sizes.items()]
+    rows += [_measured(name, float(value), higher=False) for name, value in sizes.items()]
     return rows
 
 
 def _failed(exc: BaseException, at: _Step, info: dict[str, Any]) -> CellOutcome:
     """The outcome of a cell that raised: bad input (whose, where), out of memory, or a crash."""
     phase = at.phase
+    if isinstance(exc, Unsupported):  # the compression cannot take this model: a skip, with why
+        return CellOutcome("skipped", error=str(exc), phase=phase, info=info)
     tb = traceback.extract_tb(exc.__traceback__)
     where = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""
     if isinstance(exc, BadInput):
@@ -348,10 +355,12 @@ _DOCS = {
 }
 
 
-def _num(name: str, value: float, unit: str, doc: str, higher: bool,
-         samples: list[float] | None = None) -> dict[str, Any]:
-    return {
-        "metric": name, "value": value, "ci_low": None, "ci_high": None,
-        "metric_description": doc, "higher_is_better": higher, "main_metric": False,
-        "unit": unit, "samples": samples,
-    }
+def _measured(name: str, value: float, *, higher: bool,
+              samples: list[float] | None = None) -> dict[str, Any]:
+    """The metric part of a row for one of the core's own measurements: a
+    :class:`~harness.api.MetricValue` like a task's metrics (no group; per-iteration samples for
+    batch-1 latency)."""
+    unit = _UNITS.get(name, "ms" if name.endswith("_ms") else "")
+    doc = _DOCS.get(name, _LATENCY_DOC if name.startswith("latency_") else "")
+    return metric_columns(MetricValue(name, value, metric_description=doc, higher_is_better=higher,
+                                      unit=unit), samples=samples, measured_by_core=True)

@@ -16,6 +16,7 @@ from .fsutil import atomic_write_text
 from .plugins import PluginManager
 from .provenance import now
 from .results import incomplete_cells, read_rows
+from .rows import build, cell_key
 
 __all__ = ["cache_cell", "cell_rows", "complete_cells", "predictions_path", "read_cache",
            "restore_predictions", "save_predictions"]
@@ -70,7 +71,7 @@ def predictions_path(spec: CellSpec) -> str:
     """Where a cell's per-example outputs go, relative to the run folder."""
     from .predictions import PREDICTIONS_DIR, file_name
 
-    return f"{PREDICTIONS_DIR}/{file_name(spec.model.name, spec.task.name, spec.compression.name)}"
+    return f"{PREDICTIONS_DIR}/{file_name(*cell_key(spec))}"
 
 
 def save_predictions(spec: CellSpec, outcome: CellOutcome, path: Path) -> None:
@@ -93,7 +94,11 @@ def restore_predictions(cache: Path, spec: CellSpec, out_dir: Path) -> None:
 
 
 def cell_rows(spec: CellSpec, outcome: CellOutcome, base: dict[str, Any], pm: PluginManager,
-          registries) -> list[dict[str, Any]]:
+              registries) -> list[dict[str, Any]]:
+    """The result rows of a finished cell (:func:`harness.rows.build`): the run's columns
+    (``base``), the cell's identity and outcome, what the cell measured about itself
+    (``outcome.info``: runtime, ``describe()``), then each metric part of ``outcome.rows`` (one
+    row without a metric for a cell that has none)."""
     versions = {}
     for entry in (spec.model, spec.task, spec.compression):
         reg = registries.by_kind(entry.kind)
@@ -102,19 +107,13 @@ def cell_rows(spec: CellSpec, outcome: CellOutcome, base: dict[str, Any], pm: Pl
             dist = pm.distributions.get(src)
             versions[entry.kind] = {"plugin": entry.plugin, "version": reg.classes[entry.plugin].version,
                                     "distribution": f"{dist[0]} {dist[1]}" if dist else src}
-    ident = {
-        "cell_id": spec.cell_id,
-        "model": spec.model.name, "model_plugin": spec.model.plugin,
-        "model_params": json.dumps(spec.model.params, sort_keys=True, default=str),
-        "task": spec.task.name, "task_plugin": spec.task.plugin,
-        "task_params": json.dumps(spec.task.params, sort_keys=True, default=str),
-        "compression": spec.compression.name, "compression_plugin": spec.compression.plugin,
-        "compression_params": json.dumps(spec.compression.params, sort_keys=True, default=str),
-        "status": outcome.status, "error": outcome.error, "phase": outcome.phase,
-        "plugin_versions": json.dumps(versions, sort_keys=True),
-        "timestamp": now(), "cached": False,
-    }
+    ident = {"cell_id": spec.cell_id, "status": outcome.status, "error": outcome.error,
+             "phase": outcome.phase, "plugin_versions": json.dumps(versions, sort_keys=True),
+             "timestamp": now(), "cached": False}
+    for entry in (spec.model, spec.task, spec.compression):
+        ident.update({entry.kind: entry.name, f"{entry.kind}_plugin": entry.plugin,
+                      f"{entry.kind}_params": json.dumps(entry.params, sort_keys=True, default=str)})
     info = {"device_name": base["cpu"], **outcome.info}
     metric_rows = outcome.rows or [{"metric": None, "value": None}]
-    n = len(metric_rows)
-    return [{**base, **ident, **info, **m, "cell_rows": n} for m in metric_rows]
+    n = {"cell_rows": len(metric_rows)}
+    return [build(base, ident, info, m, n) for m in metric_rows]

@@ -35,13 +35,14 @@ from .api import (
     CellContext,
     Compression,
     LoadedModel,
+    Params,
     Predictor,
     Task,
     Transform,
     _register_transform_apply,
 )
 from .entries import Entry, check_params, deep_merge, plugin_and_params
-from .errors import BadInput, PluginError, SuiteError
+from .errors import BadInput, PluginError, SuiteError, Unsupported
 from .registry import Registries, unknown_name_message
 from .toolkit.artifacts import cached_load, plugin_params, task_key
 from .toolkit.predictor import TorchPredictor
@@ -232,6 +233,7 @@ class Chain(Compression):
     name = CHAIN
     version = "1"
     description = "a sequence of compression steps (suite 'chain:' entries)"
+    Params = Params  # none of its own: each step has its own
 
     def __init__(self, steps: list[Compression]) -> None:
         super().__init__()
@@ -263,6 +265,8 @@ class Chain(Compression):
                 message = f"chain step {i + 1}/{n} {step.name!r}: {type(exc).__name__}: {exc}"
                 if isinstance(exc, BadInput):  # still the input's fault, not a crash
                     raise BadInput(message, entry=exc.entry) from exc
+                if isinstance(exc, Unsupported):  # still a skip: this step cannot take the model
+                    raise Unsupported(message) from exc
                 raise PluginError(message) from exc
         return ChainPredictor(predictor, records)
 

@@ -205,23 +205,32 @@ def _render(out: Path) -> Path | None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--params", "params_of", metavar="NAME", default=None,
+              help="List the parameters plugin NAME accepts in a suite entry's 'params': name, "
+                   "type, default and meaning.")
 @click.pass_context
-def plugins(ctx, as_json: bool) -> None:
+def plugins(ctx, as_json: bool, params_of: str | None) -> None:
     """List installed models, tasks and compressions with their plugin and distribution.
 
     \b
     Example:
       harness plugins
+      harness plugins --params low-rank
       harness --disable-plugin nncf plugins
     """
+    import json
+
     from .plugins import plugin_table
     from .textfmt import table
 
     pm = _plugin_manager(ctx)
+    if params_of is not None:
+        from .plugins import params_listing
+
+        click.echo(params_listing(pm, params_of, as_json=as_json), nl=False)
+        return
     rows = plugin_table(pm)
     if as_json:
-        import json
-
         click.echo(json.dumps({"plugins": rows, "load_errors": [str(e) for e in pm.load_errors]},
                               indent=1))
         return

@@ -4,12 +4,12 @@ name and parameters: what ``harness.suite`` and ``harness.chain`` both read entr
 from __future__ import annotations
 
 import copy
-import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import SuiteError
+from .errors import ParameterError, SuiteError
+from .params import validate
 
 __all__ = ["Entry", "check_params", "deep_merge", "plugin_and_params"]
 
@@ -31,62 +31,13 @@ class Entry:
 
 
 def check_params(cls: Any, entry: Entry, path: Path | None) -> None:
-    accepted = cls.parameters()  # base classes' too where ``**params`` passes them on
-    has_var_kw = bool(getattr(cls, "accepts_any_params", False))
-    for key, value in entry.params.items():
-        where = f"{entry.where}.params.{key}"
-        if key not in accepted:
-            if has_var_kw:
-                continue
-            msg = f"unknown parameter {key!r} for {entry.kind} plugin {entry.plugin!r}."
-            close = difflib.get_close_matches(key, accepted, n=3)
-            if close:
-                msg += f" Did you mean: {', '.join(close)}?"
-            msg += f" Accepted: {', '.join(accepted) or '(none)'}"
-            raise SuiteError(msg, path=path, key=where)
-        expected = _simple_type(accepted[key].annotation)
-        if expected and value is not None and not _type_ok(value, expected):
-            raise SuiteError(
-                f"parameter {key!r} of {entry.kind} plugin {entry.plugin!r} must be "
-                f"{'/'.join(t.__name__ for t in expected)}, got {type(value).__name__} {value!r}",
-                path=path, key=where,
-            )
-    missing = [
-        n for n, p in accepted.items()
-        if p.default is p.empty and n not in entry.params
-    ]
-    if missing:
-        raise SuiteError(
-            f"{entry.kind} plugin {entry.plugin!r} needs parameter(s): {', '.join(missing)}",
-            path=path, key=f"{entry.where}.params",
-        )
-
-
-_TYPE_NAMES = {"int": (int,), "float": (float, int), "str": (str,), "bool": (bool,),
-               "dict": (dict,), "list": (list,)}
-
-
-def _simple_type(annotation: Any) -> tuple[type, ...] | None:
-    """Map annotations like ``float``, ``'int | None'`` to accepted runtime types."""
-    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
-    if not text:
-        return None
-    parts = [p.strip() for p in text.split("|")]
-    types: list[type] = []
-    for p in parts:
-        if p == "None":
-            continue
-        base = p.split("[")[0]
-        if base not in _TYPE_NAMES:
-            return None  # unknown annotation: do not check
-        types.extend(_TYPE_NAMES[base])
-    return tuple(types) or None
-
-
-def _type_ok(value: Any, expected: tuple[type, ...]) -> bool:
-    if isinstance(value, bool) and bool not in expected:
-        return False
-    return isinstance(value, expected)
+    """Validate ``entry.params`` against ``cls.Params`` (:mod:`harness.params`): a
+    ``SuiteError`` naming the suite file and the key path (``compressions[2].params.rank``)."""
+    try:
+        validate(cls, entry.params, entry.kind)
+    except ParameterError as exc:
+        key = f"{entry.where}.params" + (f".{exc.key}" if exc.key else "")
+        raise SuiteError(str(exc), path=path, key=key) from None
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

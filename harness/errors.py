@@ -23,8 +23,20 @@ class BadInput(HarnessError):
         self.entry = entry
 
 
-class ParameterError(PluginError, BadInput):
-    """A plugin rejected the parameters a suite entry gave it."""
+class Unsupported(PluginError):
+    """This compression cannot take this model, which shows only once the model is loaded (it
+    has no stack of transformer blocks; its layers are already shared). The core records the
+    cell ``skipped`` with the message as its reason, not ``failed``; a chain step's keeps it."""
+
+
+class ParameterError(PluginError, BadInput, ValueError):
+    """A plugin rejected the parameters a suite entry gave it. ``key``: the key path below the
+    entry's ``params`` (``"rank"``), ``""`` for a check across parameters. A ``ValueError`` too,
+    as a plugin's own checks were before parameters were declared."""
+
+    def __init__(self, *args: object, entry: object = None, key: str = "") -> None:
+        super().__init__(*args, entry=entry)
+        self.key = key
 
 
 class SuiteError(BadInput):

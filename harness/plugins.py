@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 import importlib.metadata as md
+import json
 import os
 import traceback
 from collections.abc import Callable, Iterable
@@ -17,7 +19,9 @@ import pluggy
 from . import hookspecs
 from .api import Compression, Executor, Model, Task, Transform
 from .errors import PluginError
-from .registry import Registries, Registry
+from .params import describe
+from .registry import Registries, Registry, unknown_name_message
+from .textfmt import table
 from .version import __version__
 
 GROUP = "harness"
@@ -228,3 +232,60 @@ def plugin_table(pm: PluginManager) -> list[dict[str, str]]:
                 }
             )
     return rows
+
+
+def classes_named(pm: PluginManager, name: str) -> list[tuple[str, type]]:
+    """``(kind, class)`` of every registered plugin called ``name`` (a name may be, say, both a
+    task and a model); a ``PluginError`` with near names when there is none."""
+    regs = pm.registries()
+    found = [(kind, regs.by_kind(kind).classes[name])
+             for kind in ("model", "task", "compression", "executor") if name in regs.by_kind(kind)]
+    if not found:
+        known = sorted({n for kind in ("model", "task", "compression", "executor")
+                        for n in regs.by_kind(kind).classes})
+        raise PluginError(unknown_name_message("plugin", name, known) + " (see 'harness plugins')")
+    return found
+
+
+def _cell(text: str) -> str:
+    """``text`` for a Markdown table cell: a ``|`` (a union type) escaped, so the row holds."""
+    return text.replace("|", "\\|")
+
+
+def params_markdown(pm: PluginManager, kinds: Iterable[str] = ("model", "task", "compression",
+                                                                 "executor")) -> str:
+    """One Markdown table of parameters per registered plugin (docs/plugins.md, "Parameters of
+    the installed plugins", is this text for the built-ins)."""
+    regs = pm.registries()
+    out = []
+    for kind in kinds:
+        for name in regs.by_kind(kind):
+            cls = regs.by_kind(kind).classes[name]
+            out.append(f"#### {kind} `{name}`\n")
+            infos = describe(cls)
+            if not infos:
+                out.append("No parameters.\n")
+                continue
+            out.append("| parameter | type | default | meaning |\n|---|---|---|---|")
+            out.extend(f"| `{p.name}` | `{_cell(p.type)}` | `{_cell(p.default)}` | {_cell(p.doc)} |"
+                       for p in infos)
+            out.append("")
+    return "\n".join(out)
+
+
+def params_listing(pm: PluginManager, name: str, *, as_json: bool = False) -> str:
+    """``harness plugins --params NAME``: the parameters of every plugin called ``name``, as
+    aligned text or JSON."""
+    found = classes_named(pm, name)
+    if as_json:
+        return json.dumps([{"kind": k, "name": name, "class": f"{c.__module__}.{c.__qualname__}",
+                            "params": [dataclasses.asdict(p) for p in describe(c)]}
+                           for k, c in found], indent=1) + "\n"
+    out = []
+    for kind, cls in found:
+        out.append(f"{kind} {name} ({cls.__module__}.{cls.__qualname__}, version {getattr(cls, 'version', '?')})\n")
+        infos = describe(cls)
+        out.append(table(["PARAMETER", "TYPE", "DEFAULT", "MEANING"],
+                         [[p.name, p.type, p.default, p.doc] for p in infos])
+                   if infos else "  no parameters\n")
+    return "".join(out)

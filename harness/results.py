@@ -1,87 +1,59 @@
-"""Result rows: append-only JSON lines, flushed per row; tolerant reading; exports."""
+"""Result rows on disk: ``results.jsonl``, appended and flushed a cell at a time
+(:class:`ResultsWriter`), read back by :func:`read` (the one reader of results, also
+``harness.load_results``; tolerant of torn lines and of files of earlier versions), and exported
+as ``results.csv`` / ``.json`` / ``.parquet`` (:func:`export`). What a row is, its schema and
+the helpers for its values: :mod:`harness.rows`."""
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import DataError, HarnessWarning
 from .fsutil import atomic_write
+from .rows import (
+    COLUMNS,
+    KEY,
+    REQUIRED_KEYS,
+    TEXT_COLUMNS,
+    arrow_table,
+    as_cell,
+    as_float,
+    as_json,
+    cell_label,
+    frame,
+    is_null,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["COLUMNS", "REQUIRED_KEYS", "RESULTS_FILE", "ResultsWriter", "export", "incomplete_cells",
+           "load_results", "parse_line", "read", "read_rows", "resolve"]
 
 RESULTS_FILE = "results.jsonl"
 
 
-# -- reading values of rows that went through CSV / JSON / pandas -----------------------------
-def is_null(v: Any) -> bool:
-    """None, NaN, pandas NA/NaT."""
-    if v is None:
-        return True
-    if isinstance(v, float):
-        return math.isnan(v)
-    return type(v).__name__ in ("NAType", "NaTType")
+def __getattr__(name: str) -> Any:
+    """Names that moved to :mod:`harness.rows` (deprecated here; removed in the next release)."""
+    from . import rows
+
+    moved = {"as_bool": rows.as_bool, "iter_rows": _iter_rows}
+    if name not in moved:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(f"harness.results.{name} is deprecated: use harness.rows."
+                  f"{'metric_columns' if name == 'iter_rows' else name}", DeprecationWarning, stacklevel=2)
+    return moved[name]
 
 
-def as_float(v: Any) -> float | None:
-    """A finite float, or None for null, non-numeric, boolean and infinite values."""
-    if is_null(v) or isinstance(v, bool):
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
+def _iter_rows(metrics: Iterable[Any]) -> Iterable[dict[str, Any]]:
+    from .rows import metric_columns
 
-
-def as_bool(v: Any) -> bool | None:
-    """True/False from a bool, a number or "true"/"false"/"1"/"0"/"yes"/"no"; else None."""
-    if is_null(v):
-        return None
-    if isinstance(v, str):
-        s = v.strip().lower()
-        return True if s in ("true", "1", "yes") else False if s in ("false", "0", "no") else None
-    return bool(v)
-
-#: Columns every row has, in this order (extra columns follow).
-COLUMNS = [
-    "run_id", "cell_id", "suite", "suite_hash",
-    "model", "model_plugin", "model_params",
-    "task", "task_plugin", "task_params",
-    "compression", "compression_plugin", "compression_params",
-    "status", "error", "phase",
-    "metric", "value", "ci_low", "ci_high", "metric_description", "higher_is_better",
-    "main_metric", "unit", "metric_group", "samples",
-    "runtime", "device", "device_name", "precision", "latency_batch_size",
-    "throughput_batch_size", "seq_len", "latency_inputs", "latency_passes", "threads", "jobs", "cached",
-    "harness_version", "plugin_versions", "python_version", "torch_version",
-    "transformers_version", "platform", "cpu", "git_commit", "seed", "timestamp", "hostname",
-]
-
-
-def iter_rows(metrics: Iterable[Any]) -> Iterable[dict[str, Any]]:
-    """``harness.api.MetricValue`` objects as flat dicts (the metric part of a result row)."""
-    for m in metrics:
-        yield {
-            "metric": m.name,
-            "value": m.value,
-            "ci_low": m.ci_low,
-            "ci_high": m.ci_high,
-            "metric_description": m.description,
-            "higher_is_better": m.higher_is_better,
-            "main_metric": m.main,
-            "unit": m.unit,
-            "metric_group": m.group,
-        }
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
-        return None
-    return value
+    return (metric_columns(m) for m in metrics)
 
 
 class ResultsWriter:
@@ -109,7 +81,7 @@ class ResultsWriter:
         for lineno, raw in enumerate(data.split(b"\n"), 1):
             if not raw.strip():
                 continue
-            row = _parse_line(raw)[0]
+            row = parse_line(raw)[0]
             if row is None:
                 bad.append((lineno, raw))
             else:
@@ -145,7 +117,7 @@ class ResultsWriter:
         fsynced: a signal lands before or after them, never between two of them. A write the
         kernel cuts short (a full disk, a kill) leaves a torn last line, which readers and the
         next run's repair set aside, and an incomplete cell, which readers ignore."""
-        data = "".join(json.dumps({k: _clean(v) for k, v in row.items()}, default=str) + "\n"
+        data = "".join(json.dumps(as_json(row), default=str) + "\n"
                        for row in rows).encode("utf-8")
         view = memoryview(data)
         while view:
@@ -167,8 +139,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-def _parse_line(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
-    """(row, None) for a valid result line, else (None, what is wrong with it)."""
+def parse_line(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """(row, None) for a valid line of ``results.jsonl``, else (None, what is wrong with it)."""
     try:
         row = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
@@ -189,14 +161,10 @@ def _count_lines(numbers: list[int], show: int = 10) -> str:
     return f"{len(numbers)} (line {', '.join(map(str, numbers[:show]))}{more})"
 
 
-#: keys every result row has (a row without one was edited by hand or by another tool)
-REQUIRED_KEYS = ("cell_id", "model", "task", "compression", "status", "metric", "value")
-
-
 def read_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSON-lines file. Torn or corrupt lines (bad bytes, not JSON, a wrong type in a
-    standard column) and rows missing a required key (:data:`REQUIRED_KEYS`) are skipped with
-    one warning per file naming their line numbers."""
+    """Rows of a JSON-lines file as written. Torn or corrupt lines (bad bytes, not JSON, a wrong
+    type in a standard column) and rows missing a required key (:data:`REQUIRED_KEYS`) are
+    skipped with one warning per file naming their line numbers."""
     rows = []
     bad: list[int] = []
     problems: list[str] = []
@@ -206,7 +174,7 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
         for lineno, raw in enumerate(f, 1):
             if not raw.strip():
                 continue
-            row, problem = _parse_line(raw)
+            row, problem = parse_line(raw)
             if row is None:
                 bad.append(lineno)
                 problems.append(str(problem))
@@ -227,6 +195,7 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def resolve(path: str | Path) -> Path:
+    """The results file of a run folder (or ``path`` itself, a file)."""
     p = Path(path)
     if p.is_dir():
         for name in (RESULTS_FILE, "results.parquet", "results.csv", "results.json"):
@@ -238,8 +207,31 @@ def resolve(path: str | Path) -> Path:
     return p
 
 
-def load_results(path: str | Path, *, latest: bool = True):
-    """A results file or run folder as a pandas DataFrame with the standard columns first.
+def _records_of_file(p: Path) -> list[dict[str, Any]]:
+    import pandas as pd
+
+    if p.suffix == ".jsonl":
+        return read_rows(p)
+    if p.suffix == ".json":
+        records = json.loads(p.read_text(encoding="utf-8"))
+        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+            raise ValueError("not a JSON list of rows")
+        return records
+    if p.suffix == ".csv":
+        return pd.read_csv(p, dtype=dict.fromkeys(TEXT_COLUMNS, "str")).to_dict(orient="records")  # type: ignore[return-value]
+    if p.suffix == ".parquet":
+        return pd.read_parquet(p).to_dict(orient="records")  # type: ignore[return-value]
+    raise DataError(f"{p}: unknown results format (use .jsonl, .csv, .json or .parquet)")
+
+
+def read(source: Any, *, latest: bool = True) -> pd.DataFrame:
+    """Rows as a DataFrame conforming to the schema: the one reader of results (the report,
+    ``harness compare`` and the gate, ``harness select``, the history and the runner use it).
+
+    ``source`` is a run folder, a results file (``.jsonl``, ``.csv``, ``.json`` or ``.parquet``,
+    as this or an earlier version wrote it), a DataFrame or an iterable of row dicts. Exact
+    duplicate rows and the rows of a cell cut short (:func:`incomplete_cells`) are left out, one
+    warning each.
 
     :param latest: keep, for each cell (model/task/compression), only the rows of the last run
         that wrote it (a cell that failed and then passed on a re-run shows as passed; a cell
@@ -247,39 +239,48 @@ def load_results(path: str | Path, *, latest: bool = True):
     """
     import pandas as pd
 
-    p = resolve(path)
-    if p.suffix == ".jsonl":
-        df = pd.DataFrame(read_rows(p))
-    elif p.suffix == ".csv":
-        df = pd.read_csv(p)
-    elif p.suffix == ".json":
-        df = pd.read_json(p, orient="records")
-    elif p.suffix == ".parquet":
-        df = pd.read_parquet(p)
+    if isinstance(source, (str, Path)):
+        where: Any = resolve(source)
+        records: Iterable[Mapping[str, Any]] = _records_of_file(where)
+    elif isinstance(source, pd.DataFrame):
+        where, records = "results", source.to_dict(orient="records")  # type: ignore[assignment]
     else:
-        raise DataError(f"{p}: unknown results format (use .jsonl, .csv, .json or .parquet)")
-    for col in COLUMNS:
-        if col not in df.columns:
-            df[col] = None
-    extra = [c for c in df.columns if c not in COLUMNS]
-    df = _whole_cells(_without_duplicates(df[COLUMNS + extra], p), p)
-    if latest and len(df) and df["cell_id"].notna().any():
-        # per (model, task, compression): the rows of the last run that wrote it, under the cell
-        # id it had then (a changed parameter gives a new id; the superseded rows drop out)
-        named = df["model"].notna() & df["task"].notna() & df["compression"].notna()
-        label = (df["model"].astype(str) + "/" + df["task"].astype(str) + "/"
-                 + df["compression"].astype(str)).where(named, "id:" + df["cell_id"].astype(str))
-        last = _run_of_cell(df).groupby(label, sort=False).last()
-        keep = _run_of_cell(df).eq(label.map(last))
-        df = df[keep | df["cell_id"].isna()].reset_index(drop=True)
-    return df
+        where, records = "results", source
+    df = _whole_cells(_without_duplicates(frame(records), where), where)
+    return _latest(df) if latest and len(df) and df["cell_id"].notna().any() else df
 
 
-def _without_duplicates(df, where: Path):
+def _labels(df: pd.DataFrame) -> list[str]:
+    return [cell_label(t) for t in df[list(KEY)].itertuples(index=False)]
+
+
+def _run_of_cell(df: pd.DataFrame) -> pd.Series:
+    """``cell_id@run_id`` of each row of ``df``."""
+    return df["cell_id"].astype(str) + "@" + df["run_id"].astype(str)
+
+
+def _latest(df: pd.DataFrame) -> pd.DataFrame:
+    """Per cell label, the rows of the last run that wrote it, under the cell id it had then
+    (a changed parameter gives a new id; the superseded rows drop out)."""
+    import pandas as pd
+
+    named = df["model"].notna() & df["task"].notna() & df["compression"].notna()
+    label = pd.Series(_labels(df), index=df.index).where(named, "id:" + df["cell_id"].astype(str))
+    run = _run_of_cell(df)
+    last = run.groupby(label, sort=False).last()
+    keep = run.eq(label.map(last))
+    return df[keep | df["cell_id"].isna()].reset_index(drop=True)
+
+
+def _without_duplicates(df: pd.DataFrame, where: Any) -> pd.DataFrame:
     """``df`` less rows that repeat an earlier row exactly (one warning naming the file)."""
     if not len(df):
         return df
-    dup = df.map(lambda v: json.dumps(_as_text(v), default=str)).duplicated()
+    key = df.copy()
+    for col in key.columns:  # lists (samples) as text: hashable
+        if key[col].dtype == object:
+            key[col] = key[col].map(lambda v: json.dumps(as_cell(v), default=str))
+    dup = key.duplicated()
     if dup.any():
         warnings.warn(f"{where}: dropped {int(dup.sum())} exact duplicate result row(s)",
                       HarnessWarning, stacklevel=3)
@@ -287,7 +288,7 @@ def _without_duplicates(df, where: Path):
     return df
 
 
-def incomplete_cells(rows: Iterable[dict[str, Any]]) -> set[tuple[Any, Any]]:
+def incomplete_cells(rows: Iterable[Mapping[str, Any]]) -> set[tuple[Any, Any]]:
     """``(cell_id, run_id)`` of every cell whose run wrote fewer rows (distinct metrics) than
     its ``cell_rows`` announces: a write cut short. Such a cell counts as not run."""
     have: dict[tuple[Any, Any], set[Any]] = {}
@@ -301,69 +302,57 @@ def incomplete_cells(rows: Iterable[dict[str, Any]]) -> set[tuple[Any, Any]]:
     return {key for key, n in need.items() if len(have[key]) < n}
 
 
-def _whole_cells(df, where: Path):
+def _whole_cells(df: pd.DataFrame, where: Any) -> pd.DataFrame:
     """``df`` less the rows of :func:`incomplete_cells` (one warning naming them)."""
     if not len(df) or "cell_rows" not in df.columns:
         return df
-    short = incomplete_cells(df.to_dict(orient="records"))
+    cols = ["cell_id", "run_id", "metric", "cell_rows"]
+    short = incomplete_cells(df[cols].to_dict(orient="records"))  # type: ignore[arg-type]
     if not short:
         return df
     drop = _run_of_cell(df).isin({f"{c}@{r}" for c, r in short})
-    cells = sorted(set(df.loc[drop, "model"].astype(str) + "/" + df.loc[drop, "task"].astype(str)
-                       + "/" + df.loc[drop, "compression"].astype(str)))
+    cells = sorted(set(_labels(df[drop])))
     warnings.warn(f"{where}: ignored {len(cells)} incomplete cell(s) (fewer rows than they "
                   f"announce; a write cut short): {', '.join(cells[:5])}"
                   f"{' ...' if len(cells) > 5 else ''}", HarnessWarning, stacklevel=3)
     return df[~drop].reset_index(drop=True)
 
 
-def _run_of_cell(df):
-    """``cell_id@run_id`` of each row of ``df`` (a Series)."""
-    return df["cell_id"].astype(str) + "@" + df["run_id"].astype(str)
+#: ``harness.load_results`` and the older name of :func:`read`
+load_results = read
 
 
-def _as_text(v: Any) -> Any:
-    """Lists, dicts and arrays as JSON text, so CSV, JSON and Parquet hold the same values."""
-    if isinstance(v, (list, dict, tuple)):
-        return json.dumps(list(v) if isinstance(v, tuple) else v, default=str)
-    if hasattr(v, "tolist") and not isinstance(v, (str, bytes)) and int(getattr(v, "ndim", 0) or 0) > 0:
-        return json.dumps(v.tolist(), default=str)
-    return v
-
-
-def export(df, out_dir: Path, formats: Iterable[str] = ("csv", "json", "parquet")) -> list[Path]:
+def export(df: pd.DataFrame, out_dir: Path, formats: Iterable[str] = ("csv", "json", "parquet")) -> list[Path]:
     """Write ``df`` beside the JSON lines as results.csv / results.json / results.parquet.
 
     The one writer of these files (``harness run`` and ``harness report`` both call it), so
-    they always hold the same rows; list values such as ``samples`` are JSON text."""
+    they always hold the same rows. In CSV and JSON, list values such as ``samples`` are JSON
+    text; Parquet has the schema's types (:func:`harness.rows.arrow_table`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     flat = df.copy()
     for col in flat.columns:
         if flat[col].dtype == object:
-            flat[col] = flat[col].map(_as_text)
+            flat[col] = flat[col].map(as_cell)
     written = []
     for fmt in formats:
         # each file written whole to a temporary name, then renamed: a full disk or a kill
         # leaves the previous file, never a truncated one
-        written.append(atomic_write(out_dir / f"results.{fmt}", _encode(flat, fmt)))
+        written.append(atomic_write(out_dir / f"results.{fmt}", _encode(df, flat, fmt)))
     return written
 
 
-def _encode(flat, fmt: str) -> bytes:
-    """The bytes of ``flat`` as results.``fmt``."""
+def _encode(df: pd.DataFrame, flat: pd.DataFrame, fmt: str) -> bytes:
+    """The bytes of the rows as results.``fmt``."""
     if fmt == "csv":
         return flat.to_csv(index=False).encode("utf-8")
     if fmt == "json":
         return flat.to_json(orient="records", indent=1, force_ascii=False).encode("utf-8")
     if fmt == "parquet":
-        import io
+        import pyarrow as pa
+        import pyarrow.parquet as pq
 
-        typed = flat.copy()
-        for col in typed.columns:  # parquet needs one type per column
-            if typed[col].dtype == object:
-                typed[col] = typed[col].map(lambda v: None if is_null(v) else str(v))
-        buf = io.BytesIO()
-        typed.to_parquet(buf, index=False)
-        return buf.getvalue()
+        buf = pa.BufferOutputStream()
+        pq.write_table(arrow_table(df), buf)
+        return bytes(buf.getvalue())
     raise ValueError(f"unknown results format {fmt!r} (csv, json or parquet)")

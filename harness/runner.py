@@ -37,9 +37,11 @@ from .cellstore import (
 )
 from .errors import BadInput, FolderInUse, HarnessWarning, RunFailed, SuiteError
 from .fsutil import FolderLock, no_space
+from .params import as_key
 from .plugins import PluginManager
 from .provenance import device_name, environment, gpu_environment
 from .results import RESULTS_FILE, ResultsWriter
+from .rows import KEY, build, cell_key, cell_label
 from .suite import Suite
 from .version import __version__
 
@@ -102,21 +104,6 @@ def detect_devices() -> list[str]:
     return ["cpu"]
 
 
-def cell_label(spec: CellSpec) -> str:
-    return f"{spec.model.name}/{spec.task.name}/{spec.compression.name}"
-
-
-def _stable(value: Any) -> Any:
-    """A JSON value that is the same in every process (no object addresses)."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_stable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _stable(v) for k, v in value.items()}
-    return type(value).__qualname__
-
-
 def _resolved_identity(plugins: PluginSet, entry) -> str:
     """What defines a (non-chain) entry as its plugin resolved it: module, class, version,
     weights or data hash, and the parameters with defaults and "auto" values filled in (a
@@ -133,7 +120,7 @@ def _resolved_identity(plugins: PluginSet, entry) -> str:
         cls = type(plugin)
         extra = plugin.identity() if entry.kind == "model" else (
             plugin.data_hash() if entry.kind == "task" else "")
-        resolved = {n: _stable(getattr(plugin, n, None)) for n in sorted(cls.parameters())}
+        resolved = as_key(plugin)
     except Exception as exc:  # noqa: BLE001 - reported when the cell runs
         return f"unresolved:{type(exc).__name__}"
     return f"{cls.__module__}.{cls.__qualname__}@{cls.version}:{extra}:{json.dumps(resolved, sort_keys=True)}"
@@ -160,7 +147,7 @@ def plan(suite: Suite, plugins: PluginSet, device_kind: str, harness_version: st
               *([s.latency_seq_len] if s.latency_seq_len else [])]
     cells = []
     for m, t, c in itertools.product(suite.models, suite.tasks, suite.compressions):
-        if patterns and not any(fnmatch.fnmatch(f"{m.name}/{t.name}/{c.name}", p) for p in patterns):
+        if patterns and not any(fnmatch.fnmatch(cell_label((m, t, c)), p) for p in patterns):
             continue
         doc = {
             "model": [m.spec(), identity(m)], "task": [t.spec(), identity(t)],
@@ -267,8 +254,7 @@ def _run_locked(run: _Run, cells: list[CellSpec]) -> RunSummary:
     try:
         todo = _resume(run, cells, writer, counts)
         run.pm.hook.run_started(suite=run.suite, out_dir=run.out_dir, cells=[
-            {"cell_id": c.cell_id, "model": c.model.name, "task": c.task.name,
-             "compression": c.compression.name} for c in todo])
+            {"cell_id": c.cell_id, **dict(zip(KEY, cell_key(c)))} for c in todo])
         bad_input = _execute(run, todo, writer, counts)
     finally:
         writer.close()
@@ -296,7 +282,7 @@ def _resume(run: _Run, cells: list[CellSpec], writer: ResultsWriter,
             continue
         restore_predictions(run.cache, spec, run.out_dir)
         # rows of this run now: one set per cell, even after a torn write
-        writer.write_cell([{**row, "run_id": run.base["run_id"], "cached": True} for row in cached])
+        writer.write_cell([build(row, {"run_id": run.base["run_id"], "cached": True}) for row in cached])
         counts["cached"] = counts.get("cached", 0) + 1
     return todo
 

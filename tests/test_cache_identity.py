@@ -58,7 +58,11 @@ def test_a_changed_default_is_a_new_cell_even_without_a_version_bump(monkeypatch
     plugins = PluginSet(make_plugin_manager().registries())
     before = plan(suite, plugins, "cpu", "0")[0].cell_id
     assert plan(suite, plugins, "cpu", "0")[0].cell_id == before  # stable
-    default = DynamicInt8.__init__.__kwdefaults__["per_channel"]
-    monkeypatch.setitem(DynamicInt8.__init__.__kwdefaults__, "per_channel", not default)
-    assert DynamicInt8().per_channel is (not default)
+    default = DynamicInt8.Params.model_fields["per_channel"].default
+
+    class Flipped(DynamicInt8.Params):  # the same plugin, released with the other default
+        per_channel: bool = not default
+
+    monkeypatch.setattr(DynamicInt8, "Params", Flipped)
+    assert DynamicInt8().params.per_channel is (not default)
     assert plan(suite, plugins, "cpu", "0")[0].cell_id != before

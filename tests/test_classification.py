@@ -10,7 +10,7 @@ import pytest
 from tiny_tasks import TINY16 as TINY
 from tiny_tasks import data
 
-from harness.errors import DataError, PluginError
+from harness.errors import DataError, ParameterError, PluginError
 from harness.toolkit import TorchPredictor
 from harness_plugins.models.hf import HFModel
 from harness_plugins.tasks.classification import ClassificationTask
@@ -114,12 +114,12 @@ def test_fit_and_evaluate_tiny_model_on_sst2_slice(tmp_path, ctx):
     tuned = task.fit(model, ctx)
     assert tuned.info["optimizer_steps"] == 4 and tuned.info["train_examples"] == 64
     metrics = task.evaluate(TorchPredictor(tuned.module), tuned, ctx)
-    by = {m.name: m for m in metrics}
-    assert [m.name for m in metrics if m.main] == ["accuracy"]
+    by = {m.metric: m for m in metrics}
+    assert [m.metric for m in metrics if m.main_metric] == ["accuracy"]
     acc = by["accuracy"]
-    assert acc.ci_low <= acc.value <= acc.ci_high and "872" not in acc.description
+    assert acc.ci_low <= acc.value <= acc.ci_high and "872" not in acc.metric_description
     assert {"macro_f1", "f1.negative", "f1.positive", "precision.positive", "recall.negative"} <= set(by)
-    assert all(m.description for m in metrics)
+    assert all(m.metric_description for m in metrics)
     # again: served from the cache
     again = task.fit(HFModel(**TINY).load(task.head(), ctx), ctx)
     assert again.info["cached"] and again.identity == tuned.identity
@@ -142,6 +142,30 @@ def test_head_kind_and_label_mismatch(ctx, tmp_path):
     ner_model = HFModel(**TINY).load(Head("token-classification", ("O",)), ctx)
     with pytest.raises(PluginError, match="sequence-classification"):
         task.fit(ner_model, ctx)
+
+
+def test_parameters_take_the_format_preset_and_are_checked():
+    """What is not given comes from the format's preset, into ``params`` (so into the cache key);
+    a bad value is a ParameterError naming the key."""
+    task = ClassificationTask(format="ag_news", data_dir="x", text_column=["2"])
+    p = task.params
+    assert (p.train_file, p.validation_file, p.test_file) == ("train.csv", None, "test.csv")
+    assert (p.text_column, p.label_column, p.label_offset, p.header) == (["2"], "0", 1, False)
+    assert (p.classes_file, p.eval_split, task.eval_split) == ("classes.txt", "test", "test")
+    assert task.files == {"train": "train.csv", "validation": None, "test": "test.csv"}
+    sst2 = ClassificationTask(format="sst2", train_file="", label_names=["no", "yes"])
+    assert sst2.files["train"] is None and sst2.params.label_names == ["no", "yes"]  # "": none
+    assert ClassificationTask(**sst2.params.model_dump()).params == sst2.params  # resolved once
+    for bad, key in (({"format": "xml"}, "format"), ({"eval_split": "dev"}, "eval_split"),
+                     ({"header": "yes"}, "header"), ({"max_eval_samples": 0}, "max_eval_samples"),
+                     ({"label_names": "ab"}, "label_names")):
+        with pytest.raises(ParameterError, match=f"parameter '{key}' of task plugin 'classification'") as exc:
+            ClassificationTask(**bad)
+        assert exc.value.key == key
+    with pytest.raises(ParameterError, match="eval_split 'validation' has no file configured"):
+        ClassificationTask(format="ag_news", eval_split="validation")
+    with pytest.raises(ParameterError, match="eval_split 'test' has no file configured"):
+        ClassificationTask(format="csv", test_file="")
 
 
 @pytest.mark.slow

@@ -42,18 +42,26 @@ def test_skipped_off_cpu_or_without_packages(cached_ctx, monkeypatch):
 
 
 def test_parameter_validation():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="'mode' of .*'nncf-weights'"):
         NNCFWeightCompression(mode="int3")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="'nncf-weights'.*4-bit modes only"):
         NNCFWeightCompression(mode="int8_asym", group_size=64)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="'ratio'"):
         NNCFWeightCompression(mode="int4_sym", ratio=1.5)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="'preset' of .*'nncf-ptq'"):
         NNCFPostTrainingInt8(preset="fast")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="'subset_size'"):
         NNCFPostTrainingInt8(subset_size=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="'max_drop'"):
+        NNCFPostTrainingInt8(max_drop=-0.1)
+    with pytest.raises(ValueError, match="'inference_precision' of .*'openvino'"):
         OpenVINOFP32(inference_precision="int8")
+    with pytest.raises(ValueError, match="'threads' of .*'nncf-ptq'"):
+        NNCFPostTrainingInt8(threads=0)
+    # the runtime's parameters are every OpenVINO compression's, with their defaults
+    assert NNCFWeightCompression(mode="int4_sym", ratio=1).params.inference_precision == "f32"
+    assert NNCFWeightCompression(mode="int8_sym", all_layers=False).params.all_layers is False
+    assert OpenVINOFP32(threads=2).params.threads == 2
 
 
 @pytest.mark.slow

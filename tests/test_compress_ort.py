@@ -70,16 +70,19 @@ def test_skip_reasons(cached_ctx, monkeypatch):
 
 
 def test_parameter_validation():
-    with pytest.raises(ValueError, match="calibration_method"):
+    with pytest.raises(ValueError, match="'calibration_method' of .*'ort-static-int8'"):
         OrtStaticInt8(calibration_method="kl")
-    with pytest.raises(ValueError, match="samples"):
+    with pytest.raises(ValueError, match="'samples'"):
         OrtStaticInt8(samples=0)
-    with pytest.raises(ValueError, match="opt_level"):
+    with pytest.raises(ValueError, match="'opt_level' of .*'onnx'"):
         OnnxFP32(opt_level="max")
-    with pytest.raises(ValueError, match="threads"):
+    with pytest.raises(ValueError, match="'threads' of .*'ort-int8'"):
         OrtDynamicInt8(threads=0)
-    with pytest.raises(ValueError, match="export_tolerance"):
+    with pytest.raises(ValueError, match="'export_tolerance'"):
         OnnxFP32(export_tolerance=0)
+    # the shared parameters are every ORT compression's; embeddings' default differs
+    assert OrtFP16(opt_level="basic").params.opt_level == "basic"
+    assert OrtDynamicInt8().params.embeddings is True and OrtStaticInt8().params.embeddings is False
 
 
 def test_onnx_fp32_matches_torch_at_any_shape(seq, cached_ctx, tmp_path):
@@ -278,18 +281,21 @@ def test_fp16_and_fp32_on_cuda(seq, module_cache, tmp_path):
 
 def test_reduce_range_auto_follows_the_cpu(monkeypatch):
     import harness.provenance as prov
+    from harness.params import as_key
     from harness_plugins.compressions import ort as compress_ort
 
     monkeypatch.setattr("platform.machine", lambda: "x86_64")
     monkeypatch.setattr(prov, "cpu_flags", lambda: {"avx2", "fma"})
-    assert OrtDynamicInt8().reduce_range is True  # AVX2 without VNNI: 7-bit weights
-    assert OrtStaticInt8().reduce_range is True
+    assert OrtDynamicInt8().params.reduce_range is True  # AVX2 without VNNI: 7-bit weights
+    assert OrtStaticInt8(reduce_range="auto").params.reduce_range is True
     monkeypatch.setattr(prov, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_vnni"})
-    assert OrtDynamicInt8().reduce_range is False
-    assert OrtDynamicInt8(reduce_range=True).reduce_range is True  # explicit wins
+    assert OrtDynamicInt8().params.reduce_range is False
+    assert OrtDynamicInt8(reduce_range=True).params.reduce_range is True  # explicit wins
+    # the cache key holds the value used, not "auto"
+    assert as_key(OrtDynamicInt8())["reduce_range"] is False
     monkeypatch.setattr("platform.machine", lambda: "aarch64")
-    assert compress_ort.resolve_reduce_range("ort-int8", "auto") is False
-    with pytest.raises(ValueError, match="reduce_range must be true, false or \"auto\""):
+    assert compress_ort.auto_reduce_range() is False
+    with pytest.raises(ValueError, match="'reduce_range' of .*'ort-int8'.*true, false or \"auto\""):
         OrtDynamicInt8(reduce_range="sometimes")
 
 

@@ -124,7 +124,7 @@ def test_sequence_students_share_one_teacher_pass(seq_teacher, mctx, tmp_path):
     with torch.inference_mode():
         torch.testing.assert_close(back(**batch).logits, pred(batch))
     assert back.config.num_hidden_layers == 2
-    metrics = {m.name: m.value for m in task.evaluate(pred, teacher, mctx)}
+    metrics = {m.metric: m.value for m in task.evaluate(pred, teacher, mctx)}
     assert 0 <= metrics["accuracy"] <= 1
 
 
@@ -148,11 +148,11 @@ def test_token_classification(mctx):
     d = pred.describe()
     assert d["student_layers"] == 1 and d["kept_layers"] == "[3]" and d["distill_alpha"] == 0.7
     assert d["distill_train_loss"] > 0
-    metrics = {m.name: m.value for m in task.evaluate(pred, teacher, mctx)}
+    metrics = {m.metric: m.value for m in task.evaluate(pred, teacher, mctx)}
     assert "entity_f1" in metrics
 
 
-def test_needs_training_features_and_a_bert_layout(seq_teacher, mctx):
+def test_needs_training_features_and_an_encoder(seq_teacher, mctx):
     from tiny_tasks import TinySST2, sst2_rows
 
     teacher, _ = seq_teacher
@@ -161,12 +161,16 @@ def test_needs_training_features_and_a_bert_layout(seq_teacher, mctx):
     import transformers as tf
 
     from harness.api import Head, LoadedModel
+    from harness.errors import Unsupported
 
+    flat = LoadedModel(module=torch.nn.Sequential(torch.nn.Linear(4, 4)), tokenizer=None,
+                       head=Head("sequence-classification", ("0", "1")), identity="d", source="cfg")
+    with pytest.raises(Unsupported, match="distill: Sequential: no stack of repeated transformer blocks"):
+        Distill().apply(flat, sst2_task(), mctx)
     cfg = tf.DistilBertConfig(dim=32, n_layers=2, n_heads=2, hidden_dim=64, vocab_size=100, num_labels=2)
-    model = LoadedModel(module=tf.DistilBertForSequenceClassification(cfg).eval(), tokenizer=None,
-                        head=Head("sequence-classification", ("0", "1")), identity="d", source="cfg")
-    with pytest.raises(PluginError, match="distill: needs a BERT-style encoder"):
-        Distill().apply(model, sst2_task(), mctx)
+    student = make_student(tf.DistilBertForSequenceClassification(cfg), [1], intermediate_size=16)
+    assert (student.config.n_layers, student.config.hidden_dim) == (1, 16)  # DistilBERT's own names
+    assert student.distilbert.transformer.layer[0].ffn.lin1.out_features == 16
 
 
 @pytest.mark.slow

@@ -122,7 +122,8 @@ def test_the_import_check_catches_private_imports(tmp_path):
 
 
 def test_the_example_stays_small():
-    """The compression and the model are short: the toolkit does the work."""
+    """The compression and the model are short: the toolkit does the work (the lines counted
+    include their documented ``Params``)."""
     code = EXAMPLE / "harness_example"
     assert len((code / "layer_drop.py").read_text().splitlines()) <= 60
-    assert len((code / "model.py").read_text().splitlines()) <= 30
+    assert len((code / "model.py").read_text().splitlines()) <= 40

@@ -393,12 +393,14 @@ def test_out_of_range_recipe_values_fail_at_suite_validation(tmp_path):
     suite = write_suite(tmp_path, ["none"], tasks=[bad])
     r = invoke("run", str(suite), "--out", str(tmp_path / "out"), "--no-progress", "--no-report")
     assert r.exit_code == 2, r.output
-    assert "task plugin 'ner'" in r.output and "epochs must be >= 1, got -1" in r.output
-    assert "tasks[0]" in r.output  # where in the suite
+    assert "parameter 'epochs' of task plugin 'ner'" in r.output
+    assert "greater than or equal to 1, got int -1" in r.output
+    assert "tasks[0].params.epochs" in r.output  # where in the suite
     assert not (tmp_path / "out" / "results.jsonl").exists() or not list(
         read_rows(tmp_path / "out" / "results.jsonl"))
-    for key, value, says in (("lr", 0, "lr must be > 0"), ("eval_batch_size", 0, "eval_batch_size must be >= 1"),
-                             ("bootstrap", -5, "bootstrap must be >= 0")):
+    for key, value, says in (("lr", 0, "'lr' of task plugin 'ner': must be greater than 0"),
+                             ("eval_batch_size", 0, "'eval_batch_size' of task plugin 'ner': must be greater than or equal to 1"),
+                             ("bootstrap", -5, "'bootstrap' of task plugin 'ner': must be greater than or equal to 0")):
         bad = {**NER, "params": {**NER["params"], key: value}}
         r = invoke("run", str(write_suite(tmp_path, ["none"], tasks=[bad])), "--out",
                    str(tmp_path / f"out-{key}"), "--no-progress", "--no-report")
@@ -438,4 +440,4 @@ def test_params_passed_on_with_star_star_are_still_checked(tmp_path):
     with pytest.raises(SuiteError, match=r"s.yaml: models\[0\].params.layer: unknown parameter "
                                          r"'layer' for model plugin 'hf-truncated'. Did you mean: layers"):
         suite_from_dict({"models": [bad], "tasks": [NER]}, tmp_path / "s.yaml").validate(registries)
-    assert {"layers", "config", "tokenizer_package", "path"} <= set(truncated.TruncatedHF.parameters())
+    assert {"layers", "config", "tokenizer_package", "path"} <= set(truncated.TruncatedHF.Params.model_fields)

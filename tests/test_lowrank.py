@@ -29,7 +29,7 @@ def test_registered_and_validated(plugin_manager):
                 {"recovery_epochs": -1}):
         with pytest.raises(ValueError, match="low-rank"):
             LowRank(**bad)
-    assert LowRank().rank_ratio == 0.25 and LowRank(rank=8).rank_ratio is None
+    assert LowRank().params.rank_ratio == 0.25 and LowRank(rank=8).params.rank_ratio is None
 
 
 @pytest.mark.parametrize("plugin,params", [
@@ -123,15 +123,25 @@ def test_embeddings_factorised_albert_style(seq, cached_ctx, tmp_path):
         LowRank(embeddings_rank=32).apply(model, task, cached_ctx)
 
 
-def test_needs_a_bert_layout(cached_ctx, rows):
+def test_any_encoder_and_a_skip_without_one(cached_ctx, rows):
+    """DistilBERT's Linears are found by role (q_lin, ..., ffn.lin1/lin2); a model with no stack
+    of transformer blocks is ``Unsupported`` (the core records the cell skipped) naming why."""
     import transformers as tf
     from tiny_tasks import TinySST2
+
+    from harness.errors import Unsupported
 
     cfg = tf.DistilBertConfig(dim=32, n_layers=1, n_heads=2, hidden_dim=64, vocab_size=100, num_labels=2)
     model = LoadedModel(module=tf.DistilBertForSequenceClassification(cfg).eval(), tokenizer=None,
                         head=Head("sequence-classification", ("0", "1")), identity="distil", source="cfg")
-    with pytest.raises(PluginError, match="low-rank: needs a BERT-style encoder"):
-        LowRank().apply(model, TinySST2(rows, None), cached_ctx)
+    d = LowRank(targets="all", rank=4).apply(model, TinySST2(rows, None), cached_ctx).describe()
+    assert d["replaced_linears"] == 6 and d["params_vs_source"] < 1
+    assert d["lowrank_ranks"] == ("attention.k_lin=4 attention.out_lin=4 attention.q_lin=4 "
+                                  "attention.v_lin=4 ffn.lin1=4 ffn.lin2=4")
+    flat = LoadedModel(module=torch.nn.Sequential(torch.nn.Linear(4, 4)), tokenizer=None,
+                       head=Head("sequence-classification", ("0", "1")), identity="flat", source="cfg")
+    with pytest.raises(Unsupported, match="low-rank: Sequential: no stack of repeated transformer blocks"):
+        LowRank().apply(flat, TinySST2(rows, None), cached_ctx)
     assert LowRank().unsupported_reason(cached_ctx) is None
     assert "unsupported device" in LowRank().unsupported_reason(type(cached_ctx)(
         device="tpu", seed=0, cache_dir=cached_ctx.cache_dir, work_dir=cached_ctx.work_dir))

@@ -19,7 +19,7 @@ from harness_plugins._lib.metrics import (
 
 
 def by_name(metrics):
-    out = {m.name: m for m in metrics}
+    out = {m.metric: m for m in metrics}
     assert len(out) == len(metrics), "metric names must be unique"
     return out
 
@@ -50,15 +50,15 @@ def test_gold_as_prediction_scores_one_on_all_5648_entities():
 
     gold = read_conll(data("conll2003", "test.txt")).tags
     m = by_name(ner_metrics(gold, gold, bootstrap=50, seed=0))
-    assert m["entity_f1"].main and sum(x.main for x in m.values()) == 1
+    assert m["entity_f1"].main_metric and sum(x.main_metric for x in m.values()) == 1
     assert m["entity_f1"].value == 1.0
     assert (m["entity_f1"].ci_low, m["entity_f1"].ci_high) == (1.0, 1.0)
     assert m["gold_entities"].value == 5648
     for key in ("entity_precision", "entity_recall", "entity_f1_strict", "token_accuracy",
                 "entity_f1.PER", "entity_f1.LOC", "entity_f1.ORG", "entity_f1.MISC"):
         assert m[key].value == 1.0
-    assert "conlleval" in m["entity_f1"].description
-    assert all(x.description for x in m.values())
+    assert "conlleval" in m["entity_f1"].metric_description
+    assert all(x.metric_description for x in m.values())
 
 
 @pytest.mark.slow
@@ -224,12 +224,12 @@ def test_classification_metrics_rows():
 
     m = by_name(classification_metrics([0, 0, 1, 1, 2], [0, 1, 1, 1, 0], ["a", "b", "c"],
                                        bootstrap=100, seed=0))
-    assert [x.name for x in m.values() if x.main] == ["accuracy"]
+    assert [x.metric for x in m.values() if x.main_metric] == ["accuracy"]
     assert m["accuracy"].value == pytest.approx(0.6)
     assert m["accuracy"].ci_low <= 0.6 <= m["accuracy"].ci_high
     assert m["macro_f1"].ci_low is not None
     assert m["f1.b"].value == pytest.approx(0.8) and m["recall.a"].value == pytest.approx(0.5)
-    assert all(x.description for x in m.values())
+    assert all(x.metric_description for x in m.values())
 
 
 def test_metric_modules_are_local_evaluate_metrics(monkeypatch):

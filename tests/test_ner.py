@@ -11,7 +11,7 @@ from tiny_tasks import DATA, data
 from tiny_tasks import TINY16 as TINY
 
 from harness.api import LoadedModel, MetricValue
-from harness.errors import DataError, PluginError
+from harness.errors import DataError, ParameterError, PluginError
 from harness.toolkit import TorchPredictor
 from harness_plugins._lib.conll import write_conll
 from harness_plugins.models.hf import HFModel
@@ -61,18 +61,18 @@ def test_fit_and_evaluate_tiny_model(tmp_path, ctx):
     assert tuned.info["train_examples"] == 48 and tuned.info["optimizer_steps"] == 6
     assert tuned.info["recipe"]["lr"] == 5e-5 and tuned.info["train_time_s"] > 0
     metrics = task.evaluate(TorchPredictor(tuned.module), tuned, ctx)
-    assert all(isinstance(m, MetricValue) and m.description for m in metrics)
-    main = [m for m in metrics if m.main]
-    assert [m.name for m in main] == ["entity_f1"]
+    assert all(isinstance(m, MetricValue) and m.metric_description for m in metrics)
+    main = [m for m in metrics if m.main_metric]
+    assert [m.metric for m in main] == ["entity_f1"]
     assert main[0].ci_low <= main[0].value <= main[0].ci_high
-    names = {m.name for m in metrics}
+    names = {m.metric for m in metrics}
     assert {"entity_f1.PER", "entity_recall.LOC", "token_accuracy", "gold_entities"} <= names
-    gold = {m.name: m.value for m in metrics}["gold_entities"]
+    gold = {m.metric: m.value for m in metrics}["gold_entities"]
     from harness_plugins._lib.conll import entity_counts, read_conll
 
     assert gold == sum(entity_counts(read_conll(tmp_path / "conll" / "test.txt").tags).values())
     # the public evaluate keywords: a smaller evaluation, without intervals, same model
-    few = {m.name: m for m in task.evaluate(TorchPredictor(tuned.module), tuned, ctx, limit=2,
+    few = {m.metric: m for m in task.evaluate(TorchPredictor(tuned.module), tuned, ctx, limit=2,
                                             intervals=False)}
     assert few["gold_entities"].value < gold and few["entity_f1"].ci_low is None
     assert task.data_hash() == NERTask(data_dir=str(tmp_path / "conll")).data_hash()
@@ -112,7 +112,7 @@ def test_window_split_long_sentence_keeps_every_word(tmp_path, ctx, tokenizer):
     preds = task.predict(Recording(tuned.module), setup, ctx, task.sentences("test"))
     assert [len(p) for p in preds] == [len(words), 1]
     assert max(seen) <= 32
-    gold = {m.name: m.value for m in task.evaluate(TorchPredictor(tuned.module), tuned, ctx)}["gold_entities"]
+    gold = {m.metric: m.value for m in task.evaluate(TorchPredictor(tuned.module), tuned, ctx)}["gold_entities"]
     assert gold == 111
 
 
@@ -154,7 +154,7 @@ def test_hf_datasets_save_to_disk_source(tmp_path):
     assert set(task.head().labels) <= set(names)
     assert len(task.data_hash()) == 16
     # the same folder given as data_dir (what a suite override does) is recognised as well
-    assert NERTask(data_dir=str(folder)).hf_dataset == str(folder)
+    assert NERTask(data_dir=str(folder)).hf_source == str(folder)
     assert [s.tags for s in NERTask(data_dir=str(folder)).sentences("test")] == [
         s.tags for s in task.sentences("test")
     ]
@@ -214,10 +214,14 @@ def test_data_dir_forms():
 
 
 def test_errors(tmp_path, ctx):
-    with pytest.raises(ValueError, match="data_dir"):
+    with pytest.raises(ParameterError, match="data_dir") as exc:
         NERTask()
-    with pytest.raises(ValueError, match="eval_split"):
-        NERTask(data_dir=".", eval_split="dev")
+    assert exc.value.key == ""  # a check across fields
+    for bad, key in (({"eval_split": "dev"}, "eval_split"), ({"scheme": "bio"}, "scheme"),
+                     ({"eval_batch_size": 0}, "eval_batch_size"), ({"data_dir": 3}, "data_dir")):
+        with pytest.raises(ParameterError, match=f"parameter '{key}' of task plugin 'ner'") as exc:
+            NERTask(**{"data_dir": ".", **bad})
+        assert exc.value.key == key
     with pytest.raises(DataError, match=r"nowhere: no such data folder \(looked for "):
         NERTask(data_dir=str(tmp_path / "nowhere")).head()
     d = tmp_path / "only_test"

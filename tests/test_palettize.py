@@ -146,17 +146,22 @@ def test_save_load_roundtrip_is_exact(seq, tmp_path):
         load_palettized(tmp_path / "plain.safetensors")
 
 
-def test_needs_a_bert_layout(cached_ctx, rows):
+def test_any_encoder_and_a_skip_without_one(cached_ctx, rows):
     import transformers as tf
     from tiny_tasks import TinySST2
 
     from harness.api import LoadedModel
+    from harness.errors import Unsupported
 
     cfg = tf.DistilBertConfig(dim=32, n_layers=1, n_heads=2, hidden_dim=64, vocab_size=100, num_labels=2)
     model = LoadedModel(module=tf.DistilBertForSequenceClassification(cfg).eval(), tokenizer=None,
                         head=Head("sequence-classification", ("0", "1")), identity="distil", source="cfg")
-    with pytest.raises(PluginError, match="palettize: needs a BERT-style encoder"):
-        Palettize().apply(model, TinySST2(rows, None), cached_ctx)
+    pred = Palettize().apply(model, TinySST2(rows, None), cached_ctx)
+    assert pred.describe()["palettized_tensors"] == 6  # q/k/v/out_lin, ffn.lin1/lin2 of the one layer
+    flat = LoadedModel(module=torch.nn.Sequential(torch.nn.Linear(4, 4)), tokenizer=None,
+                       head=Head("sequence-classification", ("0", "1")), identity="flat", source="cfg")
+    with pytest.raises(Unsupported, match="palettize: Sequential: no stack of repeated transformer blocks"):
+        Palettize().apply(flat, TinySST2(rows, None), cached_ctx)
 
 
 def test_recovery_trains_centroids_and_keeps_the_palette(cached_ctx):

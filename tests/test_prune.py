@@ -10,7 +10,6 @@ import torch
 from tiny_tasks import RecoverableSST2, TinySST2
 
 from harness.api import CellContext, Finetunable, Head, LoadedModel, capability_reason
-from harness.errors import PluginError
 from harness.toolkit import dir_bytes
 from harness_plugins.compressions.prune import Prune, load_sparse, prunable_weights, save_sparse
 from harness_plugins.compressions.torch_compressions import NoCompression
@@ -139,17 +138,68 @@ def test_structured_shrinks_the_model(tiny, ctx, tmp_path, method):
         torch.testing.assert_close(same(batch), model.module(**batch).logits, atol=1e-5, rtol=1e-5)
 
 
-def test_structured_needs_a_bert_layout(ctx, rows):
+def test_structured_on_any_encoder_and_a_skip_without_one(ctx, rows):
     import transformers as tf
+
+    from harness.errors import Unsupported
 
     cfg = tf.DistilBertConfig(dim=32, n_layers=1, n_heads=2, hidden_dim=64, vocab_size=100, num_labels=2)
     module = tf.DistilBertForSequenceClassification(cfg).eval()
     model = LoadedModel(module=module, tokenizer=None, head=Head("sequence-classification", ("0", "1")),
                         identity="distil-test", source="config")
-    with pytest.raises(PluginError, match="BERT-style"):
-        Prune(method="heads").apply(model, TinySST2(rows, None), ctx)
+    pred = Prune(method="heads").apply(model, TinySST2(rows, None), ctx)
+    att = pred.module.distilbert.transformer.layer[0].attention
+    assert (att.q_lin.out_features, att.out_lin.in_features, att.n_heads) == (16, 16, 1)
     pred = Prune(method="unstructured", sparsity=0.5).apply(model, TinySST2(rows, None), ctx)
     assert pred.describe()["achieved_sparsity"] == pytest.approx(0.5, abs=1e-3)
+    assert pred.module.pre_classifier.weight.count_nonzero() == 32 * 32  # the head is never pruned
+    flat = LoadedModel(module=torch.nn.Sequential(torch.nn.Linear(4, 4)), tokenizer=None,
+                       head=Head("sequence-classification", ("0", "1")), identity="flat", source="config")
+    with pytest.raises(Unsupported, match="prune: Sequential: no stack of repeated transformer blocks"):
+        Prune(method="ffn").apply(flat, TinySST2(rows, None), ctx)
+
+
+FAMILIES = {  # tiny random encoders with 4 heads: the families whose attention differs
+    "distilbert": {"dim": 32, "n_layers": 2, "n_heads": 4, "hidden_dim": 64},
+    "deberta-v2": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,
+                   "relative_attention": True, "pos_att_type": ["p2c", "c2p"], "share_att_key": False,
+                   "position_buckets": 16},
+    "albert": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,
+               "embedding_size": 16},
+    "mpnet": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64},
+}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_removing_heads_equals_silencing_them(family):
+    """Removing heads gives the logits of the model whose attention output ignores those heads
+    (their columns zeroed): DistilBERT's n_heads, DeBERTa's relative-position projections and
+    MPNet's per-head position bias (the same heads go in every layer) all follow."""
+    import copy
+
+    import transformers as tf
+
+    from harness_plugins._lib.arch import discover, linear
+    from harness_plugins._lib.structured import apply_structured, structured_spec
+
+    torch.manual_seed(0)
+    cfg = tf.AutoConfig.for_model(family, **FAMILIES[family], vocab_size=300, max_position_embeddings=64,
+                                  num_labels=3)
+    module = tf.AutoModelForTokenClassification.from_config(cfg).eval()
+    found = discover(module)
+    spec = structured_spec(module, found, "heads", 0.5)
+    assert all(len(kept) == 2 for kept in spec.values()) and len(spec) == len(found.blocks)
+    silenced = copy.deepcopy(module)
+    for b in found.blocks:
+        with torch.no_grad():
+            for h in set(range(4)) - set(spec[b.path]):
+                linear(silenced, found, b.index, "attn_out").weight[:, h * 8:(h + 1) * 8] = 0
+    before = sum(p.numel() for p in module.parameters())
+    apply_structured(module, found, "heads", spec)
+    assert sum(p.numel() for p in module.parameters()) < before
+    ids = torch.arange(3, 23).reshape(2, 10)
+    with torch.inference_mode():
+        torch.testing.assert_close(module(input_ids=ids).logits, silenced(input_ids=ids).logits)
 
 
 def test_recovery_keeps_zeros(tiny, rows, ctx):

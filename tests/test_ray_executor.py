@@ -112,8 +112,10 @@ def test_ray_executor_parameters_and_local_instance(monkeypatch):
     monkeypatch.setenv("HARNESS_RAY_RUNTIME_ENV", '{"env_vars": {"A": "1"}}')
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     ex = RayExecutor(max_retries=1)
-    assert (ex.max_retries, ex.num_cpus, ex.num_cpus_per_cell, ex.num_gpus_per_cell) == (1, 2, 1, None)
-    assert "num_gpus_per_cell" in RayExecutor.parameters()
+    p = ex.params
+    assert (p.max_retries, p.num_cpus, p.num_cpus_per_cell, p.num_gpus_per_cell) == (1, 2, 1, None)
+    assert RayExecutor(max_retries=None).params.max_retries == 2  # None: the variable, as before
+    assert "num_gpus_per_cell" in RayExecutor.Params.model_fields
 
     class FakeRay:
         inits: list[dict] = []
@@ -135,6 +137,9 @@ def test_ray_executor_parameters_and_local_instance(monkeypatch):
     monkeypatch.setenv("HARNESS_RAY_MAX_RETRIES", "many")
     with pytest.raises(PluginError, match="HARNESS_RAY_MAX_RETRIES"):
         RayExecutor()
+    monkeypatch.delenv("HARNESS_RAY_MAX_RETRIES")
+    with pytest.raises(PluginError, match="'max_retries' of .*'ray'"):
+        RayExecutor(max_retries=-1)
 
 
 @needs_ray

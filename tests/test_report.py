@@ -364,19 +364,19 @@ def test_old_results_without_metric_group_still_render(tmp_path):
     assert {t["main"] for t in build_view(no_main)["tasks"]} == {"entity_f1", "accuracy"}
 
 
-def test_metric_values_reach_the_report_through_iter_rows():
-    """The api's MetricValue -> result row -> report path, with a custom metric and a group."""
+def test_metric_values_reach_the_report_through_rows():
+    """The api's MetricValue -> result row (harness.rows) -> report path, with a custom metric
+    and a group; a measurement of the core goes the same way."""
     from harness.api import MetricValue
-    from harness.results import iter_rows
+    from harness.rows import build, metric_columns
 
-    metrics = [MetricValue("score", 0.8, 0.75, 0.85, description="a score", main=True),
+    metrics = [MetricValue("score", 0.8, 0.75, 0.85, metric_description="a score", main_metric=True),
                MetricValue("ece", 0.05, higher_is_better=False),
-               MetricValue("f1.a", 0.7, group="Per-label F1"), MetricValue("f1.b", 0.6,
-                                                                             group="Per-label F1")]
+               MetricValue("f1.a", 0.7, metric_group="Per-label F1"),
+               MetricValue("f1.b", 0.6, metric_group="Per-label F1")]
     cell = {"model": "m", "task": "t", "compression": "none", "status": "ok", "run_id": "r"}
-    rows = [{**cell, **r} for r in iter_rows(metrics)]
-    rows.append({**cell, **dict(next(iter(iter_rows([MetricValue("size_bytes", 1e6)]))),
-                                metric_group=None)})
+    rows = [build(cell, metric_columns(m)) for m in metrics]
+    rows.append(build(cell, metric_columns(MetricValue("size_bytes", 1e6), measured_by_core=True)))
     view = build_view(pd.DataFrame(rows))
     (t,) = view["tasks"]
     assert t["main"] == "score"

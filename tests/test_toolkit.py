@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from harness.toolkit import Recipe
+from harness.errors import ParameterError
+from harness.toolkit import Recipe, RecipeParams
 
 HARNESS = Path(__file__).resolve().parents[1] / "harness"
 
@@ -46,28 +46,46 @@ def test_recipe_is_the_one_declaration_of_the_task_parameters():
     from harness_plugins.tasks.classification import ClassificationTask
     from harness_plugins.tasks.ner import NERTask
 
-    names = {f.name for f in fields(Recipe)} - {"seed"}
-    assert set(Recipe.parameters()) == names
+    recipe = RecipeParams.model_fields
+    assert set(Recipe.model_fields) - set(recipe) == {"seed"}
     for task in (NERTask, ClassificationTask):
-        params = task.parameters()
-        assert names <= set(params)
-        assert params["epochs"].default == 1 and params["lr"].annotation == "float"
+        fields = task.Params.model_fields
+        for name, field in recipe.items():
+            assert name in fields, (task, name)
+            assert fields[name].default == field.default, (task, name)
+            assert fields[name].annotation == field.annotation, (task, name)
+        assert fields["epochs"].default == 1 and fields["lr"].annotation is float
     t = NERTask(data_dir=".", epochs=3, lr=1e-4)
     assert t.recipe(7) == Recipe(epochs=3, lr=1e-4, seed=7)
 
 
+def _builders():
+    """Recipe.from_params and the built-in tasks that take the recipe as suite parameters."""
+    from harness_plugins.tasks.classification import ClassificationTask
+    from harness_plugins.tasks.ner import NERTask
+
+    return (Recipe.from_params, lambda p: NERTask(data_dir=".", **p), lambda p: ClassificationTask(**p))
+
+
 @pytest.mark.parametrize("params, message", [
-    ({"epochs": -1}, "epochs must be >= 1, got -1"),
-    ({"lr": 0}, "lr must be > 0"),
-    ({"warmup_ratio": 1.0}, "warmup_ratio must be in"),
-    ({"mixed_precision": "fp8"}, "mixed_precision must be one of"),
-    ({"max_train_samples": 0}, "max_train_samples must be >= 1"),
+    ({"epochs": -1}, "greater than or equal to 1, got int -1"),
+    ({"lr": 0}, "greater than 0"),
+    ({"warmup_ratio": 1.0}, "less than 1"),
+    ({"mixed_precision": "fp8"}, "'auto', 'no', 'fp16' or 'bf16'"),
+    ({"max_train_samples": 0}, "greater than or equal to 1"),
+    ({"micro_batches": -1}, "greater than or equal to 0"),
+    ({"epochs": "3"}, "valid integer"),
 ])
 def test_recipe_ranges(params, message):
-    with pytest.raises(ValueError, match=message):
-        Recipe.from_params(params)
+    key = next(iter(params))
+    for build in _builders():
+        with pytest.raises(ParameterError, match=message) as exc:
+            build(params)
+        assert exc.value.key == key and f"parameter {key!r}" in str(exc.value)
 
 
 def test_recipe_unknown_names():
-    with pytest.raises(TypeError, match=r"unknown recipe parameter\(s\) \['lrr'\]"):
-        Recipe.from_params({"lrr": 1})
+    for build in _builders():
+        with pytest.raises(ParameterError, match=r"unknown parameter.*Did you mean: lr\?") as exc:
+            build({"lrr": 1})
+        assert exc.value.key == "lrr" and "'lrr'" in str(exc.value)

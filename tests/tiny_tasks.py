@@ -93,7 +93,7 @@ class TinySST2(Task):
                 gold = (b["input_ids"] % 2).long()
                 right += int(((pred == gold) & mask).sum())
                 n += int(mask.sum())
-        return [MetricValue("accuracy", right / n, main=True)]
+        return [MetricValue("accuracy", right / n, main_metric=True)]
 
     def latency_batches(self, model, batch_size: int, count: int, seed: int) -> list[dict]:
         rng = random.Random(seed)

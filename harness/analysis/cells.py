@@ -12,26 +12,24 @@ memory, timings) from the metrics a task returns (everything else).
 
 from __future__ import annotations
 
-import json
 import re
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DataError, HarnessError
-from ..results import as_bool, as_float, is_null
+from ..rows import KEY, CellKey, as_bool, as_float, as_text, cell_key, is_null
 
 if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["KEY", "CellKey", "CellResult", "cells_of", "higher_is_better", "main_metric",
-           "metric_kind", "read_table", "text"]
+           "metric_kind", "read_table"]
 
-#: The columns that name a cell.
-KEY = ("model", "task", "compression")
-#: Columns a table must have to be read as results.
+#: Columns a table must have to be read as results (``KEY``, the columns that name a cell, and
+#: ``CellKey``, their values, come from :mod:`harness.rows`).
 REQUIRED = (*KEY, "status", "metric", "value")
-CellKey = tuple[str, str, str]
 
 #: Measurements of the core checked as latency (noise band + significance in the gate).
 _LATENCY_RE = re.compile(r"^(latency_|throughput_)")
@@ -53,13 +51,12 @@ def metric_kind(metric: str) -> str:
     return "accuracy"
 
 
-def text(v: Any) -> str:
-    """A cell of a table as text: "" for null, JSON for lists and dicts."""
-    if is_null(v):
-        return ""
-    if isinstance(v, (dict, list)):
-        return json.dumps(v, sort_keys=True)
-    return str(v)
+def __getattr__(name: str) -> Any:
+    if name == "text":  # deprecated: removed in the next release
+        warnings.warn("harness.analysis.cells.text is deprecated: use harness.rows.as_text",
+                      DeprecationWarning, stacklevel=2)
+        return as_text
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -109,18 +106,17 @@ def cells_of(df: pd.DataFrame, name: str = "results") -> dict[CellKey, CellResul
     by_cell: dict[CellKey, list[dict[str, Any]]] = {}
     records: list[dict[str, Any]] = df.to_dict(orient="records")  # type: ignore[assignment]
     for rec in records:
-        key = (text(rec.get("model")), text(rec.get("task")), text(rec.get("compression")))
-        by_cell.setdefault(key, []).append(rec)
+        by_cell.setdefault(cell_key(rec), []).append(rec)
     out: dict[CellKey, CellResult] = {}
     for key, recs in by_cell.items():
         last_run = recs[-1].get("run_id")
         if not is_null(last_run):
             recs = [r for r in recs if r.get("run_id") == last_run]
-        cell = CellResult(*key, status=text(recs[-1].get("status")) or "ok", info=dict(recs[-1]))
+        cell = CellResult(*key, status=as_text(recs[-1].get("status")) or "ok", info=dict(recs[-1]))
         for r in recs:
             if is_null(r.get("metric")):
-                if text(r.get("status")) not in ("", "ok"):
-                    cell.status, cell.error = text(r.get("status")), text(r.get("error"))
+                if as_text(r.get("status")) not in ("", "ok"):
+                    cell.status, cell.error = as_text(r.get("status")), as_text(r.get("error"))
                 continue
             cell.metrics[str(r["metric"])] = dict(r)
         if cell.status == "ok" and not cell.metrics:
@@ -154,18 +150,20 @@ def higher_is_better(cells: Iterable[CellResult], metric: str | None, default: b
 
 
 def read_table(source: Any, name: str) -> pd.DataFrame:
-    """A results table from a DataFrame (returned as is), a run folder or a results file; an
-    unreadable one is a :class:`~harness.errors.DataError` naming ``name`` and the path."""
+    """A results table from a run folder, a results file or a DataFrame, through the one reader
+    (:func:`harness.results.read`; a DataFrame keeps every run's rows: :func:`cells_of` takes
+    each cell's last); an unreadable one is a :class:`~harness.errors.DataError` naming
+    ``name`` and the path."""
     import pandas as pd
 
-    if isinstance(source, pd.DataFrame):
-        return source
-    from ..results import load_results
+    from ..results import read
 
+    if isinstance(source, pd.DataFrame):
+        _check(source, name)  # before conforming adds the standard columns it may lack
+        return read(source, latest=False)
     try:
-        return load_results(source)
+        return read(source)
     except HarnessError:
         raise
     except (OSError, ValueError) as e:
         raise DataError(f"{name} {source}: cannot read results: {e}") from e
-

@@ -25,8 +25,8 @@ from ..gate import Thresholds, compare
 from ..report.charts import axis
 from ..report.format import num
 from ..report.view import PALETTE
-from ..results import as_float
-from .cells import CellKey, CellResult, cells_of, main_metric, read_table, text
+from ..rows import CellKey, as_float, as_text
+from .cells import CellResult, cells_of, main_metric, read_table
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -52,7 +52,7 @@ class _Run:
 def _first(df: pd.DataFrame, col: str) -> str:
     if col not in df.columns:
         return ""
-    return next((text(v) for v in df[col].tolist() if text(v)), "")
+    return next((as_text(v) for v in df[col].tolist() if as_text(v)), "")
 
 
 def run_label(df: pd.DataFrame, name: str) -> str:
@@ -60,7 +60,7 @@ def run_label(df: pd.DataFrame, name: str) -> str:
     folder name when none of them is recorded)."""
     rev = _first(df, "git_describe") or _first(df, "git_commit")[:12]
     ver = _first(df, "harness_version")
-    stamps = sorted(text(v) for v in df["timestamp"].tolist() if text(v)) \
+    stamps = sorted(as_text(v) for v in df["timestamp"].tolist() if as_text(v)) \
         if "timestamp" in df.columns else []
     parts = [rev, f"harness {ver}" if ver else "", stamps[0][:10] if stamps else ""]
     return " · ".join(p for p in parts if p) or name

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DataError
-from ..report.format import clean_json
+from ..rows import as_json
 from ..textfmt import num, table
 from .cells import CellResult, cells_of, higher_is_better, main_metric, metric_kind
 from .pareto import pareto_front
@@ -60,7 +60,7 @@ class Selection:
         d["chosen"] = self.chosen.compression if self.chosen else None
         d["delta"] = self.chosen.delta if self.chosen else None
         d["by_value"] = self.chosen.by_value if self.chosen else None
-        return clean_json(d)
+        return as_json(d)
 
 
 def _by_hib(cells: list[CellResult], by: str) -> bool:

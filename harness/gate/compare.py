@@ -7,14 +7,13 @@ reading the report uses too); inside a cell, metrics by name. Each gated metric 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..analysis.cells import CellKey, CellResult, cells_of, text
+from ..analysis.cells import CellResult, cells_of
 from ..errors import DataError
-from ..results import as_bool, as_float
+from ..rows import CellKey, as_bool, as_float, as_samples, as_text, cell_label
 from .findings import Finding, GateResult
 from .noise import between_runs, derived_band, runs_band
 from .paired import PairedTest, paired_test
@@ -44,27 +43,12 @@ def mann_whitney_p(x: Any, y: Any, alternative: str = "greater") -> float:
     return p if math.isfinite(p) else 1.0
 
 
-def parse_samples(v: Any) -> list[float] | None:
-    """Per-iteration samples from a row: a JSON list string, a list or an array; else None."""
-    if v is None:
-        return None
-    if isinstance(v, str):
-        if not v.strip():
-            return None
-        try:
-            v = json.loads(v)
-        except json.JSONDecodeError:
-            return None
-    try:
-        out = [float(x) for x in v]
-    except (TypeError, ValueError):
-        return None
-    out = [x for x in out if not math.isnan(x)]
-    return out or None
+#: per-iteration samples from a row (a list, an array or JSON text): :func:`harness.rows.as_samples`
+parse_samples = as_samples
 
 
 def _suite_names(cells: Mapping[CellKey, CellResult]) -> list[str]:
-    return sorted({text(c.info.get("suite")) for c in cells.values()} - {""})
+    return sorted({as_text(c.info.get("suite")) for c in cells.values()} - {""})
 
 
 def _no_common_cells(base: Mapping[CellKey, CellResult], cur: Mapping[CellKey, CellResult],
@@ -74,7 +58,7 @@ def _no_common_cells(base: Mapping[CellKey, CellResult], cur: Mapping[CellKey, C
               f"{', '.join(map(repr, cs)) or '?'})")
 
     def sample(cells: Mapping[CellKey, CellResult]) -> str:
-        names = sorted("/".join(c) for c in cells)
+        names = sorted(cell_label(c) for c in cells)
         return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
     return DataError(
@@ -95,11 +79,11 @@ def _notes(base: Mapping[CellKey, CellResult], cur: Mapping[CellKey, CellResult]
     new = sorted(set(cur) - set(base))
     if new:
         notes.append(f"{len(new)} cell(s) new in current, not gated: "
-                     + ", ".join("/".join(c) for c in new[:5]) + (" ..." if len(new) > 5 else ""))
+                     + ", ".join(cell_label(c) for c in new[:5]) + (" ..." if len(new) > 5 else ""))
     env_diff: dict[str, set[tuple[str, str]]] = {}
     for key in sorted(common):
         for col in _ENV_KEYS:
-            bv, cv = text(base[key].info.get(col)), text(cur[key].info.get(col))
+            bv, cv = as_text(base[key].info.get(col)), as_text(cur[key].info.get(col))
             if bv and cv and bv != cv:
                 env_diff.setdefault(col, set()).add((bv, cv))
     for col, pairs in sorted(env_diff.items()):
@@ -174,7 +158,7 @@ def _check_consistent(b: CellResult, metric: str, bval: float, cval: float, pr: 
     recorded = cval - bval
     if abs(recorded - pr.delta) > CONSISTENCY_TOL:
         raise DataError(
-            f"cell {b.model}/{b.task}/{b.compression}: the recorded change of {metric} "
+            f"cell {cell_label(b)}: the recorded change of {metric} "
             f"({bval:.6f} -> {cval:.6f}, {recorded:+.6f}) differs from the change its per-example "
             f"outputs give when re-scored ({pr.delta:+.6f}): the results or the predictions files "
             f"were edited or come from different runs; re-run the cell (or compare the runs "
@@ -293,7 +277,7 @@ def _latency(f: Finding, rule: MetricRule, rel: float, hib: bool,
              brow: Mapping[str, Any], crow: Mapping[str, Any],
              spread: tuple[float, float, int] | None = None) -> None:
     """Beyond the allowed increase, beyond the noise band, and significant."""
-    bs, cs = parse_samples(brow.get("samples")), parse_samples(crow.get("samples"))
+    bs, cs = as_samples(brow.get("samples")), as_samples(crow.get("samples"))
     noise, band_note = rule.noise or 0.0, ""
     derived = None
     if rule.noise_band == "auto":

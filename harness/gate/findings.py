@@ -6,10 +6,10 @@ JSON); new outputs go there, new kinds of check add findings here.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..rows import as_json
 from .thresholds import Thresholds
 
 __all__ = ["Finding", "GateResult"]
@@ -42,8 +42,7 @@ class Finding:
         return self.status == "regression"
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+        return as_json(asdict(self))
 
 
 _RANK = {"regression": 0, "info": 1, "pass": 2}

@@ -31,7 +31,7 @@ import statistics
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ..results import as_float
+from ..rows import as_float
 
 __all__ = ["MIN_RUNS", "Z", "between_runs", "derived_band", "runs_band", "spread"]
 

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..analysis.cells import CellResult, higher_is_better, main_metric, metric_kind, text
+from ..analysis.cells import CellResult, higher_is_better, main_metric, metric_kind
+from ..rows import as_text
 from .format import num
 
 __all__ = ["Col", "Group", "TaskLayout", "columns", "delta", "layout", "values"]
@@ -85,15 +86,15 @@ def layout(cells: Sequence[CellResult]) -> TaskLayout:
     """The layout of one task's section (``cells``: all of the task's cells)."""
     ok = [c for c in cells if c.status == "ok"]
     main = main_metric(cells)
-    main_desc = next((text(c.column(main, "metric_description")) for c in ok
-                      if text(c.column(main, "metric_description"))), "")
+    main_desc = next((as_text(c.column(main, "metric_description")) for c in ok
+                      if as_text(c.column(main, "metric_description"))), "")
     extra: list[str] = []
     groups: dict[str, Group] = {}
     for c in ok:
         for name, row in c.metrics.items():
             if name == main or metric_kind(name) != "accuracy" or name in extra:
                 continue
-            title = text(row.get(GROUP_COLUMN))
+            title = as_text(row.get(GROUP_COLUMN))
             if not title and "." in name:
                 title = f"{name.split('.', 1)[0]} by label"
             if not title:
@@ -120,8 +121,8 @@ def columns(lay: TaskLayout, cells: Sequence[CellResult]) -> list[Col]:
             hib=lay.main_hib, relative=False),
     ]
     for name in lay.extra:
-        desc = next((text(c.column(name, "metric_description")) for c in cells
-                     if text(c.column(name, "metric_description"))), "")
+        desc = next((as_text(c.column(name, "metric_description")) for c in cells
+                     if as_text(c.column(name, "metric_description"))), "")
         cols.append(Col(f"metric:{name}", name, True, desc or "a metric the task returned",
                         hib=higher_is_better(cells, name, True), relative=False, metric=name))
     cols += [

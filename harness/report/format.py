@@ -4,12 +4,12 @@ safe inside the page."""
 from __future__ import annotations
 
 import json
-import math
+import warnings
 from typing import Any
 
 from ..textfmt import num  # the one number formatter (the gate's too)
 
-__all__ = ["clean_json", "count", "json_for_script", "num", "short_label"]
+__all__ = ["count", "json_for_script", "num", "short_label"]
 
 
 def count(v: float | None) -> str:
@@ -30,15 +30,14 @@ def json_for_script(data: Any) -> str:
     return text
 
 
-def clean_json(v: Any) -> Any:
-    if isinstance(v, float):
-        return v if math.isfinite(v) else None
-    if isinstance(v, dict):
-        return {str(k): clean_json(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [clean_json(x) for x in v]
-    return v
+def __getattr__(name: str) -> Any:
+    if name == "clean_json":  # deprecated: removed in the next release
+        from ..rows import as_json
 
+        warnings.warn("harness.report.format.clean_json is deprecated: use harness.rows.as_json",
+                      DeprecationWarning, stacklevel=2)
+        return as_json
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def short_label(model: str, compression: str, limit: int = 36) -> str:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from ..analysis.cells import text
-from ..results import as_bool, is_null
+from ..rows import as_bool, as_text, is_null
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -60,7 +59,7 @@ def unique(df: pd.DataFrame, col: str, limit: int = 6) -> str:
         return ""
     vals = []
     for v in df[col].tolist():
-        t = text(v)
+        t = as_text(v)
         if t and t not in vals:
             vals.append(t)
     if len(vals) > limit:
@@ -76,7 +75,7 @@ def provenance(df: pd.DataFrame) -> list[dict[str, str]]:
         if v:
             out.append({"label": label, "value": v})
     if "timestamp" in df.columns:
-        ts = sorted(t for t in (text(x) for x in df["timestamp"].tolist()) if t)
+        ts = sorted(t for t in (as_text(x) for x in df["timestamp"].tolist()) if t)
         if ts:
             out.append({"label": "Time", "value": ts[0] if ts[0] == ts[-1] else f"{ts[0]} – {ts[-1]}"})
     return out
@@ -97,9 +96,9 @@ def metric_docs(df: pd.DataFrame, mains: set[str]) -> list[dict[str, Any]]:
             continue
         hib = as_bool(rec.get("higher_is_better"))
         seen[group] = {
-            "name": group, "main": name in mains, "unit": text(rec.get("unit")),
+            "name": group, "main": name in mains, "unit": as_text(rec.get("unit")),
             "better": "higher" if hib else "lower" if hib is False else "",
-            "description": text(rec.get("metric_description")),
+            "description": as_text(rec.get("metric_description")),
             "explain": EXPLAIN.get(group, ""),
             "members": [name.split(".", 1)[1]] if "." in name else [],
         }

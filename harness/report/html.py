@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import DataError
 from ..fsutil import atomic_write_text
-from .format import clean_json, json_for_script
+from ..rows import as_json
+from .format import json_for_script
 from .view import build_view
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ def render_report(results: pd.DataFrame, out_dir: Path, *, baseline: pd.DataFram
             export(results, out_dir, ("csv", "json"))
         atomic_write_text(out_dir / "leaderboard.csv", board.to_csv(index=False))
         atomic_write_text(out_dir / "leaderboard.json", json.dumps(
-            clean_json(board.to_dict(orient="records")), indent=1, ensure_ascii=False) + "\n")
+            as_json(board.to_dict(orient="records")), indent=1, ensure_ascii=False) + "\n")
     except OSError as e:
         raise DataError(f"report folder {out_dir}: cannot write: {e.strerror or e}") from e
     return page

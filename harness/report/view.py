@@ -11,11 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..analysis.cells import CellKey, CellResult, cells_of, text
-from ..results import as_float, is_null
+from ..analysis.cells import CellResult, cells_of
+from ..rows import CellKey, as_float, as_json, as_text, cell_key, is_null
 from .charts import chart, pareto_front, tied_with_front
 from .columns import Col, TaskLayout, columns, delta, layout, values
-from .format import clean_json, count, num, short_label
+from .format import count, num, short_label
 from .glossary import metric_docs, provenance, unique
 
 if TYPE_CHECKING:
@@ -136,8 +136,8 @@ def _record(t: _Task, c: CellResult, v: dict[str, Any], bv: dict[str, Any] | Non
            "peak_gpu_mem_mb": v["gpu"], "pareto_size": "size" in badges,
            "pareto_latency": "latency" in badges,
            "tied_size": "size" in t.tied[c.key], "tied_latency": "latency" in t.tied[c.key],
-           "runtime": text(c.info.get("runtime")) or None,
-           "precision": text(c.info.get("precision")) or None}
+           "runtime": as_text(c.info.get("runtime")) or None,
+           "precision": as_text(c.info.get("precision")) or None}
     for name in t.lay.extra:
         rec.setdefault(name, v[f"metric:{name}"])
     if bv is not None:
@@ -152,7 +152,7 @@ def _tip(t: _Task, c: CellResult, v: dict[str, Any], ci: str,
              f"size: {num(v['size_mb'], 2)} MB", f"params: {count(v['parameters'])}",
              f"latency p50 / p90: {num(v['p50'], 2)} / {num(v['p90'], 2)} ms",
              f"throughput: {num(v['throughput'], 2)} /s",
-             f"runtime: {text(c.info.get('runtime'))} {text(c.info.get('precision'))}".rstrip()]
+             f"runtime: {as_text(c.info.get('runtime'))} {as_text(c.info.get('precision'))}".rstrip()]
     if t.badges[c.key]:
         lines.append("Pareto-optimal for " + " and ".join(t.badges[c.key]))
     if t.tied[c.key]:
@@ -232,14 +232,14 @@ def _task_view(ti: int, task: str, cells: list[CellResult],
                              for (m, tk, comp), bc in base.items()
                              if tk == task and (m, comp) not in present)
     return {
-        "index": ti, "name": task, "id": f"task-{ti}", "plugin": text(cells[0].info.get("task_plugin")),
+        "index": ti, "name": task, "id": f"task-{ti}", "plugin": as_text(cells[0].info.get("task_plugin")),
         "main": t.lay.main, "main_desc": t.lay.main_desc, "main_hib": t.lay.main_hib,
         "columns": t.cols, "rows": rows, "charts": charts, "unplotted": unplotted,
         "breakdowns": _tables(t), "missing_now": missing_now,
         "problems": [{"model": c.model, "compression": c.compression, "status": c.status,
                       "reason": c.error or "(no reason recorded)"} for c in t.ranked if c.status != "ok"],
         "counts": {s: sum(1 for c in cells if c.status == s) for s in ("ok", "failed", "skipped")},
-        "seq_len": sorted({text(c.info.get("seq_len")) for c in cells} - {""}),
+        "seq_len": sorted({as_text(c.info.get("seq_len")) for c in cells} - {""}),
         "records": records, "tips": tips,
         "legend": [{"name": n, "colour": col} for n, col in t.colour.items()],
     }
@@ -252,7 +252,7 @@ def _latest(df: pd.DataFrame, cells: Mapping[CellKey, CellResult]) -> pd.DataFra
     runs = {k: c.info.get("run_id") for k, c in cells.items()}
 
     def counts(r: Any) -> bool:
-        last = runs.get((text(r.model), text(r.task), text(r.compression)))
+        last = runs.get(cell_key(r[:3]))
         return is_null(last) or r.run_id == last
 
     keep = [counts(r) for r in df[["model", "task", "compression", "run_id"]].itertuples(index=False)]
@@ -291,6 +291,6 @@ def build_view(results: pd.DataFrame, baseline: pd.DataFrame | None = None,
                    for s in ("ok", "failed", "skipped")},
         "tasks": views, "provenance": provenance(df),
         "metric_docs": metric_docs(df, {v["main"] for v in views if v["main"]}),
-        "baseline": baseline_info, "data": clean_json(data), "harness_version": __version__,
+        "baseline": baseline_info, "data": as_json(data), "harness_version": __version__,
         "generated_with": unique(df, "harness_version") or __version__,
     }

@@ -40,7 +40,7 @@ from .artifacts import (
 )
 from .finetune import FINETUNE_VERSION, finetune, finetune_key
 from .predictor import TorchPredictor, count_parameters, input_names, pad_batch
-from .recipe import MIXED_PRECISION, Recipe, effective_precision, model_eval_length
+from .recipe import MIXED_PRECISION, Recipe, RecipeParams, effective_precision, model_eval_length
 from .tasks import EvalSetup, FineTunedTask
 from .weights import load_tensors, save_module
 
@@ -51,6 +51,7 @@ __all__ = [
     "EvalSetup",
     "FineTunedTask",
     "Recipe",
+    "RecipeParams",
     "TorchPredictor",
     "base_info",
     "cache_dir",

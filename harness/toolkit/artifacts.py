@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from ..api import CellContext, Compression, LoadedModel, Task
 from ..errors import HarnessError, HarnessWarning
 from ..fsutil import discard_dir, publish_dir, safe_name
+from ..params import as_key
 
 T = TypeVar("T")
 
@@ -75,8 +76,8 @@ def missing_packages_reason(plugin: str, *packages: str) -> str | None:
 
 
 def plugin_params(plugin: Any) -> dict[str, Any]:
-    """A plugin's constructor parameters as set (each stored under its own name)."""
-    return {n: getattr(plugin, n, None) for n in type(plugin).parameters()}
+    """A plugin's validated parameters with defaults filled in (``harness.params.as_key``)."""
+    return as_key(plugin)
 
 
 def module_fingerprint(module: Any) -> str:

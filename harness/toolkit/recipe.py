@@ -1,80 +1,68 @@
-"""The fine-tuning recipe: one ``Recipe`` dataclass, declared once.
+"""The fine-tuning recipe, declared once: ``RecipeParams``.
 
-Every field but ``seed`` (which comes from the run's ``CellContext``) is also a suite parameter
-of a ``FineTunedTask``: ``Recipe.parameters()`` lists them for suite validation, and
-``Recipe.from_params`` builds and range-checks a recipe, so an out-of-range value (``epochs: -1``)
-fails when the suite is validated, naming the entry's key path.
+Every field of ``RecipeParams`` is also a suite parameter of a ``FineTunedTask`` (its ``Params``
+extend them), so an out-of-range value (``epochs: -1``) fails when the suite is validated,
+naming the entry's key path. ``Recipe`` adds the ``seed``, which comes from the run's
+``CellContext``, and is what the training loop reads.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping, Sequence
-from dataclasses import MISSING, asdict, dataclass, fields, replace
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
+
+from ..params import Params, validate
 
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 
 
-@dataclass(frozen=True)
-class Recipe:
+class RecipeParams(Params):
     """Hyper-parameters of a fine-tuning run (all of them enter the fine-tune cache key)."""
 
-    lr: float = 5e-5
-    epochs: int = 1
-    batch_size: int = 32
-    max_length: int = 128  #: training window / truncation length, in subword tokens
-    warmup_ratio: float = 0.1
-    grad_accum: int = 1
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    mixed_precision: str = "auto"  #: "auto", "no", "fp16", "bf16"; used on CUDA only
-    max_train_samples: int | None = None
-    #: length-sorted micro-batches per batch (0: auto); saves padding, same update
-    micro_batches: int = 0
+    lr: float = Field(5e-5, gt=0)
+    """Peak learning rate of AdamW (linear warm-up, then linear decay to 0)."""
+    epochs: int = Field(1, ge=1)
+    """Passes over the training split."""
+    batch_size: int = Field(32, ge=1)
+    """Examples per optimizer step (before gradient accumulation)."""
+    max_length: int = Field(128, ge=1)
+    """Training window / truncation length, in subword tokens."""
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    """Share of the steps spent warming the learning rate up."""
+    grad_accum: int = Field(1, ge=1)
+    """Batches whose gradients are summed per optimizer step."""
+    weight_decay: float = Field(0.0, ge=0)
+    """AdamW weight decay (not applied to biases and LayerNorm weights)."""
+    max_grad_norm: float = Field(1.0, gt=0)
+    """Gradient clipping norm."""
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
+    """Autocast precision on CUDA ("auto": bf16 where supported, else fp16); CPU trains in fp32."""
+    max_train_samples: int | None = Field(None, ge=1)
+    """Train on the first N examples only."""
+    micro_batches: int = Field(0, ge=0)
+    """Length-sorted micro-batches per batch (0: auto); saves padding, same update."""
 
-    def __post_init__(self) -> None:
-        if self.mixed_precision not in MIXED_PRECISION:
-            raise ValueError(
-                f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}"
-            )
-        if int(self.micro_batches) < 0:
-            raise ValueError(f"micro_batches must be >= 0, got {self.micro_batches!r}")
-        for name in ("epochs", "batch_size", "max_length", "grad_accum"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        if self.max_train_samples is not None and int(self.max_train_samples) < 1:
-            raise ValueError(f"max_train_samples must be >= 1, got {self.max_train_samples!r}")
+
+class Recipe(RecipeParams):
+    """A recipe with its seed: what ``harness.toolkit.finetune`` trains with."""
+
+    seed: int = 0
+    """Seed of the data order, dropout and head initialisation (the run's ``--seed``)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def parameters(cls) -> dict[str, inspect.Parameter]:
-        """The recipe fields a suite sets on a task (every field but ``seed``), as keyword
-        parameters with their defaults and annotations (for ``Plugin.parameters``)."""
-        return {
-            f.name: inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY,
-                                      default=f.default if f.default is not MISSING else None,
-                                      annotation=f.type)
-            for f in fields(cls) if f.name != "seed"
-        }
+        return self.model_dump()
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], seed: int = 0) -> Recipe:
-        """A recipe from suite parameters (unknown names raise ``TypeError`` naming them)."""
-        unknown = sorted(set(params) - set(cls.parameters()))
-        if unknown:
-            raise TypeError(f"unknown recipe parameter(s) {unknown}; known: {sorted(cls.parameters())}")
+        """A recipe from suite parameters (an unknown name or a bad value raises
+        ``harness.errors.ParameterError``, a ``ValueError``)."""
+        validate(RecipeParams, params)
         return cls(**params, seed=seed)
 
     def with_seed(self, seed: int) -> Recipe:
-        return replace(self, seed=int(seed))
+        return self.model_copy(update={"seed": int(seed)})
 
 
 def effective_precision(recipe: Recipe, device: str) -> str:

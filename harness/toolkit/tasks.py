@@ -3,9 +3,8 @@ the shared ``Recipe`` (``harness.toolkit.finetune``) when the model has no train
 
 A subclass sets ``head_kind`` and ``eval_split`` and provides ``labels()``,
 ``split(name, required)``, ``split_hash(split)``, ``train_features(tokenizer, label2id,
-max_length)`` and ``evaluate(...)``; it passes its other constructor parameters on with
-``super().__init__(**params)``, which takes the evaluation parameters below plus every
-``Recipe`` field (``lr``, ``epochs``, ...), range-checked when the suite is validated.
+max_length)`` and ``evaluate(...)``, and extends ``FineTunedTask.Params`` with its own
+parameters (the evaluation parameters and every ``RecipeParams`` field are inherited).
 
 Nothing is remembered between ``fit`` and ``evaluate``: ``eval_setup(model)`` derives the
 tokenizer, label order and evaluation length from the model ``evaluate`` receives.
@@ -13,16 +12,17 @@ tokenizer, label order and evaluation length from the model ``evaluate`` receive
 
 from __future__ import annotations
 
-import inspect
 from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
+
+from pydantic import Field
 
 from ..api import CellContext, Head, LoadedModel, Task
 from ..errors import PluginError
 from .artifacts import hash_text
 from .finetune import finetune
-from .recipe import Recipe, model_eval_length
+from .recipe import Recipe, RecipeParams, model_eval_length
 
 
 @dataclass(frozen=True)
@@ -35,37 +35,26 @@ class EvalSetup:
 
 
 class FineTunedTask(Task):
-    """Base of tasks that fine-tune with the shared recipe (see docs/tasks.md).
+    """Base of tasks that fine-tune with the shared recipe (see docs/tasks.md). Its ``Params``
+    are the evaluation parameters below plus every ``RecipeParams`` field (``lr``, ``epochs``,
+    ...); a subclass extends them (``class Params(FineTunedTask.Params): data_dir: str``)."""
 
-    :param eval_batch_size: batch size when scoring.
-    :param eval_max_length: evaluation input length (default: the model's limit).
-    :param bootstrap: resamples for the 95% bootstrap confidence intervals (0: none).
-    :param max_eval_samples: score only the first N examples of the evaluated split.
-    :param recipe: the ``Recipe`` fields (``lr``, ``epochs``, ``batch_size``, ...).
-    """
+    class Params(RecipeParams):
+        eval_batch_size: int = Field(64, ge=1)
+        """Batch size when scoring."""
+        eval_max_length: int | None = Field(None, ge=1)
+        """Evaluation input length in subword tokens (default: the model's limit)."""
+        bootstrap: int = Field(1000, ge=0)
+        """Resamples of the 95% bootstrap confidence intervals (0: none)."""
+        max_eval_samples: int | None = Field(None, ge=1)
+        """Score only the first N examples of the evaluated split."""
 
+    params: Params
     #: ``LoadedModel.head.kind`` this task trains and evaluates
     head_kind: ClassVar[str] = ""
     #: the splits ``split()`` knows, in reading order
     split_names: ClassVar[tuple[str, ...]] = ("train", "validation", "test")
     eval_split: str
-
-    def __init__(self, *, eval_batch_size: int = 64, eval_max_length: int | None = None,
-                 bootstrap: int = 1000, max_eval_samples: int | None = None,
-                 **recipe: Any) -> None:
-        Recipe.from_params(recipe)  # unknown names and out-of-range values fail here
-        for name, param in Recipe.parameters().items():
-            setattr(self, name, recipe.get(name, param.default))
-        if int(eval_batch_size) < 1:
-            raise ValueError(f"eval_batch_size must be >= 1, got {eval_batch_size!r}")
-        if int(bootstrap) < 0:
-            raise ValueError(f"bootstrap must be >= 0, got {bootstrap!r}")
-        self.eval_batch_size, self.eval_max_length = eval_batch_size, eval_max_length
-        self.bootstrap, self.max_eval_samples = bootstrap, max_eval_samples
-
-    @classmethod
-    def parameters(cls) -> dict[str, inspect.Parameter]:
-        return {**super().parameters(), **Recipe.parameters()}
 
     # -- what a subclass provides --------------------------------------------------------------
     @abstractmethod
@@ -105,12 +94,13 @@ class FineTunedTask(Task):
 
     def recipe(self, seed: int) -> Recipe:
         """This task's recipe with ``seed``."""
-        return Recipe(**{n: getattr(self, n) for n in Recipe.parameters()}, seed=int(seed))
+        return Recipe(**self.params.model_dump(include=set(RecipeParams.model_fields)),
+                      seed=int(seed))
 
     def eval_setup(self, model: LoadedModel) -> EvalSetup:
         """Tokenizer, label order and evaluation length of ``model`` (what ``evaluate`` needs)."""
         return EvalSetup(model.tokenizer, tuple(model.head.labels),
-                         model_eval_length(model, self.eval_max_length))
+                         model_eval_length(model, self.params.eval_max_length))
 
     def eval_options(self, split: str | None, limit: int | None) -> tuple[str, int | None]:
         """``evaluate``'s ``split``/``limit`` keywords resolved: the split to score (the task's
@@ -122,7 +112,7 @@ class FineTunedTask(Task):
         self.split(split)  # a missing split is a DataError naming its file
         if limit is not None and int(limit) < 1:
             raise PluginError(f"task {self.name!r}: limit must be >= 1, got {limit!r}")
-        return split, (self.max_eval_samples if limit is None else int(limit))
+        return split, (self.params.max_eval_samples if limit is None else int(limit))
 
     def fit(self, model: LoadedModel, ctx: CellContext) -> LoadedModel:
         """Use a model already fine-tuned for this label set as is; fine-tune any other (cached)."""

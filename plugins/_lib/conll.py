@@ -21,6 +21,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 from harness.errors import DataError
 
@@ -28,7 +29,9 @@ _TAG = re.compile(r"^(?:O|([BI])-(\S+))$")
 _BOM = "\ufeff"
 _ASCII_WS = " \t\r\n\x0b\x0c"
 
-SCHEMES = ("auto", "iob1", "iob2")
+#: how the tags of a file are read (see :func:`read_conll`)
+Scheme = Literal["auto", "iob1", "iob2"]
+SCHEMES: tuple[str, ...] = get_args(Scheme)
 
 
 @dataclass

@@ -1,11 +1,9 @@
-"""BERT-layout helpers shared by the ``low-rank``, ``share-layers``, ``palettize`` and
-``distill`` compressions: finding the encoder's layer list and its Linear sub-modules, a recovery
-fine-tune through the task's ``finetune(model, ctx, epochs=...)`` hook, and the device check
-every torch compression makes.
-
-A BERT-style layout is an encoder with a ``layer`` ModuleList whose layers have
-``attention.self.query/key/value``, ``attention.output.dense``, ``intermediate.dense`` and
-``output.dense`` (BERT, RoBERTa, MiniLM, ELECTRA, ...). torch is imported lazily.
+"""Helpers shared by the structural compressions (``low-rank``, ``share-layers``, ``palettize``,
+``prune``, ``distill``, ``finetune``): a recovery fine-tune through the task's
+``finetune(model, ctx, epochs=...)`` hook (exact zeros kept), the parameter ratio a row reports,
+and the device check every torch compression makes. What a method needs inside the model (the
+blocks, their Linears by role, the embeddings) is found by ``plugins/_lib/arch.py``, in any
+transformers encoder. torch is imported lazily.
 """
 
 from __future__ import annotations
@@ -14,63 +12,6 @@ from typing import Any
 
 from harness.api import CellContext, Finetunable, LoadedModel, Task
 from harness.errors import PluginError
-
-#: Linear sub-modules of a BERT layer, by the ``targets`` group they belong to
-ATTENTION_LINEARS = ("attention.self.query", "attention.self.key", "attention.self.value",
-                     "attention.output.dense")
-FFN_LINEARS = ("intermediate.dense", "output.dense")
-TARGETS = {"ffn": FFN_LINEARS, "attention": ATTENTION_LINEARS, "all": ATTENTION_LINEARS + FFN_LINEARS}
-
-
-def is_bert_layer(mod: Any) -> bool:
-    att = getattr(mod, "attention", None)
-    return (
-        att is not None
-        and hasattr(getattr(att, "self", None), "query")
-        and hasattr(getattr(att, "output", None), "dense")
-        and hasattr(getattr(mod, "intermediate", None), "dense")
-        and hasattr(getattr(mod, "output", None), "dense")
-    )
-
-
-def encoder_layers(module: Any, plugin: str) -> tuple[str, Any]:
-    """``(name, ModuleList)`` of the encoder's transformer layers (``<prefix>.encoder.layer``).
-
-    Raises ``PluginError`` naming ``plugin`` when the model has no BERT-style layout."""
-    import torch
-
-    for name, mod in module.named_modules():
-        layers = getattr(mod, "layer", None)
-        if isinstance(layers, torch.nn.ModuleList) and len(layers) and all(map(is_bert_layer, layers)):
-            return (f"{name}.layer" if name else "layer"), layers
-    raise PluginError(
-        f"{plugin}: needs a BERT-style encoder (encoder.layer[i].attention.self.query, "
-        f"intermediate.dense, output.dense, ...); {type(module).__name__} has none"
-    )
-
-
-def get_sub(root: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        root = getattr(root, part)
-    return root
-
-
-def set_sub(root: Any, dotted: str, value: Any) -> None:
-    parent, _, last = dotted.rpartition(".")
-    setattr(get_sub(root, parent) if parent else root, last, value)
-
-
-def word_embeddings(module: Any, plugin: str) -> tuple[str, Any]:
-    """``(name, nn.Embedding)`` of the word-embedding table (``get_input_embeddings``)."""
-    import torch
-
-    emb = module.get_input_embeddings() if hasattr(module, "get_input_embeddings") else None
-    if not isinstance(emb, torch.nn.Embedding):
-        raise PluginError(f"{plugin}: {type(module).__name__} has no nn.Embedding word-embedding table")
-    for name, mod in module.named_modules():
-        if mod is emb:
-            return name, emb
-    raise PluginError(f"{plugin}: word embeddings of {type(module).__name__} not found")  # pragma: no cover
 
 
 def device_reason(plugin: str, device: str) -> str | None:
@@ -84,16 +25,6 @@ def device_reason(plugin: str, device: str) -> str | None:
     if device != "cpu":
         return f"{plugin}: unsupported device {device!r}"
     return None
-
-
-def check_recovery_epochs(plugin: str, value: Any) -> float:
-    try:
-        epochs = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{plugin}: recovery_epochs must be a number >= 0, got {value!r}") from None
-    if epochs < 0:
-        raise ValueError(f"{plugin}: recovery_epochs must be >= 0, got {value!r}")
-    return epochs
 
 
 def zero_masks(module: Any) -> dict[str, Any]:

@@ -24,6 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from harness.api import MetricValue
+from harness.errors import DataError
+
 _SEQEVAL_DESCRIPTION = (
     "Entity-level precision, recall and F1 (micro over all entities, and per entity type) "
     "computed with seqeval; default mode follows conlleval's chunking."
@@ -262,3 +265,72 @@ def macro_f1_from_pairs(pairs: np.ndarray, num_labels: int) -> float:
         r = np.where(support > 0, tp / support, 0.0)
         f1 = np.where(p + r > 0, 2 * p * r / (p + r), 0.0)
     return float(f1.mean()) if k else 0.0
+
+
+def ner_metrics(
+    references: list[list[str]],
+    predictions: list[list[str]],
+    *,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    split: str = "test",
+) -> list[MetricValue]:
+    """Entity-level metrics of ``predictions`` against ``references`` (IOB tags per word)."""
+    for i, (r, p) in enumerate(zip(references, predictions)):
+        if len(r) != len(p):
+            raise DataError(f"sentence {i}: {len(r)} gold tags but {len(p)} predicted")
+    if len(references) != len(predictions):
+        raise DataError(f"{len(references)} gold sentences but {len(predictions)} predicted")
+    res = seqeval_metric().compute(predictions=predictions, references=references)
+    strict = seqeval_metric().compute(predictions=predictions, references=references, mode="strict")
+    counts = np.asarray(res.pop("sentence_counts"), dtype=np.int64).reshape(-1, 3)
+    n_gold = int(counts[:, 2].sum())
+    low, high = bootstrap_ci(counts, micro_f1_from_counts, n_resamples=bootstrap, seed=seed)
+    mode = "seqeval default (conlleval-compatible) mode"
+    ci = (
+        f"; 95% CI: percentile bootstrap, {bootstrap} resamples of the {len(references)} "
+        f"sentences, seed {seed}" if bootstrap > 0 else ""
+    )
+    out = [
+        MetricValue(
+            "entity_f1", res["overall_f1"], low, high,
+            metric_description=f"entity-level micro F1, {mode}, over all {n_gold} gold entities of the "
+            f"{split} split (every word scored; a predicted entity counts only when its span and "
+            f"type both match a gold entity: not token accuracy){ci}",
+            main_metric=True,
+        ),
+        MetricValue(
+            "entity_precision", res["overall_precision"],
+            metric_description=f"entity-level micro precision, {mode}, {split} split",
+        ),
+        MetricValue(
+            "entity_recall", res["overall_recall"],
+            metric_description=f"entity-level micro recall, {mode}, {split} split",
+        ),
+        MetricValue(
+            "entity_f1_strict", strict["overall_f1"],
+            metric_description="entity-level micro F1, seqeval STRICT mode with the IOB2 scheme "
+            f"(not conlleval: an entity must start with B-), {split} split",
+        ),
+        MetricValue(
+            "token_accuracy", res["overall_accuracy"],
+            metric_description=f"token-level accuracy over all words including O-tagged ones "
+            f"(not an entity metric), {split} split",
+        ),
+        MetricValue(
+            "gold_entities", float(n_gold), unit="entities", metric_group="Evaluation data",
+            metric_description=f"number of gold entities scored in the {split} split (conlleval chunking)",
+        ),
+    ]
+    types = sorted(k for k, v in res.items() if isinstance(v, dict))
+    for t in types:
+        row = res[t]
+        for key, what in (("f1", "F1"), ("precision", "precision"), ("recall", "recall")):
+            out.append(
+                MetricValue(
+                    f"entity_{key}.{t}", row[key], metric_group=f"Per-entity-type {what}",
+                    metric_description=f"entity-level {what} of type {t} ({row['number']} gold), {mode}, "
+                    f"{split} split",
+                )
+            )
+    return out

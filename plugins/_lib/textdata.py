@@ -12,11 +12,13 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from harness.errors import DataError
 
-FORMATS = ("sst2", "ag_news", "csv", "tsv", "jsonl")
+#: the format presets of the ``classification`` task (see :func:`preset`)
+Format = Literal["sst2", "ag_news", "csv", "tsv", "jsonl"]
+FORMATS: tuple[str, ...] = get_args(Format)
 
 
 @dataclass
@@ -34,7 +36,7 @@ class TextSplit:
     sha256: str
 
 
-def _columns(spec: str | list[str] | None) -> list[str]:
+def _columns(spec: str | list[str | int] | None) -> list[str]:
     if spec is None:
         return []
     return [spec] if isinstance(spec, str) else [str(s) for s in spec]
@@ -77,8 +79,8 @@ def read_table(
     path: str | Path,
     *,
     fmt: str,
-    text_columns: str | list[str],
-    pair_columns: str | list[str] | None,
+    text_columns: str | list[str | int] | None,
+    pair_columns: str | list[str | int] | None,
     label_column: str,
     label_map: LabelMap,
     header: bool,

@@ -3,7 +3,10 @@ fine-tuned model as its teacher.
 
 The student is a copy of the teacher that keeps ``layers: [..]`` of its transformer layers, or
 ``num_layers: k`` evenly spaced ones (the first and the last among them; default: half the
-layers), initialised from the teacher's weights (embeddings and head included). With
+layers), initialised from the teacher's weights (embeddings and head included). The layers, and
+the config field that counts them (``num_hidden_layers``, DistilBERT's ``n_layers``, ...), are
+found in any transformers encoder (``plugins/_lib/arch.py``); on ALBERT, whose one layer runs
+``num_hidden_layers`` times, the student runs it fewer times (faster, not smaller). With
 ``intermediate_size`` its feed-forward blocks are narrowed to the neurons of largest
 ``|W_in row| * |W_out column|`` (the ``prune`` FFN score). It is then trained on the task's train
 split with the task's own recipe and batching (``finetune.finetune``, the loop every task uses),
@@ -19,7 +22,8 @@ The teacher's logits on the train split are computed once per teacher and cached
 (``<cache_dir>/distill-teacher/<key>.safetensors``, key: the teacher's identity and weights, the
 task's training data and the feature length), so several students cost one teacher pass; each
 training example finds its logits by its token ids. The artifact is a plain ``save_pretrained``
-checkpoint of the student (its config has the new layer count and FFN width): fewer layers is
+checkpoint of the student (its config has the new layer count and FFN width; the cache rebuilds
+the student from the teacher and the parameters, and reads only its tensors): fewer layers is
 both smaller and proportionally faster on CPU.
 """
 
@@ -30,6 +34,8 @@ import functools
 import json
 from pathlib import Path
 from typing import Any
+
+from pydantic import Field, field_validator, model_validator
 
 import harness
 from harness.api import CellContext, LoadedModel, Task, Transform
@@ -43,9 +49,10 @@ from harness.toolkit import (
 )
 from harness.toolkit.weights import WEIGHTS_FILE
 
-from .._lib.layers import device_reason, encoder_layers, params_vs_source
+from .._lib.arch import discover, keep_blocks
+from .._lib.layers import device_reason, params_vs_source
+from .._lib.structured import apply_structured, ffn_scores, intermediate_field
 from .._lib.torch_utils import cpu_copy
-from .prune import apply_structured, ffn_scores
 
 TEACHER_DIR = "distill-teacher"
 
@@ -65,26 +72,26 @@ def even_layers(n: int, k: int) -> list[int]:
 
 
 def make_student(teacher: Any, keep: list[int], intermediate_size: int | None) -> Any:
-    """A copy of ``teacher`` with only the ``keep`` layers (and a narrower FFN), config updated."""
+    """A copy of ``teacher`` with only the ``keep`` layers (and a narrower FFN), config updated
+    (the discovered layer-count field, and the feed-forward width's) so that it rebuilds."""
     import torch
 
     student = cpu_copy(teacher).float()
-    prefix, layers = encoder_layers(student, "distill")
-    parent = student.get_submodule(prefix.rsplit(".", 1)[0]) if "." in prefix else student
-    parent.layer = torch.nn.ModuleList([layers[i] for i in keep])
-    student.config.num_hidden_layers = len(keep)
+    found = keep_blocks(student, discover(student, "distill"), keep, plugin="distill")
     if intermediate_size is not None:
-        prefix, layers = encoder_layers(student, "distill")
+        n = found.intermediate_size
+        if intermediate_size >= n:
+            raise PluginError(f"distill: intermediate_size={intermediate_size} is not narrower "
+                              f"than the teacher's {n}")
+        field = intermediate_field(student.config, n)
         spec = {}
-        for i, layer in enumerate(layers):
-            n = layer.intermediate.dense.out_features
-            if intermediate_size >= n:
-                raise PluginError(f"distill: intermediate_size={intermediate_size} is not narrower "
-                                  f"than the teacher's {n}")
-            top = torch.argsort(ffn_scores(layer), descending=True)[:intermediate_size]
-            spec[f"{prefix}.{i}"] = top.sort().values.tolist()
-        apply_structured(student, "ffn", spec)
-        student.config.intermediate_size = intermediate_size
+        for b in found.blocks:
+            if b.same_as is None:
+                top = torch.argsort(ffn_scores(student, found, b.index), descending=True)[:intermediate_size]
+                spec[b.path] = top.sort().values.tolist()
+        apply_structured(student, found, "ffn", spec)
+        if field is not None:
+            setattr(student.config, field, intermediate_size)
     return student
 
 
@@ -255,62 +262,53 @@ def _wrapper() -> type:
 
 
 class Distill(Transform):
-    """Knowledge distillation into a student with fewer (and optionally narrower) layers.
-
-    :param layers: teacher layer indices the student keeps, e.g. ``[0, 2, 4]``.
-    :param num_layers: or: keep this many evenly spaced layers (default: half the teacher's).
-    :param intermediate_size: narrow each feed-forward block to this many neurons (default: keep).
-    :param temperature: softmax temperature of the distillation term.
-    :param alpha: weight of the distillation term (0: plain fine-tuning of the student).
-    :param epochs: training epochs on the task's train split (may be fractional).
-    """
+    """Knowledge distillation into a student with fewer (and optionally narrower) layers."""
 
     name = "distill"
     version = "1"
     description = "knowledge distillation into a shallower (narrower) student initialised from the teacher"
 
-    def __init__(
-        self,
-        *,
-        layers: list[int] | None = None,
-        num_layers: int | None = None,
-        intermediate_size: int | None = None,
-        temperature: float = 2.0,
-        alpha: float = 0.5,
-        epochs: float = 1.0,
-    ) -> None:
-        super().__init__()
-        if layers is not None and num_layers is not None:
-            raise ValueError("distill: give layers or num_layers, not both")
-        if layers is not None and (
-            not isinstance(layers, (list, tuple)) or not layers or len(set(layers)) != len(layers)
-            or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in layers)
-        ):
-            raise ValueError(f"distill: layers must be a non-empty list of distinct layer indices >= 0, got {layers!r}")
-        for pname, v in (("num_layers", num_layers), ("intermediate_size", intermediate_size)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise ValueError(f"distill: {pname} must be an integer >= 1, got {v!r}")
-        if isinstance(temperature, bool) or not float(temperature) > 0:
-            raise ValueError(f"distill: temperature must be > 0, got {temperature!r}")
-        if isinstance(alpha, bool) or not 0 <= float(alpha) <= 1:
-            raise ValueError(f"distill: alpha must be in [0, 1], got {alpha!r}")
-        if isinstance(epochs, bool) or not float(epochs) > 0:
-            raise ValueError(f"distill: epochs must be > 0, got {epochs!r}")
-        self.layers = None if layers is None else sorted(int(i) for i in layers)
-        self.num_layers = num_layers
-        self.intermediate_size = intermediate_size
-        self.temperature, self.alpha, self.epochs = float(temperature), float(alpha), float(epochs)
+    class Params(harness.Params):
+        layers: list[int] | None = Field(None, min_length=1)
+        """Teacher layer indices the student keeps, e.g. [0, 2, 4]; give this or num_layers."""
+        num_layers: int | None = Field(None, ge=1)
+        """Or: keep this many evenly spaced layers (default: half the teacher's)."""
+        intermediate_size: int | None = Field(None, ge=1)
+        """Narrow each feed-forward block to this many neurons (default: keep its width)."""
+        temperature: float = Field(2.0, gt=0)
+        """Softmax temperature of the distillation term."""
+        alpha: float = Field(0.5, ge=0, le=1)
+        """Weight of the distillation term (0: plain fine-tuning of the student)."""
+        epochs: float = Field(1.0, gt=0)
+        """Training epochs on the task's train split (may be fractional)."""
+
+        @field_validator("layers")
+        @classmethod
+        def _distinct(cls, layers: list[int] | None) -> list[int] | None:
+            if layers is None:
+                return None
+            if min(layers) < 0 or len(set(layers)) != len(layers):
+                raise ValueError("layer indices must be distinct and >= 0")
+            return sorted(layers)
+
+        @model_validator(mode="after")
+        def _one_choice(self) -> Any:
+            if self.layers is not None and self.num_layers is not None:
+                raise ValueError("give layers or num_layers, not both")
+            return self
+
+    params: Params
 
     def unsupported_reason(self, ctx: CellContext) -> str | None:
         return device_reason("distill", ctx.device)
 
     def keep(self, n: int) -> list[int]:
-        if self.layers is not None:
-            bad = [i for i in self.layers if i >= n]
+        if self.params.layers is not None:
+            bad = [i for i in self.params.layers if i >= n]
             if bad:
                 raise PluginError(f"distill: layers {bad} do not exist: the teacher has {n} layers (0..{n - 1})")
-            return list(self.layers)
-        return even_layers(n, self.num_layers if self.num_layers is not None else max(1, (n + 1) // 2))
+            return list(self.params.layers)
+        return even_layers(n, self.params.num_layers if self.params.num_layers is not None else max(1, (n + 1) // 2))
 
     @staticmethod
     def _training(task: Task) -> tuple[Any, Any]:
@@ -324,30 +322,31 @@ class Distill(Transform):
         """The trained student (on the CPU) and what to record about it."""
         recipe_fn, features_fn = self._training(task)
         recipe = recipe_fn(ctx.seed)
-        _, teacher_layers = encoder_layers(model.module, "distill")
-        keep = self.keep(len(teacher_layers))
-        student = make_student(model.module, keep, self.intermediate_size)
+        found = discover(model.module, "distill")
+        keep = self.keep(found.layer_count)
+        student = make_student(model.module, keep, self.params.intermediate_size)
         label2id = {label: i for i, label in enumerate(model.head.labels)}
         train_len = min(recipe.max_length, model.max_length)
         features, examples = features_fn(model.tokenizer, label2id, train_len)
         if not features:
             raise PluginError(f"distill: task {task.name!r} has no training examples")
         table, hit = None, None  # alpha 0: no teacher pass at all
-        if self.alpha > 0:
+        if self.params.alpha > 0:
             key = hash_text("teacher-logits", model.identity, module_fingerprint(model.module),
                             task.name, task.version, task.train_hash(), train_len)  # type: ignore[attr-defined]
             path = Path(ctx.cache_dir) / TEACHER_DIR / f"{key}.safetensors"
             table, hit = teacher_logits(model, features, path, recipe.batch_size, ctx)  # type: ignore[assignment]
-        wrapped = _wrapper()(student, table, self.alpha, self.temperature)
+        wrapped = _wrapper()(student, table, self.params.alpha, self.params.temperature)
         carrier = LoadedModel(module=wrapped, tokenizer=model.tokenizer, head=model.head,
                               identity=f"{model.identity}+distill", source=model.source,
                               trained_for_task=True, max_length=model.max_length)
         trained = finetune(carrier, lambda: (features, examples), recipe, ctx,
                            data_hash=task.train_hash(), task=task.name,  # type: ignore[attr-defined]
-                           task_version=task.version, epochs=self.epochs, resume=True)
+                           task_version=task.version, epochs=self.params.epochs, resume=True)
         run = trained.info.get("recovery", {})  # what the loop reports for a resumed run
         student = trained.module.student.to("cpu").eval()
-        return student, {"teacher_layers": len(teacher_layers), "kept_layers": keep,
+        return student, {"teacher_layers": found.layer_count, "kept_layers": keep,
+                "teacher_intermediate_size": found.intermediate_size,
                 "teacher_logits_cached": hit, "distill_train_time_s": round(run.get("train_time_s", 0.0), 3),
                 "distill_train_loss": run.get("train_loss"), "distill_steps": run.get("optimizer_steps"),
                 "train_features": len(features)}
@@ -358,11 +357,12 @@ class Distill(Transform):
         chain step's output, so ``distill`` alone and a chain starting with the same ``distill``
         train one student."""
         student, extra = self._compute(model, task, ctx)  # checks the task and layers first
+        width = extra.pop("teacher_intermediate_size")
         extra.update(
             kept_layers=json.dumps(extra["kept_layers"]),
-            student_layers=student.config.num_hidden_layers,
-            student_intermediate_size=student.config.intermediate_size,
-            distill_alpha=self.alpha, distill_temperature=self.temperature,
+            student_layers=len(extra["kept_layers"]),
+            student_intermediate_size=self.params.intermediate_size or width,
+            distill_alpha=self.params.alpha, distill_temperature=self.params.temperature,
             params_vs_source=params_vs_source(student, model.module),
         )
         return dataclasses.replace(model, module=student, info={**model.info, **extra})
@@ -371,8 +371,8 @@ class Distill(Transform):
         """The cached student: its structure rebuilt from the teacher ``model`` and this plugin's
         parameters (the kept layers, the FFN width), as ``transform`` built it, and the saved
         tensors loaded into it. Nothing but tensors is read from the cache."""
-        _, layers = encoder_layers(model.module, "distill")
-        student = make_student(model.module, self.keep(len(layers)), self.intermediate_size)
+        keep = self.keep(discover(model.module, "distill").layer_count)
+        student = make_student(model.module, keep, self.params.intermediate_size)
         return load_tensors(student, Path(folder) / WEIGHTS_FILE)
 
 

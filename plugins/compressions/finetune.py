@@ -17,40 +17,39 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 import harness
 from harness.api import CellContext, LoadedModel, Task, Transform
 
-from .._lib.layers import check_recovery_epochs, device_reason, recover, zero_masks
+from .._lib.layers import device_reason, recover, zero_masks
+from .._lib.prune_masks import save_sparse
 from .._lib.torch_utils import CompressedTorchPredictor
-from .prune import save_sparse
 
 
 class Finetune(Transform):
-    """Recovery fine-tuning with the task's recipe (a chain step).
-
-    :param epochs: passes over the train split; fractions train on that share of the batches.
-    :param keep_zeros: weight matrices with exact zeros keep them (gradients masked).
-    """
+    """Recovery fine-tuning with the task's recipe (a chain step)."""
 
     name = "finetune"
     version = "2"  # 2: a sparse artifact when exact zeros were kept
     description = "recovery training on the task's train split with its recipe (a chain step)"
     requires = ("finetune",)
 
-    def __init__(self, *, epochs: float = 1.0, keep_zeros: bool = True) -> None:
-        super().__init__()
-        self.epochs = check_recovery_epochs("finetune", epochs)
-        if self.epochs <= 0:
-            raise ValueError(f"finetune: epochs must be > 0, got {epochs!r}")
-        self.keep_zeros = bool(keep_zeros)
+    class Params(harness.Params):
+        epochs: float = Field(1.0, gt=0)
+        """Passes over the train split; a fraction trains on that share of the batches."""
+        keep_zeros: bool = True
+        """Weight matrices with exact zeros keep them (their gradients are masked)."""
+
+    params: Params
 
     def unsupported_reason(self, ctx: CellContext) -> str | None:
         return device_reason("finetune", ctx.device)
 
     def transform(self, model: LoadedModel, task: Task, ctx: CellContext) -> LoadedModel:
         module = model.module.to("cpu").float().train()
-        masks = zero_masks(module) if self.keep_zeros else {}
-        tuned, note = recover(model, module, task, ctx, self.epochs, "finetune", masks=masks)
+        masks = zero_masks(module) if self.params.keep_zeros else {}
+        tuned, note = recover(model, module, task, ctx, self.params.epochs, "finetune", masks=masks)
         info: dict[str, Any] = {"recovery": note}
         if masks:
             info["kept_zero_matrices"] = len(masks)
@@ -60,7 +59,7 @@ class Finetune(Transform):
         """The cached transform on eager PyTorch (the ``Transform`` default); when it kept exact
         zeros, the artifact stores those matrices sparse (bitmask + values)."""
         pred = super().apply(model, task, ctx)
-        masks = zero_masks(pred.module) if self.keep_zeros else {}
+        masks = zero_masks(pred.module) if self.params.keep_zeros else {}
         if not masks:
             return pred
 

@@ -1,7 +1,9 @@
 """The ``low-rank`` compression: parameter replacement by truncated SVD.
 
-Each chosen ``nn.Linear`` of the encoder's layers (``targets``: ``ffn`` = ``intermediate.dense``
-and ``output.dense``; ``attention`` = query/key/value and ``attention.output.dense``; ``all``)
+Each chosen ``nn.Linear`` of the encoder's blocks, found by role in any transformers encoder
+(``plugins/_lib/arch.py``; ``targets``: ``ffn`` = the feed-forward in and out Linears, BERT's
+``intermediate.dense`` and ``output.dense``; ``attention`` = query/key/value, or a fused qkv, and
+the attention output; ``all``)
 with weight ``W`` (out x in) is replaced by two Linears, ``in -> r`` (no bias) then ``r -> out``
 (the original bias), from ``W ~ (U_r sqrt(S_r)) (sqrt(S_r) V_r^T)``: the best rank-``r``
 approximation. ``r`` is ``rank`` or ``rank_ratio`` of the full rank ``min(out, in)``. A Linear
@@ -21,29 +23,24 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
 
 import harness
 from harness.api import CellContext, LoadedModel, Task, Transform
 from harness.errors import PluginError
 from harness.toolkit import base_info, cached_load, save_module, task_key
 
-from .._lib.layers import (
-    TARGETS,
-    check_recovery_epochs,
-    device_reason,
-    encoder_layers,
-    get_sub,
-    recover,
-    set_sub,
-    torch_predictor,
-    word_embeddings,
-)
+from .._lib.arch import discover, set_sub
+from .._lib.layers import device_reason, recover, torch_predictor
 from .._lib.torch_utils import CompressedTorchPredictor, cpu_copy, load_unique
 
 SPEC_FILE = "lowrank_spec.json"
+#: the roles (``plugins/_lib/arch.py``) of each ``targets`` choice, in the order they are replaced
+TARGETS = {"ffn": ("ffn_in", "ffn_out"), "attention": ("query", "key", "value", "qkv", "attn_out")}
+TARGETS["all"] = TARGETS["attention"] + TARGETS["ffn"]
 
 
 def factor_params(out_f: int, in_f: int, r: int) -> int:
@@ -88,22 +85,21 @@ def factorised_embedding(vocab: int, hidden: int, r: int, padding_idx: int | Non
                                torch.nn.Linear(r, hidden, bias=False))
 
 
-def plan(module: Any, targets: str, rank: int | None, ratio: float | None) -> tuple[dict[str, list[int]], list[str]]:
-    """``({linear name: [in, out, rank, bias]}, [names left alone])`` for ``module``."""
-    prefix, layers = encoder_layers(module, "low-rank")
+def plan(module: Any, found: Any, targets: str, rank: int | None,
+         ratio: float | None) -> tuple[dict[str, list[int]], list[str]]:
+    """``({linear name: [in, out, rank, bias]}, [names left alone])`` for ``module`` of the
+    discovered structure ``found``: the ``targets`` roles of every block (a tied block once)."""
     chosen: dict[str, list[int]] = {}
     kept: list[str] = []
-    for i, layer in enumerate(layers):
-        for sub in TARGETS[targets]:
-            lin = get_sub(layer, sub)
-            out_f, in_f = lin.weight.shape
-            full = min(out_f, in_f)
-            r = min(rank, full) if rank is not None else max(1, round(float(ratio or 0) * full))
-            name = f"{prefix}.{i}.{sub}"
-            if factor_params(out_f, in_f, r) >= out_f * in_f:
-                kept.append(name)
-            else:
-                chosen[name] = [in_f, out_f, r, int(lin.bias is not None)]
+    for name in found.linear_paths(TARGETS[targets]):
+        lin = module.get_submodule(name)
+        out_f, in_f = lin.weight.shape
+        full = min(out_f, in_f)
+        r = min(rank, full) if rank is not None else max(1, round(float(ratio or 0) * full))
+        if factor_params(out_f, in_f, r) >= out_f * in_f:
+            kept.append(name)
+        else:
+            chosen[name] = [in_f, out_f, r, int(lin.bias is not None)]
     return chosen, kept
 
 
@@ -121,7 +117,7 @@ def factorise(module: Any, spec: dict[str, Any]) -> None:
     import torch
 
     for name, (in_f, out_f, r, bias) in spec["linears"].items():
-        lin = get_sub(module, name)
+        lin = module.get_submodule(name)
         a, b = svd_factors(lin.weight, r)
         new = low_rank_linear(in_f, out_f, r, bool(bias))
         with torch.no_grad():
@@ -132,7 +128,7 @@ def factorise(module: Any, spec: dict[str, Any]) -> None:
         set_sub(module, name, new)
     emb = spec.get("embeddings")
     if emb:
-        table = get_sub(module, emb["name"])
+        table = module.get_submodule(emb["name"])
         # the table is (vocab x hidden) = E; E^T (hidden x vocab) ~ B A with A (r x vocab)
         a, b = svd_factors(table.weight.detach().t(), emb["rank"])
         new = factorised_embedding(emb["vocab"], emb["hidden"], emb["rank"], emb["padding_idx"])
@@ -143,63 +139,58 @@ def factorise(module: Any, spec: dict[str, Any]) -> None:
 
 
 class LowRank(Transform):
-    """Truncated-SVD factorisation of encoder Linears (and optionally the word embeddings).
-
-    :param rank: rank of every factorised Linear (capped at its full rank).
-    :param rank_ratio: or: share of each Linear's full rank ``min(out, in)`` (default 0.25).
-    :param targets: "ffn" (default), "attention" or "all".
-    :param embeddings_rank: factorise the word-embedding table at this rank (default: not).
-    :param recovery_epochs: fine-tune after factorising with the task's recipe (0: none).
-    """
+    """Truncated-SVD factorisation of encoder Linears (and optionally the word embeddings)."""
 
     name = "low-rank"
     version = "1"
     description = "parameter replacement: truncated-SVD factors for encoder Linears (+ ALBERT-style embeddings)"
 
-    def __init__(
-        self,
-        *,
-        rank: int | None = None,
-        rank_ratio: float | None = None,
-        targets: str = "ffn",
-        embeddings_rank: int | None = None,
-        recovery_epochs: float = 0,
-    ) -> None:
-        super().__init__()
-        if rank is not None and rank_ratio is not None:
-            raise ValueError("low-rank: give rank or rank_ratio, not both")
-        if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
-            raise ValueError(f"low-rank: rank must be an integer >= 1, got {rank!r}")
-        if rank is None and rank_ratio is None:
-            rank_ratio = 0.25
-        if rank_ratio is not None and (isinstance(rank_ratio, bool) or not 0 < float(rank_ratio) <= 1):
-            raise ValueError(f"low-rank: rank_ratio must be in (0, 1], got {rank_ratio!r}")
-        if targets not in TARGETS:
-            raise ValueError(f"low-rank: targets must be one of {sorted(TARGETS)}, got {targets!r}")
-        if embeddings_rank is not None and (
-            isinstance(embeddings_rank, bool) or not isinstance(embeddings_rank, int) or embeddings_rank < 1
-        ):
-            raise ValueError(f"low-rank: embeddings_rank must be an integer >= 1, got {embeddings_rank!r}")
-        self.rank = rank
-        self.rank_ratio = None if rank_ratio is None else float(rank_ratio)
-        self.targets = targets
-        self.embeddings_rank = embeddings_rank
-        self.recovery_epochs = check_recovery_epochs("low-rank", recovery_epochs)
+    class Params(harness.Params):
+        rank: int | None = Field(None, ge=1)
+        """Rank of every factorised Linear (capped at its full rank); give this or rank_ratio."""
+        rank_ratio: float | None = Field(None, gt=0, le=1)
+        """Or: share of each Linear's full rank min(out, in) (0.25 when neither is given)."""
+        targets: Literal["ffn", "attention", "all"] = "ffn"
+        """Which Linears of each layer: the feed-forward pair, the attention projections, or all."""
+        embeddings_rank: int | None = Field(None, ge=1)
+        """Factorise the word-embedding table at this rank (default: not)."""
+        recovery_epochs: float = Field(0, ge=0)
+        """Fine-tune after factorising with the task's recipe (0: none)."""
+
+        @model_validator(mode="before")
+        @classmethod
+        def _default_ratio(cls, data: Any) -> Any:
+            if isinstance(data, dict) and data.get("rank") is None and data.get("rank_ratio") is None:
+                return {**data, "rank_ratio": 0.25}
+            return data
+
+        @model_validator(mode="after")
+        def _one_rank(self) -> Any:
+            if self.rank is not None and self.rank_ratio is not None:
+                raise ValueError("give rank or rank_ratio, not both")
+            return self
+
+    params: Params
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
         # recovery trains through the task: a task that is not Finetunable gives a skipped cell
-        self.requires = ("finetune",) if self.recovery_epochs > 0 else ()
+        self.requires = ("finetune",) if self.params.recovery_epochs > 0 else ()
 
     def unsupported_reason(self, ctx: CellContext) -> str | None:
         return device_reason("low-rank", ctx.device)
 
     def _spec(self, module: Any) -> dict[str, Any]:
-        linears, kept = plan(module, self.targets, self.rank, self.rank_ratio)
-        spec: dict[str, Any] = {"linears": linears, "kept": kept, "embeddings": None}
-        if self.embeddings_rank is not None:
-            name, table = word_embeddings(module, "low-rank")
+        found = discover(module, "low-rank")
+        linears, kept = plan(module, found, self.params.targets, self.params.rank, self.params.rank_ratio)
+        spec: dict[str, Any] = {"linears": linears, "kept": kept, "embeddings": None, "stack": found.stack_path}
+        if self.params.embeddings_rank is not None:
+            name = found.word_embeddings_path
+            table = module.get_submodule(name)
             vocab, hidden = table.weight.shape
-            r = min(self.embeddings_rank, vocab, hidden)
+            r = min(self.params.embeddings_rank, vocab, hidden)
             if factor_params(vocab, hidden, r) >= vocab * hidden:
-                raise PluginError(f"low-rank: embeddings_rank={self.embeddings_rank} does not make the "
+                raise PluginError(f"low-rank: embeddings_rank={self.params.embeddings_rank} does not make the "
                                   f"{vocab}x{hidden} word-embedding table smaller")
             spec["embeddings"] = {"name": name, "vocab": vocab, "hidden": hidden, "rank": r,
                                   "padding_idx": table.padding_idx}
@@ -211,8 +202,8 @@ class LowRank(Transform):
         spec = self._spec(module)
         factorise(module, spec)
         note = "no recovery"
-        if self.recovery_epochs > 0:
-            module, note = recover(model, module, task, ctx, self.recovery_epochs, "low-rank")
+        if self.params.recovery_epochs > 0:
+            module, note = recover(model, module, task, ctx, self.params.recovery_epochs, "low-rank")
         return module, spec, note
 
     def transform(self, model: LoadedModel, task: Task, ctx: CellContext) -> LoadedModel:
@@ -242,17 +233,16 @@ class LowRank(Transform):
         return self.load(model, folder)[0]
 
     def apply(self, model: LoadedModel, task: Task, ctx: CellContext) -> CompressedTorchPredictor:
-        encoder_layers(model.module, "low-rank")  # a clear error before any work
-        extra_key = task_key(task) if self.recovery_epochs > 0 else ""
+        discover(model.module, "low-rank")  # a skip, with the reason, before any work
+        extra_key = task_key(task) if self.params.recovery_epochs > 0 else ""
         folder, meta, hit, (module, spec) = cached_load(
             ctx, model, self, lambda f: self._build(model, task, ctx, f),
             lambda f: self.load(model, f), extra_key=extra_key,
         )
         info = base_info(self, "torch", meta, hit)
         ranks: dict[str, set[int]] = {}
-        for name, (_, _, r, _) in spec["linears"].items():
-            m = re.search(r"\.\d+\.(.+)$", name)  # "<prefix>.<i>.intermediate.dense" -> sub-layer
-            ranks.setdefault(m.group(1) if m else name, set()).add(r)
+        for name, (_, _, r, _) in spec["linears"].items():  # "<stack>.<i>.intermediate.dense": by sub-layer
+            ranks.setdefault(name.removeprefix(spec["stack"] + ".").partition(".")[2], set()).add(r)
         info["lowrank_ranks"] = " ".join(f"{k}={'/'.join(map(str, sorted(v)))}" for k, v in sorted(ranks.items()))
         info["replaced_linears"] = len(spec["linears"])
         info["kept_linears"] = len(spec["kept"])

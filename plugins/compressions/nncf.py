@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
 
 import harness
 from harness.api import CellContext, Compression, LoadedModel, Task
@@ -30,8 +32,8 @@ from harness.toolkit import (
 
 from .._lib.torch_utils import weight_counts
 from ..runtimes.openvino import (
+    OpenVINOParams,
     OpenVINOPredictor,
-    check_params,
     openvino_reason,
     precision_reason,
     predictor_config,
@@ -39,7 +41,7 @@ from ..runtimes.openvino import (
     to_openvino,
 )
 
-WEIGHT_MODES = ("int8_sym", "int8_asym", "int4_sym", "int4_asym", "nf4")
+WeightMode = Literal["int8_sym", "int8_asym", "int4_sym", "int4_asym", "nf4"]
 
 
 def ov_loader(comp: Any, model: LoadedModel) -> Any:
@@ -64,14 +66,12 @@ class OpenVINOFP32(Compression):
     version = "1"
     description = "fp32 model converted to OpenVINO IR (runtime baseline for nncf-*), CPU"
 
-    def __init__(self, *, inference_precision: str = "f32", threads: int | None = None) -> None:
-        super().__init__()
-        check_params(self.name, inference_precision, threads)
-        self.inference_precision, self.threads = inference_precision, threads
+    Params = OpenVINOParams
+    params: OpenVINOParams
 
     def unsupported_reason(self, ctx: CellContext) -> str | None:
         return openvino_reason(self.name, ctx, need_nncf=False) or precision_reason(
-            self.name, self.inference_precision
+            self.name, self.params.inference_precision
         )
 
     def apply(self, model: LoadedModel, task: Task, ctx: CellContext) -> OpenVINOPredictor:
@@ -133,64 +133,46 @@ def _control_split(task: Task, split: str) -> tuple[str | None, str]:
 
 
 def _main_metric(metrics: list[Any]) -> tuple[float, bool, str]:
-    mains = [m for m in metrics if m.main]
+    mains = [m for m in metrics if m.main_metric]
     if len(mains) != 1:
         raise PluginError(f"accuracy control: the task returned {len(mains)} main metrics, needs 1")
-    return float(mains[0].value), bool(mains[0].higher_is_better), mains[0].name
+    return float(mains[0].value), bool(mains[0].higher_is_better), mains[0].metric
 
 
 class NNCFPostTrainingInt8(Compression):
-    """NNCF post-training static int8 quantisation of the OpenVINO model.
-
-    :param subset_size: calibration samples drawn (seeded) from the task's train split.
-    :param preset: "mixed" (asymmetric activations, NNCF's transformer default) or "performance".
-    :param max_drop: if set, ``nncf.quantize_with_accuracy_control``: layers are reverted to
-        fp32 until the task's main metric drops by at most this much (absolute, metric units:
-        0.01 = 1 F1 point), measured on ``control_split``.
-    :param control_split: split for accuracy control, asked for with
-        ``task.evaluate(..., split=control_split)`` when the task lists it in ``splits()``;
-        otherwise the task's own evaluation split is used and the result row says so.
-    :param control_samples: cap on evaluated examples per accuracy-control evaluation.
-    :param ranking_samples: train examples NNCF ranks layers on (by output change).
-    :param smooth_quant: apply SmoothQuant (NNCF's transformer default); False disables it.
-    """
+    """NNCF post-training static int8 quantisation of the OpenVINO model."""
 
     name = "nncf-ptq"
     version = "1"
     description = "NNCF post-training static int8 (transformer preset) on OpenVINO, CPU"
 
-    def __init__(
-        self,
-        *,
-        subset_size: int = 300,
-        preset: str = "mixed",
-        fast_bias_correction: bool = True,
-        smooth_quant: bool = True,
-        max_drop: float | None = None,
-        control_split: str = "validation",
-        control_samples: int | None = None,
-        ranking_samples: int = 100,
-        inference_precision: str = "f32",
-        threads: int | None = None,
-    ) -> None:
-        super().__init__()
-        if int(subset_size) < 1:
-            raise ValueError("nncf-ptq: subset_size must be >= 1")
-        if preset not in ("mixed", "performance"):
-            raise ValueError("nncf-ptq: preset must be 'mixed' or 'performance'")
-        if max_drop is not None and float(max_drop) < 0:
-            raise ValueError("nncf-ptq: max_drop must be >= 0")
-        check_params(self.name, inference_precision, threads)
-        self.subset_size, self.preset = int(subset_size), preset
-        self.fast_bias_correction, self.smooth_quant = bool(fast_bias_correction), bool(smooth_quant)
-        self.max_drop = None if max_drop is None else float(max_drop)
-        self.control_split, self.control_samples = control_split, control_samples
-        self.ranking_samples = int(ranking_samples)
-        self.inference_precision, self.threads = inference_precision, threads
+    class Params(OpenVINOParams):
+        subset_size: int = Field(300, ge=1)
+        """Calibration samples drawn (seeded) from the task's train split."""
+        preset: Literal["mixed", "performance"] = "mixed"
+        """``mixed`` (asymmetric activations, NNCF's transformer default) or ``performance``."""
+        fast_bias_correction: bool = True
+        """NNCF's fast bias correction (false: the slower, more exact algorithm)."""
+        smooth_quant: bool = True
+        """Apply SmoothQuant (NNCF's transformer default); false disables it."""
+        max_drop: float | None = Field(None, ge=0)
+        """If set, ``nncf.quantize_with_accuracy_control``: layers are reverted to fp32 until the
+        task's main metric drops by at most this much (absolute, metric units: 0.01 = 1 F1
+        point), measured on ``control_split``."""
+        control_split: str = "validation"
+        """Split for accuracy control, asked for with ``task.evaluate(..., split=control_split)``
+        when the task lists it in ``splits()``; otherwise the task's own evaluation split is used
+        and the result row says so."""
+        control_samples: int | None = None
+        """Cap on evaluated examples per accuracy-control evaluation (default: all)."""
+        ranking_samples: int = 100
+        """Train examples NNCF ranks layers on (by output change), with ``max_drop``."""
+
+    params: Params
 
     def unsupported_reason(self, ctx: CellContext) -> str | None:
         return openvino_reason(self.name, ctx, need_nncf=True) or precision_reason(
-            self.name, self.inference_precision
+            self.name, self.params.inference_precision
         )
 
     def _quantize(self, model: LoadedModel, task: Task, ctx: CellContext) -> tuple[Any, dict[str, Any]]:
@@ -203,29 +185,30 @@ class NNCFPostTrainingInt8(Compression):
 
         ov_model = to_openvino(model)
         names = tuple(i.get_any_name() for i in ov_model.inputs)
-        calib = task.calibration_batches(model, self.subset_size, ctx.seed)
+        calib = task.calibration_batches(model, self.params.subset_size, ctx.seed)
         if not calib:
             raise PluginError(f"nncf-ptq: task {task.name!r} gave no calibration samples")
         dataset = nncf.Dataset(calib, _to_numpy_fn(names))
-        preset = {"mixed": nncf.QuantizationPreset.MIXED, "performance": nncf.QuantizationPreset.PERFORMANCE}[self.preset]
+        preset = {"mixed": nncf.QuantizationPreset.MIXED,
+                  "performance": nncf.QuantizationPreset.PERFORMANCE}[self.params.preset]
         adv = AdvancedQuantizationParameters()
-        if not self.smooth_quant:
+        if not self.params.smooth_quant:
             adv = AdvancedQuantizationParameters(
                 smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1, convolution=-1)
             )
         common = dict(
             preset=preset,
-            subset_size=min(self.subset_size, len(calib)),
-            fast_bias_correction=self.fast_bias_correction,
+            subset_size=min(self.params.subset_size, len(calib)),
+            fast_bias_correction=self.params.fast_bias_correction,
             model_type=nncf.ModelType.TRANSFORMER,
             target_device=nncf.TargetDevice.CPU,
         )
         extra: dict[str, Any] = {"calibration_samples": len(calib)}
-        if self.max_drop is None:
+        if self.params.max_drop is None:
             return nncf.quantize(ov_model, dataset, advanced_parameters=adv, **common), extra
 
-        control, split = _control_split(task, self.control_split)
-        ranking = task.calibration_batches(model, self.ranking_samples, ctx.seed + 1)
+        control, split = _control_split(task, self.params.control_split)
+        ranking = task.calibration_batches(model, self.params.ranking_samples, ctx.seed + 1)
         evaluations: list[float] = []
         cfg = predictor_config(self)
         sign = {"value": 1.0}
@@ -238,21 +221,21 @@ class NNCFPostTrainingInt8(Compression):
                 return None, None
             pred = OpenVINOPredictor(Path("."), counts=(0, 0), compiled=compiled, **cfg)
             value, higher, _ = _main_metric(task.evaluate(
-                pred, model, ctx, split=control, limit=self.control_samples, intervals=False))
+                pred, model, ctx, split=control, limit=self.params.control_samples, intervals=False))
             sign["value"] = 1.0 if higher else -1.0
             evaluations.append(value)
             ctx.progress("compress", f"nncf-ptq accuracy control: metric {value:.4f}")
             return sign["value"] * value, None
 
         restorer = AdvancedAccuracyRestorerParameters(
-            ranking_subset_size=min(self.ranking_samples, len(ranking))
+            ranking_subset_size=min(self.params.ranking_samples, len(ranking))
         )
         quantized = nncf.quantize_with_accuracy_control(
             ov_model,
             dataset,
             nncf.Dataset(ranking, _to_numpy_fn(names)),
             validate,
-            max_drop=self.max_drop,
+            max_drop=self.params.max_drop,
             drop_type=nncf.DropType.ABSOLUTE,
             advanced_quantization_parameters=adv,
             advanced_accuracy_restorer_parameters=restorer,
@@ -299,65 +282,57 @@ class NNCFPostTrainingInt8(Compression):
 
 class NNCFWeightCompression(Compression):
     """NNCF weight compression of the OpenVINO model (data-free): weights int8 or int4 (with
-    groups), activations in floating point; OpenVINO decompresses weights inside its kernels.
-
-    :param mode: int8_sym, int8_asym (per output channel), int4_sym, int4_asym, nf4.
-    :param group_size: int4/nf4 only: weights per scale along the input dim (-1 = per channel);
-        NNCF's default is 128.
-    :param ratio: int4/nf4 only: share of the layers compressed to 4 bits; the rest int8.
-    :param all_layers: int4/nf4 only: also compress the embeddings and the last layer to 4 bits.
-    """
+    groups), activations in floating point; OpenVINO decompresses weights inside its kernels."""
 
     name = "nncf-weights"
     version = "1"
     description = "NNCF weight-only compression (int8 / int4, group size, ratio) on OpenVINO, CPU"
 
-    def __init__(
-        self,
-        *,
-        mode: str = "int8_asym",
-        group_size: int | None = None,
-        ratio: float | None = None,
-        all_layers: bool | None = None,
-        inference_precision: str = "f32",
-        threads: int | None = None,
-    ) -> None:
-        super().__init__()
-        if mode not in WEIGHT_MODES:
-            raise ValueError(f"nncf-weights: mode must be one of {WEIGHT_MODES}, got {mode!r}")
-        four_bit = not mode.startswith("int8")
-        if not four_bit and (group_size is not None or ratio is not None or all_layers):
-            raise ValueError("nncf-weights: group_size, ratio and all_layers apply to 4-bit modes only")
-        if ratio is not None and not 0 < float(ratio) <= 1:
-            raise ValueError("nncf-weights: ratio must be in (0, 1]")
-        check_params(self.name, inference_precision, threads)
-        self.mode, self.group_size, self.ratio, self.all_layers = mode, group_size, ratio, all_layers
-        self.inference_precision, self.threads = inference_precision, threads
+    class Params(OpenVINOParams):
+        mode: WeightMode = "int8_asym"
+        """int8_sym, int8_asym (per output channel), int4_sym, int4_asym, nf4."""
+        group_size: int | None = None
+        """int4/nf4 only: weights per scale along the input dim (-1 = per channel); NNCF's
+        default is 128."""
+        ratio: float | None = Field(None, gt=0, le=1)
+        """int4/nf4 only: share of the layers compressed to 4 bits; the rest int8."""
+        all_layers: bool | None = None
+        """int4/nf4 only: also compress the embeddings and the last layer to 4 bits."""
+
+        @model_validator(mode="after")
+        def _four_bit_only(self) -> Any:
+            if self.mode.startswith("int8") and (
+                    self.group_size is not None or self.ratio is not None or self.all_layers):
+                raise ValueError("group_size, ratio and all_layers apply to 4-bit modes only")
+            return self
+
+    params: Params
 
     def unsupported_reason(self, ctx: CellContext) -> str | None:
         return openvino_reason(self.name, ctx, need_nncf=True) or precision_reason(
-            self.name, self.inference_precision
+            self.name, self.params.inference_precision
         )
 
     def apply(self, model: LoadedModel, task: Task, ctx: CellContext) -> OpenVINOPredictor:
         def build(folder: Path) -> dict[str, Any]:
             import nncf
 
-            kwargs: dict[str, Any] = {"mode": nncf.CompressWeightsMode(self.mode)}
-            if self.group_size is not None:
-                kwargs["group_size"] = int(self.group_size)
-            if self.ratio is not None:
-                kwargs["ratio"] = float(self.ratio)
-            if self.all_layers is not None:
-                kwargs["all_layers"] = bool(self.all_layers)
+            p = self.params
+            kwargs: dict[str, Any] = {"mode": nncf.CompressWeightsMode(p.mode)}
+            if p.group_size is not None:
+                kwargs["group_size"] = p.group_size
+            if p.ratio is not None:
+                kwargs["ratio"] = float(p.ratio)
+            if p.all_layers is not None:
+                kwargs["all_layers"] = p.all_layers
             with _NNCFLogLevel(ctx):
                 save_ov(nncf.compress_weights(to_openvino(model), **kwargs), folder)
             return {"nncf_version": nncf.__version__}
 
         folder, meta, hit, pred = cached_load(ctx, model, self, build, ov_loader(self, model))
         pred.info.update(base_info(self, "openvino", meta, hit))
-        pred.info["weights"] = self.mode
-        bits = "8" if self.mode.startswith("int8") else "4"
+        pred.info["weights"] = self.params.mode
+        bits = "8" if self.params.mode.startswith("int8") else "4"
         act = {"int8": "8", "fp32": "32", "bf16": "16", "fp16": "16"}.get(pred.precision, "32")
         pred.info["compute_precision"] = pred.precision
         pred.precision = f"w{bits}a{act}"  # weight-only: int weights, float (or dyn-int8) activations

@@ -20,7 +20,9 @@ import logging
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, field_validator
 
 import harness
 from harness.api import CellContext, Compression, LoadedModel, Task
@@ -30,22 +32,17 @@ from harness.toolkit import base_info, cached_load, task_key
 from .._lib.torch_utils import weight_counts
 from ..runtimes import onnxruntime as rt
 
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile", "distribution")
 #: CPU flags of integer dot-product instructions that do not saturate u8 x s8 products
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
-def resolve_reduce_range(name: str, value: bool | str) -> bool:
-    """``reduce_range`` as given, or for ``"auto"``: 7-bit weights on x86 CPUs without VNNI/AMX.
+def auto_reduce_range() -> bool:
+    """``reduce_range: "auto"`` on this machine: 7-bit weights on x86 CPUs without VNNI/AMX.
 
     There ORT's u8 x s8 kernels use AVX2/AVX-512 ``vpmaddubsw``, whose 16-bit pair sums can
     saturate with full-range weights (ORT's quantisation docs advise ``reduce_range`` there).
     With VNNI or AMX (or off x86), full 8-bit weights.
     """
-    if isinstance(value, bool):
-        return value
-    if value != "auto":
-        raise ValueError(f"{name}: reduce_range must be true, false or \"auto\", got {value!r}")
     import platform
 
     from harness.provenance import cpu_flags
@@ -74,24 +71,29 @@ class _QuietQuantizer:
         logging.getLogger().setLevel(self.level)
 
 
+#: parameters echoed into the row (``reduce_range`` as resolved on this machine)
+ROW_PARAMS = {"export_tolerance", "per_channel", "reduce_range"}
+
+
 class _ORTCompression(Compression):
     """What every ORT compression shares: export, parity check, counting, caching, predictor."""
 
     cpu_ok = True
     cuda_ok = True
     precision = "fp32"
+    #: constant row columns (the quantisation API and how activations are quantised)
+    quantization: ClassVar[dict[str, str]] = {}
 
-    def __init__(self, *, threads: int | None = None, opt_level: str = "all",
-                 export_tolerance: float = 1e-4) -> None:
-        super().__init__()
-        if opt_level not in rt.OPT_LEVELS:
-            raise ValueError(f"{self.name}: opt_level must be one of {sorted(rt.OPT_LEVELS)}, got {opt_level!r}")
-        if threads is not None and int(threads) < 1:
-            raise ValueError(f"{self.name}: threads must be >= 1")
-        if float(export_tolerance) <= 0:
-            raise ValueError(f"{self.name}: export_tolerance must be > 0")
-        self.threads, self.opt_level = threads, opt_level
-        self.export_tolerance = float(export_tolerance)
+    class Params(harness.Params):
+        threads: int | None = Field(None, ge=1)
+        """ORT's ``intra_op_num_threads`` on the CPU (default: torch's thread count)."""
+        opt_level: rt.OptLevel = "all"
+        """ORT's graph optimisation level (``all`` = ``ORT_ENABLE_ALL``)."""
+        export_tolerance: float = Field(1e-4, gt=0)
+        """Largest max |logit diff| between the fp32 ONNX graph and torch on real evaluation
+        batches; above it the cell fails (the export is wrong for the model)."""
+
+    params: Params
 
     def unsupported_reason(self, ctx: CellContext) -> str | None:
         return rt.ort_reason(self.name, ctx, cpu=self.cpu_ok, cuda=self.cuda_ok)
@@ -103,12 +105,9 @@ class _ORTCompression(Compression):
         shutil.copy2(fp32, out)
         return {}
 
-    def params_info(self) -> dict[str, Any]:
-        return {}
-
     # -- shared ------------------------------------------------------------------------------
     def _fp32_session(self, path: Path) -> rt.ORTPredictor:
-        return rt.ORTPredictor(path, device="cpu", threads=self.threads, opt_level=self.opt_level)
+        return rt.ORTPredictor(path, device="cpu", threads=self.params.threads, opt_level=self.params.opt_level)
 
     def apply(self, model: LoadedModel, task: Task, ctx: CellContext) -> rt.ORTPredictor:
         batches, described = rt.check_batches(model, task, ctx.seed)
@@ -122,18 +121,18 @@ class _ORTCompression(Compression):
                 ctx.progress("compress", f"{self.name}: exporting to ONNX (opset {rt.OPSET})")
                 meta = rt.export_onnx(model, fp32, self.name)
                 diff = rt.max_abs_diff(self._fp32_session(fp32), model.module, batches)
-                if not diff <= self.export_tolerance:  # also catches NaN
+                if not diff <= self.params.export_tolerance:  # also catches NaN
                     raise PluginError(
                         f"{self.name}: the exported fp32 ONNX graph ({rt.EXPORTER}, opset {rt.OPSET}) "
                         f"differs from the torch model by max |logit diff| {diff:.3g} on {described}, "
-                        f"above export_tolerance {self.export_tolerance:g}: the export is wrong for "
+                        f"above export_tolerance {self.params.export_tolerance:g}: the export is wrong for "
                         "this model; raise export_tolerance only if the difference is expected"
                     )
                 meta.update(export_max_abs_diff=diff, export_check_inputs=described)
                 ctx.progress("compress", f"{self.name}: building the ORT graph")
                 meta.update(self.transform(fp32, folder / rt.ONNX_FILE, model, task, ctx, scratch))
                 saved = rt.matmul_counts(folder / rt.ONNX_FILE)
-                ran = rt.optimized_matmul_counts(folder / rt.ONNX_FILE, scratch, self.opt_level, providers)
+                ran = rt.optimized_matmul_counts(folder / rt.ONNX_FILE, scratch, self.params.opt_level, providers)
                 meta.update(
                     quantized_matmuls=f"{saved['quantized']}/{saved['total']}",
                     runtime_quantized_matmuls=f"{ran['quantized']}/{ran['total']}",
@@ -148,7 +147,7 @@ class _ORTCompression(Compression):
         def load(folder: Path) -> rt.ORTPredictor:  # ONNX Runtime parses the graph (no pickle)
             return rt.ORTPredictor(
                 folder / rt.ONNX_FILE, device=ctx.device, counts=weight_counts(model.module),
-                precision=self.precision, threads=self.threads, opt_level=self.opt_level,
+                precision=self.precision, threads=self.params.threads, opt_level=self.params.opt_level,
             )
 
         folder, meta, hit, pred = cached_load(ctx, model, self, build, load, extra_key=task_key(task))
@@ -159,17 +158,17 @@ class _ORTCompression(Compression):
                   "calibration_samples", "calibration_method"):
             if k in meta:
                 info[k] = meta[k]
-        info["export_tolerance"] = self.export_tolerance
-        info.update(self.params_info())
+        info.update(self.quantization)
+        info.update(self.params.model_dump(include=ROW_PARAMS))
         if self.precision == "int8" and not meta.get("runtime_quantized"):
             pred.precision = "fp32"  # nothing was quantised: say what really runs
         diff = rt.max_abs_diff(pred, model.module, batches)
         pred.info["max_abs_diff_vs_torch"] = diff
-        if self.precision == "fp32" and not diff <= self.export_tolerance:
+        if self.precision == "fp32" and not diff <= self.params.export_tolerance:
             raise PluginError(
                 f"{self.name}: the ONNX graph as ORT runs it ({','.join(pred.session.get_providers())}, "
-                f"opt_level {self.opt_level}) differs from the torch model by max |logit diff| {diff:.3g} "
-                f"on {described}, above export_tolerance {self.export_tolerance:g}"
+                f"opt_level {self.params.opt_level}) differs from the torch model by max |logit diff| "
+                f"{diff:.3g} on {described}, above export_tolerance {self.params.export_tolerance:g}"
             )
         return pred
 
@@ -193,7 +192,35 @@ class OnnxFP32(_ORTCompression):
 # ---------------------------------------------------------------------------------------------
 
 
-class OrtDynamicInt8(_ORTCompression):
+class _OrtInt8(_ORTCompression):
+    """What the int8 quantisations share: their weight-scale parameters. CPU only (the integer
+    kernels are the CPU provider's)."""
+
+    cuda_ok = False
+    precision = "int8"
+
+    class Params(_ORTCompression.Params):
+        per_channel: bool = True
+        """Per-output-channel weight scales (false: one scale per tensor)."""
+        reduce_range: bool | Literal["auto"] = Field("auto", validate_default=True)
+        """7-bit weights; "auto": where the CPU's u8 x s8 kernels can saturate (x86 without
+        VNNI/AMX). The value used on this machine is the one in the cache key and the row."""
+        embeddings: bool = True
+        """Store the embedding tables (``Gather``) int8 too."""
+
+        @field_validator("reduce_range", mode="before")
+        @classmethod
+        def _resolve_auto(cls, value: Any) -> Any:
+            if isinstance(value, bool):
+                return value
+            if value == "auto":
+                return auto_reduce_range()
+            raise ValueError(f'must be true, false or "auto", got {value!r}')
+
+    params: Params
+
+
+class OrtDynamicInt8(_OrtInt8):
     """``onnxruntime.quantization.quantize_dynamic``: MatMul/Gemm weights int8 (signed), their
     activations quantised per call (``DynamicQuantizeLinear``); with ``embeddings`` the
     embedding tables (``Gather``) are stored int8 too. CPU only (the integer kernels are the CPU
@@ -202,29 +229,18 @@ class OrtDynamicInt8(_ORTCompression):
     name = "ort-int8"
     version = "2"  # 2: per-channel weight scales and reduce_range "auto" by default
     description = "ONNX Runtime dynamic int8 quantisation (MatMul/Gemm, embeddings), CPU"
-    cuda_ok = False
-    precision = "int8"
-
-    def __init__(self, *, per_channel: bool = True, reduce_range: bool | str = "auto", embeddings: bool = True,
-                 threads: int | None = None, opt_level: str = "all", export_tolerance: float = 1e-4) -> None:
-        super().__init__(threads=threads, opt_level=opt_level, export_tolerance=export_tolerance)
-        self.per_channel = bool(per_channel)
-        self.reduce_range = resolve_reduce_range(self.name, reduce_range)
-        self.embeddings = bool(embeddings)
+    quantization = {"quantization_api": "onnxruntime.quantization.quantize_dynamic",
+                    "activations": "int8 dynamic (per call)"}
 
     def transform(self, fp32, out, model, task, ctx, scratch):
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        ops = None if self.embeddings else ["MatMul", "Gemm"]  # None: every op ORT quantises dynamically
+        p = self.params
+        ops = None if p.embeddings else ["MatMul", "Gemm"]  # None: every op ORT quantises dynamically
         with _QuietQuantizer():
-            quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8, per_channel=self.per_channel,
-                             reduce_range=self.reduce_range, op_types_to_quantize=ops)
+            quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8, per_channel=p.per_channel,
+                             reduce_range=p.reduce_range, op_types_to_quantize=ops)
         return {}
-
-    def params_info(self) -> dict[str, Any]:
-        return {"quantization_api": "onnxruntime.quantization.quantize_dynamic",
-                "activations": "int8 dynamic (per call)", "per_channel": self.per_channel,
-                "reduce_range": self.reduce_range}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,7 +274,7 @@ def graph_inputs(path: Path) -> set[str]:
     return {i.name for i in onnx.load(str(path), load_external_data=False).graph.input}
 
 
-class OrtStaticInt8(_ORTCompression):
+class OrtStaticInt8(_OrtInt8):
     """``onnxruntime.quantization.quantize_static`` in QDQ format: MatMul/Gemm inputs and weights
     int8 with ranges calibrated on ``samples`` inputs of the task's train split
     (``Task.calibration_batches``, batch 1, real lengths) with ``calibration_method``. Activations
@@ -268,48 +284,40 @@ class OrtStaticInt8(_ORTCompression):
     name = "ort-static-int8"
     version = "2"  # 2: reduce_range "auto" and per-channel weight scales by default
     description = "ONNX Runtime static int8 (QDQ), calibrated on the task's train split, CPU"
-    cuda_ok = False
-    precision = "int8"
+    quantization = {"quantization_api": "onnxruntime.quantization.quantize_static (QDQ)",
+                    "activations": "uint8 static (calibrated)"}
 
-    def __init__(self, *, samples: int = 300, calibration_method: str = "minmax", per_channel: bool = True,
-                 reduce_range: bool | str = "auto", embeddings: bool = False, threads: int | None = None,
-                 opt_level: str = "all", export_tolerance: float = 1e-4) -> None:
-        super().__init__(threads=threads, opt_level=opt_level, export_tolerance=export_tolerance)
-        if int(samples) < 1:
-            raise ValueError(f"{self.name}: samples must be >= 1")
-        if calibration_method not in CALIBRATION_METHODS:
-            raise ValueError(f"{self.name}: calibration_method must be one of {CALIBRATION_METHODS}, "
-                             f"got {calibration_method!r}")
-        self.samples, self.calibration_method = int(samples), calibration_method
-        self.per_channel = bool(per_channel)
-        self.reduce_range = resolve_reduce_range(self.name, reduce_range)
-        self.embeddings = bool(embeddings)
+    class Params(_OrtInt8.Params):
+        samples: int = Field(300, ge=1)
+        """Calibration inputs drawn (seeded) from the task's train split."""
+        calibration_method: Literal["minmax", "entropy", "percentile", "distribution"] = "minmax"
+        """ORT's ``CalibrationMethod`` for the activation ranges."""
+        embeddings: bool = False
+        """Store the embedding tables (``Gather``) int8 too."""
+
+    params: Params
 
     def transform(self, fp32, out, model, task, ctx, scratch):
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-        calib = task.calibration_batches(model, self.samples, ctx.seed)
+        p = self.params
+        calib = task.calibration_batches(model, p.samples, ctx.seed)
         if not calib:
             raise PluginError(f"{self.name}: task {task.name!r} gave no calibration samples")
         takes = graph_inputs(fp32)  # DistilBERT, DeBERTa-v2: no token_type_ids in the graph
         feeds = [{k: v.numpy() for k, v in b.items() if k in takes} for b in calib]
         method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                   "percentile": CalibrationMethod.Percentile,
-                  "distribution": CalibrationMethod.Distribution}[self.calibration_method]
+                  "distribution": CalibrationMethod.Distribution}[p.calibration_method]
         with _QuietQuantizer():
             quantize_static(
                 str(fp32), str(out), _Reader(feeds), quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=["MatMul", "Gemm", *(["Gather"] if self.embeddings else [])], per_channel=self.per_channel,
-                reduce_range=self.reduce_range, activation_type=QuantType.QUInt8,
+                op_types_to_quantize=["MatMul", "Gemm", *(["Gather"] if p.embeddings else [])],
+                per_channel=p.per_channel, reduce_range=p.reduce_range, activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8, calibrate_method=method,
                 extra_options={"CalibStridedMinMax": 1},
             )
-        return {"calibration_samples": len(feeds), "calibration_method": self.calibration_method}
-
-    def params_info(self) -> dict[str, Any]:
-        return {"quantization_api": "onnxruntime.quantization.quantize_static (QDQ)",
-                "activations": "uint8 static (calibrated)", "per_channel": self.per_channel,
-                "reduce_range": self.reduce_range}
+        return {"calibration_samples": len(feeds), "calibration_method": p.calibration_method}
 
 
 # ---------------------------------------------------------------------------------------------

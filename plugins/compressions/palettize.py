@@ -1,7 +1,8 @@
 """The ``palettize`` compression: weight clustering (a palette of ``2^bits`` values per tensor).
 
-Each chosen weight tensor (the Linear weights of the encoder's layers; the word-embedding table
-too with ``include_embeddings``) is clustered by 1-D k-means into ``2^bits`` centroids
+Each chosen weight tensor (the Linear weights of the encoder's blocks, found in any transformers
+encoder by ``plugins/_lib/arch.py``; the word-embedding table too with ``include_embeddings``)
+is clustered by 1-D k-means into ``2^bits`` centroids
 (``bits`` 2..8): every weight becomes the index of its centroid. k-means runs in torch per
 tensor, exactly, on all of its values (sorted once, so each Lloyd iteration is a binary search
 plus prefix sums): centroids start at evenly spaced quantiles and move for at most
@@ -28,20 +29,15 @@ import math
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 import harness
 from harness.api import CellContext, LoadedModel, Task, Transform
 from harness.errors import PluginError
 from harness.toolkit import base_info, cached_load, task_key
 
-from .._lib.layers import (
-    check_recovery_epochs,
-    device_reason,
-    encoder_layers,
-    get_sub,
-    recover,
-    set_sub,
-    word_embeddings,
-)
+from .._lib.arch import discover, set_sub
+from .._lib.layers import device_reason, recover
 from .._lib.torch_utils import WEIGHTS_FILE, CompressedTorchPredictor, check_fits, cpu_copy, weight_counts
 
 META_KEY = "harness_palette"
@@ -167,14 +163,14 @@ def _recover_palettized(model: LoadedModel, module: Any, palettes: dict[str, lis
     originals = {}
     for pname, (codebook, indices) in palettes.items():
         mname = pname.rsplit(".", 1)[0]
-        orig = get_sub(module, mname)
+        orig = module.get_submodule(mname)
         originals[mname] = orig
         cls = embedding_cls if isinstance(orig, torch.nn.Embedding) else linear_cls
         set_sub(module, mname, cls(orig, codebook, indices))
     module, note = recover(model, module, task, ctx, epochs, "palettize")
     with torch.no_grad():
         for mname, orig in originals.items():
-            pal = get_sub(module, mname)
+            pal = module.get_submodule(mname)
             palettes[f"{mname}.weight"][0] = pal.codebook.detach().cpu().clone()
             orig.weight.copy_(pal.dense().cpu())
             set_sub(module, mname, orig)  # the bias Parameter was shared and trained in place
@@ -239,37 +235,28 @@ class PalettizedPredictor(CompressedTorchPredictor):
 
 
 class Palettize(Transform):
-    """Weight clustering: ``2^bits`` centroids per tensor, stored as packed indices + codebook.
-
-    :param bits: index width, 2..8 (4: 16 centroids per tensor).
-    :param include_embeddings: cluster the word-embedding table too.
-    :param iterations: k-means (Lloyd) iterations at most.
-    :param recovery_epochs: fine-tune the centroids (indices fixed) with the task's recipe.
-    """
+    """Weight clustering: ``2^bits`` centroids per tensor, stored as packed indices + codebook."""
 
     name = "palettize"
     version = "1"
     description = "weight clustering: k-means palette per tensor, packed-index artifact (size, not speed)"
 
-    def __init__(
-        self,
-        *,
-        bits: int = 4,
-        include_embeddings: bool = False,
-        iterations: int = 300,
-        recovery_epochs: float = 0,
-    ) -> None:
-        super().__init__()
-        if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 8:
-            raise ValueError(f"palettize: bits must be an integer in 2..8, got {bits!r}")
-        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-            raise ValueError(f"palettize: iterations must be an integer >= 1, got {iterations!r}")
-        self.bits = bits
-        self.include_embeddings = bool(include_embeddings)
-        self.iterations = iterations
-        self.recovery_epochs = check_recovery_epochs("palettize", recovery_epochs)
+    class Params(harness.Params):
+        bits: int = Field(4, ge=2, le=8)
+        """Index width: each tensor gets 2^bits centroids (4: 16)."""
+        include_embeddings: bool = False
+        """Cluster the word-embedding table too."""
+        iterations: int = Field(300, ge=1)
+        """k-means (Lloyd) iterations at most (it stops earlier once the centroids stop moving)."""
+        recovery_epochs: float = Field(0, ge=0)
+        """Fine-tune the centroids (indices fixed) with the task's recipe (0: none)."""
+
+    params: Params
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
         # recovery trains through the task: a task that is not Finetunable gives a skipped cell
-        self.requires = ("finetune",) if self.recovery_epochs > 0 else ()
+        self.requires = ("finetune",) if self.params.recovery_epochs > 0 else ()
 
     def unsupported_reason(self, ctx: CellContext) -> str | None:
         return device_reason("palettize", ctx.device)
@@ -278,15 +265,15 @@ class Palettize(Transform):
         """(parameter name, weight) of every tensor to cluster."""
         import torch
 
-        prefix, layers = encoder_layers(module, "palettize")
+        found = discover(module, "palettize")
         out = []
-        for i, layer in enumerate(layers):
+        for i, layer in enumerate(module.get_submodule(found.stack_path)):
             for mname, mod in layer.named_modules():
                 if isinstance(mod, torch.nn.Linear):
-                    out.append((f"{prefix}.{i}.{mname}.weight", mod.weight))
-        if self.include_embeddings:
-            name, emb = word_embeddings(module, "palettize")
-            out.append((f"{name}.weight", emb.weight))
+                    out.append((f"{found.stack_path}.{i}.{mname}.weight", mod.weight))
+        if self.params.include_embeddings:
+            name = found.word_embeddings_path
+            out.append((f"{name}.weight", module.get_submodule(name).weight))
         return out
 
     def _compute(self, model: LoadedModel, task: Task, ctx: CellContext) -> tuple[Any, dict[str, list[Any]], str]:
@@ -296,24 +283,24 @@ class Palettize(Transform):
         module = cpu_copy(model.module).float().eval()
         palettes: dict[str, list[Any]] = {}
         for name, w in self.targets(module):
-            codebook, indices = kmeans_1d(w, 2 ** self.bits, self.iterations)
+            codebook, indices = kmeans_1d(w, 2 ** self.params.bits, self.params.iterations)
             palettes[name] = [codebook, indices]
             with torch.no_grad():
                 w.copy_(codebook[indices].view_as(w))
         note = "no recovery"
-        if self.recovery_epochs > 0:
-            module, note = _recover_palettized(model, module, palettes, task, ctx, self.recovery_epochs)
+        if self.params.recovery_epochs > 0:
+            module, note = _recover_palettized(model, module, palettes, task, ctx, self.params.recovery_epochs)
         return module, palettes, note
 
     def transform(self, model: LoadedModel, task: Task, ctx: CellContext) -> LoadedModel:
         """The clustered weights as a dense torch model (what a next step sees)."""
         module, palettes, note = self._compute(model, task, ctx)
-        info = {"recovery": note, "palettized_tensors": len(palettes), "palette_bits": self.bits}
+        info = {"recovery": note, "palettized_tensors": len(palettes), "palette_bits": self.params.bits}
         return dataclasses.replace(model, module=module, info={**model.info, **info})
 
     def _build(self, model: LoadedModel, task: Task, ctx: CellContext, folder: Path) -> dict[str, Any]:
         module, palettes, note = self._compute(model, task, ctx)
-        save_palettized(module, palettes, self.bits, folder / WEIGHTS_FILE)
+        save_palettized(module, palettes, self.params.bits, folder / WEIGHTS_FILE)
         module.config.to_json_file(str(folder / "config.json"))
         return {"recovery": note, "palettized_tensors": len(palettes),
                 "palettized_params": sum(int(i.numel()) for _, i in palettes.values())}
@@ -328,8 +315,8 @@ class Palettize(Transform):
         return module
 
     def apply(self, model: LoadedModel, task: Task, ctx: CellContext) -> PalettizedPredictor:
-        encoder_layers(model.module, "palettize")  # a clear error before any work
-        extra_key = task_key(task) if self.recovery_epochs > 0 else ""
+        discover(model.module, "palettize")  # a skip, with the reason, before any work
+        extra_key = task_key(task) if self.params.recovery_epochs > 0 else ""
         folder, meta, hit, module = cached_load(
             ctx, model, self, lambda f: self._build(model, task, ctx, f),
             lambda f: self._load(model, f), extra_key=extra_key,
@@ -338,7 +325,7 @@ class Palettize(Transform):
         info = base_info(self, "torch", meta, hit)
         for k in ("recovery", "palettized_tensors", "palettized_params"):
             info[k] = meta.get(k)
-        info["palette_bits"] = self.bits
+        info["palette_bits"] = self.params.bits
         info["dense_compute"] = True
         info["note"] = "decompressed at load, runs dense fp32: smaller on disk, not faster"
         total, _ = weight_counts(module)

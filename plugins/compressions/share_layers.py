@@ -10,7 +10,9 @@ of weights per group, and the artifact stores each shared tensor once (safetenso
 non-repeated layers plus a JSON spec of the groups); loading it ties the layers again (the groups
 from the parameters, not from the file).
 
-Sharing saves parameters and bytes, not compute: every position still runs a full layer.
+Sharing saves parameters and bytes, not compute: every position still runs a full layer. The
+layers are found in any transformers encoder (``plugins/_lib/arch.py``); a model whose layers are
+already shared (ALBERT runs one layer ``num_hidden_layers`` times) is skipped with that reason.
 """
 
 from __future__ import annotations
@@ -18,34 +20,20 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
 
 import harness
 from harness.api import CellContext, LoadedModel, Task, Transform
 from harness.errors import PluginError
 from harness.toolkit import base_info, cached_load, load_tensors, task_key
 
-from .._lib.layers import check_recovery_epochs, device_reason, encoder_layers, recover, torch_predictor
+from .._lib.arch import check_unshared, discover, share_blocks
+from .._lib.layers import device_reason, recover, torch_predictor
 from .._lib.torch_utils import WEIGHTS_FILE, CompressedTorchPredictor, check_fits, cpu_copy
 
 SPEC_FILE = "share_spec.json"
-INITS = ("mean", "first")
-
-
-def _check_groups(groups: Any) -> list[list[int]]:
-    if not isinstance(groups, (list, tuple)) or not groups:
-        raise ValueError(f"share-layers: groups must be a non-empty list of lists of layer indices, got {groups!r}")
-    seen: set[int] = set()
-    out = []
-    for g in groups:
-        if (not isinstance(g, (list, tuple)) or not g
-                or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in g)):
-            raise ValueError(f"share-layers: each group must be a non-empty list of layer indices >= 0, got {g!r}")
-        if len(set(g)) != len(g) or seen & set(g):
-            raise ValueError(f"share-layers: layer indices must appear once across groups, got {groups!r}")
-        seen |= set(g)
-        out.append(sorted(int(i) for i in g))
-    return out
 
 
 def resolve_groups(groups: list[list[int]] | None, every: int | None, n_layers: int) -> list[list[int]]:
@@ -67,17 +55,12 @@ def tie(layers: Any, groups: list[list[int]]) -> None:
             layers[i] = layers[g[0]]
 
 
-def share(layers: Any, groups: list[list[int]], init: str) -> None:
-    """Initialise each group's first layer (``mean`` of the group, or itself) and tie the group."""
-    import torch
-
-    for g in groups:
-        if init == "mean":
-            states = [layers[i].state_dict() for i in g]
-            mean = {k: (torch.stack([s[k].float() for s in states]).mean(0).to(v.dtype)
-                        if v.is_floating_point() else v) for k, v in states[0].items()}
-            layers[g[0]].load_state_dict(mean)
-    tie(layers, groups)
+def blocks(module: Any) -> tuple[Any, int]:
+    """The discovered structure of ``module`` and its layer count; ``UnsupportedModel`` (a skip)
+    when it has none, or when its layers are already shared (ALBERT)."""
+    found = discover(module, "share-layers")
+    check_unshared(module, found, "share-layers")
+    return found, len(found.blocks)
 
 
 def save_shared(module: Any, prefix: str, groups: list[list[int]], path: Path) -> None:
@@ -91,41 +74,53 @@ def save_shared(module: Any, prefix: str, groups: list[list[int]], path: Path) -
 
 
 class ShareLayers(Transform):
-    """Cross-layer weight sharing: groups of encoder layers use one set of weights.
-
-    :param groups: lists of layer indices that share weights, e.g. ``[[0, 1], [2, 3], [4, 5]]``.
-    :param every: or: consecutive groups of this many layers (default 2 when no ``groups``).
-    :param init: "mean" (element-wise mean of the group's layers) or "first".
-    :param recovery_epochs: fine-tune after sharing with the task's recipe (0: none).
-    """
+    """Cross-layer weight sharing: groups of encoder layers use one set of weights."""
 
     name = "share-layers"
     version = "1"
     description = "cross-layer weight sharing (ALBERT-style): groups of layers run one set of weights"
 
-    def __init__(
-        self,
-        *,
-        groups: list[list[int]] | None = None,
-        every: int | None = None,
-        init: str = "mean",
-        recovery_epochs: float = 0,
-    ) -> None:
-        super().__init__()
-        if groups is not None and every is not None:
-            raise ValueError("share-layers: give groups or every, not both")
-        if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 2):
-            raise ValueError(f"share-layers: every must be an integer >= 2, got {every!r}")
-        if init not in INITS:
-            raise ValueError(f"share-layers: init must be one of {INITS}, got {init!r}")
-        self.groups = None if groups is None else _check_groups(groups)
-        self.every = every if groups is not None or every is not None else 2
-        if groups is not None:
-            self.every = None
-        self.init = init
-        self.recovery_epochs = check_recovery_epochs("share-layers", recovery_epochs)
+    class Params(harness.Params):
+        groups: list[list[int]] | None = Field(None, min_length=1)
+        """Lists of layer indices that share weights, e.g. [[0, 1], [2, 3], [4, 5]]; give this or every."""
+        every: int | None = Field(None, ge=2)
+        """Or: consecutive groups of this many layers (2 when neither is given)."""
+        init: Literal["mean", "first"] = "mean"
+        """The shared weights start as the element-wise mean of the group's layers, or its first layer."""
+        recovery_epochs: float = Field(0, ge=0)
+        """Fine-tune after sharing with the task's recipe (0: none)."""
+
+        @field_validator("groups")
+        @classmethod
+        def _disjoint(cls, groups: list[list[int]] | None) -> list[list[int]] | None:
+            if groups is None:
+                return None
+            if any(not g or min(g) < 0 for g in groups):
+                raise ValueError("each group must be a non-empty list of layer indices >= 0")
+            flat = [i for g in groups for i in g]
+            if len(set(flat)) != len(flat):
+                raise ValueError("a layer index may appear once across groups")
+            return [sorted(g) for g in groups]
+
+        @model_validator(mode="before")
+        @classmethod
+        def _default_every(cls, data: Any) -> Any:
+            if isinstance(data, dict) and data.get("groups") is None and data.get("every") is None:
+                return {**data, "every": 2}
+            return data
+
+        @model_validator(mode="after")
+        def _one_grouping(self) -> Any:
+            if self.groups is not None and self.every is not None:
+                raise ValueError("give groups or every, not both")
+            return self
+
+    params: Params
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
         # recovery trains through the task: a task that is not Finetunable gives a skipped cell
-        self.requires = ("finetune",) if self.recovery_epochs > 0 else ()
+        self.requires = ("finetune",) if self.params.recovery_epochs > 0 else ()
 
     def unsupported_reason(self, ctx: CellContext) -> str | None:
         return device_reason("share-layers", ctx.device)
@@ -133,16 +128,16 @@ class ShareLayers(Transform):
     def _compute(self, model: LoadedModel, task: Task, ctx: CellContext) -> tuple[Any, str, list[list[int]], int, str]:
         """(module with shared layers, layer-list name, groups, layer count, recovery note)."""
         module = cpu_copy(model.module).float().eval()
-        prefix, layers = encoder_layers(module, "share-layers")
-        groups = resolve_groups(self.groups, self.every, len(layers))
-        share(layers, groups, self.init)
+        found, n = blocks(module)
+        groups = resolve_groups(self.params.groups, self.params.every, n)
+        share_blocks(module, found, groups, init=self.params.init, plugin="share-layers")
         note = "no recovery"
-        if self.recovery_epochs > 0:
-            module, note = recover(model, module, task, ctx, self.recovery_epochs, "share-layers")
-            prefix, layers = encoder_layers(module, "share-layers")
+        if self.params.recovery_epochs > 0:
+            module, note = recover(model, module, task, ctx, self.params.recovery_epochs, "share-layers")
+            layers = module.get_submodule(found.stack_path)
             if any(layers[i] is not layers[g[0]] for g in groups for i in g):  # pragma: no cover
                 raise PluginError("share-layers: recovery training untied the shared layers")
-        return module, prefix, groups, len(layers), note
+        return module, found.stack_path, groups, n, note
 
     def transform(self, model: LoadedModel, task: Task, ctx: CellContext) -> LoadedModel:
         module, _, groups, n, note = self._compute(model, task, ctx)
@@ -161,10 +156,10 @@ class ShareLayers(Transform):
         """(a copy of ``model.module`` with this plugin's groups tied, layer-list name, groups,
         layer count): the structure ``_compute`` makes, from the model and the parameters."""
         module = cpu_copy(model.module).float().eval()
-        prefix, layers = encoder_layers(module, "share-layers")
-        groups = resolve_groups(self.groups, self.every, len(layers))
-        tie(layers, groups)
-        return module, prefix, groups, len(layers)
+        found, n = blocks(module)
+        groups = resolve_groups(self.params.groups, self.params.every, n)
+        tie(module.get_submodule(found.stack_path), groups)
+        return module, found.stack_path, groups, n
 
     def load(self, model: LoadedModel, folder: Path) -> tuple[Any, dict[str, Any]]:
         """The shared-weight module back from an artifact folder (layers tied again), and its
@@ -184,9 +179,9 @@ class ShareLayers(Transform):
         return load_tensors(module, Path(folder) / WEIGHTS_FILE)
 
     def apply(self, model: LoadedModel, task: Task, ctx: CellContext) -> CompressedTorchPredictor:
-        _, layers = encoder_layers(model.module, "share-layers")  # a clear error before any work
-        resolve_groups(self.groups, self.every, len(layers))
-        extra_key = task_key(task) if self.recovery_epochs > 0 else ""
+        _, n = blocks(model.module)  # a skip (with the reason) or a clear error before any work
+        resolve_groups(self.params.groups, self.params.every, n)
+        extra_key = task_key(task) if self.params.recovery_epochs > 0 else ""
         folder, meta, hit, (module, spec) = cached_load(
             ctx, model, self, lambda f: self._build(model, task, ctx, f),
             lambda f: self.load(model, f), extra_key=extra_key,
@@ -196,7 +191,7 @@ class ShareLayers(Transform):
         info["share_groups"] = json.dumps(groups)
         info["layers"] = spec["layers"]
         info["distinct_layers"] = spec["layers"] - sum(len(g) - 1 for g in groups)
-        info["share_init"] = self.init
+        info["share_init"] = self.params.init
         info["recovery"] = meta.get("recovery", "no recovery")
         return torch_predictor(module, model, ctx, info, folder)
 
@@ -206,4 +201,4 @@ def register_compressions(register):
     register(ShareLayers)
 
 
-__all__ = ["ShareLayers", "resolve_groups", "share"]
+__all__ = ["ShareLayers", "resolve_groups", "tie"]

@@ -9,7 +9,7 @@ torch is imported lazily (inside functions) so that listing plugins stays cheap.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import harness
 from harness.api import CellContext, Compression, LoadedModel, Task
@@ -44,9 +44,6 @@ class NoCompression(Compression):
 # half
 # ---------------------------------------------------------------------------------------------
 
-_HALF_DTYPES = ("fp16", "bf16")
-
-
 class Half(Compression):
     """fp16 or bf16 weights and compute. On CUDA: fp16 always, bf16 where the GPU supports it.
     On CPU: only where the processor computes the dtype natively (bf16: AVX512_BF16 or AMX-BF16;
@@ -57,11 +54,11 @@ class Half(Compression):
     version = "2"  # 2: unique tensors loaded into the input's own structure
     description = "fp16/bf16 weights and compute (GPU; CPU only with native bf16/fp16 support)"
 
-    def __init__(self, *, dtype: str = "bf16") -> None:
-        super().__init__()
-        if dtype not in _HALF_DTYPES:
-            raise ValueError(f"half: dtype must be one of {_HALF_DTYPES}, got {dtype!r}")
-        self.dtype = dtype
+    class Params(harness.Params):
+        dtype: Literal["fp16", "bf16"] = "bf16"
+        """The 16-bit float type of the weights and the compute."""
+
+    params: Params
 
     def unsupported_reason(self, ctx: CellContext) -> str | None:
         if ctx.device.startswith("cuda"):
@@ -69,16 +66,16 @@ class Half(Compression):
 
             if not torch.cuda.is_available():
                 return f"half: device {ctx.device} requested but CUDA is not available"
-            if self.dtype == "bf16" and not torch.cuda.is_bf16_supported():
+            if self.params.dtype == "bf16" and not torch.cuda.is_bf16_supported():
                 return f"half: {torch.cuda.get_device_name(ctx.device)} has no native bf16"
             return None
         if ctx.device == "cpu":
             caps = cpu_capabilities()
-            need = ("avx512_bf16", "amx_bf16") if self.dtype == "bf16" else ("avx512_fp16", "amx_fp16")
+            need = ("avx512_bf16", "amx_bf16") if self.params.dtype == "bf16" else ("avx512_fp16", "amx_fp16")
             if not any(caps[f] for f in need):
                 return (
-                    f"half: {self.dtype} on CPU needs {' or '.join(need)}; this processor "
-                    f"({cpu_name()}) has neither, so {self.dtype} would be emulated and slower "
+                    f"half: {self.params.dtype} on CPU needs {' or '.join(need)}; this processor "
+                    f"({cpu_name()}) has neither, so {self.params.dtype} would be emulated and slower "
                     "than fp32"
                 )
             return None
@@ -87,7 +84,7 @@ class Half(Compression):
     def apply(self, model: LoadedModel, task: Task, ctx: CellContext) -> CompressedTorchPredictor:
         import torch
 
-        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[self.dtype]
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[self.params.dtype]
 
         # the input's own structure (a chain's transform may have changed it: factorised or
         # shared layers), its unique tensors saved once and loaded back into that structure
@@ -106,7 +103,7 @@ class Half(Compression):
         folder, meta, hit, module = cached_load(ctx, model, self, build, load)
         info = base_info(self, "torch", meta, hit)
         return CompressedTorchPredictor(
-            module, device=ctx.device, precision=self.dtype, info=info, artifact=folder / "model"
+            module, device=ctx.device, precision=self.params.dtype, info=info, artifact=folder / "model"
         )
 
 
@@ -115,7 +112,22 @@ class Half(Compression):
 # ---------------------------------------------------------------------------------------------
 
 
-def _dynamic_qconfig_spec(per_channel: bool, embeddings: bool) -> dict:
+def _input_embeddings(module: Any) -> list[str]:
+    """Names of the embedding tables the model looks tokens up in: the word embeddings and the
+    tables beside them (position, token type). Not a table a model reads as a weight matrix
+    (DeBERTa's relative-position ``rel_embeddings``): a quantised module has no ``.weight``."""
+    import torch
+
+    words = module.get_input_embeddings() if hasattr(module, "get_input_embeddings") else None
+    names = {id(m): n for n, m in module.named_modules()}
+    if words is None or id(words) not in names:
+        return []
+    parent = names[id(words)].rpartition(".")[0]
+    return [n for n, m in module.named_modules()
+            if isinstance(m, torch.nn.Embedding) and n.rpartition(".")[0] == parent]
+
+
+def _dynamic_qconfig_spec(module: Any, per_channel: bool, embeddings: bool) -> dict:
     import torch
     from torch.ao.quantization import (
         default_dynamic_qconfig,
@@ -125,7 +137,7 @@ def _dynamic_qconfig_spec(per_channel: bool, embeddings: bool) -> dict:
 
     spec: dict = {torch.nn.Linear: per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig}
     if embeddings:
-        spec[torch.nn.Embedding] = float_qparams_weight_only_qconfig
+        spec.update({name: float_qparams_weight_only_qconfig for name in _input_embeddings(module)})
     return spec
 
 
@@ -138,7 +150,8 @@ def _quantize_dynamic(module: Any, per_channel: bool, embeddings: bool) -> Any:
         # torch.ao.quantization is deprecated in favour of torchao; it still works on this torch
         warnings.simplefilter("ignore")
         return torch.ao.quantization.quantize_dynamic(
-            module, _dynamic_qconfig_spec(per_channel, embeddings), dtype=torch.qint8, inplace=True
+            module, _dynamic_qconfig_spec(module, per_channel, embeddings), dtype=torch.qint8,
+            inplace=True,
         )
 
 
@@ -152,10 +165,13 @@ class DynamicInt8(Compression):
     version = "2"  # 2: the artifact is safetensors (int values + scales), not a torch pickle
     description = "dynamic int8 Linear (+ embedding) quantisation, torch.ao, CPU"
 
-    def __init__(self, *, per_channel: bool = True, embeddings: bool = True) -> None:
-        super().__init__()
-        self.per_channel = bool(per_channel)
-        self.embeddings = bool(embeddings)
+    class Params(harness.Params):
+        per_channel: bool = True
+        """Per-output-channel int8 weight scales (false: one scale per tensor)."""
+        embeddings: bool = True
+        """Store the input embedding tables (words, positions, token types) as per-row int8 too."""
+
+    params: Params
 
     def unsupported_reason(self, ctx: CellContext) -> str | None:
         if ctx.device != "cpu":
@@ -172,7 +188,8 @@ class DynamicInt8(Compression):
         import torch
 
         def quantized() -> Any:
-            return _quantize_dynamic(cpu_copy(model.module).eval(), self.per_channel, self.embeddings)
+            return _quantize_dynamic(cpu_copy(model.module).eval(), self.params.per_channel,
+                                     self.params.embeddings)
 
         def build(folder: Path) -> dict[str, Any]:
             q = quantized()

@@ -17,16 +17,16 @@ Everything a cell writes (fine-tuned checkpoints, compressed artifacts) goes to
 ``settings.cache_dir``, made absolute on the driver; on a multi-node cluster it must be a path on
 storage that every node mounts at the same place (see docs/scale-out.md).
 
-Parameters are keyword arguments of :class:`RayExecutor`; since ``harness run`` builds the
-executor without arguments, each can also be set with an environment variable
-``HARNESS_RAY_<NAME>`` (e.g. ``HARNESS_RAY_MAX_RETRIES=2``, ``HARNESS_RAY_RUNTIME_ENV='{...}'``).
+Parameters are declared in ``RayExecutor.Params``; since ``harness run`` builds the executor
+without arguments, each can also be set with an environment variable ``HARNESS_RAY_<NAME>``
+(e.g. ``HARNESS_RAY_MAX_RETRIES=2``, ``HARNESS_RAY_RUNTIME_ENV='{...}'``), read when the executor
+is built: a parameter given (not None) wins over its variable, the variable over the default.
 
 Ray is imported only inside methods, so listing plugins works without it installed.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import socket
@@ -38,10 +38,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field, model_validator
+
 import harness
 from harness.api import Executor, ExecutorContext
-from harness.cell import CellOutcome, CellSpec, PluginSet, run_cell
+from harness.cell import CellOutcome, CellSpec
 from harness.errors import PluginError
+
+from .._lib.ray_worker import _PhaseLog, _plugin_paths, _run_in_worker
 
 INSTALL_HINT = "the ray executor needs Ray: pip install 'harness-bench[ray]'"
 ENV_PREFIX = "HARNESS_RAY_"
@@ -56,99 +60,6 @@ def _import_ray() -> Any:
     return ray
 
 
-# ---------------------------------------------------------------------------------------------
-# Inside a Ray worker process
-
-#: one PluginSet per Ray worker process (and per plugin selection), reused by its later cells
-_WORKER_PLUGINS: dict[tuple[tuple[str, ...], tuple[str, ...]], PluginSet] = {}
-
-
-class _PhaseLog:
-    """A tiny actor: tasks report their phases to it, the driver drains it every POLL_S."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str]] = []
-
-    def put(self, cell_id: str, phase: str) -> None:
-        self.events.append((cell_id, phase))
-
-    def drain(self) -> list[tuple[str, str]]:
-        events, self.events = self.events, []
-        return events
-
-
-def _run_in_worker(spec: CellSpec, disabled: list[str], extra: list[str], paths: list[str],
-                   threads: int, phases: Any) -> CellOutcome:
-    """The body of a cell's Ray task: build (or reuse) the plugins, run the cell."""
-    import ray
-
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    for p in paths:  # where the driver found --plugin modules (a local dir or shared storage)
-        if p not in sys.path and os.path.isdir(p):
-            sys.path.append(p)
-    # Ray sets CUDA_VISIBLE_DEVICES to the GPU(s) it granted this task: that is cuda:0 here
-    device = "cuda:0" if ray.get_gpu_ids() else "cpu"
-    if device == "cpu" and threads > 0:
-        try:
-            import torch
-
-            torch.set_num_threads(threads)
-        except ImportError:
-            pass
-    last = [""]
-
-    def progress(phase: str, text: str) -> None:
-        if phases is not None and phase != last[0]:
-            last[0] = phase
-            phases.put.remote(spec.cell_id, phase)
-
-    key = (tuple(disabled), tuple(extra))
-    plugins = _WORKER_PLUGINS.get(key)
-    if plugins is None:
-        try:
-            plugins = PluginSet.build(list(disabled), list(extra))
-        except Exception as exc:  # noqa: BLE001 - reported as the cell's failure
-            return CellOutcome(
-                "failed", phase="setup", info={"device": device},
-                error=f"could not load the harness plugins on Ray node {socket.gethostname()}: "
-                      f"{type(exc).__name__}: {exc} (is every plugin installed on every node?)",
-            )
-        _WORKER_PLUGINS[key] = plugins
-    return run_cell(replace(spec, device=device), plugins, progress=progress)
-
-
-# ---------------------------------------------------------------------------------------------
-# The driver
-
-
-def _plugin_paths(modules: list[str]) -> list[str]:
-    """Folders to put on a worker's sys.path so that it can import the --plugin modules."""
-    paths: list[str] = []
-    for name in modules:
-        try:
-            spec = importlib.util.find_spec(name.split(".")[0])
-        except (ImportError, ValueError):
-            continue
-        if spec is None:
-            continue
-        if spec.submodule_search_locations:  # a package: its parent folder
-            folders = [str(Path(p).parent) for p in spec.submodule_search_locations]
-        elif spec.origin and spec.origin not in ("built-in", "frozen"):
-            folders = [str(Path(spec.origin).parent)]
-        else:
-            folders = []
-        # only folders the driver has on sys.path by hand (PYTHONPATH, the working directory):
-        # installed packages are the nodes' business, and the Python installation is theirs too
-        installed = {str(Path(p).resolve()) for p in (sys.prefix, sys.base_prefix)}
-        for f in folders:
-            resolved = str(Path(f).resolve())
-            if f in sys.path and f not in paths and "-packages" not in resolved \
-                    and not any(resolved.startswith(i + os.sep) for i in installed):
-                paths.append(f)
-    return paths
-
-
 def _boolean(text: str) -> bool:
     low = text.strip().lower()
     if low in ("1", "true", "yes", "on"):
@@ -156,6 +67,28 @@ def _boolean(text: str) -> bool:
     if low in ("0", "false", "no", "off"):
         return False
     raise ValueError("expected true or false")
+
+
+#: how each parameter's ``HARNESS_RAY_<NAME>`` variable is read
+_ENV_CASTS: dict[str, Callable[[str], Any]] = {
+    "num_gpus_per_cell": float, "num_cpus_per_cell": float, "max_retries": int,
+    "fine_tune_first": _boolean, "runtime_env": json.loads, "num_cpus": int, "object_store_mb": int,
+}
+
+
+def _with_env(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with each parameter that is missing or None taken from ``$HARNESS_RAY_<NAME>``
+    where that is set (else left out: the default applies)."""
+    out = {k: v for k, v in data.items() if v is not None or k not in _ENV_CASTS}
+    for name, cast in _ENV_CASTS.items():
+        raw = os.environ.get(ENV_PREFIX + name.upper(), "").strip()
+        if name in out or not raw:
+            continue
+        try:
+            out[name] = cast(raw)
+        except ValueError as exc:  # json.JSONDecodeError too
+            raise ValueError(f"${ENV_PREFIX}{name.upper()}={raw!r}: {exc}") from exc
+    return out
 
 
 def _first_line(text: str, limit: int = 300) -> str:
@@ -170,54 +103,35 @@ class RayExecutor(Executor):
     version = "1"
     description = "cells as Ray tasks on a Ray cluster (--address auto) or a local Ray instance"
 
-    def __init__(
-        self,
-        *,
-        num_gpus_per_cell: float | None = None,
-        num_cpus_per_cell: float | None = None,
-        max_retries: int | None = None,
-        fine_tune_first: bool | None = None,
-        runtime_env: dict[str, Any] | None = None,
-        num_cpus: int | None = None,
-        object_store_mb: int | None = None,
-    ) -> None:
-        """
-        :param num_gpus_per_cell: GPUs each cell's task asks for (fractions share a GPU);
-            default: 1 when the cluster has GPUs, else 0.
-        :param num_cpus_per_cell: CPUs each task asks for (default 1); on CPU cells it is also
-            torch's thread count.
-        :param max_retries: times Ray re-runs a cell whose worker process or node died
-            (default 0: the cell is ``failed``). A plugin's exception is never retried.
-        :param fine_tune_first: run one cell of each (model, task) before its other cells, so
-            that the fine-tuned checkpoint is trained once and then read from the shared cache
-            (default True); False submits every cell at once.
-        :param runtime_env: Ray runtime environment of the job (``env_vars``, ``pip``, ...).
-        :param num_cpus: CPUs of the local Ray instance started when no cluster address is
-            given (default: all); ignored when connecting to a cluster.
-        :param object_store_mb: object store size of that local instance (default: Ray's).
-        """
-        env = self._env
-        self.num_gpus_per_cell = env("num_gpus_per_cell", num_gpus_per_cell, float)
-        self.num_cpus_per_cell = env("num_cpus_per_cell", num_cpus_per_cell, float, 1.0)
-        self.max_retries = env("max_retries", max_retries, int, 0)
-        self.fine_tune_first = env("fine_tune_first", fine_tune_first, _boolean, True)
-        self.runtime_env = env("runtime_env", runtime_env, json.loads)
-        self.num_cpus = env("num_cpus", num_cpus, int)
-        self.object_store_mb = env("object_store_mb", object_store_mb, int)
-        if self.max_retries < 0:
-            raise ValueError("max_retries must be >= 0")
+    class Params(harness.Params):
+        """Each is also read from ``$HARNESS_RAY_<NAME>`` when not given (or given as None)."""
 
-    @staticmethod
-    def _env(name: str, value: Any, cast: Callable[[str], Any], default: Any = None) -> Any:
-        if value is not None:
-            return value
-        raw = os.environ.get(ENV_PREFIX + name.upper(), "").strip()
-        if not raw:
-            return default
-        try:
-            return cast(raw)
-        except ValueError as exc:
-            raise PluginError(f"${ENV_PREFIX}{name.upper()}={raw!r}: {exc}") from exc
+        num_gpus_per_cell: float | None = None
+        """GPUs each cell's task asks for (fractions share a GPU); default: 1 when the cluster
+        has GPUs, else 0."""
+        num_cpus_per_cell: float = 1.0
+        """CPUs each task asks for; on CPU cells it is also torch's thread count."""
+        max_retries: int = Field(0, ge=0)
+        """Times Ray re-runs a cell whose worker process or node died (0: the cell is
+        ``failed``). A plugin's exception is never retried."""
+        fine_tune_first: bool = True
+        """Run one cell of each (model, task) before its other cells, so that the fine-tuned
+        checkpoint is trained once and then read from the shared cache; false submits every
+        cell at once."""
+        runtime_env: dict[str, Any] | None = None
+        """Ray runtime environment of the job (``env_vars``, ``pip``, ...)."""
+        num_cpus: int | None = None
+        """CPUs of the local Ray instance started when no cluster address is given (default:
+        all); ignored when connecting to a cluster."""
+        object_store_mb: int | None = None
+        """Object store size of that local instance in MiB (default: Ray's)."""
+
+        @model_validator(mode="before")
+        @classmethod
+        def _from_env(cls, data: Any) -> Any:
+            return _with_env(data) if isinstance(data, dict) else data
+
+    params: Params
 
     # -- connection --------------------------------------------------------------------------
 
@@ -225,12 +139,12 @@ class RayExecutor(Executor):
         """Connect to (or start) Ray; True when this call started it and must shut it down."""
         if ray.is_initialized():
             return False
-        kwargs: dict[str, Any] = {"runtime_env": self.runtime_env, "log_to_driver": True}
+        kwargs: dict[str, Any] = {"runtime_env": self.params.runtime_env, "log_to_driver": True}
         address = address or os.environ.get("RAY_ADDRESS") or None
         if address is None or address == "local":
-            kwargs.update(include_dashboard=False, num_cpus=self.num_cpus)
-            if self.object_store_mb:
-                kwargs["object_store_memory"] = self.object_store_mb * 1024 * 1024
+            kwargs.update(include_dashboard=False, num_cpus=self.params.num_cpus)
+            if self.params.object_store_mb:
+                kwargs["object_store_memory"] = self.params.object_store_mb * 1024 * 1024
             if address:
                 kwargs["address"] = address
         else:
@@ -278,10 +192,10 @@ class RayExecutor(Executor):
     def _resources(self, ray: Any) -> tuple[float, float]:
         """(GPUs, CPUs) each cell asks for; a warning when the cluster has fewer now."""
         resources = ray.cluster_resources()
-        gpus = self.num_gpus_per_cell
+        gpus = self.params.num_gpus_per_cell
         if gpus is None:
             gpus = 1.0 if resources.get("GPU", 0) >= 1 else 0.0
-        cpus = self.num_cpus_per_cell
+        cpus = self.params.num_cpus_per_cell
         for what, need in (("GPU", gpus), ("CPU", cpus)):
             if need > resources.get(what, 0):
                 print(f"harness: warning: each cell asks for {need:g} {what} but the Ray cluster "
@@ -296,7 +210,7 @@ class RayExecutor(Executor):
         run = _Schedule(self, ray, cells, ectx, gpus, cpus)
         for specs in run.groups.values():
             run.submit(specs.popleft())
-            while specs and not self.fine_tune_first:
+            while specs and not self.params.fine_tune_first:
                 run.submit(specs.popleft())
         try:
             while run.in_flight:
@@ -316,8 +230,8 @@ class RayExecutor(Executor):
                  device: str) -> CellOutcome:
         """The task's CellOutcome, or a ``failed`` one that says why Ray could not give it."""
         exc_mod = ray.exceptions
-        retried = (f" (after {self.max_retries} retr{'y' if self.max_retries == 1 else 'ies'})"
-                   if self.max_retries else "")
+        n = self.params.max_retries
+        retried = f" (after {n} retr{'y' if n == 1 else 'ies'})" if n else ""
         try:
             outcome = ray.get(ref)
             if isinstance(outcome, CellOutcome):
@@ -352,7 +266,7 @@ class _Schedule:
         self.ray, self.ectx = ray, ectx
         self.threads = max(1, int(cpus)) if cpus >= 1 else 1
         self.remote = ray.remote(_run_in_worker)
-        self.options = {"num_cpus": cpus, "num_gpus": gpus, "max_retries": executor.max_retries,
+        self.options = {"num_cpus": cpus, "num_gpus": gpus, "max_retries": executor.params.max_retries,
                         "retry_exceptions": False}
         self.paths = _plugin_paths(list(ectx.extra_plugins))
         try:

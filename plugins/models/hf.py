@@ -6,6 +6,9 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
+from typing import Any
+
+from pydantic import model_validator
 
 import harness
 from harness.api import CellContext, Head, LoadedModel, Model
@@ -40,38 +43,44 @@ class HFModel(Model):
     version = "1"
     description = "transformers encoder from a local path, an installed package, a hub id or a config"
 
-    def __init__(
-        self,
-        *,
-        path: str | None = None,
-        package: str | None = None,
-        config: dict | None = None,
-        tokenizer: str | None = None,
-        tokenizer_package: str | None = None,
-        seed: int = 0,
-        max_length: int | None = None,
-    ) -> None:
-        given = [k for k, v in (("path", path), ("package", package), ("config", config)) if v]
-        if len(given) != 1:
-            raise ValueError("set exactly one of 'path', 'package' or 'config'")
-        if config is not None and not (tokenizer or tokenizer_package):
-            raise ValueError("a 'config' model needs 'tokenizer' or 'tokenizer_package'")
-        self.path, self.package, self.config = path, package, config
-        self.tokenizer, self.tokenizer_package = tokenizer, tokenizer_package
-        self.seed, self.max_length = seed, max_length
+    class Params(harness.Params):
+        path: str | None = None
+        """A local model folder or a hub id (give exactly one of path, package, config)."""
+        package: str | None = None
+        """An installed Python package that ships the weights in its ``model/`` folder."""
+        config: dict[str, Any] | None = None
+        """A transformers config (``model_type`` and sizes): a randomly initialised model."""
+        tokenizer: str | None = None
+        """Tokenizer folder or hub id (default: the model's own; a config model needs one)."""
+        tokenizer_package: str | None = None
+        """An installed Python package whose ``model/`` folder has the tokenizer."""
+        seed: int = 0
+        """Seed of the random initialisation of a config model."""
+        max_length: int | None = None
+        """Input length limit in subword tokens (default: the model's position limit)."""
+
+        @model_validator(mode="after")
+        def _one_source(self) -> Any:
+            if sum(1 for v in (self.path, self.package, self.config) if v) != 1:
+                raise ValueError("set exactly one of 'path', 'package' or 'config'")
+            if self.config is not None and not (self.tokenizer or self.tokenizer_package):
+                raise ValueError("a 'config' model needs 'tokenizer' or 'tokenizer_package'")
+            return self
+
+    params: Params
 
     # -- where the weights and tokenizer come from ---------------------------------------------
     def source(self) -> str:
-        if self.package:
-            return str(package_model_dir(self.package))
-        if self.path:
-            return self.path
-        return "config:" + json.dumps(self.config, sort_keys=True)
+        if self.params.package:
+            return str(package_model_dir(self.params.package))
+        if self.params.path:
+            return self.params.path
+        return "config:" + json.dumps(self.params.config, sort_keys=True)
 
     def tokenizer_source(self) -> str:
-        if self.tokenizer_package:
-            return str(package_model_dir(self.tokenizer_package))
-        return self.tokenizer or self.source()
+        if self.params.tokenizer_package:
+            return str(package_model_dir(self.params.tokenizer_package))
+        return self.params.tokenizer or self.source()
 
     def identity(self) -> str:
         src = self.source()
@@ -82,8 +91,8 @@ class HFModel(Model):
                 if p.suffix in {".safetensors", ".bin"} or p.name == "config.json"
             ]
             return "hf-" + sha256_files(weights)
-        if self.config is not None:
-            return "hf-" + hash_text(src, self.seed)
+        if self.params.config is not None:
+            return "hf-" + hash_text(src, self.params.seed)
         return "hf-" + hash_text(src)  # hub id: the id names the weights
 
     # -- loading -------------------------------------------------------------------------------
@@ -105,11 +114,11 @@ class HFModel(Model):
         id2label = dict(enumerate(labels))
         label2id = {label: i for i, label in enumerate(labels)}
         trained = False
-        if self.config is not None:
-            cfg = tf.AutoConfig.for_model(**self.config)
+        if self.params.config is not None:
+            cfg = tf.AutoConfig.for_model(**self.params.config)
             cfg.num_labels = len(labels)
             cfg.id2label, cfg.label2id = id2label, label2id
-            torch.manual_seed(self.seed)
+            torch.manual_seed(self.params.seed)
             module = auto.from_config(cfg)
         else:
             src = self.source()
@@ -129,7 +138,7 @@ class HFModel(Model):
                 module = auto.from_pretrained(
                     src, num_labels=len(labels), id2label=id2label, label2id=label2id, **safe
                 )
-        max_len = self.max_length or int(getattr(module.config, "max_position_embeddings", 512))
+        max_len = self.params.max_length or int(getattr(module.config, "max_position_embeddings", 512))
         return LoadedModel(
             module=module,
             tokenizer=tokenizer,

@@ -24,7 +24,7 @@ import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from harness.api import CellContext, LoadedModel, Predictor, Task
 from harness.errors import PluginError
@@ -35,6 +35,8 @@ EXPORTER = "torch.onnx.export (TorchScript exporter, dynamo=False)"
 ONNX_FILE = "model.onnx"
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 #: graph optimisation levels accepted by the predictor (ORT's names without the prefix)
+OptLevel = Literal["disable", "basic", "extended", "all"]
+#: each level's ``onnxruntime.GraphOptimizationLevel`` name
 OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
               "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 #: MatMul/Gemm-like ops, float and integer, as the exporter, the quantiser and ORT's fusions

@@ -15,16 +15,18 @@ import json
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from harness.api import CellContext, LoadedModel, Predictor
+from pydantic import Field
+
+from harness.api import CellContext, LoadedModel, Params, Predictor
 from harness.errors import PluginError
 from harness.toolkit import copy_artifact, missing_packages_reason
 
 from .._lib.torch_utils import cpu_capabilities, cpu_copy
 
 XML, BIN = "model.xml", "model.bin"
-INFERENCE_PRECISIONS = ("f32", "bf16", "f16")
+InferencePrecision = Literal["f32", "bf16", "f16"]
 _COMPUTE_OPS = ("FullyConnected", "MatMul", "Convolution", "FullyConnectedCompressed")
 
 
@@ -212,20 +214,24 @@ class OpenVINOPredictor(Predictor):
         }
 
 
+class OpenVINOParams(Params):
+    """The parameters of every compression that runs on OpenVINO (its ``Params`` extend these)."""
+
+    inference_precision: InferencePrecision = "f32"
+    """``INFERENCE_PRECISION_HINT`` of the CPU plugin: f32, or bf16/f16 where the CPU computes
+    them natively (elsewhere the cell is skipped)."""
+    threads: int | None = Field(None, ge=1)
+    """``INFERENCE_NUM_THREADS`` (default: torch's thread count)."""
+
+
 def predictor_config(comp: Any) -> dict[str, Any]:
+    """``OpenVINOPredictor`` keyword arguments from a compression's :class:`OpenVINOParams`."""
     import torch
 
     return {
-        "inference_precision": comp.inference_precision,
-        "threads": comp.threads or torch.get_num_threads(),
+        "inference_precision": comp.params.inference_precision,
+        "threads": comp.params.threads or torch.get_num_threads(),
     }
-
-
-def check_params(plugin: str, inference_precision: str, threads: int | None) -> None:
-    if inference_precision not in INFERENCE_PRECISIONS:
-        raise ValueError(f"{plugin}: inference_precision must be one of {INFERENCE_PRECISIONS}")
-    if threads is not None and int(threads) < 1:
-        raise ValueError(f"{plugin}: threads must be >= 1")
 
 
 def precision_reason(plugin: str, inference_precision: str) -> str | None:

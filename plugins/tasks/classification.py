@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import model_validator
 
 import harness
 from harness.api import CellContext, LoadedModel, MetricValue, Predictor
@@ -16,6 +18,7 @@ from harness.toolkit import EvalSetup, FineTunedTask, model_eval_length, pad_bat
 from .._lib.textdata import (
     FORMATS,
     Example,
+    Format,
     LabelMap,
     TextSplit,
     preset,
@@ -35,62 +38,82 @@ class ClassificationTask(FineTunedTask):
     version = "1"
     description = "text classification (SST-2, AG News, CSV/TSV/JSONL); accuracy, macro-F1"
 
-    def __init__(
-        self,
-        *,
-        data_dir: str = ".",
-        format: str = "csv",
-        train_file: str | None = None,
-        validation_file: str | None = None,
-        test_file: str | None = None,
-        eval_split: str | None = None,
-        text_column: str | list[str] | None = None,
-        text_pair_column: str | list[str] | None = None,
-        label_column: str | None = None,
-        header: bool | None = None,
-        label_names: list[str] | None = None,
-        label_offset: int | None = None,
-        classes_file: str | None = None,
-        **params: Any,
-    ) -> None:
-        """``params``: the evaluation and ``Recipe`` parameters of ``FineTunedTask``."""
-        if format not in FORMATS:
-            raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
-        p = preset(format)
-        self.data_dir, self.format = data_dir, format
-        self.table = p["table"]
-        self.files = dict(p["files"])
-        for split, given in (("train", train_file), ("validation", validation_file), ("test", test_file)):
-            if given is not None:  # None: the preset's file; "": no such split
-                self.files[split] = given or None
-        self.eval_split = eval_split or p["eval_split"]
-        if self.eval_split not in SPLITS:
-            raise ValueError(f"eval_split must be one of {SPLITS}, got {self.eval_split!r}")
-        if not self.files.get(self.eval_split):
-            raise ValueError(f"eval_split {self.eval_split!r} has no file configured")
-        self.text_column = text_column if text_column is not None else p["text_column"]
-        self.text_pair_column = text_pair_column if text_pair_column is not None else p["text_pair_column"]
-        self.label_column = label_column if label_column is not None else p["label_column"]
-        self.header = header if header is not None else p["header"]
-        self.label_names = list(label_names) if label_names is not None else p["label_names"]
-        self.label_offset = label_offset if label_offset is not None else p["label_offset"]
-        self.classes_file = p["classes_file"] if classes_file is None else (classes_file or None)
+    class Params(FineTunedTask.Params):
+        data_dir: str = "."
+        """Folder of the data files."""
+        format: Format = "csv"
+        """A preset of file names, columns and labels: "sst2" (GLUE TSV), "ag_news" (headerless
+        CSV, classes.txt), or a plain table: "csv", "tsv", "jsonl" (columns text, label)."""
+        train_file: str | None = None
+        """File of the train split in ``data_dir`` (default: the format's; "": none)."""
+        validation_file: str | None = None
+        """File of the validation split in ``data_dir`` (default: the format's; "": none)."""
+        test_file: str | None = None
+        """File of the test split in ``data_dir`` (default: the format's; "": none)."""
+        eval_split: Literal["train", "validation", "test"] | None = None
+        """The split that is scored (default: the format's)."""
+        text_column: str | list[str | int] | None = None
+        """Text column(s): header names or 0-based indices; several are joined with a space
+        (default: the format's)."""
+        text_pair_column: str | list[str | int] | None = None
+        """Second-text column(s) of a text-pair task (default: the format's, none)."""
+        label_column: str | None = None
+        """Label column: a header name or a 0-based index (default: the format's)."""
+        header: bool | None = None
+        """Whether a CSV/TSV file starts with a header row (default: the format's)."""
+        label_names: list[str] | None = None
+        """Label names in id order, for files holding label indices (default: the format's)."""
+        label_offset: int | None = None
+        """Index of the first label in the files (AG News counts from 1; default: the format's)."""
+        classes_file: str | None = None
+        """File in ``data_dir`` with one label name a line (default: the format's; "": none)."""
+
+        @model_validator(mode="before")
+        @classmethod
+        def _preset_defaults(cls, data: Any) -> Any:
+            """What is not given (or None) comes from the format's preset."""
+            fmt = data.get("format", "csv") if isinstance(data, dict) else None
+            if not isinstance(fmt, str) or fmt not in FORMATS:
+                return data  # the format's own check reports it
+            p = preset(fmt)
+            filled = {f"{split}_file": p["files"][split] for split in SPLITS}
+            filled.update({k: p[k] for k in ("eval_split", "text_column", "text_pair_column", "label_column",
+                                              "header", "label_names", "label_offset", "classes_file")})
+            return {**data, **{k: v for k, v in filled.items() if data.get(k) is None}}
+
+        @model_validator(mode="after")
+        def _eval_file(self) -> Any:
+            if not getattr(self, f"{self.eval_split}_file", None):
+                raise ValueError(f"eval_split {self.eval_split!r} has no file configured")
+            return self
+
+    params: Params
+
+    def __init__(self, **params: Any) -> None:
         super().__init__(**params)
+        p = self.params
+        self.table = preset(p.format)["table"]
+        #: file name of each split in data_dir (None: no such split)
+        self.files = {split: getattr(p, f"{split}_file") or None for split in SPLITS}
         self._splits: dict[str, TextSplit | None] = {}
         self._names: list[str] | None = None
+
+    @property
+    def eval_split(self) -> str:  # type: ignore[override]
+        return str(self.params.eval_split)
 
     # -- data --------------------------------------------------------------------------------
     def _path(self, split: str) -> Path | None:
         name = self.files.get(split)
-        return Path(self.data_dir) / name if name else None
+        return Path(self.params.data_dir) / name if name else None
 
     def _fixed_names(self) -> list[str] | None:
         """Label names fixed by the configuration (classes file or label_names), if any."""
         if self._names is None:
-            if self.classes_file:
-                self._names = read_names(Path(self.data_dir) / self.classes_file)
-            elif self.label_names:
-                self._names = list(self.label_names)
+            if self.params.classes_file:
+                self._names = read_names(Path(self.params.data_dir) / self.params.classes_file)
+            elif self.params.label_names:
+                self._names = list(self.params.label_names)
         return self._names
 
     def split(self, split: str, required: bool = True) -> TextSplit | None:
@@ -99,16 +122,16 @@ class ClassificationTask(FineTunedTask):
             data = None
             if path is not None and path.is_file():
                 data = read_table(
-                    path, fmt=self.table, text_columns=self.text_column,
-                    pair_columns=self.text_pair_column, label_column=self.label_column,
-                    label_map=LabelMap(self._fixed_names(), self.label_offset), header=self.header,
+                    path, fmt=self.table, text_columns=self.params.text_column,
+                    pair_columns=self.params.text_pair_column, label_column=self.params.label_column,
+                    label_map=LabelMap(self._fixed_names(), self.params.label_offset), header=self.params.header,
                 )
             self._splits[split] = data
         data = self._splits[split]
         if data is None and required:
             path = self._path(split)
             hint = ""
-            if self.format == "ag_news" and split == "train":
+            if self.params.format == "ag_news" and split == "train":
                 hint = (
                     "; AG News' train split is not shipped with the test data: download train.csv "
                     "(same layout as test.csv) and set the task's data_dir or train_file to it"
@@ -122,8 +145,8 @@ class ClassificationTask(FineTunedTask):
         data = self.split(split)
         assert data is not None
         if limit is None:
-            limit = self.max_train_samples if split == "train" else (
-                self.max_eval_samples if split == self.eval_split else None
+            limit = self.params.max_train_samples if split == "train" else (
+                self.params.max_eval_samples if split == self.eval_split else None
             )
         return data.examples[:limit] if limit else data.examples
 
@@ -141,9 +164,9 @@ class ClassificationTask(FineTunedTask):
     def split_hash(self, split: str) -> str:
         data = self.split(split)
         assert data is not None
-        limit = self.max_train_samples if split == "train" else self.max_eval_samples
-        cols = (self.text_column, self.text_pair_column, self.label_column, self.header)
-        return f"{split}:{data.sha256}:{cols}:{self._fixed_names()}:{self.label_offset}:{limit}"
+        limit = self.params.max_train_samples if split == "train" else self.params.max_eval_samples
+        cols = (self.params.text_column, self.params.text_pair_column, self.params.label_column, self.params.header)
+        return f"{split}:{data.sha256}:{cols}:{self._fixed_names()}:{self.params.label_offset}:{limit}"
 
     # -- encoding ----------------------------------------------------------------------------
     @staticmethod
@@ -195,7 +218,7 @@ class ClassificationTask(FineTunedTask):
         tokenizer, labels, max_len = setup.tokenizer, setup.labels, setup.max_length
         feats = self.encode(tokenizer, examples, max_len)
         order = sorted(range(len(feats)), key=lambda i: len(feats[i]["input_ids"]), reverse=True)
-        bs = max(1, int(self.eval_batch_size))
+        bs = max(1, int(self.params.eval_batch_size))
         batches = [order[i : i + bs] for i in range(0, len(order), bs)]
         preds = [-1] * len(feats)
         probs = [0.0] * len(feats)
@@ -233,7 +256,7 @@ class ClassificationTask(FineTunedTask):
         }), kind="per-example-label", metric="accuracy", split=split,
             data_hash=f"{self.split_hash(split)}:{limit}")
         return classification_metrics(
-            refs, preds, list(labels), bootstrap=self.bootstrap if intervals else 0, seed=ctx.seed,
+            refs, preds, list(labels), bootstrap=self.params.bootstrap if intervals else 0, seed=ctx.seed,
             split=split, truncated=truncated, max_length=setup.max_length,
         )
 
@@ -244,7 +267,7 @@ class ClassificationTask(FineTunedTask):
         rng = random.Random(seed)
         need = batch_size * count
         picks = rng.sample(exs, need) if need <= len(exs) else rng.choices(exs, k=need)
-        feats = self.encode(tokenizer, picks, model_eval_length(model, self.eval_max_length))
+        feats = self.encode(tokenizer, picks, model_eval_length(model, self.params.eval_max_length))
         return [pad_batch(feats[i * batch_size : (i + 1) * batch_size], tokenizer) for i in range(count)]
 
     def calibration_batches(self, model: LoadedModel, samples: int, seed: int) -> list[dict[str, Any]]:
@@ -255,7 +278,7 @@ class ClassificationTask(FineTunedTask):
         exs = self.examples(split)
         rng = random.Random(seed)
         picks = rng.sample(exs, min(samples, len(exs)))
-        feats = self.encode(tokenizer, picks, min(self.max_length, model_eval_length(model, self.eval_max_length)))
+        feats = self.encode(tokenizer, picks, min(self.params.max_length, model_eval_length(model, self.params.eval_max_length)))
         return [pad_batch([f], tokenizer) for f in feats]
 
 
@@ -291,13 +314,13 @@ def classification_metrics(
     out = [
         MetricValue(
             "accuracy", res["accuracy"], *acc_ci,
-            description=f"accuracy (fraction of the {n} {split} examples whose predicted label "
+            metric_description=f"accuracy (fraction of the {n} {split} examples whose predicted label "
             f"is the gold label){ci}{trunc}",
-            main=True,
+            main_metric=True,
         ),
         MetricValue(
             "macro_f1", res["macro_f1"], *f1_ci,
-            description=f"macro-averaged F1 over the {k} classes (unweighted mean of per-class "
+            metric_description=f"macro-averaged F1 over the {k} classes (unweighted mean of per-class "
             f"F1), {split} split{ci}",
         ),
     ]
@@ -305,8 +328,8 @@ def classification_metrics(
         for key in ("f1", "precision", "recall"):
             out.append(
                 MetricValue(
-                    f"{key}.{name}", res[key][i], group=f"Per-class {'F1' if key == 'f1' else key}",
-                    description=f"{key if key != 'f1' else 'F1'} of class {name!r} "
+                    f"{key}.{name}", res[key][i], metric_group=f"Per-class {'F1' if key == 'f1' else key}",
+                    metric_description=f"{key if key != 'f1' else 'F1'} of class {name!r} "
                     f"({res['support'][i]} gold examples), one-vs-rest, {split} split",
                 )
             )

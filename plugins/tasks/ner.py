@@ -13,9 +13,10 @@ from __future__ import annotations
 import hashlib
 import random
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import model_validator
 
 import harness
 from harness.api import CellContext, LoadedModel, MetricValue, Predictor, scorer
@@ -23,83 +24,14 @@ from harness.errors import DataError, PluginError
 from harness.scorers import scorer_name
 from harness.toolkit import EvalSetup, FineTunedTask, model_eval_length, pad_batch
 
-from .._lib.conll import ConllSplit, Sentence, iob1_to_iob2, is_iob2, label_list, read_conll
+from .._lib.conll import ConllSplit, Scheme, Sentence, iob1_to_iob2, is_iob2, label_list, read_conll
+from .._lib.metrics import ner_metrics
+from .._lib.ner_windows import Window, make_windows, special_affixes, word_pieces
+
+__all__ = ["NERTask", "Window", "make_windows", "ner_metrics", "paired_scorer", "special_affixes",
+           "word_pieces"]
 
 SPLITS = ("train", "validation", "test")
-
-
-@dataclass
-class Window:
-    """A model input covering words [start, end) of sentence ``sentence``."""
-
-    sentence: int
-    start: int
-    end: int
-    input_ids: list[int]
-    first: list[int]  #: position of each word's first subword in input_ids
-
-
-def special_affixes(tokenizer: Any) -> tuple[list[int], list[int]]:
-    """The special-token ids a tokenizer puts before and after a single sequence."""
-    enc = tokenizer(["a"], is_split_into_words=True, add_special_tokens=True)
-    words = enc.word_ids()
-    ids = enc["input_ids"]
-    inside = [i for i, w in enumerate(words) if w is not None]
-    return list(ids[: inside[0]]), list(ids[inside[-1] + 1 :])
-
-
-def word_pieces(tokenizer: Any, sentences: list[list[str]], chunk: int = 2048) -> list[list[list[int]]]:
-    """Subword ids of every word of every sentence (no special tokens). A word the tokenizer
-    turns into nothing (e.g. a lone byte-order mark or control character) gets the unknown
-    token, so it still has a position and a prediction."""
-    unk = tokenizer.unk_token_id
-    if unk is None:
-        unk = tokenizer.pad_token_id or 0
-    out: list[list[list[int]]] = []
-    for lo in range(0, len(sentences), chunk):
-        part = sentences[lo : lo + chunk]
-        enc = tokenizer(part, is_split_into_words=True, add_special_tokens=False)
-        for i, words in enumerate(part):
-            pieces: list[list[int]] = [[] for _ in words]
-            for tok, w in zip(enc["input_ids"][i], enc.word_ids(i)):
-                if w is not None:
-                    pieces[w].append(tok)
-            out.append([p or [unk] for p in pieces])
-    return out
-
-
-def make_windows(
-    pieces: list[list[list[int]]], prefix: list[int], suffix: list[int], max_length: int
-) -> list[Window]:
-    """Split each sentence into consecutive windows of whole words of at most ``max_length``
-    subwords including special tokens. A single word longer than a window keeps its first
-    subwords (its first subword, the one that is labelled and predicted, always survives)."""
-    budget = max_length - len(prefix) - len(suffix)
-    if budget < 1:
-        raise PluginError(f"max_length {max_length} leaves no room besides special tokens")
-    windows: list[Window] = []
-    for si, sent in enumerate(pieces):
-        start = 0
-        while start < len(sent):
-            ids = list(prefix)
-            first: list[int] = []
-            end = start
-            while end < len(sent):
-                p = sent[end]
-                used = len(ids) - len(prefix)
-                if used + len(p) > budget:
-                    if end == start:  # one over-long word: keep what fits
-                        first.append(len(ids))
-                        ids.extend(p[:budget])
-                        end += 1
-                    break
-                first.append(len(ids))
-                ids.extend(p)
-                end += 1
-            ids.extend(suffix)
-            windows.append(Window(si, start, end, ids, first))
-            start = end
-    return windows
 
 
 HUB_PREFIX = "hub:"
@@ -136,59 +68,70 @@ class NERTask(FineTunedTask):
     version = "1"
     description = "NER on CoNLL-format files or HF datasets; entity F1 (seqeval, conlleval mode)"
 
-    def __init__(
-        self,
-        *,
-        data_dir: str | None = None,
-        train_file: str = "train.txt",
-        validation_file: str = "validation.txt",
-        test_file: str = "test.txt",
-        eval_split: str = "test",
-        scheme: str = "auto",
-        hf_dataset: str | None = None,
-        hf_tokens_column: str = "tokens",
-        hf_tags_column: str = "ner_tags",
-        **params: Any,
-    ) -> None:
-        """``params``: the evaluation and ``Recipe`` parameters of ``FineTunedTask``."""
-        from .._lib.conll import SCHEMES
+    class Params(FineTunedTask.Params):
+        data_dir: str | None = None
+        """Folder of CoNLL column files, an HF ``save_to_disk`` folder, or ``hub:ID`` (an HF hub
+        dataset); give this or ``hf_dataset``."""
+        train_file: str = "train.txt"
+        """File of the train split in ``data_dir``."""
+        validation_file: str = "validation.txt"
+        """File of the validation split in ``data_dir``."""
+        test_file: str = "test.txt"
+        """File of the test split in ``data_dir``."""
+        eval_split: Literal["train", "validation", "test"] = "test"
+        """The split that is scored."""
+        scheme: Scheme = "auto"
+        """Tag scheme of the CoNLL files: "auto" (IOB1 when some ``I-`` tag starts an entity, else
+        IOB2), "iob1", or "iob2" (an ``I-`` tag that starts an entity is an error)."""
+        hf_dataset: str | None = None
+        """An HF ``datasets`` hub id or ``save_to_disk`` folder (wins over ``data_dir``)."""
+        hf_tokens_column: str = "tokens"
+        """Column of the word lists in an HF dataset."""
+        hf_tags_column: str = "ner_tags"
+        """Column of the tags (names, or ids of a ``ClassLabel`` sequence) in an HF dataset."""
 
-        if data_dir is None and hf_dataset is None:
-            raise ValueError("set 'data_dir' (CoNLL files, a save_to_disk folder or hub:ID) or 'hf_dataset'")
-        if eval_split not in SPLITS:
-            raise ValueError(f"eval_split must be one of {SPLITS}, got {eval_split!r}")
-        if scheme not in SCHEMES:
-            raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
-        self.data_dir = data_dir
-        # hf_dataset wins over data_dir; a data_dir that is a save_to_disk folder or hub:ID is
-        # read with `datasets` too
-        self.hf_dataset = hf_dataset or _as_hf_source(data_dir)
-        self.files = {"train": train_file, "validation": validation_file, "test": test_file}
-        self.eval_split, self.scheme = eval_split, scheme
-        self.hf_tokens_column, self.hf_tags_column = hf_tokens_column, hf_tags_column
+        @model_validator(mode="after")
+        def _some_data(self) -> Any:
+            if self.data_dir is None and self.hf_dataset is None:
+                raise ValueError(
+                    "set 'data_dir' (CoNLL files, a save_to_disk folder or hub:ID) or 'hf_dataset'")
+            return self
+
+    params: Params
+
+    def __init__(self, **params: Any) -> None:
         super().__init__(**params)
+        p = self.params
+        #: the HF ``datasets`` source read, if any: hf_dataset wins over data_dir; a data_dir that
+        #: is a save_to_disk folder or hub:ID is read with `datasets` too
+        self.hf_source = p.hf_dataset or _as_hf_source(p.data_dir)
+        self.files = {"train": p.train_file, "validation": p.validation_file, "test": p.test_file}
         self._splits: dict[str, ConllSplit | None] = {}
         self._hf: Any = None
         self._windows: dict[tuple[str, int, int | None], tuple[Any, list[Window]]] = {}
 
+    @property
+    def eval_split(self) -> str:  # type: ignore[override]
+        return self.params.eval_split
+
     # -- data --------------------------------------------------------------------------------
     def _path(self, split: str) -> Path:
-        return Path(self.data_dir) / self.files[split]  # type: ignore[arg-type]
+        return Path(self.params.data_dir) / self.files[split]  # type: ignore[arg-type]
 
     def _load_hf(self) -> Any:
         if self._hf is None:
             import datasets
 
-            src = Path(self.hf_dataset)  # type: ignore[arg-type]
+            src = Path(self.hf_source)  # type: ignore[arg-type]
             try:
                 if src.exists():
                     self._hf = datasets.load_from_disk(str(src))
                 else:  # a hub id: needs network (or the local datasets cache)
-                    self._hf = datasets.load_dataset(self.hf_dataset)
+                    self._hf = datasets.load_dataset(self.hf_source)
             except Exception as exc:
                 kind = "save_to_disk folder" if src.exists() else "no such local folder; as a hub id"
                 raise DataError(
-                    f"{self.hf_dataset}: cannot load the dataset ({kind}): {type(exc).__name__}: {exc}"
+                    f"{self.hf_source}: cannot load the dataset ({kind}): {type(exc).__name__}: {exc}"
                 ) from exc
         return self._hf
 
@@ -196,7 +139,7 @@ class NERTask(FineTunedTask):
         ds = self._load_hf()
         if not hasattr(ds, "keys"):
             raise DataError(
-                f"{self.hf_dataset}: expected a DatasetDict with train/validation/test splits, "
+                f"{self.hf_source}: expected a DatasetDict with train/validation/test splits, "
                 f"got a single {type(ds).__name__}"
             )
         names = {"validation": ("validation", "valid", "dev"), "test": ("test",), "train": ("train",)}
@@ -204,16 +147,16 @@ class NERTask(FineTunedTask):
         if key is None:
             return None
         part = ds[key]
-        where = f"{self.hf_dataset}[{key}]"
-        for col in (self.hf_tokens_column, self.hf_tags_column):
+        where = f"{self.hf_source}[{key}]"
+        for col in (self.params.hf_tokens_column, self.params.hf_tags_column):
             if col not in part.column_names:
                 raise DataError(f"{where}: no column {col!r} (columns: {part.column_names})")
-        feat = part.features[self.hf_tags_column]
+        feat = part.features[self.params.hf_tags_column]
         inner = getattr(feat, "feature", None)
         names_ = getattr(inner, "names", None)
         sentences = []
         for i, row in enumerate(part):
-            toks, tags = row[self.hf_tokens_column], row[self.hf_tags_column]
+            toks, tags = row[self.params.hf_tokens_column], row[self.params.hf_tags_column]
             if names_ is not None:
                 tags = [names_[t] for t in tags]
             if len(toks) != len(tags):
@@ -231,21 +174,21 @@ class NERTask(FineTunedTask):
     def split(self, split: str, required: bool = True) -> ConllSplit | None:
         """The sentences of ``split`` (IOB2), read once; ``None`` if absent and not required."""
         if split not in self._splits:
-            if self.hf_dataset is not None:
+            if self.hf_source is not None:
                 data = self._hf_split(split)
             else:
-                folder = Path(self.data_dir)  # type: ignore[arg-type]
+                folder = Path(self.params.data_dir)  # type: ignore[arg-type]
                 if not folder.is_dir():
                     raise DataError(
-                        f"{self.data_dir}: no such data folder (looked for {folder.absolute()}); "
+                        f"{self.params.data_dir}: no such data folder (looked for {folder.absolute()}); "
                         f"a Hugging Face hub dataset is named explicitly: hf_dataset: ID or "
                         f"data_dir: {HUB_PREFIX}ID")
                 path = self._path(split)
-                data = read_conll(path, self.scheme) if path.is_file() else None
+                data = read_conll(path, self.params.scheme) if path.is_file() else None
             self._splits[split] = data
         data = self._splits[split]
         if data is None and required:
-            where = self.hf_dataset if self.hf_dataset is not None else self._path(split)
+            where = self.hf_source if self.hf_source is not None else self._path(split)
             raise DataError(f"{where}: the {split} split is missing (data file not found)")
         return data
 
@@ -255,8 +198,8 @@ class NERTask(FineTunedTask):
         data = self.split(split)
         assert data is not None
         if limit is None:
-            limit = self.max_train_samples if split == "train" else (
-                self.max_eval_samples if split == self.eval_split else None
+            limit = self.params.max_train_samples if split == "train" else (
+                self.params.max_eval_samples if split == self.eval_split else None
             )
         return data.sentences[:limit] if limit else data.sentences
 
@@ -275,7 +218,7 @@ class NERTask(FineTunedTask):
     def split_hash(self, split: str) -> str:
         data = self.split(split)
         assert data is not None
-        limit = self.max_train_samples if split == "train" else self.max_eval_samples
+        limit = self.params.max_train_samples if split == "train" else self.params.max_eval_samples
         return f"{split}:{data.sha256}:{data.scheme}:{limit}"
 
     def train_features(
@@ -312,7 +255,7 @@ class NERTask(FineTunedTask):
             windows = make_windows(word_pieces(tokenizer, [s.tokens for s in sentences]), prefix, suffix, max_len)
         order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids), reverse=True)
         preds: list[list[str | None]] = [[None] * len(s.tokens) for s in sentences]
-        bs = max(1, int(self.eval_batch_size))
+        bs = max(1, int(self.params.eval_batch_size))
         batches = [order[i : i + bs] for i in range(0, len(order), bs)]
         with torch.inference_mode():
             for idx in tqdm(batches, desc="evaluate ner", unit="batch", disable=not ctx.show_progress):
@@ -350,7 +293,7 @@ class NERTask(FineTunedTask):
         }), kind="sequence-labels", metric="entity_f1", scorer=scorer_name(paired_scorer),
             split=split, data_hash=f"{self.split_hash(split)}:{limit}")
         metrics = ner_metrics(
-            [s.tags for s in sentences], preds, bootstrap=self.bootstrap if intervals else 0,
+            [s.tags for s in sentences], preds, bootstrap=self.params.bootstrap if intervals else 0,
             seed=ctx.seed, split=split,
         )
         return metrics + self._unseen_types(sentences, split)
@@ -376,14 +319,14 @@ class NERTask(FineTunedTask):
 
             counts = ", ".join(f"{begins[typ]} {typ}" for typ in unseen)
             warnings.warn(
-                f"NER data {self.hf_dataset or self.data_dir}: the {split} split has gold entities "
+                f"NER data {self.hf_source or self.params.data_dir}: the {split} split has gold entities "
                 f"of type(s) the train split never has ({counts}); the model cannot predict them, "
                 "so they count as misses in every cell (rows unseen_in_train.*)",
                 HarnessWarning, stacklevel=2)
         return [MetricValue(
             f"unseen_in_train.{typ}", float(begins[typ]), higher_is_better=False, unit="entities",
-            group="Entity types never seen in training",
-            description=(f"{begins[typ]} gold {typ} entities in the {split} split, a type "
+            metric_group="Entity types never seen in training",
+            metric_description=(f"{begins[typ]} gold {typ} entities in the {split} split, a type "
                          "the train split never has: the model cannot predict it"))
             for typ in unseen]
 
@@ -404,7 +347,7 @@ class NERTask(FineTunedTask):
 
     def latency_batches(self, model: LoadedModel, batch_size: int, count: int, seed: int) -> list[dict[str, Any]]:
         tokenizer = model.tokenizer
-        windows = self._windows_for(tokenizer, self.eval_split, model_eval_length(model, self.eval_max_length))
+        windows = self._windows_for(tokenizer, self.eval_split, model_eval_length(model, self.params.eval_max_length))
         rng = random.Random(seed)
         need = batch_size * count
         picks = rng.sample(windows, need) if need <= len(windows) else rng.choices(windows, k=need)
@@ -417,8 +360,8 @@ class NERTask(FineTunedTask):
         tokenizer = model.tokenizer
         split = "train" if self.split("train", required=False) is not None else "validation"
         if split == self.eval_split:
-            raise DataError(f"task 'ner': no train split to draw calibration data from ({self._path('train') if self.data_dir else self.hf_dataset})")
-        windows = self._windows_for(tokenizer, split, min(self.max_length, model_eval_length(model, self.eval_max_length)))
+            raise DataError(f"task 'ner': no train split to draw calibration data from ({self._path('train') if self.params.data_dir else self.hf_source})")
+        windows = self._windows_for(tokenizer, split, min(self.params.max_length, model_eval_length(model, self.params.eval_max_length)))
         rng = random.Random(seed)
         picks = rng.sample(windows, min(samples, len(windows)))
         return [pad_batch([{"input_ids": w.input_ids}], tokenizer) for w in picks]
@@ -437,79 +380,6 @@ def paired_scorer(gold: list[list[str]], pred: list[list[str]]) -> tuple[Any, An
 
     res = seqeval_metric().compute(predictions=pred, references=gold)
     return np.asarray(res["sentence_counts"], dtype=np.int64).reshape(-1, 3), micro_f1_from_counts
-
-
-def ner_metrics(
-    references: list[list[str]],
-    predictions: list[list[str]],
-    *,
-    bootstrap: int = 1000,
-    seed: int = 0,
-    split: str = "test",
-) -> list[MetricValue]:
-    """Entity-level metrics of ``predictions`` against ``references`` (IOB tags per word)."""
-    import numpy as np
-
-    from .._lib.metrics import bootstrap_ci, micro_f1_from_counts, seqeval_metric
-
-    for i, (r, p) in enumerate(zip(references, predictions)):
-        if len(r) != len(p):
-            raise DataError(f"sentence {i}: {len(r)} gold tags but {len(p)} predicted")
-    if len(references) != len(predictions):
-        raise DataError(f"{len(references)} gold sentences but {len(predictions)} predicted")
-    res = seqeval_metric().compute(predictions=predictions, references=references)
-    strict = seqeval_metric().compute(predictions=predictions, references=references, mode="strict")
-    counts = np.asarray(res.pop("sentence_counts"), dtype=np.int64).reshape(-1, 3)
-    n_gold = int(counts[:, 2].sum())
-    low, high = bootstrap_ci(counts, micro_f1_from_counts, n_resamples=bootstrap, seed=seed)
-    mode = "seqeval default (conlleval-compatible) mode"
-    ci = (
-        f"; 95% CI: percentile bootstrap, {bootstrap} resamples of the {len(references)} "
-        f"sentences, seed {seed}" if bootstrap > 0 else ""
-    )
-    out = [
-        MetricValue(
-            "entity_f1", res["overall_f1"], low, high,
-            description=f"entity-level micro F1, {mode}, over all {n_gold} gold entities of the "
-            f"{split} split (every word scored; a predicted entity counts only when its span and "
-            f"type both match a gold entity: not token accuracy){ci}",
-            main=True,
-        ),
-        MetricValue(
-            "entity_precision", res["overall_precision"],
-            description=f"entity-level micro precision, {mode}, {split} split",
-        ),
-        MetricValue(
-            "entity_recall", res["overall_recall"],
-            description=f"entity-level micro recall, {mode}, {split} split",
-        ),
-        MetricValue(
-            "entity_f1_strict", strict["overall_f1"],
-            description="entity-level micro F1, seqeval STRICT mode with the IOB2 scheme "
-            f"(not conlleval: an entity must start with B-), {split} split",
-        ),
-        MetricValue(
-            "token_accuracy", res["overall_accuracy"],
-            description=f"token-level accuracy over all words including O-tagged ones "
-            f"(not an entity metric), {split} split",
-        ),
-        MetricValue(
-            "gold_entities", float(n_gold), unit="entities", group="Evaluation data",
-            description=f"number of gold entities scored in the {split} split (conlleval chunking)",
-        ),
-    ]
-    types = sorted(k for k, v in res.items() if isinstance(v, dict))
-    for t in types:
-        row = res[t]
-        for key, what in (("f1", "F1"), ("precision", "precision"), ("recall", "recall")):
-            out.append(
-                MetricValue(
-                    f"entity_{key}.{t}", row[key], group=f"Per-entity-type {what}",
-                    description=f"entity-level {what} of type {t} ({row['number']} gold), {mode}, "
-                    f"{split} split",
-                )
-            )
-    return out
 
 
 @harness.hookimpl

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from pydantic import Field
+
 import harness
 
 
@@ -20,15 +22,16 @@ class LayerDrop(harness.Transform):
     name, version = "layer-drop", "2"
     description = "keep the first `keep` encoder layers (a transform: chains can recover it)"
 
-    def __init__(self, *, keep: int = 1) -> None:
-        if keep < 1:
-            raise ValueError("layer-drop: keep must be >= 1")
-        self.keep = keep
+    class Params(harness.Params):
+        keep: int = Field(1, ge=1)
+        """How many of the encoder's first layers are kept."""
+
+    params: Params
 
     def _drop(self, module) -> int:
         """Keep the first ``keep`` layers of ``module`` (in place); the count kept."""
         encoder = module.base_model.encoder
-        kept = list(encoder.layer)[: self.keep]
+        kept = list(encoder.layer)[: self.params.keep]
         encoder.layer = type(encoder.layer)(kept)
         module.config.num_hidden_layers = len(kept)
         return len(kept)

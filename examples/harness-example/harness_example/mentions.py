@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from harness.api import CellContext, LoadedModel, MetricValue, Predictor
 from harness.errors import DataError
@@ -44,13 +44,24 @@ class EntityMentions(FineTunedTask):
     description = "does the sentence mention a named entity? (CoNLL-style NER files); accuracy"
     head_kind = "sequence-classification"
 
-    def __init__(self, *, data_dir: str, eval_split: str = "test", **params: Any) -> None:
-        super().__init__(**params)
-        self.data_dir, self.eval_split = data_dir, eval_split
-        self._data: dict[str, list[tuple[str, str]] | None] = {}
+    class Params(FineTunedTask.Params):  # adds to the recipe and evaluation parameters
+        data_dir: str
+        """Folder of ``train.conll``, ``validation.conll``, ``test.conll`` (``token<TAB>tag``)."""
+        eval_split: Literal["train", "validation", "test"] = "test"
+        """The split that is scored."""
+
+    params: Params
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)  # validates them into self.params
+        self._data: dict[str, list[tuple[str, str]] | None] = {}  # state derived from them
+
+    @property
+    def eval_split(self) -> str:  # type: ignore[override]  # FineTunedTask reads it
+        return self.params.eval_split
 
     def split(self, split: str, required: bool = True) -> list[tuple[str, str]] | None:
-        path = Path(self.data_dir) / f"{split}.conll"
+        path = Path(self.params.data_dir) / f"{split}.conll"
         if split not in self._data:
             self._data[split] = read_sentences(path) if path.is_file() else None
         if self._data[split] is None and required:
@@ -59,7 +70,7 @@ class EntityMentions(FineTunedTask):
 
     def rows(self, split: str, limit: int | None = None) -> list[tuple[str, str]]:
         rows = self.split(split) or []
-        return rows[: limit or (self.max_train_samples if split == "train" else None)]
+        return rows[: limit or (self.params.max_train_samples if split == "train" else None)]
 
     def labels(self) -> list[str]:
         return list(LABELS)
@@ -84,11 +95,12 @@ class EntityMentions(FineTunedTask):
         rows = self.rows(split, limit)
         feats = self.encode(setup.tokenizer, rows, setup.max_length)
         right = 0
-        for lo in range(0, len(rows), self.eval_batch_size):
-            logits = predictor(pad_batch(feats[lo : lo + self.eval_batch_size], setup.tokenizer))
-            for p, (_, gold) in zip(logits.argmax(-1).tolist(), rows[lo : lo + self.eval_batch_size]):
+        bs = self.params.eval_batch_size
+        for lo in range(0, len(rows), bs):
+            logits = predictor(pad_batch(feats[lo : lo + bs], setup.tokenizer))
+            for p, (_, gold) in zip(logits.argmax(-1).tolist(), rows[lo : lo + bs]):
                 right += setup.labels[p] == gold
-        return [MetricValue("accuracy", right / max(1, len(rows)), main=True, description=(
+        return [MetricValue("accuracy", right / max(1, len(rows)), main_metric=True, metric_description=(
             f"share of the {len(rows)} {split} sentences whose entity/none label is right"))]
 
     def latency_batches(self, model: LoadedModel, batch_size: int, count: int, seed: int):

