@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import json
 import statistics
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from report_fixtures import make_results, write_jsonl
 
-sys.path.insert(0, str(Path(__file__).parent))
-from report_fixtures import make_results, write_jsonl  # noqa: E402
-
-from harness.cli import compare_command  # noqa: E402
-from harness.errors import DataError, SuiteError  # noqa: E402
-from harness.gate import compare, gate_thresholds  # noqa: E402
-from harness.gate.noise import Z, derived_band, spread  # noqa: E402
+from harness.cli import compare_command
+from harness.errors import DataError, SuiteError
+from harness.gate import compare, gate_thresholds
+from harness.gate.noise import Z, derived_band, spread
 
 CELL = ("minilm-l6", "sst2", "dynamic-int8")
 METRIC = "latency_b1_p50_ms"

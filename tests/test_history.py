@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from report_fixtures import XSS, make_results, write_jsonl
 
-sys.path.insert(0, str(Path(__file__).parent))
-from report_fixtures import XSS, make_results, write_jsonl  # noqa: E402
-
-from harness.analysis.history import build_history, render_history, run_label  # noqa: E402
-from harness.cli import history_command  # noqa: E402
-from harness.errors import DataError  # noqa: E402
-from harness.gate import compare  # noqa: E402
+from harness.analysis.history import build_history, render_history, run_label
+from harness.cli import history_command
+from harness.errors import DataError
+from harness.gate import compare
 
 ACC = ("minilm-l6", "sst2", "none")
 LAT = ("minilm-l6", "sst2", "ov-int8")

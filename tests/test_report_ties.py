@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pandas as pd
+from report_fixtures import make_results
 
-sys.path.insert(0, str(Path(__file__).parent))
-from report_fixtures import make_results  # noqa: E402
-
-from harness.analysis.pareto import tied_with_front  # noqa: E402
-from harness.report import build_view, pareto_front, render_report  # noqa: E402
+from harness.analysis.pareto import tied_with_front
+from harness.report import build_view, pareto_front, render_report
 
 
 def test_tied_with_front_unit():

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from report_fixtures import make_results, write_jsonl
 
-sys.path.insert(0, str(Path(__file__).parent))
-from report_fixtures import make_results, write_jsonl  # noqa: E402
-
-from harness.analysis.select import select  # noqa: E402
-from harness.cli import select_command  # noqa: E402
-from harness.errors import DataError  # noqa: E402
+from harness.analysis.select import select
+from harness.cli import select_command
+from harness.errors import DataError
 
 
 def _by(sels, model: str, task: str):
