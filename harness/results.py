@@ -21,12 +21,14 @@ from .rows import (
     REQUIRED_KEYS,
     TEXT_COLUMNS,
     arrow_table,
+    as_bool,
     as_cell,
     as_float,
     as_json,
     cell_label,
     frame,
     is_null,
+    moved_names,
 )
 
 if TYPE_CHECKING:
@@ -38,16 +40,9 @@ __all__ = ["COLUMNS", "REQUIRED_KEYS", "RESULTS_FILE", "ResultsWriter", "export"
 RESULTS_FILE = "results.jsonl"
 
 
-def __getattr__(name: str) -> Any:
-    """Names that moved to :mod:`harness.rows` (deprecated here; removed in the next release)."""
-    from . import rows
-
-    moved = {"as_bool": rows.as_bool, "iter_rows": _iter_rows}
-    if name not in moved:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    warnings.warn(f"harness.results.{name} is deprecated: use harness.rows."
-                  f"{'metric_columns' if name == 'iter_rows' else name}", DeprecationWarning, stacklevel=2)
-    return moved[name]
+#: names that moved to harness.rows (deprecated here; removed in the next release)
+__getattr__ = moved_names(__name__, {"as_bool": ("harness.rows.as_bool", lambda: as_bool),
+                                     "iter_rows": ("harness.rows.metric_columns", lambda: _iter_rows)})
 
 
 def _iter_rows(metrics: Iterable[Any]) -> Iterable[dict[str, Any]]:

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = ["COLUMNS", "FIELDS", "KEY", "REQUIRED_KEYS", "CellKey", "arrow_table", "as_bool",
            "as_cell", "as_float", "as_int", "as_json", "as_samples", "as_text", "build", "cell_key",
-           "cell_label", "conform", "frame", "is_null", "metric_columns", "schema", "MetricValue"]
+           "cell_label", "conform", "frame", "is_null", "metric_columns", "moved_names", "schema", "MetricValue"]
 
 #: MetricValue's field names of earlier versions -> now (the row's column names): deprecated
 _RENAMED = {"name": "metric", "description": "metric_description", "main": "main_metric",
@@ -96,6 +96,20 @@ class MetricValue:
         _deprecated(f"MetricValue.{old}", _RENAMED[old])
         return getattr(self, _RENAMED[old])
 
+
+
+def moved_names(module: str, moved: dict[str, tuple[str, Any]]) -> Any:
+    """A module's ``__getattr__`` serving names that moved elsewhere, with a
+    ``DeprecationWarning`` (removed in the next release): ``{old: (new dotted name, getter)}``."""
+
+    def __getattr__(name: str) -> Any:
+        if name not in moved:
+            raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        new, get = moved[name]
+        _deprecated(f"{module}.{name}", new)
+        return get()
+
+    return __getattr__
 
 
 _S, _F, _B, _I, _L = "string", "float64", "bool", "int64", "list<float64>"

@@ -13,13 +13,12 @@ memory, timings) from the metrics a task returns (everything else).
 from __future__ import annotations
 
 import re
-import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DataError, HarnessError
-from ..rows import KEY, CellKey, as_bool, as_float, as_text, cell_key, is_null
+from ..rows import KEY, CellKey, as_bool, as_float, as_text, cell_key, is_null, moved_names
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -51,12 +50,7 @@ def metric_kind(metric: str) -> str:
     return "accuracy"
 
 
-def __getattr__(name: str) -> Any:
-    if name == "text":  # deprecated: removed in the next release
-        warnings.warn("harness.analysis.cells.text is deprecated: use harness.rows.as_text",
-                      DeprecationWarning, stacklevel=2)
-        return as_text
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = moved_names(__name__, {"text": ("harness.rows.as_text", lambda: as_text)})
 
 
 @dataclass

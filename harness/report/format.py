@@ -4,9 +4,9 @@ safe inside the page."""
 from __future__ import annotations
 
 import json
-import warnings
 from typing import Any
 
+from ..rows import as_json, moved_names
 from ..textfmt import num  # the one number formatter (the gate's too)
 
 __all__ = ["count", "json_for_script", "num", "short_label"]
@@ -30,14 +30,7 @@ def json_for_script(data: Any) -> str:
     return text
 
 
-def __getattr__(name: str) -> Any:
-    if name == "clean_json":  # deprecated: removed in the next release
-        from ..rows import as_json
-
-        warnings.warn("harness.report.format.clean_json is deprecated: use harness.rows.as_json",
-                      DeprecationWarning, stacklevel=2)
-        return as_json
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = moved_names(__name__, {"clean_json": ("harness.rows.as_json", lambda: as_json)})
 
 
 def short_label(model: str, compression: str, limit: int = 36) -> str:
