@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import rows as _rows
 from .errors import DataError, HarnessWarning
 from .fsutil import atomic_write
 from .rows import (
@@ -21,7 +22,6 @@ from .rows import (
     REQUIRED_KEYS,
     TEXT_COLUMNS,
     arrow_table,
-    as_bool,
     as_cell,
     as_float,
     as_json,
@@ -41,7 +41,7 @@ RESULTS_FILE = "results.jsonl"
 
 
 #: names that moved to harness.rows (deprecated here; removed in the next release)
-__getattr__ = moved_names(__name__, {"as_bool": ("harness.rows.as_bool", lambda: as_bool),
+__getattr__ = moved_names(__name__, {"as_bool": ("harness.rows.as_bool", lambda: _rows.as_bool),
                                      "iter_rows": ("harness.rows.metric_columns", lambda: _iter_rows)})
 
 

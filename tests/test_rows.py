@@ -191,3 +191,20 @@ def test_value_helpers():
     import numpy as np
 
     assert as_json({1: (float("nan"), np.float32(0.5), [np.int64(2)])}) == {"1": [None, 0.5, [2]]}
+
+
+@pytest.mark.parametrize("module, old, new", [
+    ("harness.results", "as_bool", "as_bool"),
+    ("harness.analysis.cells", "text", "as_text"),
+    ("harness.report.format", "clean_json", "as_json"),
+])
+def test_names_that_moved_to_rows_still_work_with_a_warning(module, old, new):
+    import importlib
+
+    import harness.rows
+
+    mod = importlib.import_module(module)
+    with pytest.warns(DeprecationWarning, match=f"{module}.{old} is deprecated: use harness.rows.{new}"):
+        assert getattr(mod, old) is getattr(harness.rows, new)
+    with pytest.raises(AttributeError):
+        mod.no_such_name  # noqa: B018
