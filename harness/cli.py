@@ -325,11 +325,14 @@ Example:
 @click.option("--gate-on", type=click.Choice(["both", "significance"]), default=None,
               help="With per-example outputs, an accuracy drop fails when beyond the threshold "
                    "and significant ('both', default) or when significant ('significance').")
-def compare_command(baseline: Path, current: Path, overrides: tuple[str, ...],
+@click.pass_context
+def compare_command(ctx: click.Context, baseline: Path, current: Path, overrides: tuple[str, ...],
                     suite_path: Path | None, markdown: Path | None, junit: Path | None,
                     json_path: Path | None, noise_band: str | None, noise_runs: tuple[Path, ...],
                     paired_alpha: float | None, gate_on: str | None) -> None:
     from .gate import gate_thresholds, run_gate, set_dotted, suite_gate
+    for module in (ctx.obj or {}).get("extra", ()):  # -p modules declare their scorers
+        import_plugin_module(module)
 
     gate: dict[str, Any] = suite_gate(suite_path) if suite_path else {}
     th = gate_thresholds(gate, path=suite_path)

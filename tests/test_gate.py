@@ -447,3 +447,22 @@ def test_cli_compare(tmp_path, baseline):
 
     help_text = runner.invoke(compare_command, ["--help"]).output
     assert "Example" in help_text and "--junit" in help_text and "Exit status" in help_text
+
+
+def test_compare_imports_the_plugin_modules_given_with_p(tmp_path, monkeypatch):
+    """A scorer declared only in a ``-p`` module (not an installed plugin) is declared before
+    the gate reads predictions files: ``harness -p MODULE compare`` imports MODULE."""
+    from harness.cli import main
+    from harness.scorers import _SCORERS
+
+    (tmp_path / "my_scorers.py").write_text(
+        "import harness\n\n@harness.api.scorer\ndef exact(gold, pred):\n    return None, None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    base = write_jsonl(make_results(seed=1), tmp_path / "base")
+    same = write_jsonl(make_results(seed=2), tmp_path / "same")
+    assert "my_scorers:exact" not in _SCORERS
+    res = CliRunner().invoke(main, ["-p", "my_scorers", "compare", str(base), str(same)])
+    assert res.exit_code == 0, res.output
+    assert "my_scorers:exact" in _SCORERS
+    res = CliRunner().invoke(main, ["-p", "no_such_scorers_mod", "compare", str(base), str(same)])
+    assert res.exit_code == 2 and "no_such_scorers_mod" in res.output
