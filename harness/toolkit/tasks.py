@@ -102,6 +102,15 @@ class FineTunedTask(Task):
         return EvalSetup(model.tokenizer, tuple(model.head.labels),
                          model_eval_length(model, self.params.eval_max_length))
 
+    def sample_limit(self, split: str, limit: int | None = None) -> int | None:
+        """``limit``, else the cap the parameters set for ``split``: ``max_train_samples`` for
+        train, ``max_eval_samples`` for the evaluation split, none (all) for any other."""
+        if limit is not None:
+            return limit
+        if split == "train":
+            return self.params.max_train_samples
+        return self.params.max_eval_samples if split == self.eval_split else None
+
     def eval_options(self, split: str | None, limit: int | None) -> tuple[str, int | None]:
         """``evaluate``'s ``split``/``limit`` keywords resolved: the split to score (the task's
         ``eval_split`` by default; one it lacks raises ``DataError`` naming the file) and the

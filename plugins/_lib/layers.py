@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.api import CellContext, Finetunable, LoadedModel, Task
+from harness.api import CellContext, Finetunable, LoadedModel, Task, Transform
 from harness.errors import PluginError
 
 
@@ -100,3 +100,14 @@ def torch_predictor(module: Any, model: LoadedModel, ctx: CellContext, info: dic
     info["params_vs_source"] = params_vs_source(module, model.module)
     return CompressedTorchPredictor(module, device=ctx.device, precision="fp32", info=info,
                                     artifact=folder / "model")
+
+
+class RecoveringTransform(Transform):
+    """Base of the transforms with a ``recovery_epochs`` parameter. Recovery trains through the
+    task's recipe, so they require the task's ``"finetune"`` capability only when asked to
+    recover (``recovery_epochs > 0``); a task without it then makes the cell skipped."""
+
+    @property  # type: ignore[override]
+    def requires(self) -> tuple[str, ...]:
+        return ("finetune",) if self.params.recovery_epochs > 0 else ()
+

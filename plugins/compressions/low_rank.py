@@ -29,12 +29,12 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 import harness
-from harness.api import CellContext, LoadedModel, Task, Transform
+from harness.api import CellContext, LoadedModel, Task
 from harness.errors import PluginError
 from harness.toolkit import base_info, cached_load, save_module, task_key
 
 from .._lib.arch import discover, set_sub
-from .._lib.layers import device_reason, recover, torch_predictor
+from .._lib.layers import RecoveringTransform, device_reason, recover, torch_predictor
 from .._lib.torch_utils import CompressedTorchPredictor, cpu_copy, load_unique
 
 SPEC_FILE = "lowrank_spec.json"
@@ -138,7 +138,7 @@ def factorise(module: Any, spec: dict[str, Any]) -> None:
         set_sub(module, emb["name"], new)
 
 
-class LowRank(Transform):
+class LowRank(RecoveringTransform):
     """Truncated-SVD factorisation of encoder Linears (and optionally the word embeddings)."""
 
     name = "low-rank"
@@ -172,10 +172,6 @@ class LowRank(Transform):
 
     params: Params
 
-    def __init__(self, **params: Any) -> None:
-        super().__init__(**params)
-        # recovery trains through the task: a task that is not Finetunable gives a skipped cell
-        self.requires = ("finetune",) if self.params.recovery_epochs > 0 else ()
 
     def unsupported_reason(self, ctx: CellContext) -> str | None:
         return device_reason("low-rank", ctx.device)

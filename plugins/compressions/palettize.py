@@ -32,12 +32,12 @@ from typing import Any
 from pydantic import Field
 
 import harness
-from harness.api import CellContext, LoadedModel, Task, Transform
+from harness.api import CellContext, LoadedModel, Task
 from harness.errors import PluginError
 from harness.toolkit import base_info, cached_load, task_key
 
 from .._lib.arch import discover, set_sub
-from .._lib.layers import device_reason, recover
+from .._lib.layers import RecoveringTransform, device_reason, recover
 from .._lib.torch_utils import WEIGHTS_FILE, CompressedTorchPredictor, check_fits, cpu_copy, weight_counts
 
 META_KEY = "harness_palette"
@@ -234,7 +234,7 @@ class PalettizedPredictor(CompressedTorchPredictor):
 # ---------------------------------------------------------------------------------------------
 
 
-class Palettize(Transform):
+class Palettize(RecoveringTransform):
     """Weight clustering: ``2^bits`` centroids per tensor, stored as packed indices + codebook."""
 
     name = "palettize"
@@ -253,10 +253,6 @@ class Palettize(Transform):
 
     params: Params
 
-    def __init__(self, **params: Any) -> None:
-        super().__init__(**params)
-        # recovery trains through the task: a task that is not Finetunable gives a skipped cell
-        self.requires = ("finetune",) if self.params.recovery_epochs > 0 else ()
 
     def unsupported_reason(self, ctx: CellContext) -> str | None:
         return device_reason("palettize", ctx.device)

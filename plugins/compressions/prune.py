@@ -31,11 +31,11 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 import harness
-from harness.api import CellContext, LoadedModel, Task, Transform
+from harness.api import CellContext, LoadedModel, Task
 from harness.toolkit import base_info, cached_load, load_tensors, save_module, task_key
 
 from .._lib.arch import discover
-from .._lib.layers import device_reason, recover
+from .._lib.layers import RecoveringTransform, device_reason, recover
 from .._lib.prune_masks import apply_masks, global_magnitude_masks, load_sparse, save_sparse
 from .._lib.structured import apply_structured, structured_spec
 from .._lib.torch_utils import (
@@ -96,7 +96,7 @@ def structure(module: Any, plugin: str = "prune") -> Any:
 # ---------------------------------------------------------------------------------------------
 
 
-class Prune(Transform):
+class Prune(RecoveringTransform):
     """Magnitude pruning: global unstructured, or structured attention heads / FFN neurons."""
 
     name = "prune"
@@ -122,10 +122,6 @@ class Prune(Transform):
 
     params: Params
 
-    def __init__(self, **params: Any) -> None:
-        super().__init__(**params)
-        # recovery trains with the task's recipe: a task without it makes the cell skipped
-        self.requires = ("finetune",) if self.params.recovery_epochs > 0 else ()
 
     def unsupported_reason(self, ctx: CellContext) -> str | None:
         return device_reason("prune", ctx.device)

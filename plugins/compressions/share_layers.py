@@ -25,12 +25,12 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 import harness
-from harness.api import CellContext, LoadedModel, Task, Transform
+from harness.api import CellContext, LoadedModel, Task
 from harness.errors import PluginError
 from harness.toolkit import base_info, cached_load, load_tensors, task_key
 
 from .._lib.arch import check_unshared, discover, share_blocks
-from .._lib.layers import device_reason, recover, torch_predictor
+from .._lib.layers import RecoveringTransform, device_reason, recover, torch_predictor
 from .._lib.torch_utils import WEIGHTS_FILE, CompressedTorchPredictor, check_fits, cpu_copy
 
 SPEC_FILE = "share_spec.json"
@@ -73,7 +73,7 @@ def save_shared(module: Any, prefix: str, groups: list[list[int]], path: Path) -
     save_file(state, str(path), metadata={"harness_shared_groups": json.dumps(groups)})
 
 
-class ShareLayers(Transform):
+class ShareLayers(RecoveringTransform):
     """Cross-layer weight sharing: groups of encoder layers use one set of weights."""
 
     name = "share-layers"
@@ -117,10 +117,6 @@ class ShareLayers(Transform):
 
     params: Params
 
-    def __init__(self, **params: Any) -> None:
-        super().__init__(**params)
-        # recovery trains through the task: a task that is not Finetunable gives a skipped cell
-        self.requires = ("finetune",) if self.params.recovery_epochs > 0 else ()
 
     def unsupported_reason(self, ctx: CellContext) -> str | None:
         return device_reason("share-layers", ctx.device)

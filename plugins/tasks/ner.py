@@ -197,10 +197,7 @@ class NERTask(FineTunedTask):
         train, ``max_eval_samples`` for the evaluation split, else all)."""
         data = self.split(split)
         assert data is not None
-        if limit is None:
-            limit = self.params.max_train_samples if split == "train" else (
-                self.params.max_eval_samples if split == self.eval_split else None
-            )
+        limit = self.sample_limit(split, limit)
         return data.sentences[:limit] if limit else data.sentences
 
     def labels(self) -> list[str]:
