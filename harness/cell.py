@@ -84,17 +84,18 @@ class PluginSet:
                 f"{entry.kind} plugin {entry.plugin!r} ({cls.__module__}.{cls.__qualname__}) does "
                 f"not implement the abstract method(s) {', '.join(sorted(cls.__abstractmethods__))}"
             )
+        # Plugin.__init__ validates declared Params; a class written before Params keeps none
+        legacy = cls._params_from_signature
         try:
-            params = validate_params(cls, entry.params, entry.kind)
+            params = validate_params(cls, entry.params, entry.kind) if legacy else None
+            plugin = cls(**entry.params)
         except ParameterError as exc:
             raise ParameterError(f"{exc} ({entry.where})", entry=entry, key=exc.key) from None
-        try:
-            plugin = cls(**entry.params)
         except Exception as exc:  # the suite's values, not a crash
             raise ParameterError(
                 f"{entry.kind} plugin {entry.plugin!r} ({entry.where}) rejected its parameters: "
                 f"{type(exc).__name__}: {exc}", entry=entry) from exc
-        if cls._params_from_signature:  # a class written before Params: its __init__ kept none
+        if params is not None:
             plugin.params = params
         return plugin
 
