@@ -1,6 +1,7 @@
 """harness: benchmark NLP models and their compressed variants (accuracy x size x latency).
 
-Plugin authors need: the API classes exported here (``harness.api``), ``harness.hookimpl``,
+Plugin authors need: the API classes exported here (``harness.api``; ``harness.examples`` for
+models that are not transformers), ``harness.hookimpl``,
 the errors (``harness.errors``), the helpers in ``harness.toolkit`` and the pytest fixtures
 in ``harness.testing``.
 """
@@ -29,6 +30,7 @@ from .api import (
     capability_reason,
 )
 from .errors import BadInput, DataError, HarnessError, ParameterError, PluginError, SuiteError
+from .examples import ExampleModel, ExamplePredictor, Examples
 from .hookspecs import hookimpl
 from .plugins import get_plugin_manager
 from .version import __version__
@@ -42,6 +44,9 @@ __all__ = [
     "CellContext",
     "Compression",
     "DataError",
+    "ExampleModel",
+    "ExamplePredictor",
+    "Examples",
     "Executor",
     "ExecutorContext",
     "Finetunable",

@@ -5,10 +5,12 @@ A cell of a suite is one (model, task, compression). The runner drives it like t
     model = ModelPlugin(**params)             # a Model subclass, registered by name
     task = TaskPlugin(**params)
     compression = CompressionPlugin(**params)
-    reason = compression.unsupported_reason(ctx) or capability_reason(compression, task)
-    # a reason -> a "skipped" row
-    loaded = model.load(task.head(), ctx)       # a LoadedModel (transformers module + tokenizer)
-    loaded = task.fit(loaded, ctx)               # fine-tunes when the model has no head (cached)
+    reason = (compression.unsupported_reason(ctx)
+              or capability_reason(compression, task, model))   # kinds, heads, capabilities
+    # a reason -> a "skipped" row, before anything loads
+    loaded = model.load(task.head(), ctx)       # a LoadedModel: a transformers module + tokenizer,
+                                                # or an ExampleModel (harness.examples)
+    loaded = task.fit(loaded, ctx)               # trains when the model has no head (cached)
     predictor = compression.apply(loaded, task, ctx)   # runs on torch, OpenVINO, ...
     metrics = task.evaluate(predictor, loaded, ctx)    # list[MetricValue]
     # the core then times ``predictor`` on ``task.latency_batches(loaded, ...)`` and measures
@@ -28,9 +30,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar
 
 from . import params as _params
+from .capabilities import CAPABILITIES, Finetunable, capability_reason
 from .params import Params, adopt_signature, as_key, declared
 from .params import validate as validate_params
 from .rows import MetricValue
@@ -112,8 +115,10 @@ class LoadedModel:
     recipe. Caches key on it.
     """
 
-    module: Any  #: torch.nn.Module; forward(**batch) returns an object with ``.logits``
-    tokenizer: Any  #: a transformers tokenizer (fast tokenizers give word ids)
+    #: torch.nn.Module whose forward(**batch) returns ``.logits``; for a model plugin of another
+    #: ``kind``, a :class:`harness.examples.ExampleModel`
+    module: Any
+    tokenizer: Any  #: a transformers tokenizer (fast ones give word ids); None for an ExampleModel
     head: Head
     identity: str
     source: str  #: human-readable origin: a path or hub id
@@ -135,6 +140,9 @@ class Predictor(ABC):
     runtime: str = "torch"  #: "torch", "openvino", ...
     device: str = "cpu"  #: "cpu", "cuda:0", ...
     precision: str = "fp32"  #: the precision actually computed (e.g. "bf16" under AMX)
+    #: the tokenizer of the model this predictor runs when a transform changed it (vocab-trim);
+    #: None: the fitted model's. The core evaluates and times with it (chains set it).
+    tokenizer: Any = None
 
     @abstractmethod
     def __call__(self, batch: Mapping[str, Any]) -> Any:
@@ -189,9 +197,18 @@ class CellContext:
 
 
 class Model(Plugin):
-    """A model source (a local path, a hub id, a config for a tiny test model, ...)."""
+    """A model source (a local path, a hub id, a config for a tiny test model, ...).
+
+    ``kind`` says what ``load`` returns: ``"transformers"`` (a module + tokenizer; tasks tokenise,
+    the core fine-tunes) or another name for a :class:`harness.examples.ExampleModel` (raw
+    examples in; it trains, predicts, saves and reloads itself). Compressions and tasks accept
+    kinds in ``requires`` (``"model:<kind>"``): docs/plugins.md, "The model contract"."""
 
     axis = "model"
+    #: what ``load`` returns: "transformers", or the kind name of an ``ExampleModel``
+    kind: ClassVar[str] = "transformers"
+    #: the head kinds (``Head.kind``) this model can serve; a task needing another is skipped
+    heads: ClassVar[tuple[str, ...]] = ("token-classification", "sequence-classification")
 
     @abstractmethod
     def load(self, head: Head, ctx: CellContext) -> LoadedModel:
@@ -214,6 +231,12 @@ class Task(Plugin):
     """
 
     axis = "task"
+    #: the ``Head.kind`` this task needs ("" = found only when ``head()`` reads the data); a
+    #: model whose ``heads`` lack it is skipped before any work
+    head_kind: ClassVar[str] = ""
+    #: the model kinds this task can feed (``"model:<kind>"``, ``"model:*"``; none named:
+    #: transformers only: the task tokenises with ``LoadedModel.tokenizer``)
+    requires: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def head(self) -> Head:
@@ -264,30 +287,16 @@ class Task(Plugin):
         raise NotImplementedError(f"task {self.name!r} provides no calibration data")
 
 
-@runtime_checkable
-class Finetunable(Protocol):
-    """Optional task capability ``"finetune"``: continue training a model that already has its
-    trained head (e.g. recovery after pruning), with the task's own recipe.
-
-    ``finetune(model, ctx, epochs=...)`` returns the trained model; ``epochs`` may be
-    fractional. The head is kept and nothing is cached (the compression caches its artifact).
-    """
-
-    def finetune(self, model: LoadedModel, ctx: CellContext, *, epochs: float) -> LoadedModel: ...
-
-
-#: capability name (as in ``Compression.requires``) -> the protocol a task must satisfy
-CAPABILITIES: dict[str, type] = {"finetune": Finetunable}
-
-
 class Compression(Plugin):
     """A transformation of a fine-tuned model into something smaller or faster."""
 
     axis = "compression"
 
-    #: task capabilities (names in ``CAPABILITIES``) that ``apply`` uses; a task lacking one
-    #: makes the cell ``skipped`` with a reason naming the task and the capability. An instance
-    #: may narrow it in ``__init__`` (e.g. only when a parameter asks for recovery training).
+    #: task capabilities (names in ``CAPABILITIES``) that ``apply`` uses, and the model kinds it
+    #: takes (``"model:<kind>"``, ``"model:*"``; none named: transformers only); a cell whose
+    #: task or model does not fit is ``skipped`` with the reason, before any work
+    #: (:func:`harness.capabilities.capability_reason`). An instance may narrow it in
+    #: ``__init__`` (e.g. only when a parameter asks for recovery training).
     requires: tuple[str, ...] = ()
 
     def unsupported_reason(self, ctx: CellContext) -> str | None:
@@ -320,11 +329,15 @@ class Transform(Compression):
     @abstractmethod
     def transform(self, model: LoadedModel, task: Task, ctx: CellContext) -> LoadedModel:
         """Return the transformed model: a ``LoadedModel`` whose ``module`` is a torch module with
-        the same head and tokenizer (``dataclasses.replace(model, module=new)`` is typical).
+        the same head (``dataclasses.replace(model, module=new)`` is typical).
 
-        ``model`` is the core's copy: it may be modified in place. The core sets the result's
-        ``identity`` (it keys the next step's cache) and keeps ``info`` columns that are plain
-        values."""
+        ``model`` is the core's copy: its module may be modified in place, its tokenizer not (the
+        fitted model shares it). A transform may *replace* the tokenizer (``vocab-trim``:
+        ``dataclasses.replace(model, module=new, tokenizer=new_tokenizer)``, of the same class):
+        the core saves it with the step's output (its JSON files), restores it on a cache hit and
+        uses it in every later phase: the next step's calibration and export, evaluation and the
+        timing inputs. The core sets the result's ``identity`` (it keys the next step's cache) and
+        keeps ``info`` columns that are plain values."""
 
     def save_output(self, module: Any, folder: Path) -> None:
         """Write ``transform``'s output into its cache entry: its unique tensors + config.json."""
@@ -354,19 +367,6 @@ _transform_apply: Callable[[Transform, LoadedModel, Task, CellContext], Predicto
 def _register_transform_apply(fn: Callable[[Transform, LoadedModel, Task, CellContext], Predictor]) -> None:
     global _transform_apply
     _transform_apply = fn
-
-
-def capability_reason(compression: Compression, task: Task) -> str | None:
-    """Why ``task`` cannot serve ``compression`` (a capability in ``requires`` it lacks), or None."""
-    for cap in compression.requires:
-        proto = CAPABILITIES.get(cap)
-        if proto is None:
-            return (f"compression {compression.name!r} requires unknown capability {cap!r} "
-                    f"(known: {sorted(CAPABILITIES)})")
-        if not isinstance(task, proto):
-            return (f"{compression.name}: task {task.name!r} lacks the {cap!r} capability "
-                    f"(harness.api.{proto.__name__}) that this compression requires")
-    return None
 
 
 @dataclass

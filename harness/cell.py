@@ -13,7 +13,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -193,7 +193,7 @@ def _setup(spec: CellSpec, plugins: PluginSet, ctx: CellContext, step) -> _Parts
     plugins.tasks[task_key] = task
     step("setup", spec.compression)
     compression: Any = plugins.create(spec.compression)
-    reason = compression.unsupported_reason(ctx) or capability_reason(compression, task)
+    reason = compression.unsupported_reason(ctx) or capability_reason(compression, task, model)
     return str(reason) if reason else _Parts(model, task, compression)
 
 
@@ -225,12 +225,15 @@ def _compress(spec: CellSpec, parts: _Parts, ctx: CellContext, step, info: dict[
 
 def _measure(spec: CellSpec, parts: _Parts, ctx: CellContext, step, info: dict[str, Any],
              work: Path) -> list[dict[str, Any]]:
-    """Evaluate, time and size the compressed model: the cell's rows."""
+    """Evaluate, time and size the compressed model: the cell's rows. A predictor whose
+    ``tokenizer`` is set (a transform changed it) is evaluated and timed with that tokenizer."""
     s, task, predictor = spec.settings, parts.task, parts.predictor
+    tokenizer = getattr(predictor, "tokenizer", None)
+    model = parts.loaded if tokenizer is None else replace(parts.loaded, tokenizer=tokenizer)
     step("evaluate", spec.task)
     t0 = time.perf_counter()
     with PeakMemory(predictor.device) as mem:
-        metrics = list(task.evaluate(predictor, parts.loaded, ctx))
+        metrics = list(task.evaluate(predictor, model, ctx))
         eval_s = time.perf_counter() - t0
         if sum(m.main_metric for m in metrics) != 1:
             raise PluginError(
@@ -238,8 +241,8 @@ def _measure(spec: CellSpec, parts: _Parts, ctx: CellContext, step, info: dict[s
                 "main metrics; exactly one MetricValue must have main_metric=True"
             )
         step("time", spec.task)
-        b1 = task.latency_batches(parts.loaded, 1, LATENCY_INPUTS, s.seed)
-        bn = task.latency_batches(parts.loaded, s.throughput_batch_size, THROUGHPUT_BATCHES, s.seed)
+        b1 = task.latency_batches(model, 1, LATENCY_INPUTS, s.seed)
+        bn = task.latency_batches(model, s.throughput_batch_size, THROUGHPUT_BATCHES, s.seed)
         if s.latency_seq_len:
             b1, bn = fixed_length(b1, s.latency_seq_len), fixed_length(bn, s.latency_seq_len)
         step("time", spec.compression)

@@ -21,6 +21,11 @@ A cached output is tensors only (``Transform.save_output``: safetensors + config
 the step's own ``Transform.load_output`` rebuilds the module's structure from the input model and
 its parameters and loads the tensors into it. Nothing is unpickled and no class is named by the
 cache; an entry that does not load is rebuilt (``harness.toolkit.cached_load``).
+
+A step may replace the tokenizer (``vocab-trim``): the new one is saved with the output as JSON
+(``tokenizer/`` in the entry), read back on a hit with the input tokenizer's class, and handed to
+the next step (its calibration and export use it); the predictor carries it
+(``Predictor.tokenizer``), so the core evaluates and times the cell with it.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from .api import (
     Transform,
     _register_transform_apply,
 )
+from .capabilities import common_kinds
 from .entries import Entry, check_params, deep_merge, plugin_and_params
 from .errors import BadInput, PluginError, SuiteError, Unsupported
 from .registry import Registries, unknown_name_message
@@ -50,6 +56,8 @@ from .toolkit.weights import save_module
 
 #: the plugin name of a chain entry in result rows (``compression_plugin``)
 CHAIN = "chain"
+#: where a transform's cache entry keeps the tokenizer it changed (JSON files)
+TOKENIZER_DIR = "tokenizer"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,42 +140,66 @@ def run_transform(step: Transform, model: LoadedModel, task: Task,
                               f"{type(out).__name__}, not a harness.api.LoadedModel")
         built["module"] = out.module.to("cpu").eval()
         step.save_output(built["module"], folder)
+        if out.tokenizer is not source.tokenizer:  # a new vocabulary (vocab-trim): saved with it
+            out.tokenizer.save_pretrained(str(folder / TOKENIZER_DIR), legacy_format=False)
+            built["tokenizer"] = out.tokenizer
         added = {k: v for k, v in out.info.items()  # what this step recorded (plain values)
                  if isinstance(v, (str, int, float, bool, type(None))) and before.get(k, ...) != v}
         return {"info": added}
 
-    def load(folder: Path) -> Any:
+    def load(folder: Path) -> tuple[Any, Any]:
         if "module" in built:  # built just now: the module in memory is the one saved
-            return built["module"]
-        return step.load_output(source, folder).to("cpu").eval()
+            return built["module"], built.get("tokenizer")
+        module = step.load_output(source, folder).to("cpu").eval()
+        return module, load_tokenizer(source.tokenizer, folder / TOKENIZER_DIR, module)
 
     # "out=tensors": entries of the earlier pickled-module format are never read (rebuilt once)
     extra = f"{cls.__module__}.{cls.__qualname__}|{task_key(task)}|seed={ctx.seed}|out=tensors"
-    folder, meta, hit, module = cached_load(ctx, model, step, build, load, extra_key=extra,
-                                            kind="transform")
+    folder, meta, hit, (module, tokenizer) = cached_load(ctx, model, step, build, load,
+                                                         extra_key=extra, kind="transform")
     spent = float(meta.get("compression_time_s", 0.0))
     info: dict[str, Any] = meta["info"] if isinstance(meta.get("info"), dict) else {}
     record = {"plugin": step.name, "params": plugin_params(step), "time_s": 0.0 if hit else spent,
               "build_time_s": spent, "cache_hit": hit, "info": info}
     result = dataclasses.replace(
-        model, module=module, identity=f"t-{folder.name}", trained_for_task=True,
-        info={**before, **info},
+        model, module=module, tokenizer=source.tokenizer if tokenizer is None else tokenizer,
+        identity=f"t-{folder.name}", trained_for_task=True, info={**before, **info},
     )
     return result, record
 
 
+def load_tokenizer(like: Any, folder: Path, module: Any) -> Any:
+    """The tokenizer a transform saved in its cache entry (``folder``), or None when it kept the
+    input's. Read from its JSON files with the input tokenizer's class (``like``; no class named
+    by the cache is loaded); a ``ValueError`` when it has ids beyond the module's embedding table
+    (the cache then rebuilds the entry)."""
+    if not folder.is_dir():
+        return None
+    tokenizer = type(like).from_pretrained(str(folder), trust_remote_code=False)
+    emb = module.get_input_embeddings() if hasattr(module, "get_input_embeddings") else None
+    rows = getattr(emb, "num_embeddings", None)
+    if rows is not None and len(tokenizer) > rows:
+        raise ValueError(f"{folder}: the tokenizer has {len(tokenizer)} ids, the embedding table {rows} rows")
+    return tokenizer
+
+
 class TransformedPredictor(TorchPredictor):
     """A transform's output on eager PyTorch; its artifact is the module's unique weights
-    (``safetensors.torch.save_model`` stores a tensor shared by several layers once) + config."""
+    (``safetensors.torch.save_model`` stores a tensor shared by several layers once) + config,
+    and, when the transform changed the tokenizer (``tokenizer`` is not None), the tokenizer's
+    JSON files in the same folder: the artifact loads as a normal transformers model."""
 
-    def __init__(self, module: Any, *, device: str, info: dict[str, Any]) -> None:
+    def __init__(self, module: Any, *, device: str, info: dict[str, Any], tokenizer: Any = None) -> None:
         super().__init__(module, device=device)
         self.info = info
+        self.tokenizer = tokenizer
 
     def save(self, directory: Path) -> Path:
         out = Path(directory) / "model"
         out.mkdir(parents=True, exist_ok=True)
         save_module(self.module, out)
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(str(out), legacy_format=False)
         return out
 
     def describe(self) -> dict[str, Any]:
@@ -179,16 +211,20 @@ def transform_predictor(step: Transform, model: LoadedModel, task: Task, ctx: Ce
     out, record = run_transform(step, model, task, ctx)
     info = {"compression_time_s": record["time_s"], "compression_time_build_s": record["build_time_s"],
             "cache_hit": record["cache_hit"], **record["info"]}
-    return TransformedPredictor(out.module, device=ctx.device, info=info)
+    changed = out.tokenizer if out.tokenizer is not model.tokenizer else None
+    return TransformedPredictor(out.module, device=ctx.device, info=info, tokenizer=changed)
 
 
 class ChainPredictor(Predictor):
     """The last step's predictor, with the chain's columns added to ``describe()``."""
 
-    def __init__(self, inner: Predictor, steps: list[dict[str, Any]]) -> None:
+    def __init__(self, inner: Predictor, steps: list[dict[str, Any]], tokenizer: Any = None) -> None:
         self.inner = inner
         self.runtime, self.device, self.precision = inner.runtime, inner.device, inner.precision
         self.steps = steps
+        #: the last step's own changed tokenizer, else the one an earlier step gave its input
+        own = getattr(inner, "tokenizer", None)
+        self.tokenizer = tokenizer if own is None else own
 
     def __call__(self, batch: Mapping[str, Any]) -> Any:
         return self.inner(batch)
@@ -238,7 +274,8 @@ class Chain(Compression):
     def __init__(self, steps: list[Compression]) -> None:
         super().__init__()
         self.steps = steps
-        self.requires = tuple(dict.fromkeys(c for s in steps for c in s.requires))
+        tasks_need = (c for s in steps for c in s.requires if not c.startswith("model:"))
+        self.requires = (*dict.fromkeys(tasks_need), *common_kinds(steps))
 
     def unsupported_reason(self, ctx: CellContext) -> str | None:
         for i, step in enumerate(self.steps):
@@ -250,6 +287,7 @@ class Chain(Compression):
     def apply(self, model: LoadedModel, task: Task, ctx: CellContext) -> Predictor:
         records: list[dict[str, Any]] = []
         n = len(self.steps)
+        given = model.tokenizer
         for i, step in enumerate(self.steps):
             try:
                 if i < n - 1:
@@ -268,7 +306,8 @@ class Chain(Compression):
                 if isinstance(exc, Unsupported):  # still a skip: this step cannot take the model
                     raise Unsupported(message) from exc
                 raise PluginError(message) from exc
-        return ChainPredictor(predictor, records)
+        changed = model.tokenizer if model.tokenizer is not given else None  # an earlier step's
+        return ChainPredictor(predictor, records, tokenizer=changed)
 
 
 _register_transform_apply(transform_predictor)  # Transform.apply's default (see harness.api)

@@ -234,7 +234,7 @@ def plugins(ctx, as_json: bool, params_of: str | None) -> None:
         click.echo(json.dumps({"plugins": rows, "load_errors": [str(e) for e in pm.load_errors]},
                               indent=1))
         return
-    cols = ("name", "kind", "chain", "version", "plugin", "distribution")
+    cols = ("name", "kind", "chain", "models", "version", "plugin", "distribution")
     click.echo(table([c.upper() for c in cols], [[r[c] for c in cols] for r in rows]), nl=False)
     if pm.load_errors:
         sys.exit(EXIT_FAILED)

@@ -18,6 +18,7 @@ import pluggy
 
 from . import hookspecs
 from .api import Compression, Executor, Model, Task, Transform
+from .capabilities import DEFAULT_MODEL_KIND, kinds_in
 from .errors import PluginError
 from .params import describe
 from .registry import Registries, Registry, unknown_name_message
@@ -229,9 +230,21 @@ def plugin_table(pm: PluginManager) -> list[dict[str, str]]:
                     # where a compression may stand in a chain: a Transform feeds the next step
                     "chain": ("" if kind != "compression" else
                               "any step" if issubclass(cls, Transform) else "last step"),
+                    "models": _models_column(kind, cls),
                 }
             )
     return rows
+
+
+def _models_column(kind: str, cls: type) -> str:
+    """A model's kind; the model kinds a task or compression accepts ("any" for all)."""
+    if kind == "model":
+        return str(getattr(cls, "kind", DEFAULT_MODEL_KIND))
+    if kind not in ("task", "compression"):
+        return ""
+    declared = getattr(cls, "requires", ())  # a property (set per instance): no kind named
+    kinds = kinds_in(declared if isinstance(declared, (tuple, list)) else ())
+    return "any" if "*" in kinds else ",".join(kinds)
 
 
 def classes_named(pm: PluginManager, name: str) -> list[tuple[str, type]]:

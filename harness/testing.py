@@ -129,3 +129,33 @@ def alive_processes(procs: list[Any]) -> list[Any]:
         except psutil.NoSuchProcess:
             pass
     return out
+
+
+def check_example_model(model: Any, train: Any, inputs: list[Any], folder: Path,
+                        seed: int = 0) -> list[Any]:
+    """Check a model plugin whose ``load`` returns a :class:`harness.ExampleModel` (a model that
+    is not a transformer) the way the core uses it: load, ``fit`` on ``train`` (a
+    :class:`harness.Examples`), ``save`` into ``folder``, ``load`` into a fresh instance from the
+    plugin, which must predict exactly as the trained one on ``inputs``; no pickle files, counts
+    that make sense, one known label per input. Returns the predictions."""
+    from .api import Head
+    from .examples import ExampleModel, ExamplePredictor, predict_examples
+
+    ctx = CellContext(device="cpu", seed=seed, cache_dir=folder / "cache", work_dir=folder)
+    head = Head(train.kind, tuple(train.labels))
+    trained = model.load(head, ctx).module
+    assert isinstance(trained, ExampleModel), f"{model.name}: load() returned {type(trained).__name__}"
+    trained.fit(train, ctx)
+    saved = folder / "saved"
+    saved.mkdir(parents=True)
+    trained.save(saved)
+    pickled = [p.name for p in saved.rglob("*") if p.suffix in (".pkl", ".pickle", ".joblib")]
+    assert not pickled, f"{model.name}: save() wrote pickle files {pickled}"
+    fresh = model.load(head, ctx).module
+    fresh.load(saved)
+    before = predict_examples(ExamplePredictor(trained), inputs, 64, train.labels)
+    assert predict_examples(ExamplePredictor(fresh), inputs, 64, train.labels) == before, (
+        f"{model.name}: the reloaded model predicts differently")
+    total, nonzero = fresh.parameter_counts()
+    assert 0 < nonzero <= total, f"{model.name}: parameter_counts() = {(total, nonzero)}"
+    return before

@@ -130,7 +130,18 @@ class PeakMemory:
 
 
 def _seq_len(batch: dict[str, Any]) -> int:
+    """Padded length in tokens, or for a batch of raw examples (``harness.examples``) its
+    longest input in words."""
+    if "input_ids" not in batch:
+        return max(batch["lengths"], default=0)
     return int(batch["input_ids"].shape[-1])
+
+
+def _counts(batch: dict[str, Any]) -> tuple[int, int]:
+    """(samples, non-padding tokens) of a batch; words for raw examples."""
+    if "input_ids" not in batch:
+        return len(batch["examples"]), int(sum(batch["lengths"]))
+    return int(batch["input_ids"].shape[0]), int(batch["attention_mask"].sum())
 
 
 def measure_latency(
@@ -219,8 +230,9 @@ def measure_throughput(
             n < max_batches and (n < min_batches or time.perf_counter() - start < min_duration_s)):
         b = batches[n % len(batches)]
         predictor(b)
-        samples += int(b["input_ids"].shape[0])
-        tokens += int(b["attention_mask"].sum())
+        done, toks = _counts(b)
+        samples += done
+        tokens += toks
         n += 1
     predictor.synchronize()
     elapsed = time.perf_counter() - start

@@ -60,6 +60,7 @@ COMPRESSIONS: list[dict[str, Any]] = [
     {"name": "prune-ffn", "plugin": "prune", "params": {"method": "ffn"}},
     {"plugin": "distill", "params": {"num_layers": 1, "epochs": 1}},
     {"plugin": "finetune", "params": {"epochs": 1}},
+    {"plugin": "vocab-trim"},
 ]
 _TRAIN = {"max_train_samples": 16, "max_eval_samples": 16, "batch_size": 8, "eval_batch_size": 16,
           "bootstrap": 0, "max_length": 32}

@@ -135,7 +135,8 @@ def test_finetune_alone_and_a_task_without_the_capability(run_suite_dict):
     from harness_plugins.compressions.prune import Prune
 
     chain = Chain([Prune(), Finetune(epochs=0.5)])
-    assert chain.requires == ("finetune",) and Chain([Prune()]).requires == ()
+    assert chain.requires == ("finetune", "model:transformers")  # task capability, model kinds
+    assert Chain([Prune()]).requires == ("model:transformers",)
     reason = capability_reason(chain, TinySST2([], None))
     assert reason is not None and "'tiny-sst2'" in reason and "'finetune'" in reason
     with pytest.raises(ValueError, match="'epochs'.*'finetune'"):

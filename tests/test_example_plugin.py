@@ -79,7 +79,7 @@ def test_the_example_passes_its_own_tests(installed, shared_data):
                         str(EXAMPLE / "tests")], capture_output=True, text=True, env=env,
                        cwd=EXAMPLE)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "1 passed" in r.stdout
+    assert "2 passed" in r.stdout
 
 
 def _imports(path: Path) -> list[tuple[int, str, list[str]]]:
@@ -127,3 +127,4 @@ def test_the_example_stays_small():
     code = EXAMPLE / "harness_example"
     assert len((code / "layer_drop.py").read_text().splitlines()) <= 60
     assert len((code / "model.py").read_text().splitlines()) <= 40
+    assert len((code / "word_nb.py").read_text().splitlines()) < 60  # a model that is not a transformer

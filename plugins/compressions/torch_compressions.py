@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import harness
-from harness.api import CellContext, Compression, LoadedModel, Task
+from harness.api import CellContext, Compression, LoadedModel, Predictor, Task
+from harness.examples import ExamplePredictor, is_example_model
 from harness.provenance import cpu_name
 from harness.toolkit import base_info, cached_load, save_module
 
@@ -32,9 +33,13 @@ class NoCompression(Compression):
 
     name = "none"
     version = "1"
-    description = "fp32 baseline (eager PyTorch, safetensors artifact)"
+    description = "the model as trained: fp32 eager PyTorch (safetensors), or a classic model as is"
+    #: any kind: a model that is not a transformer runs as its own ExamplePredictor
+    requires = ("model:*",)
 
-    def apply(self, model: LoadedModel, task: Task, ctx: CellContext) -> CompressedTorchPredictor:
+    def apply(self, model: LoadedModel, task: Task, ctx: CellContext) -> Predictor:
+        if is_example_model(model):
+            return ExamplePredictor(model.module, base_info(self, model.module.runtime, None, False))
         # the core hands each compression its own copy of the model: no need to copy again
         info = base_info(self, "torch", None, False)
         return CompressedTorchPredictor(model.module, device=ctx.device, precision="fp32", info=info)

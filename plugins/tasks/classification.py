@@ -13,6 +13,7 @@ from pydantic import model_validator
 import harness
 from harness.api import CellContext, LoadedModel, MetricValue, Predictor
 from harness.errors import DataError, PluginError
+from harness.examples import Examples, is_example_model, predict_examples
 from harness.toolkit import EvalSetup, FineTunedTask, model_eval_length, pad_batch
 
 from .._lib.textdata import (
@@ -35,6 +36,7 @@ class ClassificationTask(FineTunedTask):
 
     name = "classification"
     head_kind = "sequence-classification"
+    requires = ("model:*",)  # transformers (tokenised here) and any ExampleModel (raw words/text)
     version = "1"
     description = "text classification (SST-2, AG News, CSV/TSV/JSONL); accuracy, macro-F1"
 
@@ -147,6 +149,11 @@ class ClassificationTask(FineTunedTask):
         limit = self.sample_limit(split, limit)
         return data.examples[:limit] if limit else data.examples
 
+    def raw_examples(self, split: str, limit: int | None = None) -> Examples:
+        exs = self.examples(split, limit)
+        return Examples("sequence-classification", [e.text for e in exs], [e.label for e in exs],
+                        tuple(self.labels()), f"{self.split_hash(split)}:{limit}")
+
     def labels(self) -> list[str]:
         names = self._fixed_names()
         if names is not None:
@@ -238,7 +245,11 @@ class ClassificationTask(FineTunedTask):
         labels = setup.labels
         examples = self.examples(split, limit)
         ctx.progress("evaluate", f"{len(examples)} examples of {split}")
-        preds, truncated, probs = self.predict(predictor, setup, ctx, examples)
+        if is_example_model(model):  # TF-IDF, ...: the text itself, no truncation
+            named = predict_examples(predictor, [e.text for e in examples], self.params.eval_batch_size, labels)
+            preds, truncated, probs = [labels.index(p) for p in named], 0, None
+        else:
+            preds, truncated, probs = self.predict(predictor, setup, ctx, examples)
         index = {name: i for i, name in enumerate(labels)}
         refs = []
         for e in examples:
@@ -247,10 +258,9 @@ class ClassificationTask(FineTunedTask):
             refs.append(index[e.label])
         import pandas as pd
 
-        ctx.record_predictions(pd.DataFrame({
-            "example": range(len(examples)), "gold": [labels[r] for r in refs],
-            "pred": [labels[p] for p in preds], "prob": probs,
-        }), kind="per-example-label", metric="accuracy", split=split,
+        table = {"example": range(len(examples)), "gold": [labels[r] for r in refs],
+                 "pred": [labels[p] for p in preds], **({"prob": probs} if probs is not None else {})}
+        ctx.record_predictions(pd.DataFrame(table), kind="per-example-label", metric="accuracy", split=split,
             data_hash=f"{self.split_hash(split)}:{limit}")
         return classification_metrics(
             refs, preds, list(labels), bootstrap=self.params.bootstrap if intervals else 0, seed=ctx.seed,
@@ -259,6 +269,8 @@ class ClassificationTask(FineTunedTask):
 
     # -- inputs for timing and calibration ---------------------------------------------------
     def latency_batches(self, model: LoadedModel, batch_size: int, count: int, seed: int) -> list[dict[str, Any]]:
+        if is_example_model(model):
+            return self.example_latency_batches(batch_size, count, seed)
         tokenizer = model.tokenizer
         exs = self.examples(self.eval_split)
         rng = random.Random(seed)

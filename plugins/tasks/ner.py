@@ -21,6 +21,7 @@ from pydantic import model_validator
 import harness
 from harness.api import CellContext, LoadedModel, MetricValue, Predictor, scorer
 from harness.errors import DataError, PluginError
+from harness.examples import Examples, is_example_model, predict_examples
 from harness.scorers import scorer_name
 from harness.toolkit import EvalSetup, FineTunedTask, model_eval_length, pad_batch
 
@@ -65,6 +66,7 @@ class NERTask(FineTunedTask):
 
     name = "ner"
     head_kind = "token-classification"
+    requires = ("model:*",)  # transformers (tokenised here) and any ExampleModel (raw words/text)
     version = "1"
     description = "NER on CoNLL-format files or HF datasets; entity F1 (seqeval, conlleval mode)"
 
@@ -218,6 +220,11 @@ class NERTask(FineTunedTask):
         limit = self.params.max_train_samples if split == "train" else self.params.max_eval_samples
         return f"{split}:{data.sha256}:{data.scheme}:{limit}"
 
+    def raw_examples(self, split: str, limit: int | None = None) -> Examples:
+        sents = self.sentences(split, limit)
+        return Examples("token-classification", [s.tokens for s in sents], [s.tags for s in sents],
+                        tuple(self.labels()), f"{self.split_hash(split)}:{limit}")
+
     def train_features(
         self, tokenizer: Any, label2id: dict[str, int], max_length: int
     ) -> tuple[list[dict[str, Any]], int]:
@@ -281,8 +288,12 @@ class NERTask(FineTunedTask):
         setup = self.eval_setup(model)
         sentences = self.sentences(split, limit)
         ctx.progress("evaluate", f"{len(sentences)} sentences of {split}")
-        windows = self._windows_for(setup.tokenizer, split, setup.max_length, limit)
-        preds = self.predict(predictor, setup, ctx, sentences, windows)
+        if is_example_model(model):  # a CRF, ...: the words themselves
+            preds = predict_examples(predictor, [s.tokens for s in sentences],
+                                     self.params.eval_batch_size, setup.labels)
+        else:
+            windows = self._windows_for(setup.tokenizer, split, setup.max_length, limit)
+            preds = self.predict(predictor, setup, ctx, sentences, windows)
         import pandas as pd
 
         ctx.record_predictions(pd.DataFrame({
@@ -343,6 +354,8 @@ class NERTask(FineTunedTask):
         return windows
 
     def latency_batches(self, model: LoadedModel, batch_size: int, count: int, seed: int) -> list[dict[str, Any]]:
+        if is_example_model(model):
+            return self.example_latency_batches(batch_size, count, seed)
         tokenizer = model.tokenizer
         windows = self._windows_for(tokenizer, self.eval_split, model_eval_length(model, self.params.eval_max_length))
         rng = random.Random(seed)
