@@ -116,7 +116,8 @@ def tables(df, baseline: str = "none", run: Path | None = None,
         timing = (f"latency and throughput: {sp['rounds']} interleaved rounds "
                   f"(`benchmarks/speed_rounds.py`, median of per-round ratios)" if sp else
                   "latency and throughput: as each cell timed itself in the run")
-        out.append(f"\nTiming inputs: {first.seq_len}; {int(first.threads)} threads; "
+        threads = f"{int(first.threads)} threads" if pd.notna(first.threads) else "the runtime's own threads"
+        out.append(f"\nTiming inputs: {first.seq_len}; {threads}; "
                    f"device {first.device_name}; {timing}.\n")
     return "\n".join(out)
 

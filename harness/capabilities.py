@@ -3,7 +3,8 @@
 A compression (and a task) lists in ``requires`` what it needs:
 
 - **task capabilities**, names in :data:`CAPABILITIES` (``"finetune"``: the task can continue
-  training a model, :class:`Finetunable`); a task lacking one skips the cell;
+  training a model, :class:`Finetunable`; ``"train-features"``: it hands out its train split
+  tokenised, :class:`TrainFeatures`); a task lacking one skips the cell;
 - **model kinds**, as ``"model:<kind>"`` (``"model:transformers"``, ``"model:sklearn"``, or
   ``"model:*"`` for any): the ``kind`` a model plugin declares must be one of them. A plugin that
   names no model kind accepts ``transformers`` models only, the kind every plugin written before
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from .api import CellContext, LoadedModel
 
-__all__ = ["CAPABILITIES", "DEFAULT_MODEL_KIND", "Finetunable", "capability_reason", "common_kinds",
+__all__ = ["CAPABILITIES", "DEFAULT_MODEL_KIND", "Finetunable", "TrainFeatures", "capability_reason", "common_kinds",
            "kinds_in", "model_kinds"]
 
 #: the kind of a model plugin that declares none, and the only kind a plugin accepts when its
@@ -43,8 +44,24 @@ class Finetunable(Protocol):
     def finetune(self, model: LoadedModel, ctx: CellContext, *, epochs: float) -> LoadedModel: ...
 
 
+@runtime_checkable
+class TrainFeatures(Protocol):
+    """Optional task capability ``"train-features"``: the train split tokenised for a model
+    (``harness.toolkit.FineTunedTask`` has it): what a compression that trains or reads the
+    training data itself (``distill``, ``vocab-trim``) needs.
+
+    ``train_features(tokenizer, label2id, max_length)`` returns ``(features, examples)`` as
+    ``harness.toolkit.finetune`` takes them; ``train_hash()`` identifies the train split as used.
+    """
+
+    def train_features(self, tokenizer: Any, label2id: dict[str, int],
+                       max_length: int) -> tuple[list[dict[str, Any]], int]: ...
+
+    def train_hash(self) -> str: ...
+
+
 #: capability name (as in ``Compression.requires``) -> the protocol a task must satisfy
-CAPABILITIES: dict[str, type] = {"finetune": Finetunable}
+CAPABILITIES: dict[str, type] = {"finetune": Finetunable, "train-features": TrainFeatures}
 
 
 def kinds_in(requires: Iterable[str]) -> tuple[str, ...]:

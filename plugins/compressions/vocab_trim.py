@@ -287,6 +287,8 @@ class VocabTrim(Transform):
         """Also keep every single-character piece, so unseen words are spelt, not [UNK]."""
 
     params: Params
+    #: the train split tokenised (a task without it is skipped before any work)
+    requires = ("train-features",)
 
     def unsupported_reason(self, ctx: CellContext) -> str | None:
         return device_reason("vocab-trim", ctx.device)
