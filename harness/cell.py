@@ -243,8 +243,10 @@ def _measure(spec: CellSpec, parts: _Parts, ctx: CellContext, step, info: dict[s
         step("time", spec.task)
         b1 = task.latency_batches(model, 1, LATENCY_INPUTS, s.seed)
         bn = task.latency_batches(model, s.throughput_batch_size, THROUGHPUT_BATCHES, s.seed)
-        if s.latency_seq_len:
-            b1, bn = fixed_length(b1, s.latency_seq_len), fixed_length(bn, s.latency_seq_len)
+        words = bool(b1) and "input_ids" not in b1[0]  # raw examples (harness.examples): real lengths
+        fixed = 0 if words else s.latency_seq_len
+        if fixed:
+            b1, bn = fixed_length(b1, fixed), fixed_length(bn, fixed)
         step("time", spec.compression)
         with mem.paused():  # no sampler thread competing for the GIL while timing batch-1
             lat = measure_latency(predictor, b1, warmup=s.warmup, min_iterations=s.min_iterations,
@@ -254,7 +256,7 @@ def _measure(spec: CellSpec, parts: _Parts, ctx: CellContext, step, info: dict[s
     artifact = predictor.save(work / "artifact")
     info.update(
         latency_batch_size=1, throughput_batch_size=s.throughput_batch_size,
-        seq_len=describe_lengths(lat.seq_lens, s.latency_seq_len),
+        seq_len=describe_lengths(lat.seq_lens, fixed, unit="words" if words else "tokens"),
         latency_inputs=lat.inputs, latency_passes=lat.passes,
     )
     described = predictor.describe()

@@ -258,10 +258,12 @@ def fixed_length(batches: Sequence[dict[str, Any]], length: int) -> list[dict[st
     return out
 
 
-def describe_lengths(lens: Sequence[int], fixed: int = 0) -> str:
+def describe_lengths(lens: Sequence[int], fixed: int = 0, unit: str = "tokens") -> str:
+    """The ``seq_len`` column: the timed inputs' lengths (``unit``: tokens, or words for a model
+    that takes raw examples)."""
     if fixed:
-        return f"fixed length: {fixed} tokens (real inputs cut or repeated)"
+        return f"fixed length: {fixed} {unit} (real inputs cut or repeated)"
     if not lens:
         return ""
     xs = sorted(lens)
-    return f"real lengths: p50 {xs[len(xs) // 2]} / max {xs[-1]} tokens"
+    return f"real lengths: p50 {xs[len(xs) // 2]} / max {xs[-1]} {unit}"

@@ -114,6 +114,7 @@ def test_classic_baselines_run_skip_and_reload_from_their_cache(run_suite_dict, 
     assert (vals.size_bytes > 1000).all() and (vals.parameters > 100).all()
     assert (vals.nonzero_parameters <= vals.parameters).all() and (vals.bits_per_weight == 64).all()
     assert (vals.latency_b1_p50_ms > 0).all() and (vals.train_time_s > 0).all()
+    assert main.seq_len.str.endswith(" words").all()  # raw examples: lengths in words
     # the fitted models are cached as plain files and reloaded through the model itself
     fits = sorted((tmp_path / "cache" / "fit").glob("*/model"))
     assert len(fits) == 2 and not [p for f in fits for p in f.iterdir() if p.suffix in (".pkl", ".pickle")]
