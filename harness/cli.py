@@ -231,8 +231,7 @@ def plugins(ctx, as_json: bool, params_of: str | None) -> None:
         return
     rows = plugin_table(pm)
     if as_json:
-        click.echo(json.dumps({"plugins": rows, "load_errors": [str(e) for e in pm.load_errors]},
-                              indent=1))
+        click.echo(json.dumps({"plugins": rows, "load_errors": [str(e) for e in pm.load_errors]}, indent=1))
         return
     cols = ("name", "kind", "chain", "models", "version", "plugin", "distribution")
     click.echo(table([c.upper() for c in cols], [[r[c] for c in cols] for r in rows]), nl=False)
@@ -262,8 +261,10 @@ Example:
 @click.option("--baseline", type=click.Path(path_type=Path), default=None,
               help="Earlier results (folder or file): show coloured deltas against them.")
 @click.option("--title", default=None, help="Page title (default: 'Leaderboard: <suite>').")
+@click.option("--max-drop", type=float, default=0.01, show_default=True, help="Accuracy bound of "
+              "each task's per-model summary, as in 'harness select --max-drop'.")
 def report_command(results: Path, out_dir: Path | None, baseline: Path | None,
-                   title: str | None) -> None:
+                   title: str | None, max_drop: float) -> None:
     from .report import load_results_for_report, render_report
 
     df = load_results_for_report(results, "results")
@@ -271,7 +272,7 @@ def report_command(results: Path, out_dir: Path | None, baseline: Path | None,
     if out_dir is None:
         stem = results.name if results.is_dir() else results.parent.name or results.stem
         out_dir = Path("reports") / (stem or "report")
-    page = render_report(df, out_dir, baseline=bdf, title=title)
+    page = render_report(df, out_dir, baseline=bdf, title=title, max_drop=max_drop)
     click.echo(f"leaderboard: {page}")
 
 
@@ -312,16 +313,14 @@ Example:
 @click.option("--junit", type=click.Path(path_type=Path), help="Write JUnit XML here.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write JSON here.")
 @click.option("--noise-band", type=click.Choice(["fixed", "auto", "runs"]), default=None,
-              help="Latency noise band: 'fixed' (latency_noise, 5%), 'auto' (per cell, from "
-                   "the spread of the recorded samples inside each run) or 'runs' (per cell, "
-                   "from how much it moved between the --noise-runs). Same as -t "
-                   "noise_band=VALUE.")
+              help="Latency noise band: 'fixed' (latency_noise, 5%), 'auto' (per cell, from the spread "
+                   "of the recorded samples inside each run) or 'runs' (per cell, from how much it "
+                   "moved between the --noise-runs). Same as -t noise_band=VALUE.")
 @click.option("--noise-runs", multiple=True, type=click.Path(path_type=Path), metavar="RUN",
               help="A repeated run of the baseline (same suite, same machine); repeat it, at "
                    "least 3 runs. Implies --noise-band runs unless another band is given.")
-@click.option("--significance", "paired_alpha", type=float, default=None,
-              help="Alpha of the paired accuracy tests on per-example outputs (default 0.05). "
-                   "Same as -t paired_alpha=VALUE.")
+@click.option("--significance", "paired_alpha", type=float, default=None, help="Alpha of the paired "
+              "accuracy tests on per-example outputs (default 0.05). Same as -t paired_alpha=VALUE.")
 @click.option("--gate-on", type=click.Choice(["both", "significance"]), default=None,
               help="With per-example outputs, an accuracy drop fails when beyond the threshold "
                    "and significant ('both', default) or when significant ('significance').")
@@ -336,8 +335,7 @@ def compare_command(ctx: click.Context, baseline: Path, current: Path, overrides
 
     gate: dict[str, Any] = suite_gate(suite_path) if suite_path else {}
     th = gate_thresholds(gate, path=suite_path)
-    if noise_runs and not noise_band:
-        noise_band = "runs"
+    noise_band = noise_band or ("runs" if noise_runs else None)
     if noise_band:
         overrides = (f"noise_band={noise_band}", *overrides)
     if paired_alpha is not None:

@@ -9,7 +9,19 @@ from typing import Any
 from ..rows import as_json, moved_names
 from ..textfmt import num  # the one number formatter (the gate's too)
 
-__all__ = ["count", "json_for_script", "num", "short_label"]
+__all__ = ["count", "count_unit", "json_for_script", "num", "short_label"]
+
+#: Units that measure rather than count: a whole value in one of them keeps its decimals.
+_MEASURES = {"fraction", "ratio", "percent", "%", "x", "bits", "ns", "us", "µs", "ms", "s", "min",
+             "h", "kb", "kib", "mb", "mib", "gb", "gib"}
+
+
+def count_unit(unit: str | None) -> bool:
+    """Whether ``unit`` (a row's ``unit``) counts things (``entities``, ``sentences``,
+    ``bytes``, ``count``, ...): named, not a rate (no ``/``) and not a measure such as ``ms``,
+    ``MiB``, ``fraction`` or ``bits``. A whole value of a count unit is shown as an integer."""
+    u = (unit or "").strip().lower()
+    return bool(u) and "/" not in u and u not in _MEASURES
 
 
 def count(v: float | None) -> str:

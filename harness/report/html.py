@@ -11,6 +11,7 @@ from ..errors import DataError
 from ..fsutil import atomic_write_text
 from ..rows import as_json
 from .format import json_for_script
+from .summary import MAX_DROP
 from .view import build_view
 
 if TYPE_CHECKING:
@@ -34,17 +35,19 @@ def _env() -> Any:
 
 
 def render_report(results: pd.DataFrame, out_dir: Path, *, baseline: pd.DataFrame | None = None,
-                  title: str | None = None, write_rows: bool = True) -> Path:
+                  title: str | None = None, write_rows: bool = True,
+                  max_drop: float = MAX_DROP) -> Path:
     """Write ``index.html`` (self-contained leaderboard), ``results.csv``/``results.json`` (the
     rows given, through :func:`harness.results.export`; ``write_rows=False`` when they are
     already there) and ``leaderboard.csv``/``leaderboard.json`` (one row per cell) into
-    ``out_dir``; return the path of ``index.html``. Raises
+    ``out_dir``; return the path of ``index.html``. Each task opens with the per-model summary
+    of ``harness select --max-drop max_drop`` (:mod:`.summary`). Raises
     :class:`~harness.errors.DataError` on bad input."""
     import pandas as pd
 
     from ..results import export
 
-    view = build_view(results, baseline, title)
+    view = build_view(results, baseline, title, max_drop)
     html = _env().get_template("report.html.j2").render(**view)
     out_dir = Path(out_dir)
     board = pd.DataFrame([r for t in view["tasks"] for r in t["records"]])

@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..analysis.cells import CellResult, cells_of
+from ..analysis.select import Selection
 from ..rows import CellKey, as_float, as_json, as_text, cell_key, is_null
 from .charts import chart, pareto_front, tied_with_front
 from .columns import Col, TaskLayout, columns, delta, layout, values
-from .format import count, num, short_label
+from .format import count, count_unit, num, short_label
 from .glossary import metric_docs, provenance, unique
+from .summary import MAX_DROP, selections, summary
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -42,9 +44,15 @@ class _Task:
     colour: dict[str, str] = field(init=False)
     badges: dict[CellKey, list[str]] = field(init=False)
     tied: dict[CellKey, list[str]] = field(init=False)  #: "size"/"latency": tied with that front
+    units: dict[str, str] = field(init=False)  #: metric -> the first unit a row records
 
     def __post_init__(self) -> None:
         self.lay = layout(self.cells)
+        self.units = {}
+        for c in self.cells:
+            for m, r in c.metrics.items():
+                if not self.units.get(m):
+                    self.units[m] = as_text(r.get("unit"))
         self.cols = columns(self.lay, self.cells)
         sign = -1 if self.lay.main_hib else 1
 
@@ -67,6 +75,13 @@ class _Task:
 
     def values(self, c: CellResult) -> dict[str, Any]:
         return values(c, self.lay)
+
+    def text(self, metric: str, v: float | None, digits: int = 4) -> tuple[str, Any]:
+        """A task metric's value as shown and as sorted: a whole number of a count unit
+        (entities, sentences, bytes, ...) as an integer, anything else through :func:`num`."""
+        if v is not None and count_unit(self.units.get(metric)) and float(v).is_integer():
+            return (f"{v:,.0f}" if abs(v) >= 1e5 else f"{v:.0f}"), int(v)
+        return num(v, digits), v
 
     def base_of(self, c: CellResult) -> CellResult | None:
         return self.base.get(c.key) if self.base is not None else None
@@ -110,10 +125,13 @@ def _cell(t: _Task, c: CellResult, col: Col, v: dict[str, Any],
     elif col.key == "parameters":
         nz = c.value("nonzero_parameters")
         out = {"text": count(x), "ci": f"{count(nz)} nonzero" if nz is not None and x is not None
-               and nz < 0.99 * x else ""}
+               and nz < 0.99 * x else "", "sort": int(x) if x is not None and x.is_integer() else x}
+    elif col.metric:
+        text, sort = t.text(col.metric, x)
+        out = {"text": text, "sort": sort}
     else:
-        out = {"text": num(x, 4 if col.metric else 2)}
-    out["sort"] = x
+        out = {"text": num(x, 2)}
+    out.setdefault("sort", x)
     out["delta"] = delta(x, bv[col.key], col) if bv is not None else None
     return out
 
@@ -197,20 +215,24 @@ def _charts(t: _Task, rows: list[dict[str, Any]],
 
 
 def _tables(t: _Task) -> list[dict[str, Any]]:
-    """A table per group of the task's other metrics; a row per ok cell."""
+    """A table per group of the task's other metrics; a row per ok cell (no table without
+    rows)."""
     ok = [c for c in t.ranked if c.status == "ok"]
     out = []
     for j, g in enumerate(t.lay.groups):
         rows = [{"model": c.model, "compression": c.compression,
-                 "cells": [{"text": num(c.value(m)), "sort": c.value(m)} for m in g.metrics]}
+                 "cells": [dict(zip(("text", "sort"), t.text(m, c.value(m)))) for m in g.metrics]}
                 for c in ok]
+        if not rows:
+            continue
         out.append({"title": g.title, "metric": g.prefix, "labels": g.labels(), "rows": rows,
                     "id": f"breakdown-t{t.index}-{j}"})
     return out
 
 
 def _task_view(ti: int, task: str, cells: list[CellResult],
-               base: Mapping[CellKey, CellResult] | None) -> dict[str, Any]:
+               base: Mapping[CellKey, CellResult] | None, sels: list[Selection],
+               max_drop: float) -> dict[str, Any]:
     t = _Task(ti, task, cells, base)
     rows: list[dict[str, Any]] = []
     records: list[dict[str, Any]] = []
@@ -236,6 +258,8 @@ def _task_view(ti: int, task: str, cells: list[CellResult],
         "main": t.lay.main, "main_desc": t.lay.main_desc, "main_hib": t.lay.main_hib,
         "columns": t.cols, "rows": rows, "charts": charts, "unplotted": unplotted,
         "breakdowns": _tables(t), "missing_now": missing_now,
+        "summary": summary(sels, max_drop, {(c.model, c.compression): r["id"]
+                                            for c, r in zip(t.ranked, rows)}),
         "problems": [{"model": c.model, "compression": c.compression, "status": c.status,
                       "reason": c.error or "(no reason recorded)"} for c in t.ranked if c.status != "ok"],
         "counts": {s: sum(1 for c in cells if c.status == s) for s in ("ok", "failed", "skipped")},
@@ -260,17 +284,20 @@ def _latest(df: pd.DataFrame, cells: Mapping[CellKey, CellResult]) -> pd.DataFra
 
 
 def build_view(results: pd.DataFrame, baseline: pd.DataFrame | None = None,
-               title: str | None = None) -> dict[str, Any]:
-    """The template's context for ``results`` (and deltas against ``baseline``). Raises
-    :class:`~harness.errors.DataError` for an empty table or one without the standard columns."""
+               title: str | None = None, max_drop: float = MAX_DROP) -> dict[str, Any]:
+    """The template's context for ``results`` (and deltas against ``baseline``); each task's
+    summary is ``harness select --max-drop max_drop``. Raises
+    :class:`~harness.errors.DataError` for an empty table, one without the standard columns or
+    a negative ``max_drop``."""
     from .. import __version__
 
     cells = cells_of(results, "results")
     bcells = cells_of(baseline, "baseline") if baseline is not None else None
     df = _latest(results, cells)
     tasks = sorted({c.task for c in cells.values()})
-    views = [_task_view(i, t, [c for c in cells.values() if c.task == t], bcells)
-             for i, t in enumerate(tasks)]
+    sels = selections(results, max_drop)
+    views = [_task_view(i, t, [c for c in cells.values() if c.task == t], bcells,
+                        sels.get(t, []), max_drop) for i, t in enumerate(tasks)]
     suites = unique(df, "suite")
     data = {"tasks": {v["name"]: v["records"] for v in views},
             "tips": {k: tip for v in views for k, tip in v["tips"].items()}}
