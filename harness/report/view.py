@@ -18,6 +18,7 @@ from .charts import chart, pareto_front, tied_with_front
 from .columns import Col, TaskLayout, columns, delta, layout, values
 from .format import count, count_unit, num, short_label
 from .glossary import metric_docs, provenance, unique
+from .matrix import matrix
 from .summary import MAX_DROP, selections, summary
 
 if TYPE_CHECKING:
@@ -247,6 +248,7 @@ def _task_view(ti: int, task: str, cells: list[CellResult],
         records.append(_record(t, c, v, bv))
         tips[rid] = _tip(t, c, v, cells_out[2]["ci"], bv)
     charts, unplotted = _charts(t, rows, tips)
+    row_ids = {(c.model, c.compression): r["id"] for c, r in zip(t.ranked, rows)}
     missing_now = []
     if base is not None:
         present = {(c.model, c.compression) for c in cells}
@@ -258,8 +260,7 @@ def _task_view(ti: int, task: str, cells: list[CellResult],
         "main": t.lay.main, "main_desc": t.lay.main_desc, "main_hib": t.lay.main_hib,
         "columns": t.cols, "rows": rows, "charts": charts, "unplotted": unplotted,
         "breakdowns": _tables(t), "missing_now": missing_now,
-        "summary": summary(sels, max_drop, {(c.model, c.compression): r["id"]
-                                            for c, r in zip(t.ranked, rows)}),
+        "summary": summary(sels, max_drop, row_ids), "matrix": matrix(ti, cells, t.lay, row_ids),
         "problems": [{"model": c.model, "compression": c.compression, "status": c.status,
                       "reason": c.error or "(no reason recorded)"} for c in t.ranked if c.status != "ok"],
         "counts": {s: sum(1 for c in cells if c.status == s) for s in ("ok", "failed", "skipped")},
