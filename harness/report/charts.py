@@ -1,6 +1,9 @@
 """The report's Pareto charts as data for the SVG template: axes with ticks (log scale when the
-values span 8x or more), one marker per cell, the Pareto frontier as a staircase, and labels
-placed so that they overlap neither each other nor the markers nor the frontier."""
+values span 8x or more), one marker per cell (a circle, or a shape given by the point's
+``shape``), the Pareto frontier as a staircase, each model's own front as a thin staircase when
+the points carry several ``model`` names, and labels placed so that they overlap neither each
+other nor the markers nor the frontier (only the front points are labelled when there are more
+than :data:`LABEL_ALL_UP_TO` points; the others are named by their hover title)."""
 
 from __future__ import annotations
 
@@ -12,7 +15,8 @@ from typing import Any
 
 from ..analysis.pareto import pareto_front, tied_with_front
 
-__all__ = ["axis", "chart", "pareto_front", "tied_with_front"]
+__all__ = ["LABEL_ALL_UP_TO", "SHAPES", "axis", "chart", "pareto_front", "shape_path",
+           "tied_with_front"]
 
 
 def _nice_step(span: float, n: int = 5) -> float:
@@ -97,6 +101,51 @@ def axis(values: Sequence[float], start: float, end: float, *, allow_log: bool =
     return _axis(values, start, end, allow_log=allow_log, zero=zero)
 
 
+#: marker shapes, in the order they are given out (``circle`` is today's marker)
+SHAPES = ("circle", "square", "triangle", "diamond", "triangle-down", "cross")
+#: a chart with more points than this labels only its front points
+LABEL_ALL_UP_TO = 20
+
+
+def shape_path(shape: str, x: float, y: float, r: float) -> str:
+    """SVG path data of a marker ``shape`` centred on (x, y), about as large as a circle of
+    radius ``r`` (empty for ``circle``, which is drawn as a circle)."""
+    def pts(*xy: tuple[float, float]) -> str:
+        return "M" + "L".join(f"{round(x + dx, 1)},{round(y + dy, 1)}" for dx, dy in xy) + "Z"
+
+    a = r * 0.9
+    if shape == "square":
+        return pts((-a, -a), (a, -a), (a, a), (-a, a))
+    if shape == "triangle":
+        return pts((0, -r * 1.25), (r * 1.15, r * 0.8), (-r * 1.15, r * 0.8))
+    if shape == "triangle-down":
+        return pts((0, r * 1.25), (r * 1.15, -r * 0.8), (-r * 1.15, -r * 0.8))
+    if shape == "diamond":
+        return pts((0, -r * 1.3), (r * 1.3, 0), (0, r * 1.3), (-r * 1.3, 0))
+    if shape == "cross":
+        b, c = r * 0.45, r * 1.2
+        return pts((-b, -c), (b, -c), (b, -b), (c, -b), (c, b), (b, b), (b, c), (-b, c), (-b, b),
+                   (-c, b), (-c, -b), (-b, -b))
+    return ""
+
+
+def _staircase(fp: Sequence[dict[str, Any]], end: float | None) -> tuple[str, list[tuple[float, float, float, float]]]:
+    """Path data of the staircase through front points ``fp`` (sorted by x), on to x=``end``,
+    and its segments as boxes (x0, y0, x1, y1)."""
+    if not fp:
+        return "", []
+    seg = [f"M{fp[0]['cx']},{fp[0]['cy']}"]
+    segments: list[tuple[float, float, float, float]] = []
+    for a, b in itertools.pairwise(fp):
+        seg.append(f"H{b['cx']}V{b['cy']}")
+        segments.append((a["cx"], a["cy"], b["cx"], a["cy"]))
+        segments.append((b["cx"], min(a["cy"], b["cy"]), b["cx"], max(a["cy"], b["cy"])))
+    if end is not None:
+        seg.append(f"H{end}")
+        segments.append((fp[-1]["cx"], fp[-1]["cy"], end, fp[-1]["cy"]))
+    return "".join(seg), segments
+
+
 W, H = 760, 430
 M_L, M_R, M_T, M_B = 74, 24, 16, 52
 CHAR_W, LABEL_H = 6.1, 12.0
@@ -122,14 +171,15 @@ def _free(b: tuple[float, float, float, float], placed: Sequence[tuple[float, fl
 
 
 def _place_labels(points: list[dict[str, Any]],
-                  segments: Sequence[tuple[float, float, float, float]] = ()) -> list[tuple[str, str]]:
+                  segments: Sequence[tuple[float, float, float, float]],
+                  dots: Sequence[tuple[float, float]]) -> list[tuple[str, str]]:
     """Greedy label placement: the first of a few spots around the point that overlaps no label
     placed before (points sorted top to bottom) and stays inside the plot. Where a crowded
     point has no free spot for its name, it gets a number instead (placed the same way) and
     the chart's key below it says which cell the number is; returns that key,
-    ``[(number, name)]``. No two labels overlap unless even a number finds no free spot."""
+    ``[(number, name)]``. No two labels overlap unless even a number finds no free spot.
+    Labels keep off the markers ``dots`` (all the chart's, labelled or not)."""
     placed: list[tuple[float, float, float, float]] = []
-    dots = [(p["cx"], p["cy"]) for p in points]
 
     def box(x: float, y: float, w: float, anchor: str) -> tuple[float, float, float, float]:
         x0 = x - w if anchor == "end" else x
@@ -175,30 +225,44 @@ def _place_labels(points: list[dict[str, Any]],
 
 def chart(chart_id: str, title: str, x_label: str, y_label: str,
            pts: list[dict[str, Any]], ghosts: list[dict[str, Any]], maximize_y: bool,
-           *, x_zero: bool) -> dict[str, Any]:
-    """An SVG-ready chart: axes with ticks, one marker per point, the Pareto frontier."""
+           *, x_zero: bool, label_all: bool | None = None) -> dict[str, Any]:
+    """An SVG-ready chart: axes with ticks, one marker per point, the Pareto frontier, and,
+    where the points name several models (``model``, with its ``colour``), each model's own
+    front. Every point is labelled when ``label_all`` (default: at most
+    :data:`LABEL_ALL_UP_TO` points), else only the front points (``labelled`` says which)."""
     xs = [p["x"] for p in pts] + [g["x"] for g in ghosts]
     ys = [p["y"] for p in pts] + [g["y"] for g in ghosts]
     xa = _axis(xs, M_L, W - M_R, allow_log=True, zero=x_zero)
     ya = _axis(ys, H - M_B, M_T, allow_log=False)
     front = set(pareto_front([(p["x"], p["y"]) for p in pts], maximize_y=maximize_y))
+    if label_all is None:
+        label_all = len(pts) <= LABEL_ALL_UP_TO
     points = []
     for i, p in enumerate(pts):
-        points.append({**p, "cx": xa.px(p["x"]), "cy": ya.px(p["y"]), "front": i in front})
+        cx, cy = xa.px(p["x"]), ya.px(p["y"])
+        points.append({**p, "cx": cx, "cy": cy, "front": i in front,
+                       "labelled": label_all or i in front,
+                       "d": shape_path(p.get("shape", "circle"), cx, cy, 6 if i in front else 5)})
     # Frontier as a staircase: from each front point across to the next x, then up/down.
     fp = sorted((p for p in points if p["front"]), key=lambda p: (p["cx"], -p["cy"]))
-    path = ""
-    segments: list[tuple[float, float, float, float]] = []
-    if fp:
-        seg = [f"M{fp[0]['cx']},{fp[0]['cy']}"]
-        for a, b in itertools.pairwise(fp):
-            seg.append(f"H{b['cx']}V{b['cy']}")
-            segments.append((a["cx"], a["cy"], b["cx"], a["cy"]))
-            segments.append((b["cx"], min(a["cy"], b["cy"]), b["cx"], max(a["cy"], b["cy"])))
-        seg.append(f"H{W - M_R}")
-        segments.append((fp[-1]["cx"], fp[-1]["cy"], W - M_R, fp[-1]["cy"]))
-        path = "".join(seg)
-    key = _place_labels(points, segments)
+    path, segments = _staircase(fp, W - M_R)
+    model_fronts = []
+    models = list(dict.fromkeys(p["model"] for p in points if p.get("model") is not None))
+    if len(models) > 1:
+        for m in models:
+            mine = [p for p in points if p.get("model") == m]
+            mf = pareto_front([(p["x"], p["y"]) for p in mine], maximize_y=maximize_y)
+            mfp = sorted((mine[i] for i in mf), key=lambda p: (p["cx"], -p["cy"]))
+            d, _ = _staircase(mfp, None)
+            if len(mfp) > 1:
+                model_fronts.append({"model": m, "colour": mine[0]["colour"], "d": d,
+                                     "n": len(mfp)})
+    labelled = [p for p in points if p["labelled"]]
+    key = _place_labels(labelled, segments, dots=[(p["cx"], p["cy"]) for p in points])
+    for p in points:
+        if not p["labelled"]:
+            p["lx"] = p["ly"] = None
+            p["anchor"] = "start"
     gh = []
     by_key = {p["key"]: p for p in points}
     for g in ghosts:
@@ -212,5 +276,6 @@ def chart(chart_id: str, title: str, x_label: str, y_label: str,
         "width": W, "height": H, "left": M_L, "right": W - M_R, "top": M_T, "bottom": H - M_B,
         "x_ticks": xa.ticks(), "y_ticks": ya.ticks(), "log_x": xa.log,
         "points": points, "ghosts": gh, "frontier": path, "n_front": len(fp), "key": key,
+        "model_fronts": model_fronts, "n_labelled": len(labelled),
         "better": "up and to the left" if maximize_y else "down and to the left",
     }

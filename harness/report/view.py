@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ..analysis.cells import CellResult, cells_of
 from ..analysis.select import Selection
 from ..rows import CellKey, as_float, as_json, as_text, cell_key, is_null
-from .charts import chart, pareto_front, tied_with_front
+from .charts import SHAPES, chart, pareto_front, shape_path, tied_with_front
 from .columns import Col, TaskLayout, columns, delta, layout, values
 from .format import count, count_unit, num, short_label
 from .glossary import metric_docs, provenance, unique
@@ -28,7 +28,23 @@ __all__ = ["build_view"]
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b",
            "#e377c2", "#7f7f7f", "#bcbd22"]
+#: colours of models when a task has several: distinguishable up to 12 models, then repeated
+MODEL_PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b",
+                 "#e377c2", "#7f7f7f", "#bcbd22", "#393b79", "#8c6d31"]
 _ORDER = {"ok": 0, "failed": 1, "skipped": 2}
+
+
+def _runtime(c: CellResult) -> str:
+    return as_text(c.info.get("runtime")) or "unknown"
+
+
+def _shapes(runtimes: list[str]) -> dict[str, str]:
+    """A marker shape per runtime (given once per ok cell): the most common one a circle, the
+    others the next shapes in order of their cell count, then name (repeating after the last
+    shape). No runtime is known by name: runtimes are plugins."""
+    n = {r: runtimes.count(r) for r in set(runtimes)}
+    order = sorted(n, key=lambda r: (-n[r], r))
+    return {r: SHAPES[i % len(SHAPES)] for i, r in enumerate(order)}
 
 
 @dataclass
@@ -45,6 +61,10 @@ class _Task:
     colour: dict[str, str] = field(init=False)
     badges: dict[CellKey, list[str]] = field(init=False)
     tied: dict[CellKey, list[str]] = field(init=False)  #: "size"/"latency": tied with that front
+    models: list[str] = field(init=False)  #: the models with an ok cell, in name order
+    multi: bool = field(init=False)  #: several models: colour by model, shape by runtime
+    model_colour: dict[str, str] = field(init=False)
+    shape: dict[str, str] = field(init=False)  #: runtime -> marker shape
     units: dict[str, str] = field(init=False)  #: metric -> the first unit a row records
 
     def __post_init__(self) -> None:
@@ -65,6 +85,13 @@ class _Task:
         self.ranked = sorted(self.cells, key=rank)
         comps = sorted({c.compression for c in self.cells})
         self.colour = {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(comps)}
+        # several models: colour = model, shape = runtime; one model: colour = compression
+        self.models = sorted({c.model for c in self.cells if c.status == "ok"},
+                             key=lambda m: (m.lower(), m))
+        self.multi = len(self.models) > 1
+        self.model_colour = {m: MODEL_PALETTE[i % len(MODEL_PALETTE)]
+                             for i, m in enumerate(self.models)}
+        self.shape = _shapes([_runtime(c) for c in self.cells if c.status == "ok"])
         self.badges = {c.key: [] for c in self.cells}
         self.tied = {c.key: [] for c in self.cells}
         for xkey, badge in (("size_mb", "size"), ("p50", "latency")):
@@ -76,6 +103,28 @@ class _Task:
 
     def values(self, c: CellResult) -> dict[str, Any]:
         return values(c, self.lay)
+
+    def colour_of(self, c: CellResult) -> str:
+        """The cell's colour: its model's when the task has several, else its compression's."""
+        if self.multi and c.model in self.model_colour:
+            return self.model_colour[c.model]
+        return self.colour[c.compression]
+
+    def shape_of(self, c: CellResult) -> str:
+        return self.shape.get(_runtime(c), "circle") if self.multi else "circle"
+
+    def legend(self) -> dict[str, Any]:
+        """What colour and shape mean on this task's charts."""
+        if not self.multi:
+            return {"by": "compression", "entries": [{"name": n, "colour": col}
+                                                  for n, col in self.colour.items()],
+                    "shapes": [], "repeats": False, "palette": len(PALETTE)}
+        return {"by": "model",
+                "entries": [{"name": m, "colour": self.model_colour[m]} for m in self.models],
+                "shapes": [{"name": r, "shape": s, "d": shape_path(s, 7, 7, 5)}
+                           for r, s in sorted(self.shape.items(), key=lambda kv: (
+                               SHAPES.index(kv[1]), kv[0]))],
+                "repeats": len(self.models) > len(MODEL_PALETTE), "palette": len(MODEL_PALETTE)}
 
     def text(self, metric: str, v: float | None, digits: int = 4) -> tuple[str, Any]:
         """A task metric's value as shown and as sorted: a whole number of a count unit
@@ -110,7 +159,7 @@ def _cell(t: _Task, c: CellResult, col: Col, v: dict[str, Any],
     """One table cell of the leaderboard."""
     if col.key in ("model", "compression"):
         name = c.model if col.key == "model" else c.compression
-        out: dict[str, Any] = {"text": name, "sort": name.lower(), "swatch": t.colour[c.compression]}
+        out: dict[str, Any] = {"text": name, "sort": name.lower(), "swatch": t.colour_of(c)}
         if col.key == "model":
             out["badges"] = t.badges[c.key]
             out["tied"] = t.tied[c.key]
@@ -201,7 +250,9 @@ def _charts(t: _Task, rows: list[dict[str, Any]],
             label = f"{c.model} / {c.compression}"
             pts.append({"x": v[xkey], "y": v["main"], "key": (c.model, c.compression),
                         "row": row["id"], "label": short_label(c.model, c.compression),
-                        "full": label, "colour": t.colour[c.compression],
+                        "full": label, "colour": t.colour_of(c), "shape": t.shape_of(c),
+                        "model": c.model, "compression": c.compression,
+                        "runtime": _runtime(c),
                         "tied": ckey in t.tied[c.key],
                         "tip": "\n".join([label] + tips[row["id"]]["lines"])})
             bv = t.base_values(c)
@@ -266,7 +317,7 @@ def _task_view(ti: int, task: str, cells: list[CellResult],
         "counts": {s: sum(1 for c in cells if c.status == s) for s in ("ok", "failed", "skipped")},
         "seq_len": sorted({as_text(c.info.get("seq_len")) for c in cells} - {""}),
         "records": records, "tips": tips,
-        "legend": [{"name": n, "colour": col} for n, col in t.colour.items()],
+        "legend": t.legend(),
     }
 
 

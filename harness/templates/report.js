@@ -63,7 +63,7 @@
   function highlight(rowId, on) {
     var row = document.getElementById(rowId);
     if (row) { row.classList.toggle("hl", on); }
-    each(document.querySelectorAll('circle.point[data-row="' + rowId + '"]'), function (c) {
+    each(document.querySelectorAll('circle.point[data-row="' + rowId + '"], path.shape[data-row="' + rowId + '"]'), function (c) {
       c.classList.toggle("hl", on);
     });
   }
@@ -108,6 +108,19 @@
   each(document.querySelectorAll("table.leaderboard tbody tr"), function (row) {
     row.addEventListener("mouseenter", function () { highlight(row.id, true); });
     row.addEventListener("mouseleave", function () { highlight(row.id, false); });
+  });
+  /* ---- legend: a model's entry hides/shows its markers, labels and own front in its task's
+     charts (names compared as strings, never put into a selector) ---- */
+  each(document.querySelectorAll("button.legend-model"), function (btn) {
+    btn.addEventListener("click", function () {
+      var hide = btn.getAttribute("aria-pressed") !== "false";
+      var model = btn.getAttribute("data-model");
+      var section = btn.closest("section.task");
+      btn.setAttribute("aria-pressed", hide ? "false" : "true");
+      each(section.querySelectorAll("svg.chart [data-model]"), function (el) {
+        if (el.getAttribute("data-model") === model) { el.classList.toggle("off", hide); }
+      });
+    });
   });
   document.documentElement.setAttribute("data-ready", "1");
 })();
