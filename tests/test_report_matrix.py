@@ -225,5 +225,7 @@ def test_a_model_skipped_in_every_cell_is_a_note_not_a_row(tmp_path):
                for v in views)
     page = render_report(df, tmp_path).read_text(encoding="utf-8")
     assert 'title="task needs a token-classification model">tagger</span>' in page
+    summaries = [t["summary"] for t in build_view(df)["tasks"]]
+    assert all(t is not None and "tagger" not in [r["model"] for r in t["rows"]] for t in summaries)
     only = df[df.model.isin(["minilm-l6", "tagger"])]
     assert all(t["matrix"] is None for t in build_view(only)["tasks"])  # one model left: no view

@@ -131,6 +131,15 @@ def _row(model: str, comps: list[str], by_comp: Mapping[str, CellResult], lay: T
             "reference": num(ref.main)}
 
 
+def all_skipped(cells: Sequence[CellResult]) -> set[str]:
+    """The models skipped in every one of ``cells`` (one task's): they cannot serve the task (e.g.
+    a text classifier on an NER task), so the summary and the matrix give them no row."""
+    status: dict[str, set[str]] = {}
+    for c in cells:
+        status.setdefault(c.model, set()).add(c.status)
+    return {m for m, seen in status.items() if seen == {"skipped"}}
+
+
 def matrix(index: int, cells: Sequence[CellResult], lay: TaskLayout,
            row_ids: Mapping[tuple[str, str], str]) -> dict[str, Any] | None:
     """The models x compressions view of one task (``cells``: all of the task's cells;
@@ -141,8 +150,7 @@ def matrix(index: int, cells: Sequence[CellResult], lay: TaskLayout,
     for c in cells:
         models.setdefault(c.model, {})[c.compression] = c
     # a model skipped in every cell of the task (it cannot serve it) gets a note, not a row
-    hidden = {m: next(iter(by.values())).error or "" for m, by in models.items()
-              if all(c.status == "skipped" for c in by.values())}
+    hidden = {m: next(iter(models[m].values())).error or "" for m in all_skipped(cells)}
     shown = sorted((m for m in models if m not in hidden), key=lambda m: (m.lower(), m))
     if len(shown) < 2:
         return None

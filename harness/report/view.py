@@ -18,7 +18,7 @@ from .charts import SHAPES, chart, pareto_front, shape_path, tied_with_front
 from .columns import Col, TaskLayout, columns, delta, layout, values
 from .format import count, count_unit, num, short_label
 from .glossary import metric_docs, provenance, unique
-from .matrix import matrix
+from .matrix import all_skipped, matrix
 from .summary import MAX_DROP, selections, summary
 
 if TYPE_CHECKING:
@@ -311,7 +311,8 @@ def _task_view(ti: int, task: str, cells: list[CellResult],
         "main": t.lay.main, "main_desc": t.lay.main_desc, "main_hib": t.lay.main_hib,
         "columns": t.cols, "rows": rows, "charts": charts, "unplotted": unplotted,
         "breakdowns": _tables(t), "missing_now": missing_now,
-        "summary": summary(sels, max_drop, row_ids), "matrix": matrix(ti, cells, t.lay, row_ids),
+        "summary": summary([x for x in sels if x.model not in all_skipped(cells)], max_drop, row_ids),
+        "matrix": matrix(ti, cells, t.lay, row_ids),
         "problems": [{"model": c.model, "compression": c.compression, "status": c.status,
                       "reason": c.error or "(no reason recorded)"} for c in t.ranked if c.status != "ok"],
         "counts": {s: sum(1 for c in cells if c.status == s) for s in ("ok", "failed", "skipped")},
