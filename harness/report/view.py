@@ -294,6 +294,7 @@ def _task_view(ti: int, task: str, cells: list[CellResult],
         rid = f"t{ti}-{len(rows)}"
         cells_out = [{**_BLANK, **_cell(t, c, col, v, bv)} for col in t.cols]
         rows.append({"id": rid, "status": c.status, "cells": cells_out,
+                     "model": c.model, "compression": c.compression,
                      "search": f"{c.model} {c.compression} {c.status} {c.error}".lower(),
                      "new": base is not None and t.base_of(c) is None})
         records.append(_record(t, c, v, bv))

@@ -51,6 +51,41 @@
     });
     var counter = document.querySelector('.shown[data-table="' + tableId + '"]');
     if (counter) { counter.textContent = shown + " of " + total + " cells"; }
+    filterCharts(table);
+  }
+  /* ---- the table filter also filters the charts: a marker (its shape, its label) is hidden
+     ("filtered") when its cell's row is; a model's own front when none of its rows pass. Rows and
+     markers are matched by (model, compression), compared as strings. The legend's "off" is a
+     separate class, so a marker shows only when both allow it. ---- */
+  function cellKey(model, compression) { return JSON.stringify([model, compression]); }
+  function filterCharts(table) {
+    var section = table.closest("section.task");
+    if (!section) { return; }
+    var hidden = {};
+    each(table.tBodies[0].rows, function (row) {
+      var model = row.getAttribute("data-model");
+      if (model !== null && row.hidden) { hidden[cellKey(model, row.getAttribute("data-compression"))] = true; }
+    });
+    var has = function (obj, key) { return Object.prototype.hasOwnProperty.call(obj, key); };
+    each(section.querySelectorAll("svg.chart"), function (svg) {
+      var compressionOf = {}, modelShown = {};  /* data-row -> compression (labels carry only the row) */
+      each(svg.querySelectorAll("circle.point[data-model]"), function (c) {
+        var comp = c.getAttribute("data-compression"), model = c.getAttribute("data-model");
+        compressionOf[c.getAttribute("data-row")] = comp;
+        if (!has(hidden, cellKey(model, comp))) { modelShown[model] = true; }
+      });
+      each(svg.querySelectorAll("[data-model]"), function (el) {
+        var model = el.getAttribute("data-model"), off;
+        if (el.classList.contains("model-front")) {
+          off = !has(modelShown, model);  /* a model's own front goes with its last marker */
+        } else {
+          var comp = el.hasAttribute("data-compression") ? el.getAttribute("data-compression")
+            : compressionOf[el.getAttribute("data-row")];
+          off = has(hidden, cellKey(model, comp));
+        }
+        el.classList.toggle("filtered", off);
+      });
+    });
   }
   each(document.querySelectorAll("input.filter, select.status-filter"), function (el) {
     var id = el.getAttribute("data-table");
@@ -110,17 +145,37 @@
     row.addEventListener("mouseleave", function () { highlight(row.id, false); });
   });
   /* ---- legend: a model's entry hides/shows its markers, labels and own front in its task's
-     charts (names compared as strings, never put into a selector) ---- */
-  each(document.querySelectorAll("button.legend-model"), function (btn) {
-    btn.addEventListener("click", function () {
-      var hide = btn.getAttribute("aria-pressed") !== "false";
-      var model = btn.getAttribute("data-model");
-      var section = btn.closest("section.task");
-      btn.setAttribute("aria-pressed", hide ? "false" : "true");
-      each(section.querySelectorAll("svg.chart [data-model]"), function (el) {
-        if (el.getAttribute("data-model") === model) { el.classList.toggle("off", hide); }
-      });
+     charts; a double-click shows only that model, and again shows all (names compared as
+     strings, never put into a selector) ---- */
+  function showModel(section, model, show) {
+    each(section.querySelectorAll("button.legend-model"), function (b) {
+      if (b.getAttribute("data-model") === model) { b.setAttribute("aria-pressed", show ? "true" : "false"); }
     });
+    each(section.querySelectorAll("svg.chart [data-model]"), function (el) {
+      if (el.getAttribute("data-model") === model) { el.classList.toggle("off", !show); }
+    });
+  }
+  function legendModels(section) {
+    var seen = {}, out = [];
+    each(section.querySelectorAll("button.legend-model"), function (b) {
+      var m = b.getAttribute("data-model");
+      if (!Object.prototype.hasOwnProperty.call(seen, m)) { seen[m] = true; out.push([m, b.getAttribute("aria-pressed") !== "false"]); }
+    });
+    return out;
+  }
+  function isolate(section, model) {
+    var models = legendModels(section);
+    var alone = models.every(function (m) { return m[1] === (m[0] === model); });
+    models.forEach(function (m) { showModel(section, m[0], alone || m[0] === model); });
+  }
+  each(document.querySelectorAll("button.legend-model"), function (btn) {
+    var model = btn.getAttribute("data-model");
+    var section = btn.closest("section.task");
+    btn.addEventListener("click", function () {
+      showModel(section, model, btn.getAttribute("aria-pressed") === "false");
+    });
+    /* the two clicks before a dblclick toggle the model twice (no net change) */
+    btn.addEventListener("dblclick", function (e) { e.preventDefault(); isolate(section, model); });
   });
   document.documentElement.setAttribute("data-ready", "1");
 })();
