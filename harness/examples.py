@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
-import shutil
 import time
 import warnings
 from abc import ABC, abstractmethod
@@ -35,7 +33,7 @@ from typing import Any, ClassVar
 
 from .api import CellContext, LoadedModel, Predictor
 from .errors import HarnessWarning, PluginError
-from .fsutil import discard_dir, publish_dir
+from .fsutil import build_and_publish, discard_dir
 
 __all__ = ["ExampleModel", "ExamplePredictor", "Examples", "example_batches", "fit_examples",
            "is_example_model", "predict_examples"]
@@ -227,10 +225,9 @@ def _cached_fit(module: ExampleModel, folder: Path) -> dict[str, Any] | None:
 
 
 def _publish_fit(module: ExampleModel, folder: Path, meta: dict[str, Any]) -> None:
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "model").mkdir(parents=True)
-    module.save(tmp / "model")
-    (tmp / FIT_META).write_text(json.dumps(meta, indent=2))
-    publish_dir(tmp, folder, complete=FIT_META)
+    def fill(tmp: Path) -> None:
+        (tmp / "model").mkdir()
+        module.save(tmp / "model")
+        (tmp / FIT_META).write_text(json.dumps(meta, indent=2))
+
+    build_and_publish(folder, fill, complete=FIT_META)

@@ -13,10 +13,12 @@ import contextlib
 import os
 import re
 import secrets
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["FolderLock", "atomic_write", "atomic_write_text", "discard_dir", "no_space", "publish_dir",
-           "safe_name"]
+__all__ = ["FolderLock", "atomic_write", "atomic_write_text", "build_and_publish", "discard_dir",
+           "no_space", "publish_dir", "safe_name"]
 
 
 def atomic_write(path: str | Path, data: bytes) -> Path:
@@ -97,18 +99,30 @@ def publish_dir(tmp: str | Path, final: str | Path, *, complete: str) -> bool:
     except OSError:
         if not (final / complete).is_file():
             raise
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
         return False
+
+
+def build_and_publish(final: str | Path, fill: Callable[[Path], None], *, complete: str) -> bool:
+    """Write the folder ``final`` (a cache entry) so that no reader sees half of it: ``fill(tmp)``
+    writes its files into ``tmp``, a fresh empty sibling folder under a temporary name, then
+    :func:`publish_dir` renames it into place (False: another process published ``final`` first
+    and theirs is kept). The temporary folder is gone afterwards, whatever happened."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{secrets.token_hex(3)}"
+    tmp.mkdir()
+    try:
+        fill(tmp)
+        return publish_dir(tmp, final, complete=complete)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def discard_dir(folder: str | Path) -> bool:
     """Take a folder (a corrupt cache entry) away: renamed in one step to a hidden name, so no
     reader sees half of it, then removed. True when ``folder`` is gone (also when another
     process took it first); False when it cannot be moved (a read-only cache)."""
-    import shutil
-
     folder = Path(folder)
     trash = folder.parent / f".{folder.name}.discarded-{os.getpid()}-{secrets.token_hex(3)}"
     try:

@@ -60,3 +60,28 @@ def test_publish_dir_keeps_the_first_complete_entry(tmp_path):
     with pytest.raises(OSError):  # the target exists but is no complete entry: a real error
         publish_dir(tmp_path / "c", tmp_path / "a-file", complete="meta.json")
     assert (tmp_path / "c").is_dir()  # nothing removed on a real error
+
+
+def test_build_and_publish_writes_whole_entries_and_leaves_no_temporary_folder(tmp_path):
+    from harness.fsutil import build_and_publish
+
+    final = tmp_path / "cache" / "entry"
+
+    def fill(text):
+        def write(tmp):
+            assert tmp.is_dir() and not any(tmp.iterdir()) and tmp.parent == final.parent
+            (tmp / "meta.json").write_text(text)
+            (tmp / "extra").write_text("x")  # a non-empty entry: a second rename onto it fails
+        return write
+
+    assert build_and_publish(final, fill("first"), complete="meta.json") is True
+    assert build_and_publish(final, fill("second"), complete="meta.json") is False  # theirs kept
+    assert (final / "meta.json").read_text() == "first"
+
+    def fails(tmp):
+        (tmp / "half").write_text("")
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        build_and_publish(tmp_path / "cache" / "other", fails, complete="meta.json")
+    assert sorted(p.name for p in final.parent.iterdir()) == ["entry"]  # no temporary folder left

@@ -17,10 +17,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 import shutil
 import time
-import uuid
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +26,7 @@ from typing import Any, TypeVar
 
 from ..api import CellContext, Compression, LoadedModel, Task
 from ..errors import HarnessError, HarnessWarning
-from ..fsutil import discard_dir, publish_dir, safe_name
+from ..fsutil import build_and_publish, discard_dir, safe_name
 from ..params import as_key
 
 T = TypeVar("T")
@@ -151,14 +149,14 @@ def cached_or_build(
         if meta is not None:
             return final, meta, True
         discard_dir(final)  # corrupt entry: rebuild
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    (tmp / "model").mkdir(parents=True)
-    try:
+    written: dict[str, Any] = {}
+
+    def fill(tmp: Path) -> None:
+        (tmp / "model").mkdir()
         ctx.progress("compress", f"{comp.name}: compressing")
         t0 = time.perf_counter()
         extra = build(tmp / "model") or {}
-        meta = {
+        written.update({
             "plugin": comp.name,
             "plugin_version": comp.version,
             "params": plugin_params(comp),
@@ -168,17 +166,16 @@ def cached_or_build(
             "cache_key": final.name,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             **extra,
-        }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
-        if not publish_dir(tmp, final, complete="meta.json"):  # another process first: use theirs
-            theirs = read_meta(meta_file)
-            if theirs is None:
-                raise CorruptCacheEntry(final, "meta.json is not a JSON object and the entry "
-                                               "cannot be replaced (remove the folder to rebuild it)")
-            meta = theirs
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final, meta, False
+        })
+        (tmp / "meta.json").write_text(json.dumps(written, indent=2, sort_keys=True, default=str))
+
+    if not build_and_publish(final, fill, complete="meta.json"):  # another process first: theirs
+        theirs = read_meta(meta_file)
+        if theirs is None:
+            raise CorruptCacheEntry(final, "meta.json is not a JSON object and the entry "
+                                           "cannot be replaced (remove the folder to rebuild it)")
+        return final, theirs, False
+    return final, written, False
 
 
 def read_meta(path: Path) -> dict[str, Any] | None:

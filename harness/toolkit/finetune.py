@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import time
 import warnings
 from collections.abc import Callable
@@ -32,7 +30,7 @@ from typing import Any
 
 from ..api import CellContext, LoadedModel
 from ..errors import HarnessWarning, PluginError
-from ..fsutil import publish_dir
+from ..fsutil import build_and_publish
 from .artifacts import hash_text
 from .predictor import pad_batch
 from .recipe import Recipe, effective_precision, micro_batch_count, micro_batches
@@ -213,16 +211,13 @@ def _train(run: _Run, features: list[dict[str, Any]], n_epochs: float) -> float:
 
 def _publish(root: Path, key: str, module: Any, tokenizer: Any, meta: dict[str, Any]) -> Path:
     """Write the checkpoint under a temporary name, then rename it into place atomically."""
-    folder = root / key
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".{key}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    module.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
-    publish_dir(tmp, folder, complete=META_FILE)  # another process first: theirs is kept
-    return folder
+    def fill(tmp: Path) -> None:
+        module.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+
+    build_and_publish(root / key, fill, complete=META_FILE)  # another process first: theirs kept
+    return root / key
 
 
 #: what ``_result`` reads from a checkpoint's META_FILE
