@@ -23,13 +23,14 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from .api import CellContext, LoadedModel
 
-__all__ = ["CAPABILITIES", "DEFAULT_MODEL_KIND", "Finetunable", "TrainFeatures", "capability_reason", "common_kinds",
-           "kinds_in", "model_kinds"]
+__all__ = ["CAPABILITIES", "DEFAULT_MODEL_KIND", "MODEL_PREFIX", "Finetunable", "TrainFeatures",
+           "capability_reason", "common_kinds", "kinds_in", "model_kinds"]
 
 #: the kind of a model plugin that declares none, and the only kind a plugin accepts when its
 #: ``requires`` names no model kind
 DEFAULT_MODEL_KIND = "transformers"
-_PREFIX = "model:"
+#: the prefix of a model-kind entry of ``requires`` (``"model:sklearn"``)
+MODEL_PREFIX = "model:"
 
 
 @runtime_checkable
@@ -67,7 +68,7 @@ CAPABILITIES: dict[str, type] = {"finetune": Finetunable, "train-features": Trai
 def kinds_in(requires: Iterable[str]) -> tuple[str, ...]:
     """The model kinds named by the ``"model:<kind>"`` entries of ``requires`` (``("*",)``: any
     kind; none named: ``("transformers",)``)."""
-    kinds = tuple(r[len(_PREFIX):] for r in requires if r.startswith(_PREFIX))
+    kinds = tuple(r[len(MODEL_PREFIX):] for r in requires if r.startswith(MODEL_PREFIX))
     return kinds or (DEFAULT_MODEL_KIND,)
 
 
@@ -86,7 +87,7 @@ def common_kinds(plugins: list[Any]) -> tuple[str, ...]:
         if "*" not in kinds:
             common = kinds if common is None else common & kinds
     kinds_ = sorted(common) if common is not None else ["*"]
-    return tuple(f"{_PREFIX}{k}" for k in (kinds_ or [DEFAULT_MODEL_KIND]))
+    return tuple(f"{MODEL_PREFIX}{k}" for k in (kinds_ or [DEFAULT_MODEL_KIND]))
 
 
 def _kind_reason(plugin: Any, model: Any) -> str | None:
@@ -109,7 +110,7 @@ def _head_reason(task: Any, model: Any) -> str | None:
 
 def _task_reason(compression: Any, task: Any) -> str | None:
     for cap in compression.requires:
-        if cap.startswith(_PREFIX):
+        if cap.startswith(MODEL_PREFIX):
             continue
         proto = CAPABILITIES.get(cap)
         if proto is None:

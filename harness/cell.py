@@ -25,7 +25,7 @@ from .provenance import device_name
 from .registry import Registries
 from .rows import metric_columns
 from .suite import Entry, Settings
-from .timing import PeakMemory, describe_lengths, fixed_length, measure_latency, measure_throughput
+from .timing import PeakMemory, describe_lengths, fixed_length, is_raw, measure_latency, measure_throughput
 from .toolkit.artifacts import dir_bytes
 
 LATENCY_INPUTS = 64  # distinct batch-1 inputs cycled through when timing
@@ -243,7 +243,7 @@ def _measure(spec: CellSpec, parts: _Parts, ctx: CellContext, step, info: dict[s
         step("time", spec.task)
         b1 = task.latency_batches(model, 1, LATENCY_INPUTS, s.seed)
         bn = task.latency_batches(model, s.throughput_batch_size, THROUGHPUT_BATCHES, s.seed)
-        words = bool(b1) and "input_ids" not in b1[0]  # raw examples (harness.examples): real lengths
+        words = bool(b1) and is_raw(b1[0])  # raw examples (harness.examples): real lengths
         fixed = 0 if words else s.latency_seq_len
         if fixed:
             b1, bn = fixed_length(b1, fixed), fixed_length(bn, fixed)

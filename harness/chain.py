@@ -46,7 +46,7 @@ from .api import (
     Transform,
     _register_transform_apply,
 )
-from .capabilities import common_kinds
+from .capabilities import MODEL_PREFIX, common_kinds
 from .entries import Entry, check_params, deep_merge, plugin_and_params
 from .errors import BadInput, PluginError, SuiteError, Unsupported
 from .registry import Registries, unknown_name_message
@@ -274,7 +274,7 @@ class Chain(Compression):
     def __init__(self, steps: list[Compression]) -> None:
         super().__init__()
         self.steps = steps
-        tasks_need = (c for s in steps for c in s.requires if not c.startswith("model:"))
+        tasks_need = (c for s in steps for c in s.requires if not c.startswith(MODEL_PREFIX))
         self.requires = (*dict.fromkeys(tasks_need), *common_kinds(steps))
 
     def unsupported_reason(self, ctx: CellContext) -> str | None:

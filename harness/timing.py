@@ -16,7 +16,7 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -129,17 +129,23 @@ class PeakMemory:
         return out
 
 
+def is_raw(batch: Mapping[str, Any]) -> bool:
+    """Whether ``batch`` holds raw examples (``harness.examples``: ``examples``/``lengths`` in
+    words) rather than token ids."""
+    return "input_ids" not in batch
+
+
 def _seq_len(batch: dict[str, Any]) -> int:
     """Padded length in tokens, or for a batch of raw examples (``harness.examples``) its
     longest input in words."""
-    if "input_ids" not in batch:
+    if is_raw(batch):
         return max(batch["lengths"], default=0)
     return int(batch["input_ids"].shape[-1])
 
 
 def _counts(batch: dict[str, Any]) -> tuple[int, int]:
     """(samples, non-padding tokens) of a batch; words for raw examples."""
-    if "input_ids" not in batch:
+    if is_raw(batch):
         return len(batch["examples"]), int(sum(batch["lengths"]))
     return int(batch["input_ids"].shape[0]), int(batch["attention_mask"].sum())
 

@@ -84,8 +84,12 @@ def _pick(group: list[CellResult], base: CellResult | None, metric: str | None, 
     return out, best
 
 
+#: the variant every other variant of a (model, task) is compared with, unless told otherwise
+BASELINE = "none"
+
+
 def select(results: pd.DataFrame, max_drop: float, by: str = "latency_b1_p50_ms", *,
-           baseline: str = "none", name: str = "results") -> list[Selection]:
+           baseline: str = BASELINE, name: str = "results") -> list[Selection]:
     """One :class:`Selection` per (model, task) of ``results``, in the order first seen.
 
     Raises :class:`~harness.errors.DataError` for a negative ``max_drop`` or a ``by`` that no

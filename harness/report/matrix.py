@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..analysis.cells import CellResult
-from ..analysis.select import select
+from ..analysis.select import BASELINE as SELECT_BASELINE
 from .columns import DELTA_NEUTRAL_ABS, TaskLayout, values
 from .format import num
 
 __all__ = ["BASELINE", "best_of", "matrix", "ratio"]
 
 #: The uncompressed variant every cell is compared with: ``harness select``'s default baseline.
-BASELINE: str = (select.__kwdefaults__ or {}).get("baseline", "none")
+BASELINE = SELECT_BASELINE
 
 
 @dataclass(frozen=True)
@@ -141,16 +141,18 @@ def all_skipped(cells: Sequence[CellResult]) -> set[str]:
 
 
 def matrix(index: int, cells: Sequence[CellResult], lay: TaskLayout,
-           row_ids: Mapping[tuple[str, str], str]) -> dict[str, Any] | None:
+           row_ids: Mapping[tuple[str, str], str], skipped: set[str] | None = None) -> dict[str, Any] | None:
     """The models x compressions view of one task (``cells``: all of the task's cells;
-    ``row_ids``: (model, compression) -> the leaderboard row id, to link each cell to its row).
+    ``row_ids``: (model, compression) -> the leaderboard row id, to link each cell to its row;
+    ``skipped``: :func:`all_skipped` of ``cells`` when the caller has it already).
     None when fewer than two models have a cell that was not skipped; a model skipped in every
     cell of the task is listed under ``hidden`` with the first reason instead of a row."""
     models: dict[str, dict[str, CellResult]] = {}
     for c in cells:
         models.setdefault(c.model, {})[c.compression] = c
     # a model skipped in every cell of the task (it cannot serve it) gets a note, not a row
-    hidden = {m: next(iter(models[m].values())).error or "" for m in all_skipped(cells)}
+    skipped = all_skipped(cells) if skipped is None else skipped
+    hidden = {m: next(iter(models[m].values())).error or "" for m in skipped}
     shown = sorted((m for m in models if m not in hidden), key=lambda m: (m.lower(), m))
     if len(shown) < 2:
         return None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..analysis.select import Selection, select
+from ..analysis.select import BASELINE, Selection, select
 from ..errors import DataError
 from .format import num
 
@@ -54,5 +54,5 @@ def summary(sels: list[Selection], max_drop: float,
     if not sels:
         return None
     return {"max_drop": f"{max_drop:g}", "by": sels[0].by, "metric": sels[0].metric or "main metric",
-            "baseline": (select.__kwdefaults__ or {}).get("baseline", ""),
+            "baseline": BASELINE,
             "rows": [_row(s, row_ids) for s in sels]}

@@ -29,8 +29,7 @@ __all__ = ["build_view"]
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b",
            "#e377c2", "#7f7f7f", "#bcbd22"]
 #: colours of models when a task has several: distinguishable up to 12 models, then repeated
-MODEL_PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b",
-                 "#e377c2", "#7f7f7f", "#bcbd22", "#393b79", "#8c6d31"]
+MODEL_PALETTE = [*PALETTE, "#393b79", "#8c6d31"]
 _ORDER = {"ok": 0, "failed": 1, "skipped": 2}
 
 
@@ -301,6 +300,7 @@ def _task_view(ti: int, task: str, cells: list[CellResult],
         tips[rid] = _tip(t, c, v, cells_out[2]["ci"], bv)
     charts, unplotted = _charts(t, rows, tips)
     row_ids = {(c.model, c.compression): r["id"] for c, r in zip(t.ranked, rows)}
+    skipped = all_skipped(cells)  # models that cannot serve the task: no summary or matrix row
     missing_now = []
     if base is not None:
         present = {(c.model, c.compression) for c in cells}
@@ -312,8 +312,8 @@ def _task_view(ti: int, task: str, cells: list[CellResult],
         "main": t.lay.main, "main_desc": t.lay.main_desc, "main_hib": t.lay.main_hib,
         "columns": t.cols, "rows": rows, "charts": charts, "unplotted": unplotted,
         "breakdowns": _tables(t), "missing_now": missing_now,
-        "summary": summary([x for x in sels if x.model not in all_skipped(cells)], max_drop, row_ids),
-        "matrix": matrix(ti, cells, t.lay, row_ids),
+        "summary": summary([x for x in sels if x.model not in skipped], max_drop, row_ids),
+        "matrix": matrix(ti, cells, t.lay, row_ids, skipped),
         "problems": [{"model": c.model, "compression": c.compression, "status": c.status,
                       "reason": c.error or "(no reason recorded)"} for c in t.ranked if c.status != "ok"],
         "counts": {s: sum(1 for c in cells if c.status == s) for s in ("ok", "failed", "skipped")},

@@ -97,10 +97,15 @@ class CrfModel(ExampleModel):
         self._tagger = pycrfsuite.Tagger()
         self._tagger.open_inmemory(data)
 
-    def predict(self, inputs: Sequence[Any]) -> list[Any]:
+    def _ready(self) -> Any:
+        """The tagger, opened from the model bytes (a copy made by ``deepcopy`` has none yet)."""
         if self._tagger is None and self._bytes is not None:
             self._use(self._bytes)
-        return [list(self._tagger.tag(self._features(ws))) if ws else [] for ws in inputs]
+        return self._tagger
+
+    def predict(self, inputs: Sequence[Any]) -> list[Any]:
+        tagger = self._ready()
+        return [list(tagger.tag(self._features(ws))) if ws else [] for ws in inputs]
 
     def save(self, folder: Path) -> None:
         assert self._bytes is not None, "save() before fit()"
@@ -112,9 +117,7 @@ class CrfModel(ExampleModel):
         self._use((folder / _MODEL).read_bytes())
 
     def parameter_counts(self) -> tuple[int, int]:
-        if self._tagger is None and self._bytes is not None:
-            self._use(self._bytes)
-        info = self._tagger.info()
+        info = self._ready().info()
         weights = [*info.state_features.values(), *info.transitions.values()]
         return len(weights), sum(1 for w in weights if w != 0.0)
 
