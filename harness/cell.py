@@ -26,7 +26,7 @@ from .registry import Registries
 from .rows import metric_columns
 from .suite import Entry, Settings
 from .timing import PeakMemory, describe_lengths, fixed_length, is_raw, measure_latency, measure_throughput
-from .toolkit.artifacts import dir_bytes
+from .toolkit.artifacts import dir_bytes, dir_sha256
 
 LATENCY_INPUTS = 64  # distinct batch-1 inputs cycled through when timing
 THROUGHPUT_BATCHES = 8
@@ -241,12 +241,7 @@ def _measure(spec: CellSpec, parts: _Parts, ctx: CellContext, step, info: dict[s
                 "main metrics; exactly one MetricValue must have main_metric=True"
             )
         step("time", spec.task)
-        b1 = task.latency_batches(model, 1, LATENCY_INPUTS, s.seed)
-        bn = task.latency_batches(model, s.throughput_batch_size, THROUGHPUT_BATCHES, s.seed)
-        words = bool(b1) and is_raw(b1[0])  # raw examples (harness.examples): real lengths
-        fixed = 0 if words else s.latency_seq_len
-        if fixed:
-            b1, bn = fixed_length(b1, fixed), fixed_length(bn, fixed)
+        b1, bn, words, fixed = timing_inputs(task, model, s)
         step("time", spec.compression)
         with mem.paused():  # no sampler thread competing for the GIL while timing batch-1
             lat = measure_latency(predictor, b1, warmup=s.warmup, min_iterations=s.min_iterations,
@@ -257,7 +252,7 @@ def _measure(spec: CellSpec, parts: _Parts, ctx: CellContext, step, info: dict[s
     info.update(
         latency_batch_size=1, throughput_batch_size=s.throughput_batch_size,
         seq_len=describe_lengths(lat.seq_lens, fixed, unit="words" if words else "tokens"),
-        latency_inputs=lat.inputs, latency_passes=lat.passes,
+        latency_inputs=lat.inputs, latency_passes=lat.passes, artifact_sha256=dir_sha256(artifact),
     )
     described = predictor.describe()
     info["threads"] = described.pop("threads", None)
@@ -279,6 +274,19 @@ def _measure(spec: CellSpec, parts: _Parts, ctx: CellContext, step, info: dict[s
         sizes["train_time_s"] = float(parts.loaded.info["train_time_s"])
     rows += [_measured(name, float(value), higher=False) for name, value in sizes.items()]
     return rows
+
+
+def timing_inputs(task: Any, model: LoadedModel, s: Settings) -> tuple[list, list, bool, int]:
+    """The batch-1 and throughput inputs every predictor of a task is timed on (the cell's
+    timing and the rotation timing of :mod:`harness.rotation` alike), whether they are raw
+    examples (lengths in words), and the fixed length they were cut to (0: real lengths)."""
+    b1 = task.latency_batches(model, 1, LATENCY_INPUTS, s.seed)
+    bn = task.latency_batches(model, s.throughput_batch_size, THROUGHPUT_BATCHES, s.seed)
+    words = bool(b1) and is_raw(b1[0])  # raw examples (harness.examples): real lengths
+    fixed = 0 if words else s.latency_seq_len
+    if fixed:
+        b1, bn = fixed_length(b1, fixed), fixed_length(bn, fixed)
+    return b1, bn, words, fixed
 
 
 def _failed(exc: BaseException, at: _Step, info: dict[str, Any]) -> CellOutcome:

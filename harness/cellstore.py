@@ -15,10 +15,10 @@ from .errors import HarnessWarning
 from .fsutil import atomic_write_text
 from .plugins import PluginManager
 from .provenance import now
-from .results import incomplete_cells, read_rows
-from .rows import build, cell_key
+from .results import incomplete_cells, read_rows, write_unit
+from .rows import build, cell_key, is_null
 
-__all__ = ["cache_cell", "cell_rows", "complete_cells", "predictions_path", "read_cache",
+__all__ = ["cache_cell", "cell_rows", "complete_cells", "keep_recipe", "predictions_path", "read_cache",
            "restore_predictions", "save_predictions"]
 
 
@@ -30,7 +30,7 @@ def complete_cells(path: Path) -> set[str]:
     rows = read_rows(path)
     short = incomplete_cells(rows)
     return {r["cell_id"] for r in rows if r.get("cell_id") and r.get("status") != "failed"
-            and (r["cell_id"], r.get("run_id")) not in short}
+            and is_null(r.get("timing_block")) and write_unit(r) not in short}
 
 
 def cache_cell(cache: Path, spec: CellSpec, outcome: CellOutcome, rows: list[dict[str, Any]],
@@ -40,12 +40,23 @@ def cache_cell(cache: Path, spec: CellSpec, outcome: CellOutcome, rows: list[dic
         if outcome.predictions is not None:  # first: a cell cache entry is complete or absent
             save_predictions(spec, outcome, cache / f"{spec.cell_id}.predictions.parquet")
         _write_cache(cache, spec.cell_id, rows)
+        keep_recipe(cache, spec, rows)
     except OSError as exc:
         warnings.warn(f"cannot write to the cell cache folder {cache} ({exc}); the results "
                       f"are kept in {out_dir}, the cache is not updated in this run",
                       HarnessWarning, stacklevel=4)
         return False
     return True
+
+
+def keep_recipe(cache: Path, spec: CellSpec, rows: list[dict[str, Any]]) -> None:
+    """How to rebuild an ok cell's artifact (:mod:`harness.replay`), beside the cell cache
+    (``<cache_dir>/artifacts/<cell_id>.json``) unless it is there already."""
+    from .replay import recipe_path, write_recipe
+
+    if not rows or rows[0].get("status") != "ok" or recipe_path(cache.parent, spec.cell_id).exists():
+        return
+    write_recipe(cache.parent, spec, rows[0].get("artifact_sha256"))
 
 
 def read_cache(cache: Path, cell_id: str) -> list[dict[str, Any]] | None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from .clitext import COMPARE_HELP, REPORT_HELP
 from .errors import HarnessError
 from .fsutil import no_space
 from .plugins import (
@@ -139,9 +140,12 @@ def _plugin_manager(ctx: click.Context) -> PluginManager:
 @click.option("--baseline", type=click.Path(exists=True, path_type=Path), default=None,
               help="After the run, gate against these earlier results (see 'harness compare'); "
                    "exit 1 on a regression.")
+@click.option("--retime", type=click.IntRange(min=0), default=0, metavar="ROUNDS", is_flag=False,
+              flag_value=10, help="With --baseline: re-time the latency checks here and now "
+                                  "(see 'harness compare --retime').")
 @click.pass_context
 def run(ctx, suite_file, out, only, overrides, jobs, devices, executor, address, force, wait_s,
-        no_progress, no_report, baseline) -> None:
+        no_progress, no_report, baseline, retime) -> None:
     """Run every model x task x compression cell of SUITE_FILE.
 
     Rows are appended to OUT/results.jsonl as each cell finishes (also exported as CSV, JSON
@@ -181,7 +185,8 @@ def run(ctx, suite_file, out, only, overrides, jobs, devices, executor, address,
         from .gate import run_gate
         from .results import load_results
 
-        gate = run_gate(baseline, load_results(out), suite.gate, out_dir=out)
+        gate = run_gate(baseline, load_results(out), suite.gate, out_dir=out,
+                        retime=_retime(ctx, retime, suite.settings.cache_dir))
         if EXIT_FAILED in (status, gate):  # a crash or a regression outranks bad input
             status = EXIT_FAILED
         else:
@@ -239,22 +244,7 @@ def plugins(ctx, as_json: bool, params_of: str | None) -> None:
         sys.exit(EXIT_FAILED)
 
 
-_REPORT_HELP = """Render the HTML leaderboard of a run (one self-contained file, no network).
-
-\b
-RESULTS is a run folder or a results file (.jsonl, .csv, .json, .parquet).
-Writes DIR/index.html plus the same data as results.csv / results.json and
-leaderboard.csv / leaderboard.json. Open index.html from disk in any browser.
-
-\b
-Example:
-  harness report runs/nightly -o reports/nightly/
-  harness report runs/nightly -o reports/nightly/ --baseline runs/release-1.2 \\
-      --title "Nightly vs 1.2"
-"""
-
-
-@main.command("report", help=_REPORT_HELP)
+@main.command("report", help=REPORT_HELP)
 @click.argument("results", type=click.Path(path_type=Path))
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Folder for index.html and the data files (default: reports/<name of RESULTS>).")
@@ -276,32 +266,28 @@ def report_command(results: Path, out_dir: Path | None, baseline: Path | None,
     click.echo(f"leaderboard: {page}")
 
 
-_COMPARE_HELP = """Gate CURRENT results against BASELINE results (folders or files).
-
-\b
-Cells are matched by (model, task, compression, metric). A regression is:
-  - a quality metric (each task's main metric by default) dropping more than
-    accuracy_drop (absolute, default 0.01) or accuracy_drop_relative;
-  - latency (latency_b1_p50_ms by default) worse by more than latency_increase
-    (default 10%) AND the noise band latency_noise (5%; --noise-band auto derives
-    it per cell from the recorded samples) AND significant
-    (one-sided Mann-Whitney U over the recorded iterations, p < significance 0.01);
-  - size_bytes growing by more than size_increase (default 0: any growth);
-  - a cell missing from CURRENT, newly skipped, or newly failed.
-
-\b
-Thresholds come from the suite's gate: section (--suite) and -t KEY=VALUE
-(which wins). Exit status: 0 pass, 1 regression, 2 bad input.
-
-\b
-Example:
-  harness compare runs/release-1.2 runs/nightly --suite suites/nightly.yaml \\
-      -t accuracy_drop=0.005 -t metrics.entity_f1.max_drop=0.003 \\
-      --markdown "$GITHUB_STEP_SUMMARY" --junit gate.xml --json gate.json
-"""
+def _stack(*options: Any) -> Any:
+    """Several click options as one decorator."""
+    def apply(fn: Any) -> Any:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+    return apply
 
 
-@main.command("compare", help=_COMPARE_HELP)
+_RETIME_OPTIONS = _stack(
+    click.option("--retime", type=click.IntRange(min=0), default=0, metavar="ROUNDS",
+                 is_flag=False, flag_value=10,
+                 help="Re-time the latency checks here and now instead of reading the recorded "
+                      "figures: both runs' artifacts, rebuilt from the cache, timed in ROUNDS "
+                      "alternating rounds [--retime alone: 10]; a slowdown fails only when its "
+                      "95% CI lies above latency_increase."),
+    click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+                 help="Where --retime finds the artifacts [default: the suite's cache_dir, "
+                      "else .harness-cache]."))
+
+
+@main.command("compare", help=COMPARE_HELP)
 @click.argument("baseline", type=click.Path(path_type=Path))
 @click.argument("current", type=click.Path(path_type=Path))
 @click.option("-t", "--threshold", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -324,11 +310,13 @@ Example:
 @click.option("--gate-on", type=click.Choice(["both", "significance"]), default=None,
               help="With per-example outputs, an accuracy drop fails when beyond the threshold "
                    "and significant ('both', default) or when significant ('significance').")
+@_RETIME_OPTIONS
 @click.pass_context
 def compare_command(ctx: click.Context, baseline: Path, current: Path, overrides: tuple[str, ...],
                     suite_path: Path | None, markdown: Path | None, junit: Path | None,
                     json_path: Path | None, noise_band: str | None, noise_runs: tuple[Path, ...],
-                    paired_alpha: float | None, gate_on: str | None) -> None:
+                    paired_alpha: float | None, gate_on: str | None, retime: int,
+                    cache_dir: Path | None) -> None:
     from .gate import gate_thresholds, run_gate, set_dotted, suite_gate
     for module in (ctx.obj or {}).get("extra", ()):  # -p modules declare their scorers
         import_plugin_module(module)
@@ -346,8 +334,22 @@ def compare_command(ctx: click.Context, baseline: Path, current: Path, overrides
         for text in overrides:
             set_dotted(gate, text)
         th = gate_thresholds(gate)
+    from .suite import load_suite
+
+    settings_dir = load_suite(suite_path).settings.cache_dir if suite_path and retime else None
     sys.exit(run_gate(baseline, current, th, markdown=markdown, junit=junit, json_path=json_path,
-                      out=sys.stdout, noise_runs=noise_runs))
+                      out=sys.stdout, noise_runs=noise_runs,
+                      retime=_retime(ctx, retime, cache_dir or settings_dir)))
+
+
+def _retime(ctx: click.Context, rounds: int, cache_dir: Any) -> Any:
+    """The gate's re-timing options (None: use the recorded figures)."""
+    if not rounds:
+        return None
+    from .gate import RetimeOptions
+
+    return RetimeOptions(rounds, Path(cache_dir or ".harness-cache"), ctx.obj["disabled"],
+                         ctx.obj["extra"], progress=lambda text: click.echo(text, err=True))
 
 
 @main.command("select")

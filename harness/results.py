@@ -34,7 +34,7 @@ from .rows import (
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["COLUMNS", "REQUIRED_KEYS", "RESULTS_FILE", "ResultsWriter", "export", "incomplete_cells",
+__all__ = ["COLUMNS", "REQUIRED_KEYS", "RESULTS_FILE", "ResultsWriter", "export", "incomplete_cells", "write_unit",
            "load_results", "parse_line", "read", "read_rows", "resolve"]
 
 RESULTS_FILE = "results.jsonl"
@@ -83,7 +83,7 @@ class ResultsWriter:
                 rows.append((lineno, raw, row))
         short = incomplete_cells(row for _, _, row in rows)  # cut short: not run
         for lineno, raw, row in rows:
-            if (row.get("cell_id"), row.get("run_id")) in short:
+            if write_unit(row) in short:
                 bad.append((lineno, raw))
             else:
                 good.append(raw)
@@ -283,15 +283,25 @@ def _without_duplicates(df: pd.DataFrame, where: Any) -> pd.DataFrame:
     return df
 
 
+def write_unit(row: Mapping[str, Any]) -> tuple[Any, Any]:
+    """What a row was written with: ``(cell_id, run_id)`` for a cell's rows, ``("timing",
+    block)`` for the rows of a rotation-timing block (:mod:`harness.timephase`)."""
+    block = row.get("timing_block")
+    return ("timing", block) if not is_null(block) else (row.get("cell_id"), row.get("run_id"))
+
+
 def incomplete_cells(rows: Iterable[Mapping[str, Any]]) -> set[tuple[Any, Any]]:
-    """``(cell_id, run_id)`` of every cell whose run wrote fewer rows (distinct metrics) than
-    its ``cell_rows`` announces: a write cut short. Such a cell counts as not run."""
+    """The :func:`write_unit` of every cell whose run wrote fewer rows (distinct metrics) than
+    its ``cell_rows`` announces, and of every timing block with fewer rows than its
+    ``timing_rows``: a write cut short. Such a cell counts as not run (such a block as not
+    timed)."""
     have: dict[tuple[Any, Any], set[Any]] = {}
     need: dict[tuple[Any, Any], float] = {}
     for row in rows:
-        key = (row.get("cell_id"), row.get("run_id"))
-        have.setdefault(key, set()).add(None if is_null(row.get("metric")) else row.get("metric"))
-        n = as_float(row.get("cell_rows"))
+        key = write_unit(row)
+        metric = None if is_null(row.get("metric")) else row.get("metric")
+        have.setdefault(key, set()).add(metric if key[0] != "timing" else (row.get("cell_id"), metric))
+        n = as_float(row.get("timing_rows" if key[0] == "timing" else "cell_rows"))
         if n is not None:
             need[key] = n
     return {key for key, n in need.items() if len(have[key]) < n}
@@ -301,11 +311,16 @@ def _whole_cells(df: pd.DataFrame, where: Any) -> pd.DataFrame:
     """``df`` less the rows of :func:`incomplete_cells` (one warning naming them)."""
     if not len(df) or "cell_rows" not in df.columns:
         return df
-    cols = ["cell_id", "run_id", "metric", "cell_rows"]
-    short = incomplete_cells(df[cols].to_dict(orient="records"))  # type: ignore[arg-type]
+    cols = [c for c in ("cell_id", "run_id", "metric", "cell_rows", "timing_block", "timing_rows")
+            if c in df.columns]
+    records = df[cols].to_dict(orient="records")
+    short = incomplete_cells(records)  # type: ignore[arg-type]
     if not short:
         return df
-    drop = _run_of_cell(df).isin({f"{c}@{r}" for c, r in short})
+    import pandas as pd
+
+    flags: list[bool] = [write_unit(r) in short for r in records]  # type: ignore[arg-type]
+    drop = pd.Series(flags, index=df.index)
     cells = sorted(set(_labels(df[drop])))
     warnings.warn(f"{where}: ignored {len(cells)} incomplete cell(s) (fewer rows than they "
                   f"announce; a write cut short): {', '.join(cells[:5])}"

@@ -30,6 +30,7 @@ from .cellstore import (
     cache_cell,
     cell_rows,
     complete_cells,
+    keep_recipe,
     predictions_path,
     read_cache,
     restore_predictions,
@@ -256,6 +257,9 @@ def _run_locked(run: _Run, cells: list[CellSpec]) -> RunSummary:
         run.pm.hook.run_started(suite=run.suite, out_dir=run.out_dir, cells=[
             {"cell_id": c.cell_id, **dict(zip(KEY, cell_key(c)))} for c in todo])
         bad_input = _execute(run, todo, writer, counts)
+        from .timephase import time_groups
+
+        time_groups(run, cells, writer)
     finally:
         writer.close()
     from .results import export, load_results
@@ -281,6 +285,9 @@ def _resume(run: _Run, cells: list[CellSpec], writer: ResultsWriter,
             todo.append(spec)
             continue
         restore_predictions(run.cache, spec, run.out_dir)
+        if run.cache_writable:
+            with contextlib.suppress(OSError):
+                keep_recipe(run.cache, spec, cached)
         # rows of this run now: one set per cell, even after a torn write
         writer.write_cell([build(row, {"run_id": run.base["run_id"], "cached": True}) for row in cached])
         counts["cached"] = counts.get("cached", 0) + 1

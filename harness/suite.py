@@ -46,6 +46,11 @@ class Settings:
     cache_dir: str = ".harness-cache"
     #: save each cell's per-example predictions in <run>/predictions/ (paired tests in compare)
     save_predictions: bool = True
+    #: rotation timing after the cells (docs/methodology.md): rounds (0: off), the compression
+    #: whose cells are each group's reference for the ratios, processes alive at once per group
+    timing_rounds: int = 5
+    timing_reference: str = "none"
+    timing_processes: int = 8
 
     @classmethod
     def keys(cls) -> list[str]:

@@ -37,6 +37,7 @@ TINY_BERT: dict[str, Any] = {
 #: Fast timing settings for tests (the defaults are for real measurements).
 FAST_SETTINGS: dict[str, Any] = {
     "warmup": 1, "min_iterations": 3, "min_duration_s": 0.0, "throughput_batch_size": 4,
+    "timing_rounds": 0,
 }
 
 

@@ -35,12 +35,14 @@ from ..errors import DataError
 from ..fsutil import atomic_write_text
 from .compare import compare, mann_whitney_p, parse_samples
 from .findings import Finding, GateResult
+from .retime import RetimeOptions, retime_tables
 from .thresholds import MetricRule, Thresholds, gate_thresholds, set_dotted
 
 __all__ = [
     "Finding",
     "GateResult",
     "MetricRule",
+    "RetimeOptions",
     "Thresholds",
     "compare",
     "gate_thresholds",
@@ -67,7 +69,7 @@ def run_gate(baseline: Any, current: Any, thresholds: Mapping[str, Any] | Thresh
              json_path: Path | None = None, out_dir: Path | None = None,
              suite_path: Path | None = None, out: IO[str] | None = None,
              baseline_name: str | None = None, current_name: str | None = None,
-             noise_runs: Any = ()) -> int:
+             noise_runs: Any = (), retime: RetimeOptions | None = None) -> int:
     """Compare, write the requested reports, print the table to ``out`` (stdout); return the
     exit status: 0 pass, 1 regression. Bad input (unreadable results, bad thresholds, no cell
     in common, an unwritable report path) raises :class:`~harness.errors.HarnessError`, which
@@ -78,7 +80,8 @@ def run_gate(baseline: Any, current: Any, thresholds: Mapping[str, Any] | Thresh
     ``out_dir``: also write ``gate.md``, ``gate.junit.xml`` and ``gate.json`` there (for the
     paths not given explicitly). ``suite_path`` names the suite in threshold errors.
     ``noise_runs``: repeated runs of the baseline (folders, files or DataFrames) for
-    ``noise_band: runs``.
+    ``noise_band: runs``. ``retime``: re-time the latency checks here and now
+    (:mod:`harness.gate.retime`) instead of reading the recorded figures.
     """
     out = out or sys.stdout
     if out_dir is not None:
@@ -91,9 +94,12 @@ def run_gate(baseline: Any, current: Any, thresholds: Mapping[str, Any] | Thresh
     cname = current_name or (str(current) if not hasattr(current, "columns") else "current")
     th = gate_thresholds(thresholds, path=suite_path)
     runs = (_run_folder(baseline), _run_folder(current) or out_dir)
-    result = compare(read_table(baseline, "baseline"), read_table(current, "current"), th,
-                     baseline_name=bname, current_name=cname, runs=runs,
-                     noise_runs=[read_table(r, "noise run") for r in noise_runs])
+    bdf, cdf = read_table(baseline, "baseline"), read_table(current, "current")
+    retimed, notes = retime_tables(bdf, cdf, th.latency_metrics, retime) if (
+        retime and th.latency_increase is not None) else ({}, [])
+    result = compare(bdf, cdf, th, baseline_name=bname, current_name=cname, runs=runs,
+                     noise_runs=[read_table(r, "noise run") for r in noise_runs], retimed=retimed)
+    result.notes += notes
     _write(markdown, result.to_markdown(), "Markdown report")
     _write(junit, result.to_junit_xml(), "JUnit report")
     _write(json_path, result.to_json(), "JSON report")

@@ -17,6 +17,7 @@ from ..rows import CellKey, as_bool, as_float, as_samples, as_text, cell_label
 from .findings import Finding, GateResult
 from .noise import between_runs, derived_band, runs_band
 from .paired import PairedTest, paired_test
+from .retime import RETIMED_METRICS, Retimed
 from .thresholds import MetricRule, Thresholds, gate_thresholds
 
 if TYPE_CHECKING:
@@ -120,7 +121,7 @@ def _status_finding(b: CellResult, c: CellResult | None, th: Thresholds) -> Find
 def _metric_findings(b: CellResult, c: CellResult, th: Thresholds,
                      runs: tuple[Any, Any] = (None, None),
                      spreads: Mapping[tuple[Any, str], tuple[float, float, int]] | None = None,
-                     ) -> list[Finding]:
+                     retimed: Retimed | None = None) -> list[Finding]:
     """A finding per gated metric of two ok cells."""
     out: list[Finding] = []
     mk: dict[str, Any] = {"model": b.model, "task": b.task, "compression": b.compression}
@@ -135,6 +136,8 @@ def _metric_findings(b: CellResult, c: CellResult, th: Thresholds,
                                status="info" if th.allow_missing else "regression",
                                baseline=bval, limit=rule.describe(),
                                message="metric no longer reported"))
+        elif retimed is not None and rule.kind == "latency" and metric in RETIMED_METRICS:
+            out.append(retimed_finding(mk, metric, rule, retimed))
         elif bval is not None:
             paired = (paired_test(runs[0], runs[1], (b.model, b.task, b.compression), metric)
                       if rule.kind == "accuracy" else None)
@@ -169,12 +172,16 @@ def compare(baseline: pd.DataFrame, current: pd.DataFrame,
             thresholds: Mapping[str, Any] | Thresholds | None = None, *,
             baseline_name: str = "baseline", current_name: str = "current",
             runs: tuple[Any, Any] = (None, None),
-            noise_runs: Sequence[pd.DataFrame] = ()) -> GateResult:
+            noise_runs: Sequence[pd.DataFrame] = (),
+            retimed: Mapping[CellKey, Retimed] | None = None) -> GateResult:
     """Gate ``current`` against ``baseline`` (both tidy result tables).
 
     ``noise_runs``: result tables of repeated runs of the baseline (same suite, same machine),
     for ``noise_band: runs``: each cell's latency band from how much its value moved between
     them (at least 3 runs; fewer, and that cell keeps the fixed band).
+
+    ``retimed``: cells re-timed here (:func:`harness.gate.retime.retime`): their latency checks
+    read the alternating rounds instead of the recorded figures.
 
     ``runs``: the (baseline, current) run folders, where the per-example outputs are read for
     the paired accuracy tests (None: no paired test, the threshold alone, and the finding says so).
@@ -199,7 +206,7 @@ def compare(baseline: pd.DataFrame, current: pd.DataFrame,
         if status is not None:
             findings.append(status)
         elif c is not None:
-            findings += _metric_findings(b, c, th, runs, spreads)
+            findings += _metric_findings(b, c, th, runs, spreads, (retimed or {}).get(key))
     notes = _notes(base, cur)
     unpaired = sum(1 for f in findings if f.kind == "accuracy" and f.test is None)
     if unpaired:
@@ -337,4 +344,30 @@ def check_metric(mk: Mapping[str, Any], metric: str, rule: MetricRule, brow: Map
             f.message = f"grew {rel:.2%} > {rule.max_increase:.2%}"
     else:
         _latency(f, rule, rel, hib, brow, crow, spread)
+    return f
+
+
+def retimed_finding(mk: Mapping[str, Any], metric: str, rule: MetricRule, r: Retimed) -> Finding:
+    """A latency finding from alternating rounds: a regression only when the whole 95% CI of
+    the slowdown lies above the allowed increase (the CI is the noise band)."""
+    import statistics
+
+    figure = RETIMED_METRICS[metric]
+    rel, lo, hi = r.change(figure)
+    hib = figure == "throughput"
+    worse, worse_low = (-rel, -hi) if hib else (rel, lo)  # > 0: got worse
+    base, cur = statistics.median(r.base[figure]), statistics.median(r.cur[figure])
+    allowed = rule.max_increase or 0.0
+    f = Finding(**mk, metric=metric, kind="latency", status="pass", baseline=base, current=cur,
+                delta=cur - base, delta_relative=rel, limit=rule.describe(), ci_low=lo, ci_high=hi,
+                test=f"re-timed here: paired log-ratio, {r.rounds} alternating rounds")
+    word = "lower" if hib else "slower"
+    ci = f"95% CI [{lo:+.1%}, {hi:+.1%}] over {r.rounds} alternating rounds"
+    if worse_low > allowed + _EPS:
+        f.status = "regression"
+        f.message = f"re-timed: {worse:.1%} {word}, {ci}, all above {allowed:.1%}"
+    elif worse > allowed + _EPS:
+        f.message = f"re-timed: {worse:.1%} {word} but the {ci} reaches {allowed:.1%}"
+    else:
+        f.message = f"re-timed: {rel:+.1%}, {ci}"
     return f

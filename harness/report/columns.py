@@ -7,6 +7,10 @@
   a dotted name ``x.y`` joins a table ``x`` with a column ``y``; a group name makes a table of
   its own, titled with it, gathering the metrics that share it. Rows written before the column
   existed have no group and get the ``""`` placement.
+
+Batch-1 p50 latency and throughput are the rotation-timed figures where a cell has them
+(:mod:`harness.report.rotation`), else the cell's own; the ratios to the group's reference
+variant that rotation timing records get two columns of their own, only in a task that has them.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from typing import Any
 from ..analysis.cells import CellResult, higher_is_better, main_metric, metric_kind
 from ..rows import as_text
 from .format import num
+from .rotation import P50 as ROTATION_P50
+from .rotation import RATIO_HELP, RATIOS, THROUGHPUT, Rotation, pick, rotation_of, source_help
 
 __all__ = ["Col", "Group", "TaskLayout", "columns", "delta", "layout", "values"]
 
@@ -38,7 +44,8 @@ class Col:
     hib: bool | None = None  # for colouring deltas (None: no delta)
     relative: bool = True  # delta as % (else absolute)
     neutral: float = 0.01  # |relative change| below this is shown grey
-    metric: str | None = None  # the task metric shown (extra columns)
+    metric: str | None = None  # the task metric shown (extra columns, ratio columns)
+    ci: bool = False  # the value's CI (``metric``'s ci_low/ci_high) shown in brackets
 
 
 @dataclass
@@ -71,6 +78,7 @@ class TaskLayout:
     has_gpu: bool
     extra: list[str]  #: task metrics with a leaderboard column of their own
     groups: list[Group]  #: task metrics in tables of their own, in the order first recorded
+    rot: Rotation = field(default_factory=Rotation)  #: the rotation metrics the cells have
 
 
 def _latency_metric(cells: Sequence[CellResult], q: int) -> str | None:
@@ -106,7 +114,7 @@ def layout(cells: Sequence[CellResult]) -> TaskLayout:
     return TaskLayout(main, higher_is_better(cells, main, True), main_desc,
                       _latency_metric(cells, 50), _latency_metric(cells, 90),
                       any(c.value("peak_gpu_mem_mb") is not None for c in ok), extra,
-                      list(groups.values()))
+                      list(groups.values()), rotation_of(ok))
 
 
 def columns(lay: TaskLayout, cells: Sequence[CellResult]) -> list[Col]:
@@ -128,12 +136,15 @@ def columns(lay: TaskLayout, cells: Sequence[CellResult]) -> list[Col]:
     cols += [
         Col("size_mb", "Size MB", True, "serialized model, 10^6 bytes", hib=False),
         Col("parameters", "Params", True, "parameters (nonzero in brackets when different)"),
-        Col("p50", f"{lat_label} ms", True, "batch-1 latency, median", hib=False,
+        Col("p50", f"{lat_label} ms", True,
+            source_help("batch-1 latency, median", lay.rot.p50, lay.rot.ok), hib=False,
             neutral=DELTA_NEUTRAL_LATENCY),
         Col("p90", f"{lat_label.replace('p50', 'p90')} ms", True,
             "batch-1 latency, 90th percentile", hib=False, neutral=DELTA_NEUTRAL_LATENCY),
-        Col("throughput", "Throughput /s", True, "samples per second at the throughput batch size",
-            hib=True, neutral=DELTA_NEUTRAL_LATENCY),
+        Col("throughput", "Throughput /s", True,
+            source_help("samples per second at the throughput batch size", lay.rot.throughput,
+                        lay.rot.ok), hib=True, neutral=DELTA_NEUTRAL_LATENCY),
+        *_ratio_columns(lay.rot),
         Col("rss", "Peak RSS MB", True, "peak resident memory", hib=False,
             neutral=DELTA_NEUTRAL_LATENCY),
     ]
@@ -143,16 +154,25 @@ def columns(lay: TaskLayout, cells: Sequence[CellResult]) -> list[Col]:
     return cols
 
 
+def _ratio_columns(rot: Rotation) -> list[Col]:
+    """The ratio columns of a task with rotation timing (none without)."""
+    return [Col(RATIOS[m][0], RATIOS[m][1], True, f"{RATIOS[m][3]} {RATIO_HELP}",
+                hib=RATIOS[m][2], neutral=DELTA_NEUTRAL_LATENCY, metric=m, ci=True)
+            for m in rot.ratios]
+
+
 def values(c: CellResult, lay: TaskLayout) -> dict[str, Any]:
-    """A cell's number for each numeric column key."""
+    """A cell's number for each numeric column key (p50 and throughput: rotation-timed where
+    the cell has it)."""
     size = c.value("size_bytes")
     out = {
         "main": c.value(lay.main), "size_mb": size / 1e6 if size is not None else None,
-        "parameters": c.value("parameters"), "p50": c.value(lay.p50), "p90": c.value(lay.p90),
-        "throughput": c.value("throughput_samples_s"), "rss": c.value("peak_rss_mb"),
-        "gpu": c.value("peak_gpu_mem_mb"),
+        "parameters": c.value("parameters"), "p50": pick(c, ROTATION_P50, lay.p50),
+        "p90": c.value(lay.p90), "throughput": pick(c, THROUGHPUT, "throughput_samples_s"),
+        "rss": c.value("peak_rss_mb"), "gpu": c.value("peak_gpu_mem_mb"),
     }
     out.update({f"metric:{name}": c.value(name) for name in lay.extra})
+    out.update({RATIOS[m][0]: c.value(m) for m in lay.rot.ratios})
     return out
 
 

@@ -24,6 +24,20 @@ EXPLAIN = {
     "latency_b1_cv": "Coefficient of variation (std / mean) of batch-1 latency: the noise.",
     "cold_start_ms": "Time from loading the model to its first prediction.",
     "throughput_samples_s": "Examples per second at the throughput batch size.",
+    "latency_b1_rotation_p50_ms": "Rotation-timed batch-1 p50 latency: every variant of the "
+                                  "(model, task) timed alone in its own process, in rounds of "
+                                  "rotated order; the median over rounds of each round's p50. "
+                                  "Comparable across models; the leaderboard's p50 where present.",
+    "throughput_rotation_samples_s": "Rotation-timed throughput: examples per second at the "
+                                     "throughput batch size, median over the rotation rounds; the "
+                                     "leaderboard's throughput where present.",
+    "latency_b1_ratio": "The variant's batch-1 p50 latency divided by that of its group's "
+                        "reference variant (default: the compression named none), timed in "
+                        "alternation in separate processes: the median of the per-round ratios, "
+                        "with a 95% bootstrap CI. Below 1 is faster.",
+    "throughput_ratio": "The variant's throughput divided by that of its group's reference "
+                        "variant, timed in alternation in separate processes: the median of the "
+                        "per-round ratios, with a 95% bootstrap CI. Above 1 is faster.",
     "throughput_tokens_s": "Tokens per second at the throughput batch size.",
     "peak_rss_mb": "Peak resident memory of the process while predicting.",
     "peak_gpu_mem_mb": "Peak GPU memory allocated while predicting.",

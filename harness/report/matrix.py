@@ -4,8 +4,10 @@ uncompressed variant, and its size and batch-1 latency as ratios to that variant
 
 The uncompressed variant is ``harness select``'s baseline variant (its default ``baseline``,
 the one the per-model summary states too). Failed and skipped cells show their status with the
-reason as a hover title; the best ok cell of each row (by the main metric, in its direction;
-ties by compression name) is marked. A task with a single model gets no matrix: the
+reason as a hover title; the latency is the rotation-timed p50 where the cell has it
+(:mod:`harness.report.rotation`; a ratio only between two figures of the same timing); the
+best ok cell of each row (by the main metric, in its direction; ties by compression name) is
+marked. A task with a single model gets no matrix: the
 leaderboard table already says it all. Everything here is plain text; the template escapes it.
 """
 
@@ -19,6 +21,7 @@ from ..analysis.cells import CellResult
 from ..analysis.select import BASELINE as SELECT_BASELINE
 from .columns import DELTA_NEUTRAL_ABS, TaskLayout, values
 from .format import num
+from .rotation import P50 as ROTATION_P50
 
 __all__ = ["BASELINE", "best_of", "matrix", "ratio"]
 
@@ -34,6 +37,8 @@ class _Ref:
     size_mb: float | None
     p50: float | None
     note: str  #: why there is nothing to compare with ("" when there is)
+    p50_own: float | None = None  #: its p50 timed within its own cell run
+    rotated: bool = False  #: ``p50`` is rotation-timed
 
 
 def ratio(value: float | None, ref: float | None) -> float | None:
@@ -62,7 +67,17 @@ def _ref(model: str, base: CellResult | None, lay: TaskLayout) -> _Ref:
                     f"{model}'s {BASELINE!r} variant {base.status}: nothing to compare with")
     v = values(base, lay)
     note = "" if v["main"] is not None else f"{model}'s {BASELINE!r} variant has no {lay.main}"
-    return _Ref(v["main"], v["size_mb"], v["p50"], note)
+    return _Ref(v["main"], v["size_mb"], v["p50"], note, base.value(lay.p50),
+                base.value(ROTATION_P50) is not None)
+
+
+def _latencies(c: CellResult, p50: float | None, lay: TaskLayout,
+               ref: _Ref) -> tuple[float | None, float | None]:
+    """The cell's and its reference's p50 from the same timing: rotation where both have it
+    (or the reference has none), else both their own."""
+    if ref.p50 is None or (c.value(ROTATION_P50) is not None) == ref.rotated:
+        return p50, ref.p50
+    return c.value(lay.p50), ref.p50_own
 
 
 def _change(main: float | None, ref: _Ref, hib: bool) -> dict[str, str]:
@@ -88,11 +103,12 @@ def _ok_cell(c: CellResult, lay: TaskLayout, ref: _Ref) -> dict[str, Any]:
     if c.compression == BASELINE:
         ref = _Ref(None, None, None, "")
     change = _change(v["main"], ref, lay.main_hib)
+    rotated = " (rotation-timed)" if c.value(ROTATION_P50) is not None else ""
     title = (f"{c.model} / {c.compression}: {lay.main or 'main metric'} {num(v['main'])}; "
-             f"size {num(v['size_mb'], 2)} MB, batch-1 latency {num(v['p50'], 2)} ms")
+             f"size {num(v['size_mb'], 2)} MB, batch-1 latency {num(v['p50'], 2)} ms{rotated}")
     return {"text": num(v["main"]), "sort": v["main"], "change": change,
             "lines": [_ratio_line("size", v["size_mb"], ref.size_mb, "MB"),
-                      _ratio_line("latency", v["p50"], ref.p50, "ms")],
+                      _ratio_line("latency", *_latencies(c, v["p50"], lay, ref), "ms")],
             "title": "; ".join(t for t in (title, ref.note) if t)}
 
 

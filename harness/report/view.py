@@ -19,6 +19,7 @@ from .columns import Col, TaskLayout, columns, delta, layout, values
 from .format import count, count_unit, num, short_label
 from .glossary import metric_docs, provenance, unique
 from .matrix import all_skipped, matrix
+from .rotation import cell_title, latency_axis, ratio_cell, record, same_source, tip_note
 from .summary import MAX_DROP, selections, summary
 
 if TYPE_CHECKING:
@@ -171,6 +172,8 @@ def _cell(t: _Task, c: CellResult, col: Col, v: dict[str, Any],
         lo, hi = _ci(c, t.lay.main)
         out = {"text": num(x), "ci": f"[{num(lo)}, {num(hi)}]" if lo is not None and hi is not None
                else ""}
+    elif col.ci:
+        out = ratio_cell(c, col.metric)
     elif col.key == "parameters":
         nz = c.value("nonzero_parameters")
         out = {"text": count(x), "ci": f"{count(nz)} nonzero" if nz is not None and x is not None
@@ -179,9 +182,10 @@ def _cell(t: _Task, c: CellResult, col: Col, v: dict[str, Any],
         text, sort = t.text(col.metric, x)
         out = {"text": text, "sort": sort}
     else:
-        out = {"text": num(x, 2)}
+        out = {"text": num(x, 2), "title": cell_title(c, col.key, t.lay.rot)}
     out.setdefault("sort", x)
-    out["delta"] = delta(x, bv[col.key], col) if bv is not None else None
+    same = bv is not None and same_source(c, t.base_of(c), col.key)
+    out["delta"] = delta(x, bv[col.key], col) if bv is not None and same else None
     return out
 
 
@@ -207,6 +211,7 @@ def _record(t: _Task, c: CellResult, v: dict[str, Any], bv: dict[str, Any] | Non
            "precision": as_text(c.info.get("precision")) or None}
     for name in t.lay.extra:
         rec.setdefault(name, v[f"metric:{name}"])
+    rec.update(record(c, t.lay.rot))
     if bv is not None:
         rec.update({f"baseline_{k}": bv[k] for k in ("main", "size_mb", "p50", "p90", "throughput")})
     return rec
@@ -219,7 +224,8 @@ def _tip(t: _Task, c: CellResult, v: dict[str, Any], ci: str,
              f"size: {num(v['size_mb'], 2)} MB", f"params: {count(v['parameters'])}",
              f"latency p50 / p90: {num(v['p50'], 2)} / {num(v['p90'], 2)} ms",
              f"throughput: {num(v['throughput'], 2)} /s",
-             f"runtime: {as_text(c.info.get('runtime'))} {as_text(c.info.get('precision'))}".rstrip()]
+             f"runtime: {as_text(c.info.get('runtime'))} {as_text(c.info.get('precision'))}".rstrip(),
+             *tip_note(c)]
     if t.badges[c.key]:
         lines.append("Pareto-optimal for " + " and ".join(t.badges[c.key]))
     if t.tied[c.key]:
@@ -237,7 +243,7 @@ def _charts(t: _Task, rows: list[dict[str, Any]],
     charts, unplotted = [], []
     lat_label = t.cols[[c.key for c in t.cols].index("p50")].label.removesuffix(" ms")
     for xkey, ckey, xlabel in (("size_mb", "size", "size (MB, 10^6 bytes)"),
-                               ("p50", "latency", f"batch-1 latency {lat_label} (ms)")):
+                               ("p50", "latency", latency_axis(lat_label, t.lay.rot))):
         pts, ghosts = [], []
         for row, c in zip(rows, t.ranked):
             if c.status != "ok":

@@ -65,6 +65,20 @@ def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def dir_sha256(path: Path) -> str:
+    """sha256 (16 hex digits) of a file, or of every file under a folder (relative names and
+    contents, in sorted order): the ``artifact_sha256`` a cell records for its saved artifact."""
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    h = hashlib.sha256()
+    for p in files:
+        h.update(str(p.relative_to(path) if p != path else p.name).encode() + b"\0")
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
+
+
 def missing_packages_reason(plugin: str, *packages: str) -> str | None:
     """The skip reason of ``plugin`` when any of ``packages`` is not importable here, else None."""
     missing = [n for n in packages if importlib.util.find_spec(n) is None]
