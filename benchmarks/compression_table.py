@@ -6,11 +6,11 @@ their ratios to fp32, the time to build the compressed model, and the precision 
 really used.
 
     python benchmarks/compression_table.py runs/full [--baseline none]
-        [--speed benchmarks/results/full_speed_conll2003.json ...]
 
-``--speed`` takes ``benchmarks/speed_rounds.py`` output for a task: the latency and throughput
-columns then come from its interleaved rounds (median of per-round ratios), which hold on a
-shared machine where a suite's cells are timed minutes apart.
+When the run timed its cells in rotation (``settings.timing_rounds``, docs/methodology.md), the
+latency and throughput columns are the rotation figures and their ratios the medians of the
+per-round ratios to the baseline, which hold on a shared machine where a suite's cells are
+timed minutes apart; otherwise each cell's own timing.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
@@ -66,18 +65,21 @@ def _steps(c) -> str:
     return " → ".join(s["plugin"] for s in json.loads(c.chain_steps.dropna().iloc[0]))
 
 
-def _speed(files: list[str]) -> dict[str, dict[str, Any]]:
-    out = {}
-    for f in files:
-        d = json.loads(Path(f).read_text())
-        out[d["task"]] = d | {"by": {r["compression"]: r for r in d["rows"]}}
-    return out
+def _rotation(c, base_name: str) -> tuple[float, float, float, float] | None:
+    """(p50, throughput, speed-up, throughput ratio) from the run's rotation timing, when it
+    has them against ``base_name`` (its timing reference)."""
+    names = ("latency_b1_rotation_p50_ms", "throughput_rotation_samples_s", "latency_b1_ratio",
+             "throughput_ratio")
+    got = [_value(c, n) for n in names]
+    ref = c.timing_reference.dropna() if "timing_reference" in c else []
+    if any(v is None for v in got) or not len(ref) or ref.iloc[0] != base_name:
+        return None
+    p50, thr, lat_ratio, thr_ratio = got
+    return p50, thr, 1 / lat_ratio, thr_ratio
 
 
-def tables(df, baseline: str = "none", run: Path | None = None,
-           speed: dict[str, dict[str, Any]] | None = None) -> str:
+def tables(df, baseline: str = "none", run: Path | None = None) -> str:
     out = []
-    speed = speed or {}
     for (model, task), cells in df.groupby(["model", "task"], sort=False):
         base = cells[(cells.compression == baseline) & (cells.status == "ok")]
         if base.empty:
@@ -85,8 +87,8 @@ def tables(df, baseline: str = "none", run: Path | None = None,
         main_name = base[base.main_metric == True].metric.iloc[0]  # noqa: E712
         b_acc, b_size = _value(base, main_name), _value(base, "size_bytes")
         b_p50, b_thr = _value(base, "latency_b1_p50_ms"), _value(base, "throughput_samples_s")
-        sp = speed.get(task)
-        thr_bs = int(sp["throughput_batch_size"] if sp else base.throughput_batch_size.iloc[0])
+        thr_bs = int(base.throughput_batch_size.iloc[0])
+        rotated = False
         out.append(f"### {model} on {task} ({main_name})\n")
         out.append(f"| compression | steps | {main_name} (95% CI) | vs fp32 | paired 95% CI | size MB | "
                    f"size vs fp32 | b1 p50 ms | b1 speed-up | b{thr_bs} samples/s | throughput ratio | "
@@ -99,10 +101,10 @@ def tables(df, baseline: str = "none", run: Path | None = None,
                 continue
             m = _metric(c, main_name)
             acc, size = float(m.value), _value(c, "size_bytes")
-            if sp and comp in sp["by"]:
-                r = sp["by"][comp]
-                p50, thr = r["p50_ms_median"], r["throughput_median"]
-                up, tr = r["b1_speedup_vs_baseline"], r["throughput_ratio_vs_baseline"]
+            rot = _rotation(c, baseline)
+            if rot is not None:
+                p50, thr, up, tr = rot
+                rotated = True
             else:
                 p50, thr = _value(c, "latency_b1_p50_ms"), _value(c, "throughput_samples_s")
                 up, tr = b_p50 / p50, thr / b_thr
@@ -113,8 +115,10 @@ def tables(df, baseline: str = "none", run: Path | None = None,
                 f"{c.precision.iloc[0]} | {c.runtime.iloc[0]} |"
             )
         first = base.iloc[0]
-        timing = (f"latency and throughput: {sp['rounds']} interleaved rounds "
-                  f"(`benchmarks/speed_rounds.py`, median of per-round ratios)" if sp else
+        rounds = base.timing_rounds.dropna() if "timing_rounds" in base else []
+        timing = (f"latency and throughput: timed in rotation, each variant alone in its own "
+                  f"process, {int(rounds.iloc[0]) if len(rounds) else '?'} rounds (median; "
+                  f"ratios: median of per-round ratios)" if rotated else
                   "latency and throughput: as each cell timed itself in the run")
         threads = f"{int(first.threads)} threads" if pd.notna(first.threads) else "the runtime's own threads"
         out.append(f"\nTiming inputs: {first.seq_len}; {threads}; "
@@ -127,11 +131,10 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("results", help="a run folder (or a results file: then no paired CIs)")
     ap.add_argument("--baseline", default="none", help="the compression the ratios are against")
-    ap.add_argument("--speed", nargs="*", default=[], help="speed_rounds.py JSON files, one per task")
     args = ap.parse_args()
     run = Path(args.results)
     print(tables(harness.load_results(args.results), args.baseline,
-                 run if run.is_dir() else None, _speed(args.speed)))
+                 run if run.is_dir() else None))
 
 
 if __name__ == "__main__":

@@ -40,6 +40,21 @@ def physical_gpu(device: str, visible: str | None) -> str:
     return index
 
 
+def start_pinned(proc: Any, device: str) -> None:
+    """Start the spawned process ``proc`` with ``CUDA_VISIBLE_DEVICES`` pinned to ``device``'s
+    GPU (:func:`physical_gpu`; unchanged on CPU); this process's own value is restored."""
+    backup = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if device.startswith("cuda"):
+        os.environ["CUDA_VISIBLE_DEVICES"] = physical_gpu(device, backup)
+    try:
+        proc.start()
+    finally:
+        if backup is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = backup
+
+
 def _exit_with_parent(parent: int) -> None:
     """End this worker as soon as the process that started it is gone (``kill -9`` of
     ``harness run`` must not leave workers behind): the kernel's parent-death signal on Linux,
@@ -159,9 +174,6 @@ class LocalExecutor(Executor):
             self._start(w)
 
     def _start(self, w: _Worker) -> None:
-        env_backup = os.environ.get("CUDA_VISIBLE_DEVICES")
-        if w.device.startswith("cuda"):
-            os.environ["CUDA_VISIBLE_DEVICES"] = physical_gpu(w.device, env_backup)
         w.inbox = self.ctx.Queue()
         w.proc = self.ctx.Process(
             target=_worker_main,
@@ -169,13 +181,7 @@ class LocalExecutor(Executor):
                   w.inbox, self.outbox, os.getpid()),
             daemon=True,
         )
-        try:
-            w.proc.start()
-        finally:
-            if env_backup is None:
-                os.environ.pop("CUDA_VISIBLE_DEVICES", None)
-            else:
-                os.environ["CUDA_VISIBLE_DEVICES"] = env_backup
+        start_pinned(w.proc, w.device)
         w.cell = None
 
     def run(self, cells: list[CellSpec], ectx: ExecutorContext,

@@ -3,7 +3,8 @@
 ONNX Runtime's and OpenVINO's thread pools keep spinning after a call and take the cores from
 whatever runs next in the same process (docs/methodology.md): one process per variant, then, in
 which nothing else ever runs. Those processes are started once and kept alive across the rounds,
-blocked on a pipe while the others are timed; each round times every variant once, in an order
+suspended (SIGSTOP) while the others are timed, so that no thread of theirs runs meanwhile (a
+runtime's workers spin for a while after a call); each round times every variant once, in an order
 rotated by one each round, so a slow minute of a shared machine falls on every variant, and the
 ratio of two variants *within a round* cancels it. :class:`Variant` is such a process (it
 rebuilds its predictor from the caches: :mod:`harness.replay`); :func:`rotate` runs the rounds;
@@ -32,7 +33,8 @@ __all__ = ["RotationError", "RoundBudget", "Timed", "Variant", "ratio", "rotate"
 #: seconds a variant may take to rebuild its predictor, and to time one round
 READY_TIMEOUT_S = 900.0
 ROUND_TIMEOUT_S = 300.0
-#: pause after a variant's turn, so its runtime's spinning workers go idle before the next one
+#: pause after a variant's turn where processes cannot be suspended, so its runtime's spinning
+#: workers go idle before the next one
 SETTLE_S = 0.05
 
 
@@ -50,6 +52,7 @@ class RoundBudget:
     warmup: int = 10
     latency_s: float = 0.4
     throughput_s: float = 0.4
+    throughput: bool = True  #: False: batch-1 latency only (throughput_samples_s is then 0)
 
 
 @dataclass
@@ -67,9 +70,10 @@ def _time_turn(rebuilt: Any, budget: RoundBudget) -> Timed:
 
     lat = measure_latency(rebuilt.predictor, rebuilt.b1, warmup=budget.warmup,
                           min_iterations=len(rebuilt.b1), min_duration_s=budget.latency_s)
-    thr = measure_throughput(rebuilt.predictor, rebuilt.bn, warmup=1,
-                             min_batches=len(rebuilt.bn), min_duration_s=budget.throughput_s)
-    return Timed(percentiles(lat.samples_ms, [50])[0], lat.samples_ms, thr["throughput_samples_s"])
+    thr = measure_throughput(rebuilt.predictor, rebuilt.bn, warmup=1, min_batches=len(rebuilt.bn),
+                             min_duration_s=budget.throughput_s) if budget.throughput else {}
+    return Timed(percentiles(lat.samples_ms, [50])[0], lat.samples_ms,
+                 thr.get("throughput_samples_s", 0.0))
 
 
 def _serve(conn: Any, spec: CellSpec, expect: str | None, disabled: list[str], extra: list[str],
@@ -106,27 +110,19 @@ class Variant:
 
     def __init__(self, name: str, spec: CellSpec, *, expect_sha256: str | None = None,
                  disabled: Sequence[str] = (), extra: Sequence[str] = ()) -> None:
-        from .executors import physical_gpu
+        from .executors import start_pinned
 
         self.name, self.spec = name, spec
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        backup = os.environ.get("CUDA_VISIBLE_DEVICES")
-        threads = None
-        if spec.device.startswith("cuda"):
-            os.environ["CUDA_VISIBLE_DEVICES"] = physical_gpu(spec.device, backup)
+        device = spec.device
+        # pinned to its GPU, where it is cuda:0; on CPU the threads a cell's worker has (--jobs 1)
+        threads = None if device.startswith("cuda") else (os.cpu_count() or 1)
+        if threads is None:
             spec = replace(spec, device="cuda:0")
-        else:
-            threads = os.cpu_count() or 1  # as a cell's worker has with --jobs 1
         self.proc = ctx.Process(target=_serve, daemon=True, args=(
             child, spec, expect_sha256, list(disabled), list(extra), threads))
-        try:
-            self.proc.start()
-        finally:
-            if backup is None:
-                os.environ.pop("CUDA_VISIBLE_DEVICES", None)
-            else:
-                os.environ["CUDA_VISIBLE_DEVICES"] = backup
+        start_pinned(self.proc, device)
         child.close()
         self.artifact_sha256: str | None = None
 
@@ -142,18 +138,39 @@ class Variant:
                                 f" (exit code {code})") from None
 
     def ready(self, timeout: float = READY_TIMEOUT_S) -> None:
-        """Wait until the predictor is rebuilt; :class:`RotationError` with its reason if not."""
+        """Wait until the predictor is rebuilt; :class:`RotationError` with its reason if not.
+        The ready process is suspended until its first turn."""
         kind, value = self._receive(timeout, "rebuilding its predictor")
         if kind == "error":
             self.close()
             raise RotationError(f"{self.name}: {value}")
         self.artifact_sha256 = value
+        self._signal(resume=False)
 
     def time(self, budget: RoundBudget, timeout: float = ROUND_TIMEOUT_S) -> Timed:
-        self.conn.send(budget)
-        return self._receive(timeout, "timing")[1]
+        """One turn: the process is resumed for it and suspended again right after, so that
+        none of its threads (a runtime's spinning workers) runs during another variant's turn."""
+        self._signal(resume=True)
+        try:
+            self.conn.send(budget)
+            return self._receive(timeout, "timing")[1]
+        finally:
+            self._signal(resume=False)
+
+    def _signal(self, *, resume: bool) -> None:
+        """SIGCONT / SIGSTOP the process (psutil; on a platform without them: a short pause
+        after the turn instead)."""
+        import psutil
+
+        try:
+            proc = psutil.Process(self.proc.pid)
+            proc.resume() if resume else proc.suspend()
+        except (psutil.Error, OSError, AttributeError):
+            if not resume:
+                time.sleep(SETTLE_S)
 
     def close(self) -> None:
+        self._signal(resume=True)
         try:
             self.conn.send(None)
         except (OSError, ValueError):
@@ -188,7 +205,6 @@ def rotate(variants: Sequence[Variant], rounds: int, budget: RoundBudget, *,
         k = r % n
         for v in [*variants[k:], *variants[:k]]:
             out[v.name].append(v.time(budget))
-            time.sleep(SETTLE_S)
         progress(r + 1, rounds)
     return out
 

@@ -33,6 +33,8 @@ from .rows import build, cell_label, metric_columns
 
 __all__ = ["ROTATION_METRICS", "group_rows", "time_groups"]
 
+#: the method's version: part of a group's cache key (a changed method times again)
+TIMING_VERSION = 2
 #: the metrics the phase adds, with (description, unit, higher is better)
 ROTATION_METRICS: dict[str, tuple[str, str, bool]] = {
     "latency_b1_rotation_p50_ms": (
@@ -85,7 +87,7 @@ def group_rows(timed: Mapping[str, list[Timed]], reference: str | None,
 
 
 def _group_key(members: Sequence[CellSpec], s: Any, budget: RoundBudget) -> str:
-    doc = [sorted(m.cell_id for m in members), s.timing_rounds, s.timing_reference,
+    doc = [TIMING_VERSION, sorted(m.cell_id for m in members), s.timing_rounds, s.timing_reference,
            s.timing_processes, budget.warmup, budget.latency_s, budget.throughput_s]
     return "t-" + hashlib.sha256(json.dumps(doc).encode()).hexdigest()[:16]
 
@@ -151,7 +153,7 @@ def time_groups(run: Any, cells: Sequence[CellSpec], writer: Any) -> None:
         if len(members) < 2:  # nothing to rotate with: its cell timing was alone already
             continue
         key = _group_key(members, s, budget)
-        if all(latest[m.cell_id].get("timing_group") == key for m in members):
+        if not run.opts.force and all(latest[m.cell_id].get("timing_group") == key for m in members):
             continue
         _time_one(run, members, key, budget, latest, writer, f"{model}/{task}")
 
@@ -160,7 +162,8 @@ def _time_one(run: Any, members: list[CellSpec], key: str, budget: RoundBudget,
               latest: Mapping[str, Mapping[str, Any]], writer: Any, label: str) -> None:
     s = run.suite.settings
     cache = Path(s.cache_dir) / "timing" / f"{key}.json"
-    parts, cached, t0 = _read_cache(cache), True, time.perf_counter()
+    parts = None if run.opts.force else _read_cache(cache)  # --force: timed again
+    cached, t0 = True, time.perf_counter()
     if parts is None:
         cached = False
         ref = next((m for m in members if m.compression.name == s.timing_reference), None)

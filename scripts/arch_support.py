@@ -72,6 +72,7 @@ TASKS: list[dict[str, Any]] = [
 #: the one skip the matrix permits: (family, compression) -> what its reason says
 PERMITTED_SKIPS = {("albert", "share-layers"): "already shared"}
 SETTINGS = {"warmup": 0, "min_iterations": 1, "min_duration_s": 0.0, "throughput_batch_size": 2,
+            "timing_rounds": 0,
             "save_predictions": False}
 
 

@@ -4,8 +4,9 @@ change's paired CI from the run's per-example outputs and the chain's steps."""
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
+
+import pandas as pd
 
 from harness.testing import TINY_BERT
 
@@ -20,7 +21,7 @@ def _script():
     return mod
 
 
-def test_tables_have_paired_cis_steps_and_speed_rounds(run_suite_dict, tmp_path):
+def test_tables_have_paired_cis_steps_and_rotation_timing(run_suite_dict, tmp_path):
     df = run_suite_dict({
         "models": [{"plugin": "hf", "name": "tiny", "params": TINY_BERT}],
         "tasks": [{"plugin": "classification", "name": "sst2", "params": {
@@ -37,12 +38,15 @@ def test_tables_have_paired_cis_steps_and_speed_rounds(run_suite_dict, tmp_path)
     assert cells[1] == "prune → dynamic-int8"
     lo, hi = (float(x) for x in cells[4].split(" to "))  # McNemar CI of the change
     assert -1 <= lo <= hi <= 1 and cells[11] != "-" and cells[12] == "int8"
-    # --speed: the latency columns come from speed_rounds.py's file for the task
-    speed = tmp_path / "speed.json"
-    speed.write_text(json.dumps({"task": "sst2", "rounds": 3, "throughput_batch_size": 8, "rows": [
-        {"compression": c, "p50_ms_median": p, "throughput_median": t, "b1_speedup_vs_baseline": u,
-         "throughput_ratio_vs_baseline": r}
-        for c, p, t, u, r in (("none", 4.0, 10.0, 1.0, 1.0), ("pr-int8", 2.0, 25.0, 2.0, 2.5))]}))
-    text = mod.tables(df, "none", run, mod._speed([str(speed)]))
+    # a run timed in rotation: the latency columns are its figures and per-round ratios
+    rotation = []
+    for comp, p50, thr, lat_ratio, thr_ratio in (("none", 4.0, 10.0, 1.0, 1.0),
+                                                 ("pr-int8", 2.0, 25.0, 0.5, 2.5)):
+        row = df[(df.compression == comp) & (df.metric == "size_bytes")].iloc[0]
+        for metric, value in (("latency_b1_rotation_p50_ms", p50), ("throughput_rotation_samples_s", thr),
+                              ("latency_b1_ratio", lat_ratio), ("throughput_ratio", thr_ratio)):
+            rotation.append(row.to_dict() | {"metric": metric, "value": value, "timing_rounds": 3,
+                                             "timing_reference": "none"})
+    text = mod.tables(pd.concat([df, pd.DataFrame(rotation)], ignore_index=True), "none", run)
     row = next(line for line in text.splitlines() if line.startswith("| pr-int8 |"))
-    assert "| 2.00 | 2.00x | 25.0 | 2.50x |" in row and "b8 samples/s" in text and "3 interleaved rounds" in text
+    assert "| 2.00 | 2.00x | 25.0 | 2.50x |" in row and "timed in rotation" in text and "3 rounds" in text

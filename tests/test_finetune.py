@@ -66,6 +66,14 @@ def test_trains_saves_and_reuses_the_checkpoint(tmp_path):
 
     for (n, a), (_, b) in zip(first.module.state_dict().items(), second.module.state_dict().items()):
         assert torch.equal(a, b), n
+    # the model trained now and the one loaded from the cache save the same bytes (the
+    # artifact_sha256 a re-timing checks): training leaves no trace in the config
+    from harness.toolkit.artifacts import dir_sha256
+
+    first.module.save_pretrained(tmp_path / "a")
+    second.module.save_pretrained(tmp_path / "b")
+    assert first.module.config.problem_type is None
+    assert dir_sha256(tmp_path / "a") == dir_sha256(tmp_path / "b")
 
 
 def test_same_seed_same_weights_whatever_the_head_init(tmp_path):

@@ -101,10 +101,11 @@ def _time_pair(a: Any, b: Any, rounds: int, budget: Any) -> Retimed:
 
 def retime(pairs: Mapping[CellKey, tuple[Mapping[str, Any], Mapping[str, Any]]], cache_dir: Path, *,
            rounds: int = 10, disabled: Sequence[str] = (), extra: Sequence[str] = (),
-           progress: Callable[[str], None] = lambda text: None,
+           progress: Callable[[str], None] = lambda text: None, throughput: bool = True,
            ) -> tuple[dict[CellKey, Retimed], list[str]]:
     """Re-time each cell of ``pairs`` ({key: (baseline row, current row)}): the rounds by
-    cell, and a note for each cell kept at its recorded figures."""
+    cell, and a note for each cell kept at its recorded figures. ``throughput``: time the
+    throughput batches too (only when a throughput metric is gated: it doubles the time)."""
     from ..rotation import RotationError, RoundBudget, Variant
 
     done: dict[CellKey, Retimed] = {}
@@ -119,7 +120,8 @@ def retime(pairs: Mapping[CellKey, tuple[Mapping[str, Any], Mapping[str, Any]]],
         (bspec, bsha), (cspec, csha) = b, c
         s = cspec.settings
         budget = RoundBudget(warmup=s.warmup, latency_s=max(0.2, s.min_duration_s / 4),
-                             throughput_s=max(0.2, min(1.0, s.min_duration_s / 4)))
+                             throughput_s=max(0.2, min(1.0, s.min_duration_s / 4)),
+                             throughput=throughput)
         sides = [Variant(f"baseline {label}", bspec, expect_sha256=bsha, disabled=disabled, extra=extra),
                  Variant(f"current {label}", cspec, expect_sha256=csha, disabled=disabled, extra=extra)]
         try:
@@ -160,5 +162,7 @@ def frame_pairs(baseline: pd.DataFrame, current: pd.DataFrame,
 def retime_tables(baseline: pd.DataFrame, current: pd.DataFrame, metrics: Sequence[str],
                   opts: RetimeOptions) -> tuple[dict[CellKey, Retimed], list[str]]:
     """:func:`retime` of the cells of two result tables that record a gated latency metric."""
+    throughput = any(RETIMED_METRICS.get(m) == "throughput" for m in metrics)
     return retime(frame_pairs(baseline, current, metrics), opts.cache_dir, rounds=opts.rounds,
-                  disabled=opts.disabled, extra=opts.extra, progress=opts.progress)
+                  disabled=opts.disabled, extra=opts.extra, progress=opts.progress,
+                  throughput=throughput)

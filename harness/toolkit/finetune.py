@@ -298,6 +298,8 @@ def finetune(
     device = torch.device(ctx.device)
     if not resume:
         _reinit_head(model.module, recipe.seed)
+    config = getattr(model.module, "config", None)  # a student wrapper may have none
+    problem_type = getattr(config, "problem_type", None)
     model.module.to(device).train()
     bar = tqdm(total=1, desc=f"fine-tune {task}", unit="step", disable=not ctx.show_progress,
                dynamic_ncols=True)
@@ -308,6 +310,10 @@ def finetune(
     finally:
         bar.close()
     module = model.module.eval().to("cpu")
+    # a forward with labels records problem_type in the config; the cached checkpoint's module
+    # (a copy of the untrained one) has none: the artifact is the same bytes either way
+    if config is not None:
+        config.problem_type = problem_type
     meta = {
         "key": key, "task": task, "task_version": task_version,
         "finetune_version": FINETUNE_VERSION, "base_identity": model.identity,
