@@ -29,7 +29,7 @@ from .cell import CellSpec
 from .errors import HarnessWarning
 from .fsutil import atomic_write_text
 from .rotation import RotationError, RoundBudget, Timed, Variant, ratio, rotate, start_all
-from .rows import build, cell_label, metric_columns
+from .rows import as_text, build, cell_label, metric_columns
 
 __all__ = ["ROTATION_METRICS", "group_rows", "time_groups"]
 
@@ -111,7 +111,7 @@ def _measure(members: list[CellSpec], ref: CellSpec | None, s: Any, budget: Roun
     """Time the group chunk by chunk; the metric parts by cell id."""
     parts: dict[str, list[dict[str, Any]]] = {}
     for chunk in _chunks(members, ref, max(2, s.timing_processes)):
-        variants = [Variant(m.cell_id, m, expect_sha256=rows[m.cell_id].get("artifact_sha256"),
+        variants = [Variant(m.cell_id, m, expect_sha256=as_text(rows[m.cell_id].get("artifact_sha256")) or None,
                             disabled=opts.disabled_plugins, extra=opts.extra_plugins)
                     for m in chunk]
         try:
