@@ -77,9 +77,15 @@ def _time_turn(rebuilt: Any, budget: RoundBudget) -> Timed:
 
 
 def _serve(conn: Any, spec: CellSpec, expect: str | None, disabled: list[str], extra: list[str],
-           threads: int | None) -> None:
-    """A timing process: rebuild the predictor, say so, then time a turn per request."""
+           threads: int | None, parent: int | None = None) -> None:
+    """A timing process: rebuild the predictor, say so, then time a turn per request. It ends
+    with its parent (``kill -9`` of ``harness run`` leaves no timing process behind, suspended
+    or not: the kernel's parent-death signal is SIGKILL)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    if parent is not None:
+        from .executors import _exit_with_parent
+
+        _exit_with_parent(parent)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from .cell import PluginSet
@@ -121,7 +127,7 @@ class Variant:
         if threads is None:
             spec = replace(spec, device="cuda:0")
         self.proc = ctx.Process(target=_serve, daemon=True, args=(
-            child, spec, expect_sha256, list(disabled), list(extra), threads))
+            child, spec, expect_sha256, list(disabled), list(extra), threads, os.getpid()))
         start_pinned(self.proc, device)
         child.close()
         self.artifact_sha256: str | None = None
