@@ -242,7 +242,19 @@ def read(source: Any, *, latest: bool = True) -> pd.DataFrame:
     else:
         where, records = "results", source
     df = _whole_cells(_without_duplicates(frame(records), where), where)
-    return _latest(df) if latest and len(df) and df["cell_id"].notna().any() else df
+    return _last_timing(_latest(df)) if latest and len(df) and df["cell_id"].notna().any() else df
+
+
+def _last_timing(df: pd.DataFrame) -> pd.DataFrame:
+    """Of a cell's rotation-timing rows (:mod:`harness.timephase`), only its last block: a
+    re-timing (``--force``, a group whose membership changed on a resume) supersedes them."""
+    if "timing_block" not in df.columns or not df["timing_block"].notna().any():
+        return df
+    timed = df["timing_block"].notna()
+    run = _run_of_cell(df)
+    last = df["timing_block"][timed].groupby(run[timed], sort=False).last()
+    keep = ~timed | df["timing_block"].eq(run.map(last))
+    return df[keep].reset_index(drop=True)
 
 
 def _labels(df: pd.DataFrame) -> list[str]:
