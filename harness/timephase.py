@@ -124,10 +124,9 @@ def _measure(members: list[CellSpec], ref: CellSpec | None, s: Any, budget: Roun
         finally:
             for v in variants:
                 v.close()
-        got = group_rows(timed, ref.cell_id if ref else None, s.seed)
-        for cell_id, p in got.items():
-            if cell_id not in parts or ref is None or cell_id != ref.cell_id:
-                parts[cell_id] = p
+        # the reference is in every chunk: its figures are those of the first
+        for cell_id, p in group_rows(timed, ref.cell_id if ref else None, s.seed).items():
+            parts.setdefault(cell_id, p)
     return parts
 
 

@@ -89,14 +89,17 @@ def _recipe(cache_dir: Path, row: Mapping[str, Any]) -> tuple[Any, str | None] |
 
 
 def _time_pair(a: Any, b: Any, rounds: int, budget: Any) -> Retimed:
-    out = Retimed(rounds, {"p50": [], "throughput": []}, {"p50": [], "throughput": []})
-    for r in range(rounds):
-        for side in ((a, b) if r % 2 == 0 else (b, a)):
-            timed = side.time(budget)
-            into = out.base if side is a else out.cur
-            into["p50"].append(timed.p50_ms)
-            into["throughput"].append(timed.throughput_samples_s)
-    return out
+    """``rounds`` rounds of :func:`harness.rotation.rotate` over the two sides: A then B, then
+    B then A, and so on."""
+    from ..rotation import rotate
+
+    timed = rotate([a, b], rounds, budget)
+
+    def figures(name: str) -> dict[str, list[float]]:
+        return {"p50": [t.p50_ms for t in timed[name]],
+                "throughput": [t.throughput_samples_s for t in timed[name]]}
+
+    return Retimed(rounds, figures(a.name), figures(b.name))
 
 
 def retime(pairs: Mapping[CellKey, tuple[Mapping[str, Any], Mapping[str, Any]]], cache_dir: Path, *,
