@@ -53,6 +53,18 @@ def read_conll(path: Path, convert_iob1: bool = False):
     return sents
 
 
+def count_entities(seqs):
+    """Entities in IOB tag sequences, by conlleval's chunk starts."""
+    n = 0
+    for s in seqs:
+        prev = "O"
+        for t in s:
+            if t.startswith("B-") or (t.startswith("I-") and (prev == "O" or prev[2:] != t[2:])):
+                n += 1
+            prev = t
+    return n
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default="../shared/data/conll2003_iob2")
@@ -71,6 +83,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--max-train-samples", type=int, default=None)
     ap.add_argument("--max-eval-samples", type=int, default=None)
+    ap.add_argument("--group-by-length", action="store_true",
+                    help="train_sampling_strategy='group_by_length' (transformers' LengthGroupedSampler): "
+                         "batches of similar length")
+    ap.add_argument("--save-model", help="save the fine-tuned model and tokenizer to this folder")
     ap.add_argument("--output-dir", default="/tmp/reference_ner_trainer")
     ap.add_argument("--json", help="also write the figures to this JSON file")
     args = ap.parse_args()
@@ -144,6 +160,7 @@ def main() -> None:
         lr_scheduler_type="linear",
         warmup_steps=args.warmup_ratio,  # transformers 5: a float < 1 is a ratio of the steps
         seed=args.seed,
+        train_sampling_strategy="group_by_length" if args.group_by_length else "random",
         save_strategy="no",
         eval_strategy="no",
         report_to="none",
@@ -160,6 +177,8 @@ def main() -> None:
     t0 = time.perf_counter()
     trainer.train()
     train_s = time.perf_counter() - t0
+    if args.save_model:
+        trainer.save_model(args.save_model)
 
     t0 = time.perf_counter()
     out = trainer.predict(test_ds)
@@ -170,16 +189,6 @@ def main() -> None:
         keep = [(p, l) for p, l in zip(p_row, l_row) if l != -100]
         preds.append([label_list[p] for p, _ in keep])
         refs.append([label_list[l] for _, l in keep])
-
-    def count_entities(seqs):
-        n = 0
-        for s in seqs:
-            prev = "O"
-            for t in s:
-                if t.startswith("B-") or (t.startswith("I-") and (prev == "O" or prev[2:] != t[2:])):
-                    n += 1
-                prev = t
-        return n
 
     gold_all = count_entities([g for _, g in test])
     gold_scored = count_entities(refs)
@@ -198,7 +207,8 @@ def main() -> None:
         "train_sentences": len(train),
         "test_sentences": len(test),
         "torch_threads": torch.get_num_threads(),
-        "recipe": {k: getattr(args, k) for k in ("lr", "epochs", "batch_size", "max_length", "warmup_ratio", "seed")},
+        "recipe": {k: getattr(args, k) for k in ("lr", "epochs", "batch_size", "max_length", "warmup_ratio",
+                                                  "seed", "group_by_length")},
     }
     print(f"entity F1 (seqeval default mode): {f1:.4f}")
     print(f"gold entities scored: {gold_scored} of {gold_all}; words scored: {words_scored} of {words_all}")

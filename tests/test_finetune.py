@@ -219,7 +219,71 @@ def test_micro_batches_give_the_whole_batch_gradient(tmp_path):
         assert sorted(len(f["input_ids"]) for p, _ in parts for f in p) == sorted(
             len(f["input_ids"]) for f in feats)  # the same examples, regrouped by length
         torch.testing.assert_close(grads(parts), whole, rtol=1e-4, atol=1e-6)
-    assert micro_batch_count(Recipe(), "cpu") == 4 and micro_batch_count(Recipe(), "cuda") == 1
+    assert micro_batch_count(Recipe(), "cpu") == 1 and micro_batch_count(Recipe(), "cuda") == 1
+    assert micro_batch_count(Recipe(group_by_length=False), "cpu") == 4
     assert micro_batch_count(Recipe(micro_batches=2), "cuda") == 2
     with pytest.raises(ValueError, match="micro_batches"):
         Recipe(micro_batches=-1)
+
+
+def test_length_grouped_batches_cover_every_example_once_with_less_padding():
+    """One epoch of grouped batches: every index exactly once, as many batches as plain random
+    batching, seeded (same generator seed, same batches), far less padding than random batches,
+    and not in length order (the batches are shuffled)."""
+    import random
+
+    import torch
+
+    from harness.toolkit.recipe import length_grouped_batches
+
+    rng = random.Random(0)
+    lengths = [rng.randint(3, 120) for _ in range(3001)]
+    batches = length_grouped_batches(lengths, 32, torch.Generator().manual_seed(1), pool=10)
+    assert sorted(i for b in batches for i in b) == list(range(3001))
+    assert len(batches) == -(-3001 // 32) and all(len(b) <= 32 for b in batches)
+    again = length_grouped_batches(lengths, 32, torch.Generator().manual_seed(1), pool=10)
+    other = length_grouped_batches(lengths, 32, torch.Generator().manual_seed(2), pool=10)
+    assert again == batches and other != batches
+
+    def padded(bs):
+        return sum(len(b) * max(lengths[i] for i in b) for b in bs)
+
+    perm = torch.randperm(3001, generator=torch.Generator().manual_seed(1)).tolist()
+    plain = [perm[i:i + 32] for i in range(0, 3001, 32)]
+    assert padded(batches) < 0.6 * padded(plain)
+    longest = [max(lengths[i] for i in b) for b in batches]
+    assert longest != sorted(longest) and longest != sorted(longest, reverse=True)
+
+
+def test_group_by_length_is_part_of_the_recipe_and_its_key(tmp_path):
+    """The grouped loop trains (the default) and is cached under another key than plain random
+    batches; plain random batches still train."""
+    grouped = run(tmp_path, Recipe(batch_size=4, seed=3, lr=1e-3))
+    plain = run(tmp_path, Recipe(batch_size=4, seed=3, lr=1e-3, group_by_length=False))
+    assert grouped.info["recipe"]["group_by_length"] is True
+    assert plain.info["recipe"]["group_by_length"] is False
+    assert grouped.info["finetune_key"] != plain.info["finetune_key"]
+    assert grouped.info["optimizer_steps"] == plain.info["optimizer_steps"] == 5
+
+
+def test_grouped_token_batches_weigh_every_labelled_token_alike(tmp_path):
+    """With token labels and batches grouped by length, each batch's mean loss is scaled by its
+    labelled tokens over the epoch's mean per batch (recorded as loss_unit_mean); sequence
+    labels (one unit per example) and random batches keep the plain batch mean (0: no scaling)."""
+    ctx = ctx_for(tmp_path)
+    head = Head("token-classification", ("O", "B-X", "I-X"))
+    model = HFModel(**TINY).load(head, ctx)
+    feats, n = features(model, 20)
+    feats = [{**f, "labels": [(-100 if j % 3 == 0 else (i + j) % 3) for j in range(len(f["input_ids"]))]}
+             for i, f in enumerate(feats)]
+    labelled = sum(1 for f in feats for x in f["labels"] if x != -100)
+    meta = {}
+    for grouped in (True, False):
+        m = HFModel(**TINY).load(head, ctx)
+        out = finetune(m, lambda: (feats, n), Recipe(batch_size=8, seed=1, group_by_length=grouped), ctx,
+                       data_hash="tok", task="t", task_version="1")
+        meta[grouped] = json.loads((Path(out.info["checkpoint"]) / META_FILE).read_text())
+    assert meta[True]["loss_unit_mean"] == pytest.approx(labelled / 3)  # 20 examples, 3 batches
+    assert meta[False]["loss_unit_mean"] == 0
+    seq = run(tmp_path, Recipe(batch_size=4, seed=3))
+    assert json.loads((Path(seq.info["checkpoint"]) / META_FILE).read_text())["loss_unit_mean"] == 0

@@ -179,12 +179,42 @@ def test_sentence_counts_decompose_seqeval_micro_scores():
             assert result[t]["number"] == report[t]["support"]
         assert result["overall_f1"] == pytest.approx(report["micro avg"]["f1-score"], abs=1e-12)
     assert strict["overall_f1"] != res["overall_f1"]  # the modes differ on perturbed tags
-    # ner_metrics reports strict F1 from one micro pass: the very value of the strict report
-    from harness_plugins._lib.metrics import _strict_micro_f1, ner_metrics
+    # ner_metrics counts entities once per sentence (default and strict chunks from the same
+    # get_entities pass): seqeval's own micro scores, default and strict, to the last digits
+    from seqeval.metrics import f1_score, precision_score, recall_score
 
-    assert _strict_micro_f1(gold, pred) == strict["overall_f1"]
+    from harness_plugins._lib.metrics import ner_metrics
+
     reported = {m.metric: m.value for m in ner_metrics(gold, pred, bootstrap=0)}
-    assert reported["entity_f1_strict"] == strict["overall_f1"] and reported["entity_f1"] == res["overall_f1"]
+    assert reported["entity_f1_strict"] == pytest.approx(
+        f1_score(gold, pred, mode="strict", scheme=IOB2), abs=1e-12)
+    assert reported["entity_f1_strict"] == pytest.approx(strict["overall_f1"], abs=1e-12)
+    assert reported["entity_f1"] == pytest.approx(f1_score(gold, pred), abs=1e-12)
+    assert reported["entity_precision"] == pytest.approx(precision_score(gold, pred), abs=1e-12)
+    assert reported["entity_recall"] == pytest.approx(recall_score(gold, pred), abs=1e-12)
+
+
+def test_strict_counts_equal_seqeval_strict_mode_on_random_tag_soup():
+    """Any IOB tag sequence (I- after O, I-X after B-Y, B-X B-X...): the strict counts give
+    seqeval's strict-mode (IOB2) precision, recall and F1, and the default counts its default."""
+    import random
+
+    from seqeval.metrics import f1_score, precision_score, recall_score
+    from seqeval.scheme import IOB2
+
+    rng = random.Random(5)
+    tags = ["O", "O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    gold = [[rng.choice(tags) for _ in range(rng.randint(1, 12))] for _ in range(600)]
+    pred = [[t if rng.random() < 0.7 else rng.choice(tags) for t in sent] for sent in gold]
+    strict: list = []
+    default = sentence_entity_counts(gold, pred, None, strict)
+    s_tp, s_pred, s_gold = np.asarray(strict).sum(axis=0)
+    kw = {"mode": "strict", "scheme": IOB2}
+    assert s_tp / s_pred == pytest.approx(precision_score(gold, pred, **kw), abs=1e-12)
+    assert s_tp / s_gold == pytest.approx(recall_score(gold, pred, **kw), abs=1e-12)
+    assert micro_f1_from_counts(np.asarray(strict)) == pytest.approx(f1_score(gold, pred, **kw), abs=1e-12)
+    assert micro_f1_from_counts(default) == pytest.approx(f1_score(gold, pred), abs=1e-12)
+    assert s_gold < default[:, 2].sum()  # the soup has I- starts: the modes really differ
 
 
 def test_vectorised_bootstrap_equals_the_resample_loop():
@@ -197,6 +227,12 @@ def test_vectorised_bootstrap_equals_the_resample_loop():
     fast = bootstrap_ci(counts, micro_f1_from_counts, n_resamples=250, seed=3)
     slow = bootstrap_ci(counts, looped, n_resamples=250, seed=3)
     assert fast == pytest.approx(slow, abs=1e-12) and fast[0] < micro_f1_from_counts(counts) < fast[1]
+    # row sums from draw counts (what micro F1 is marked for): the very same resample values
+    from harness.stats import bootstrap
+
+    gathered = bootstrap(counts, micro_f1_from_counts, 700, 3, vectorized=True)
+    summed = bootstrap(counts, micro_f1_from_counts, 700, 3, row_sums=True)
+    assert np.array_equal(gathered, summed) and len(np.unique(summed)) > 100
 
 
 def test_bootstrap_is_seeded_and_brackets_the_estimate():

@@ -14,6 +14,9 @@ Caching and measuring artifacts (``harness.toolkit.artifacts``)
 Weights as data (``harness.toolkit.weights``)
     ``save_module`` (unique tensors as safetensors + config.json), ``load_tensors`` (a
     safetensors file into a module the caller built, strictly: what a cache hit reads).
+Features shared across cells (``harness.toolkit.features``)
+    ``cached_json`` (a JSON cache of what a task derives from its data, e.g. subword ids),
+    ``tokenizer_fingerprint`` (a tokenizer named by what it does).
 Fine-tuning (``harness.toolkit.recipe``, ``.finetune``, ``.tasks``)
     ``Recipe`` (the recipe, declared once), ``finetune`` (the cached training loop),
     ``FineTunedTask`` (the base of the built-in tasks),
@@ -38,6 +41,7 @@ from .artifacts import (
     sha256_files,
     task_key,
 )
+from .features import FEATURES_VERSION, cached_json, tokenizer_fingerprint
 from .finetune import FINETUNE_VERSION, finetune, finetune_key
 from .predictor import TorchPredictor, count_parameters, input_names, pad_batch
 from .recipe import MIXED_PRECISION, Recipe, RecipeParams, effective_precision, model_eval_length
@@ -45,6 +49,7 @@ from .tasks import EvalSetup, FineTunedTask
 from .weights import load_tensors, save_module
 
 __all__ = [
+    "FEATURES_VERSION",
     "FINETUNE_VERSION",
     "CorruptCacheEntry",
     "MIXED_PRECISION",
@@ -57,6 +62,7 @@ __all__ = [
     "cache_dir",
     "cache_key",
     "cached_load",
+    "cached_json",
     "cached_or_build",
     "copy_artifact",
     "count_parameters",
@@ -75,4 +81,5 @@ __all__ = [
     "save_module",
     "sha256_files",
     "task_key",
+    "tokenizer_fingerprint",
 ]

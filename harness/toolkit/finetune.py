@@ -3,10 +3,13 @@
 Loop: AdamW (fused kernel where available; no weight decay on biases and LayerNorm weights,
 like ``transformers.Trainer``), ``transformers.get_linear_schedule_with_warmup`` over
 ``ceil(warmup_ratio * steps)`` warm-up steps, gradient clipping at ``max_grad_norm``, gradient
-accumulation, random batches (seeded) with dynamic padding in length-sorted micro-batches, and
-on a CUDA device automatic mixed precision (bf16 where supported, else fp16 with a gradient
-scaler). The new head is re-initialised under the seed, so a run is reproducible whatever random
-state loading left behind.
+accumulation, batches of similar length (seeded random pools of 50 batches sorted by length, the
+batches shuffled; with token labels each batch's mean loss is scaled by its labelled tokens over
+the epoch's mean per batch, so every labelled token weighs the same in every batch, as random
+batches give in expectation; ``group_by_length: false``: random batches, on CPU in length-sorted
+micro-batches) with dynamic padding, and on a CUDA device automatic mixed precision (bf16 where
+supported, else fp16 with a gradient scaler). The new head is re-initialised under the seed, so a
+run is reproducible whatever random state loading left behind.
 
 Cache: the fine-tuned model and its tokenizer are written with ``save_pretrained`` to
 ``<cache_dir>/finetune/<key>/`` (plus ``harness_finetune.json``), where ``key`` hashes the base
@@ -33,10 +36,17 @@ from ..errors import HarnessWarning, PluginError
 from ..fsutil import build_and_publish
 from .artifacts import hash_text
 from .predictor import pad_batch
-from .recipe import Recipe, effective_precision, micro_batch_count, micro_batches
+from .recipe import (
+    Recipe,
+    batch_units,
+    effective_precision,
+    length_grouped_batches,
+    micro_batch_count,
+    micro_batches,
+)
 
 #: bump when the training loop changes in a way that alters results (part of every key)
-FINETUNE_VERSION = "2"
+FINETUNE_VERSION = "3"
 META_FILE = "harness_finetune.json"
 
 
@@ -137,6 +147,10 @@ class _Run:
     step: int = 0
     loss_sum: float = 0.0
     loss_n: int = 0
+    #: labelled tokens per batch over the epoch when batches are grouped by length (token
+    #: labels): each batch's mean loss is scaled by its tokens over this, so every labelled
+    #: token weighs the same in every batch, as random batches give in expectation
+    unit_mean: float = 0.0
 
 
 def _train_epoch(run: _Run, loader: Any, optimizer: Any, scheduler: Any, scaler: Any) -> None:
@@ -157,7 +171,10 @@ def _train_epoch(run: _Run, loader: Any, optimizer: Any, scheduler: Any, scaler:
                        for k, v in pad_batch(part, run.tokenizer, with_labels=True).items()}
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 loss = run.module(**tensors).loss
-            scaler.scale(loss * (weight / group)).backward()
+            scaled = loss * (weight / group)
+            if run.unit_mean:
+                scaled = scaled * (batch_units(batch) / run.unit_mean)
+            scaler.scale(scaled).backward()
             run.loss_sum += float(loss.detach()) * weight
         run.loss_n += 1
         if (i + 1) % r.grad_accum == 0 or i + 1 == n_batches:
@@ -182,12 +199,21 @@ def _train(run: _Run, features: list[dict[str, Any]], n_epochs: float) -> float:
     from transformers import get_linear_schedule_with_warmup
 
     r = run.recipe
-    dataset: Any = features  # a list is a map-style dataset
-    loader: Any = torch.utils.data.DataLoader(
-        dataset, batch_size=r.batch_size, shuffle=True,
-        generator=torch.Generator().manual_seed(r.seed), collate_fn=list,
-    )
-    steps_per_epoch = math.ceil(len(loader) / r.grad_accum)
+    generator = torch.Generator().manual_seed(r.seed)
+    lengths = [len(f["input_ids"]) for f in features]
+
+    def epoch_batches() -> Any:
+        if r.group_by_length:
+            return [[features[i] for i in b]
+                    for b in length_grouped_batches(lengths, r.batch_size, generator)]
+        dataset: Any = features  # a list is a map-style dataset
+        return torch.utils.data.DataLoader(dataset, batch_size=r.batch_size, shuffle=True,
+                                           generator=generator, collate_fn=list)
+
+    n_batches = math.ceil(len(features) / r.batch_size)
+    if r.group_by_length and isinstance(features[0].get("labels"), (list, tuple)):
+        run.unit_mean = batch_units(features) / n_batches
+    steps_per_epoch = math.ceil(n_batches / r.grad_accum)
     run.total_steps = max(1, math.ceil(steps_per_epoch * n_epochs))
     optimizer = _optimizer(run.module, r)
     scheduler = get_linear_schedule_with_warmup(
@@ -203,7 +229,7 @@ def _train(run: _Run, features: list[dict[str, Any]], n_epochs: float) -> float:
         for _epoch in range(math.ceil(n_epochs)):
             if run.step >= run.total_steps:
                 break
-            _train_epoch(run, loader, optimizer, scheduler, scaler)
+            _train_epoch(run, epoch_batches(), optimizer, scheduler, scaler)
         if run.device.type == "cuda":
             torch.cuda.synchronize(run.device)
     return time.perf_counter() - start
@@ -322,6 +348,7 @@ def finetune(
         "data_hash": data_hash, "recipe": recipe.to_dict(), "precision": run.precision,
         "device": ctx.device, "train_examples": examples, "train_features": len(features),
         "optimizer_steps": run.step, "train_loss": run.loss_sum / max(1, run.loss_n),
+        "loss_unit_mean": run.unit_mean,
         "train_time_s": train_time, "epochs": n_epochs, "torch": torch.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

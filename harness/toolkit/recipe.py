@@ -43,6 +43,9 @@ class RecipeParams(Params):
     """Train on the first N examples only."""
     micro_batches: int = Field(0, ge=0)
     """Length-sorted micro-batches per batch (0: auto); saves padding, same update."""
+    group_by_length: bool = True
+    """Batches of similar length: pools of 50 random batches sorted by length, then the batches
+    shuffled (less padding; transformers' ``group_by_length``); false: plain random batches."""
 
 
 class Recipe(RecipeParams):
@@ -78,10 +81,34 @@ def effective_precision(recipe: Recipe, device: str) -> str:
 
 def micro_batch_count(recipe: Recipe, device_type: str) -> int:
     """How many length-sorted micro-batches each batch is split into (``recipe.micro_batches``;
-    ``0`` = auto: 4 on CPU, where compute grows with padded tokens, 1 on GPUs)."""
+    ``0`` = auto: 1 on GPUs and for length-grouped batches, else 4 on CPU, where compute grows
+    with padded tokens)."""
     if recipe.micro_batches:
         return int(recipe.micro_batches)
-    return 1 if device_type == "cuda" else 4
+    return 1 if device_type == "cuda" or recipe.group_by_length else 4
+
+
+#: random batches per length-sorted pool (transformers' ``LengthGroupedSampler`` uses 50)
+GROUP_POOL = 50
+
+
+def length_grouped_batches(
+    lengths: Sequence[int], batch_size: int, generator: Any, pool: int = GROUP_POOL
+) -> list[list[int]]:
+    """One epoch of batches of similar length: a random permutation (``torch.randperm`` under
+    ``generator``) cut into pools of ``pool * batch_size`` indices, each pool sorted by length
+    and cut into batches, then the batches in a random order. Every index once; as many
+    batches as plain random batching (only a pool's last batch may be short)."""
+    import torch
+
+    perm = torch.randperm(len(lengths), generator=generator).tolist()
+    batches: list[list[int]] = []
+    step = max(1, pool * batch_size)
+    for lo in range(0, len(perm), step):
+        part = sorted(perm[lo:lo + step], key=lambda i: lengths[i], reverse=True)
+        batches += [part[j:j + batch_size] for j in range(0, len(part), batch_size)]
+    order = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in order]
 
 
 def _units(feature: Mapping[str, Any]) -> int:
@@ -90,6 +117,11 @@ def _units(feature: Mapping[str, Any]) -> int:
     if isinstance(labels, (list, tuple)):
         return sum(1 for x in labels if x != -100)
     return 1
+
+
+def batch_units(batch: Sequence[Mapping[str, Any]]) -> int:
+    """The loss units of a batch: labelled tokens (token classification) or examples."""
+    return sum(_units(f) for f in batch)
 
 
 def micro_batches(

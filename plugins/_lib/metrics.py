@@ -129,32 +129,25 @@ def _build_classification_class():
 
 
 def _default_scores(references: Sequence[Sequence[str]], predictions: Sequence[Sequence[str]]) -> dict[str, Any]:
-    """seqeval default (conlleval) mode. The micro scores come from seqeval's
-    ``precision_recall_fscore_support``; per type and per sentence, the same entities (seqeval's
-    ``get_entities``) are counted once, and their sums must reproduce seqeval's micro scores
-    (checked here, so a change in seqeval cannot go unnoticed). ``sentence_counts`` holds
-    (true positives, predicted, gold) per sentence for the bootstrap."""
-    from seqeval.metrics.sequence_labeling import precision_recall_fscore_support
-
-    p, r, f, support = precision_recall_fscore_support(
-        references, predictions, average="micro", zero_division=0
-    )
-    counts = sentence_entity_counts(references, predictions, per_type := {})
+    """seqeval default (conlleval) mode, from one pass of seqeval's ``get_entities`` over each
+    sentence: the micro scores are seqeval's exactly (its ``precision_recall_fscore_support``
+    chunks the sentences the same way, joined by an ``O``; tests/test_metrics.py checks the
+    equality on real data), per type and per sentence from the same entities.
+    ``sentence_counts`` holds (true positives, predicted, gold) per sentence for the bootstrap,
+    ``strict_sentence_counts`` the same for seqeval's strict IOB2 mode (see
+    :func:`sentence_entity_counts`)."""
+    strict: list[tuple[int, int, int]] = []
+    counts = sentence_entity_counts(references, predictions, per_type := {}, strict)
     tp, npred, ngold = (int(x) for x in counts.sum(axis=0))
-    if ngold != int(support) or abs(_safe_div(tp, npred) - float(p)) > 1e-9 or abs(
-        _safe_div(tp, ngold) - float(r)
-    ) > 1e-9:
-        raise RuntimeError(
-            f"entity counts ({tp} tp, {npred} predicted, {ngold} gold) do not reproduce seqeval's "
-            f"micro scores (p={p}, r={r}, support={support}); seqeval's chunking changed?"
-        )
+    p, r = _safe_div(tp, npred), _safe_div(tp, ngold)
     out: dict[str, Any] = {}
     for t in sorted(per_type):
         t_tp, t_pred, t_gold = per_type[t]
         tp_p, tp_r = _safe_div(t_tp, t_pred), _safe_div(t_tp, t_gold)
         out[t] = {"precision": tp_p, "recall": tp_r, "f1": _f1(tp_p, tp_r), "number": t_gold}
-    out.update(overall_precision=float(p), overall_recall=float(r), overall_f1=float(f),
-               overall_number=int(support), sentence_counts=counts.tolist())
+    out.update(overall_precision=p, overall_recall=r, overall_f1=_f1(p, r),
+               overall_number=ngold, sentence_counts=counts.tolist(),
+               strict_sentence_counts=strict)
     return out
 
 
@@ -175,16 +168,6 @@ def _strict_scores(references: Sequence[Sequence[str]], predictions: Sequence[Se
     out.update(overall_precision=float(micro["precision"]), overall_recall=float(micro["recall"]),
                overall_f1=float(micro["f1-score"]), overall_number=int(micro["support"]))
     return out
-
-
-def _strict_micro_f1(references: Sequence[Sequence[str]], predictions: Sequence[Sequence[str]]) -> float:
-    """seqeval's strict-mode (IOB2) micro F1: the ``overall_f1`` of ``mode="strict"`` without its
-    per-type report (one pass instead of the report's several)."""
-    from seqeval.metrics import f1_score
-    from seqeval.scheme import IOB2
-
-    return float(f1_score(references, predictions, average="micro", zero_division=0, mode="strict",
-                          scheme=IOB2))
 
 
 _CLASSES: dict[str, type] = {}
@@ -208,18 +191,28 @@ def sentence_entity_counts(
     references: Sequence[Sequence[str]],
     predictions: Sequence[Sequence[str]],
     per_type: dict[str, list[int]] | None = None,
+    strict: list[tuple[int, int, int]] | None = None,
 ) -> np.ndarray:
     """(n_sentences, 3) int array: true-positive, predicted and gold entity counts per sentence,
     with seqeval's default (conlleval) chunking. Column sums give seqeval's micro counts exactly.
-    ``per_type``, when given, is filled with ``type -> [tp, predicted, gold]``."""
+    ``per_type``, when given, is filled with ``type -> [tp, predicted, gold]``. ``strict``, when
+    given, gets the same three counts per sentence for seqeval's strict mode with the IOB2
+    scheme: its entities are the chunks that begin with a ``B-`` tag (an entity that starts
+    with ``I-`` is not one; inside a chunk every tag is an ``I-`` of its type), checked against
+    seqeval's own strict scores in tests/test_metrics.py."""
     from seqeval.metrics.sequence_labeling import get_entities
 
     out = np.zeros((len(references), 3), dtype=np.int64)
     for i, (ref, pred) in enumerate(zip(references, predictions)):
-        gold = set(get_entities(list(ref)))
-        guess = set(get_entities(list(pred)))
+        ref, pred = list(ref), list(pred)
+        gold = set(get_entities(ref))
+        guess = set(get_entities(pred))
         hit = gold & guess
         out[i] = (len(hit), len(guess), len(gold))
+        if strict is not None:
+            s_gold = {e for e in gold if ref[e[1]].startswith("B-")}
+            s_guess = {e for e in guess if pred[e[1]].startswith("B-")}
+            strict.append((len(s_gold & s_guess), len(s_guess), len(s_gold)))
         if per_type is not None:
             for col, ents in ((0, hit), (1, guess), (2, gold)):
                 for t, _, _ in ents:
@@ -239,6 +232,7 @@ def micro_f1_from_counts(counts: np.ndarray) -> float | np.ndarray:
 
 
 micro_f1_from_counts.vectorized = True  # type: ignore[attr-defined]
+micro_f1_from_counts.row_sums = True  # type: ignore[attr-defined]  # reads only the summed counts
 
 
 def bootstrap_ci(
@@ -258,7 +252,8 @@ def bootstrap_ci(
     if n_resamples <= 0 or len(stats) == 0:
         return None, None
     values = bootstrap(stats, statistic, n_resamples, seed,
-                       vectorized=getattr(statistic, "vectorized", False))
+                       vectorized=getattr(statistic, "vectorized", False),
+                       row_sums=getattr(statistic, "row_sums", False))
     return percentile_interval(values, confidence)
 
 
@@ -292,8 +287,10 @@ def ner_metrics(
     if len(references) != len(predictions):
         raise DataError(f"{len(references)} gold sentences but {len(predictions)} predicted")
     res = seqeval_metric().compute(predictions=predictions, references=references)
-    strict_f1 = _strict_micro_f1(references, predictions)  # only its micro F1 is reported
     counts = np.asarray(res.pop("sentence_counts"), dtype=np.int64).reshape(-1, 3)
+    # only strict mode's micro F1 is reported
+    strict_f1 = micro_f1_from_counts(np.asarray(res.pop("strict_sentence_counts"),
+                                                dtype=np.int64).reshape(-1, 3))
     n_gold = int(counts[:, 2].sum())
     low, high = bootstrap_ci(counts, micro_f1_from_counts, n_resamples=bootstrap, seed=seed)
     mode = "seqeval default (conlleval-compatible) mode"

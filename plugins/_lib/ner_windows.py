@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.errors import PluginError
+from harness.toolkit import FEATURES_VERSION, cached_json, hash_text, tokenizer_fingerprint
 
 
 @dataclass
@@ -48,6 +49,22 @@ def word_pieces(tokenizer: Any, sentences: list[list[str]], chunk: int = 2048) -
                     pieces[w].append(tok)
             out.append([p or [unk] for p in pieces])
     return out
+
+
+def cached_word_pieces(
+    tokenizer: Any, words: list[list[str]], cache_dir: Any, data_key: str
+) -> list[list[list[int]]]:
+    """:func:`word_pieces` of ``words``, kept in the suite's feature cache under ``cache_dir``
+    (None: not cached) by the tokenizer's fingerprint and ``data_key`` (which names the words:
+    the split's data hash and sample limit), so the other cells' workers read them instead of
+    tokenising. An entry whose shape does not match ``words`` is rebuilt."""
+    def matches(v: Any) -> bool:
+        return len(v) == len(words) and all(len(p) == len(w) for p, w in zip(v, words))
+
+    if cache_dir is None:
+        return word_pieces(tokenizer, words)
+    key = hash_text("ner-word-pieces", FEATURES_VERSION, tokenizer_fingerprint(tokenizer), data_key)
+    return cached_json(cache_dir, key, lambda: word_pieces(tokenizer, words), matches)
 
 
 def make_windows(

@@ -27,7 +27,7 @@ from harness.toolkit import EvalSetup, FineTunedTask, model_eval_length, pad_bat
 
 from .._lib.conll import ConllSplit, Scheme, Sentence, iob1_to_iob2, is_iob2, label_list, read_conll
 from .._lib.metrics import ner_metrics
-from .._lib.ner_windows import Window, make_windows, special_affixes, word_pieces
+from .._lib.ner_windows import Window, cached_word_pieces, make_windows, special_affixes, word_pieces
 
 __all__ = ["NERTask", "Window", "make_windows", "ner_metrics", "paired_scorer", "special_affixes",
            "word_pieces"]
@@ -292,7 +292,7 @@ class NERTask(FineTunedTask):
             preds = predict_examples(predictor, [s.tokens for s in sentences],
                                      self.params.eval_batch_size, setup.labels)
         else:
-            windows = self._windows_for(setup.tokenizer, split, setup.max_length, limit)
+            windows = self._windows_for(setup.tokenizer, split, setup.max_length, limit, ctx.cache_dir)
             preds = self.predict(predictor, setup, ctx, sentences, windows)
         import pandas as pd
 
@@ -340,16 +340,19 @@ class NERTask(FineTunedTask):
 
     # -- inputs for timing and calibration ---------------------------------------------------
     def _windows_for(self, tokenizer: Any, split: str, max_length: int,
-                     limit: int | None = None) -> list[Window]:
+                     limit: int | None = None, cache_dir: Any = None) -> list[Window]:
         """The split's sentences tokenised and windowed; memoised per (tokenizer, split, length,
-        limit), so the compressions of one model evaluated by one worker tokenise the split once."""
+        limit), so the compressions of one model evaluated by one worker tokenise the split once,
+        and with ``cache_dir`` the subword ids are kept on disk for the other cells of the suite
+        (``harness.toolkit.features``: keyed by the tokenizer's fingerprint and the split)."""
         key = (split, max_length, limit)
         hit = self._windows.get(key)
         if hit is not None and hit[0] is tokenizer:
             return hit[1]
-        sents = self.sentences(split, limit)
+        words = [s.tokens for s in self.sentences(split, limit)]
+        pieces = cached_word_pieces(tokenizer, words, cache_dir, f"{self.split_hash(split)}:{limit}")
         prefix, suffix = special_affixes(tokenizer)
-        windows = make_windows(word_pieces(tokenizer, [s.tokens for s in sents]), prefix, suffix, max_length)
+        windows = make_windows(pieces, prefix, suffix, max_length)
         self._windows[key] = (tokenizer, windows)
         return windows
 
