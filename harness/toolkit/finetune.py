@@ -166,14 +166,16 @@ def _train_epoch(run: _Run, loader: Any, optimizer: Any, scheduler: Any, scaler:
             return
         # the last accumulation group of an epoch may be short: scale by its real size
         group = min(r.grad_accum, n_batches - (i // r.grad_accum) * r.grad_accum)
+        # grouped batches with token labels: the batch's labelled tokens over the epoch's mean
+        tokens_share = batch_units(batch) / run.unit_mean if run.unit_mean else 0.0
         for part, weight in micro_batches(batch, splits):
             tensors = {k: v.to(dev, non_blocking=True)
                        for k, v in pad_batch(part, run.tokenizer, with_labels=True).items()}
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 loss = run.module(**tensors).loss
             scaled = loss * (weight / group)
-            if run.unit_mean:
-                scaled = scaled * (batch_units(batch) / run.unit_mean)
+            if tokens_share:
+                scaled = scaled * tokens_share
             scaler.scale(scaled).backward()
             run.loss_sum += float(loss.detach()) * weight
         run.loss_n += 1
