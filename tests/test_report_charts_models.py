@@ -189,13 +189,16 @@ def test_single_model_keeps_colour_by_compression(tmp_path):
         assert len({next(iter(f)) for f in fills.values()}) == len(fills)
         assert ch["shapes"] == [] and ch["fronts"] == []
         assert len(ch["labels"]) == len(ch["points"])  # few points: all labelled
-    assert "Colour = compression" in html and "<button" not in html
+    assert "Colour = compression" in html and "legend-model" not in html
+    comps = re.findall(r'<button type="button" class="legend-item legend-toggle legend-compression" '
+                       r'data-axis="compression" data-value="([^"]*)"', html)
+    assert sorted(comps) == sorted(COMPRESSIONS * 2)  # one clickable entry per compression, per task
 
 
 def test_legend_names_models_and_says_when_colours_repeat(page):
     html = page[1]
-    buttons = re.findall(r'<button type="button" class="legend-item legend-model" data-model="([^"]*)"',
-                         html)
+    buttons = re.findall(r'<button type="button" class="legend-item legend-toggle legend-model" '
+                         r'data-axis="model" data-value="[^"]*" data-model="([^"]*)"', html)
     assert len(buttons) == 2 * 6 and "&lt;script&gt;alert(1)&lt;/script&gt;" in buttons
     assert "Shape = runtime" in html and "colours repeat" not in html
     view = build_view(six_by_eight([f"m{i:02d}" for i in range(13)]))
@@ -203,6 +206,24 @@ def test_legend_names_models_and_says_when_colours_repeat(page):
     assert lg["repeats"] and len(lg["entries"]) == 13
     assert lg["entries"][12]["colour"] == lg["entries"][0]["colour"]
     assert len({e["colour"] for e in lg["entries"][:12]}) == 12
+    assert lg["groups"] == [{"name": "hf", "entries": lg["entries"]}]  # one plugin: one group
+    assert build_view(six_by_eight())["tasks"][0]["legend"]["groups"] == []  # 6 models: no groups
+
+
+def test_beyond_twelve_models_the_legend_groups_them_by_plugin(tmp_path):
+    frame = six_by_eight([f"m{i:02d}" for i in range(14)])
+    frame.loc[frame["model"].isin(["m03", "m07", "m11"]), "model_plugin"] = "crf"
+    lg = build_view(frame)["tasks"][0]["legend"]
+    assert [(g["name"], [e["name"] for e in g["entries"]]) for g in lg["groups"]] == [
+        ("crf", ["m03", "m07", "m11"]),
+        ("hf", [f"m{i:02d}" for i in range(14) if i not in (3, 7, 11)])]
+    html = render_report(frame, tmp_path).read_text(encoding="utf-8")
+    legend = html[html.index('id="task-0-legend"'):]
+    legend = legend[:legend.index("</p>")]
+    assert legend.count('class="legend-group-name">crf:</span>') == 1
+    crf = legend[legend.index(">crf:<"):legend.index(">hf:<")]
+    assert re.findall(r'data-model="([^"]*)"', crf) == ["m03", "m07", "m11"]
+    assert "grouped by plugin" in legend
 
 
 # -- in a real headless Chromium -------------------------------------------------------------
@@ -287,3 +308,71 @@ def test_no_two_visible_labels_overlap(driver, page_url):
     rects = driver.execute_script(VISIBLE_LABEL_RECTS)
     assert len(rects) == 4 and all(rects.values())
     assert {cid: _overlapping(r) for cid, r in rects.items()} == {cid: [] for cid in rects}
+
+
+def _shown_by(driver, section: str, axis: str) -> dict[str, set[bool]]:
+    """Per value of ``data-<axis>``: the display states of the section's chart markers."""
+    out = driver.execute_script(
+        """const out = {};
+           for (const c of document.querySelectorAll('#' + arguments[0] + ' svg.chart circle.point')) {
+             const v = c.getAttribute('data-' + arguments[1]);
+             (out[v] = out[v] || []).push(getComputedStyle(c).display !== 'none');
+           }
+           return out;""", section, axis)
+    return {k: set(v) for k, v in out.items()}
+
+
+def _legend_button(driver, axis: str, value: str, section: str = "task-0"):
+    from selenium.webdriver.common.by import By
+
+    b = next(b for b in driver.find_elements(By.CSS_SELECTOR, f"#{section}-legend button.legend-toggle")
+             if b.get_attribute("data-axis") == axis and b.get_attribute("data-value") == value)
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", b)
+    return b
+
+
+@pytest.mark.slow
+@needs_browser
+def test_legend_clicks_on_a_compression_and_a_runtime_hide_their_markers(driver, page_url):
+    _open(driver, page_url)
+    comp = _legend_button(driver, "compression", "dynamic-int8-ft")
+    comp.click()
+    assert comp.get_attribute("aria-pressed") == "false"
+    shown = _shown_by(driver, "task-0", "compression")
+    assert shown.pop("dynamic-int8-ft") == {False} and all(v == {True} for v in shown.values())
+    assert _shown_by(driver, "task-1", "compression")["dynamic-int8-ft"] == {True}  # other task
+    comp.click()
+    runtime = _legend_button(driver, "runtime", "openvino")
+    runtime.click()
+    shown = _shown_by(driver, "task-0", "runtime")
+    assert shown.pop("openvino") == {False} and all(v == {True} for v in shown.values())
+    rects = driver.execute_script(VISIBLE_LABEL_RECTS)
+    assert all(_overlapping(r) == [] for r in rects.values())
+    runtime.click()
+    assert _shown_by(driver, "task-0", "runtime") == {r: {True} for r in
+                                                      ("torch", "openvino", "onnxruntime")}
+    assert [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "WARNING")] == []
+
+
+@pytest.mark.slow
+@needs_browser
+def test_shift_click_and_shift_enter_isolate_an_entry(driver, page_url):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    _open(driver, page_url)
+    comp = _legend_button(driver, "compression", "none")
+    ActionChains(driver).key_down(Keys.SHIFT).click(comp).key_up(Keys.SHIFT).perform()
+    shown = _shown_by(driver, "task-0", "compression")
+    assert shown.pop("none") == {True} and all(v == {False} for v in shown.values())
+    ActionChains(driver).key_down(Keys.SHIFT).click(comp).key_up(Keys.SHIFT).perform()
+    assert all(v == {True} for v in _shown_by(driver, "task-0", "compression").values())
+    model = _legend_button(driver, "model", XSS)  # the keyboard: focus, then Shift+Enter
+    driver.execute_script("arguments[0].focus()", model)
+    ActionChains(driver).key_down(Keys.SHIFT).send_keys(Keys.ENTER).key_up(Keys.SHIFT).perform()
+    shown = _shown_by(driver, "task-0", "model")
+    assert shown.pop(XSS) == {True} and all(v == {False} for v in shown.values())
+    ActionChains(driver).send_keys(Keys.ENTER).perform()  # plain Enter: toggles it off
+    assert model.get_attribute("aria-pressed") == "false"
+    assert all(v == {False} for v in _shown_by(driver, "task-0", "model").values())
+    assert [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "WARNING")] == []

@@ -121,3 +121,33 @@ def test_cli_table_and_json(tmp_path):
     assert res.exit_code == 2 and "nope" in res.output and "Traceback" not in res.output
     res = runner.invoke(select_command, [str(tmp_path / "missing"), "--max-drop", "0.01"])
     assert res.exit_code == 2 and "missing" in res.output
+
+
+def _with_rotation(df: pd.DataFrame, p50: dict[str, float], model: str, task: str) -> pd.DataFrame:
+    """``df`` plus a ``latency_b1_rotation_p50_ms`` row for each compression of ``p50``."""
+    rows = df[(df.model == model) & (df.task == task) & (df.metric == "latency_b1_p50_ms")
+              & df.compression.isin(p50)].copy()
+    rows["metric"] = "latency_b1_rotation_p50_ms"
+    rows["value"] = rows["compression"].map(p50)
+    return pd.concat([df, rows], ignore_index=True)
+
+
+def test_latency_is_rotation_timed_where_the_whole_group_is():
+    df = make_results()
+    s0 = _by(select(df, 0.05), "minilm-l6", "conll2003")
+    ok = [v.compression for v in s0.variants if v.status == "ok"]
+    cell_pick = s0.chosen.compression
+    other = next(c for c in ok if c != cell_pick and any(v.within for v in s0.variants
+                                                         if v.compression == c))
+    # rotation timing reverses the order: the variant the cell timing put last is fastest now
+    rot = {c: (1.0 if c == other else 5.0 + i) for i, c in enumerate(ok)}
+    s = _by(select(_with_rotation(df, rot, "minilm-l6", "conll2003"), 0.05), "minilm-l6", "conll2003")
+    assert s.by == "latency_b1_rotation_p50_ms" and s.chosen.compression == other
+    assert s.chosen.by_value == 1.0
+    assert _by(select(_with_rotation(df, rot, "minilm-l6", "conll2003"), 0.05), "minilm-l6",
+               "sst2").by == "latency_b1_p50_ms"  # a group without rotation keeps the cell's
+    # one ok variant without a rotation figure: the whole group keeps the cell figures
+    partial = {c: v for c, v in rot.items() if c != cell_pick}
+    s = _by(select(_with_rotation(df, partial, "minilm-l6", "conll2003"), 0.05), "minilm-l6",
+            "conll2003")
+    assert s.by == "latency_b1_p50_ms" and s.chosen.compression == cell_pick

@@ -7,6 +7,12 @@ model and task: the drop of the headline metric (the rows' ``main_metric``) must
 (lower is better for latency and size, higher for throughput: from the rows'
 ``higher_is_better``) is chosen. The Pareto-optimal set (headline metric against ``by``) is
 listed beside it. A failed or skipped variant, or one without both numbers, is never chosen.
+
+The cell's own batch-1 p50 and throughput are timed minutes apart and carry the machine's drift
+between them; where rotation timing (``harness.timephase``) timed **every** ok variant of a
+(model, task), ``by`` = ``latency_b1_p50_ms`` / ``throughput_samples_s`` compares their rotation
+figures instead (:data:`ROTATED`; the selection's ``by`` names the metric used). A group with
+some variants not rotation-timed keeps the cell figures, so no comparison mixes the two.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from .pareto import pareto_front
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Selection", "Variant", "select", "to_json", "to_table"]
+__all__ = ["ROTATED", "Selection", "Variant", "select", "to_json", "to_table"]
 
 _EPS = 1e-12
 
@@ -84,6 +90,20 @@ def _pick(group: list[CellResult], base: CellResult | None, metric: str | None, 
     return out, best
 
 
+#: a cell timing metric -> its rotation-timed counterpart, preferred where a whole group has it
+ROTATED = {"latency_b1_p50_ms": "latency_b1_rotation_p50_ms",
+           "throughput_samples_s": "throughput_rotation_samples_s"}
+
+
+def _effective_by(group: list[CellResult], by: str) -> str:
+    """``by``'s rotation-timed counterpart when every ok cell of the group has it, else ``by``."""
+    rotated = ROTATED.get(by)
+    ok = [c for c in group if c.status == "ok"]
+    if rotated and ok and all(c.value(rotated) is not None for c in ok):
+        return rotated
+    return by
+
+
 #: the variant every other variant of a (model, task) is compared with, unless told otherwise
 BASELINE = "none"
 
@@ -112,8 +132,9 @@ def select(results: pd.DataFrame, max_drop: float, by: str = "latency_b1_p50_ms"
         hib = higher_is_better(task_cells, metric, True)
         by_hib = _by_hib(task_cells, by)
         base = next((c for c in group if c.compression == baseline), None)
-        variants, best = _pick(group, base, metric, by, hib, by_hib, max_drop)
-        sel = Selection(model, task, metric, by, base.value(metric) if base else None, best,
+        used = _effective_by(group, by)
+        variants, best = _pick(group, base, metric, used, hib, by_hib, max_drop)
+        sel = Selection(model, task, metric, used, base.value(metric) if base else None, best,
                         variants=variants)
         pts = [v for v in variants if v.status == "ok" and v.value is not None
                and v.by_value is not None]
@@ -124,7 +145,7 @@ def select(results: pd.DataFrame, max_drop: float, by: str = "latency_b1_p50_ms"
             sel.note = (f"no {baseline!r} variant with {metric or 'a headline metric'} to bound the "
                         f"drop against" + (f" ({base.status})" if base is not None else ""))
         elif best is None:
-            sel.note = f"no variant within a drop of {max_drop:g} with a {by} value"
+            sel.note = f"no variant within a drop of {max_drop:g} with a {used} value"
         out.append(sel)
     return out
 

@@ -53,6 +53,6 @@ def summary(sels: list[Selection], max_drop: float,
     to link the chosen variant); None when select gave nothing for the task."""
     if not sels:
         return None
-    return {"max_drop": f"{max_drop:g}", "by": sels[0].by, "metric": sels[0].metric or "main metric",
+    return {"max_drop": f"{max_drop:g}", "by": " / ".join(dict.fromkeys(s.by for s in sels)), "metric": sels[0].metric or "main metric",
             "baseline": BASELINE,
             "rows": [_row(s, row_ids) for s in sels]}

@@ -114,17 +114,22 @@ class _Task:
         return self.shape.get(_runtime(c), "circle") if self.multi else "circle"
 
     def legend(self) -> dict[str, Any]:
-        """What colour and shape mean on this task's charts."""
+        """What colour and shape mean on this task's charts; beyond the palette's models, the
+        model entries grouped by plugin (``groups``), as colours repeat."""
+        comps = [{"name": n, "colour": col} for n, col in self.colour.items()]
         if not self.multi:
-            return {"by": "compression", "entries": [{"name": n, "colour": col}
-                                                  for n, col in self.colour.items()],
-                    "shapes": [], "repeats": False, "palette": len(PALETTE)}
-        return {"by": "model",
-                "entries": [{"name": m, "colour": self.model_colour[m]} for m in self.models],
+            return {"by": "compression", "entries": comps, "compressions": comps, "shapes": [],
+                    "repeats": False, "palette": len(PALETTE), "groups": []}
+        entries = [{"name": m, "colour": self.model_colour[m]} for m in self.models]
+        repeats = len(self.models) > len(MODEL_PALETTE)
+        plugin = {c.model: as_text(c.info.get("model_plugin")) or "?" for c in self.cells}
+        groups = [{"name": p, "entries": [e for e in entries if plugin[e["name"]] == p]}
+                  for p in sorted({plugin[m] for m in self.models})] if repeats else []
+        return {"by": "model", "entries": entries, "compressions": comps, "groups": groups,
                 "shapes": [{"name": r, "shape": s, "d": shape_path(s, 7, 7, 5)}
                            for r, s in sorted(self.shape.items(), key=lambda kv: (
                                SHAPES.index(kv[1]), kv[0]))],
-                "repeats": len(self.models) > len(MODEL_PALETTE), "palette": len(MODEL_PALETTE)}
+                "repeats": repeats, "palette": len(MODEL_PALETTE)}
 
     def text(self, metric: str, v: float | None, digits: int = 4) -> tuple[str, Any]:
         """A task metric's value as shown and as sorted: a whole number of a count unit

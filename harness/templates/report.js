@@ -5,6 +5,7 @@
   "use strict";
   var data = JSON.parse(document.getElementById("report-data").textContent);
   var each = function (list, fn) { Array.prototype.forEach.call(list, fn); };
+  var has = function (obj, key) { return Object.prototype.hasOwnProperty.call(obj, key); };
 
   /* ---- sorting: empty values always last; first click ascending, then toggles ---- */
   function sortTable(table, index, th) {
@@ -66,8 +67,7 @@
       var model = row.getAttribute("data-model");
       if (model !== null && row.hidden) { hidden[cellKey(model, row.getAttribute("data-compression"))] = true; }
     });
-    var has = function (obj, key) { return Object.prototype.hasOwnProperty.call(obj, key); };
-    each(section.querySelectorAll("svg.chart"), function (svg) {
+      each(section.querySelectorAll("svg.chart"), function (svg) {
       var compressionOf = {}, modelShown = {};  /* data-row -> compression (labels carry only the row) */
       each(svg.querySelectorAll("circle.point[data-model]"), function (c) {
         var comp = c.getAttribute("data-compression"), model = c.getAttribute("data-model");
@@ -144,38 +144,53 @@
     row.addEventListener("mouseenter", function () { highlight(row.id, true); });
     row.addEventListener("mouseleave", function () { highlight(row.id, false); });
   });
-  /* ---- legend: a model's entry hides/shows its markers, labels and own front in its task's
-     charts; a double-click shows only that model, and again shows all (names compared as
-     strings, never put into a selector) ---- */
-  function showModel(section, model, show) {
-    each(section.querySelectorAll("button.legend-model"), function (b) {
-      if (b.getAttribute("data-model") === model) { b.setAttribute("aria-pressed", show ? "true" : "false"); }
+  /* ---- legend: an entry (a model, a compression or a runtime) hides or shows its markers,
+     labels and (a model's) own front in its task's charts; a double-click, Shift+click or
+     Shift+Enter shows only that entry of its kind, and again shows all. A marker shows when no
+     kind hides it (names compared as strings, never put into a selector) ---- */
+  var AXES = ["model", "compression", "runtime"];
+  function legendButtons(section, axis) {
+    return Array.prototype.filter.call(section.querySelectorAll("button.legend-toggle"),
+      function (b) { return b.getAttribute("data-axis") === axis; });
+  }
+  function applyLegend(section) {
+    var off = {};
+    AXES.forEach(function (axis) {
+      off[axis] = {};
+      legendButtons(section, axis).forEach(function (b) {
+        if (b.getAttribute("aria-pressed") === "false") { off[axis][b.getAttribute("data-value")] = true; }
+      });
     });
     each(section.querySelectorAll("svg.chart [data-model]"), function (el) {
-      if (el.getAttribute("data-model") === model) { el.classList.toggle("off", !show); }
+      el.classList.toggle("off", AXES.some(function (axis) {
+        var v = el.getAttribute("data-" + axis);
+        return v !== null && has(off[axis], v);
+      }));
     });
   }
-  function legendModels(section) {
-    var seen = {}, out = [];
-    each(section.querySelectorAll("button.legend-model"), function (b) {
-      var m = b.getAttribute("data-model");
-      if (!Object.prototype.hasOwnProperty.call(seen, m)) { seen[m] = true; out.push([m, b.getAttribute("aria-pressed") !== "false"]); }
+  function isolate(section, btn) {
+    var value = btn.getAttribute("data-value");
+    var buttons = legendButtons(section, btn.getAttribute("data-axis"));
+    var alone = buttons.every(function (b) {
+      return (b.getAttribute("aria-pressed") !== "false") === (b.getAttribute("data-value") === value);
     });
-    return out;
+    buttons.forEach(function (b) {
+      b.setAttribute("aria-pressed", alone || b.getAttribute("data-value") === value ? "true" : "false");
+    });
+    applyLegend(section);
   }
-  function isolate(section, model) {
-    var models = legendModels(section);
-    var alone = models.every(function (m) { return m[1] === (m[0] === model); });
-    models.forEach(function (m) { showModel(section, m[0], alone || m[0] === model); });
-  }
-  each(document.querySelectorAll("button.legend-model"), function (btn) {
-    var model = btn.getAttribute("data-model");
+  each(document.querySelectorAll("button.legend-toggle"), function (btn) {
     var section = btn.closest("section.task");
-    btn.addEventListener("click", function () {
-      showModel(section, model, btn.getAttribute("aria-pressed") === "false");
+    btn.addEventListener("click", function (e) {
+      if (e.shiftKey) { isolate(section, btn); return; }
+      btn.setAttribute("aria-pressed", btn.getAttribute("aria-pressed") === "false" ? "true" : "false");
+      applyLegend(section);
     });
-    /* the two clicks before a dblclick toggle the model twice (no net change) */
-    btn.addEventListener("dblclick", function (e) { e.preventDefault(); isolate(section, model); });
+    btn.addEventListener("keydown", function (e) {
+      if (e.shiftKey && (e.key === "Enter" || e.key === " ")) { e.preventDefault(); isolate(section, btn); }
+    });
+    /* the two clicks before a dblclick toggle the entry twice (no net change) */
+    btn.addEventListener("dblclick", function (e) { e.preventDefault(); isolate(section, btn); });
   });
   document.documentElement.setAttribute("data-ready", "1");
 })();
