@@ -357,9 +357,8 @@ def _retime(ctx: click.Context, rounds: int, cache_dir: Any) -> Any:
 @click.option("--max-drop", type=float, required=True,
               help="Largest allowed absolute drop of the headline metric vs the baseline variant.")
 @click.option("--by", default="latency_b1_p50_ms", show_default=True,
-              help="Measurement to optimise (lower is better for latency/size, higher for "
-                   "throughput, from the rows' higher_is_better; latency/throughput: rotation-"
-                   "timed where every variant of the (model, task) is; BY names the metric).")
+              help="Measurement to optimise (per the rows' higher_is_better; latency and throughput "
+                   "rotation-timed where a whole (model, task) is; BY names the metric used).")
 @click.option("--baseline", "baseline_compression", default="none", show_default=True,
               help="Compression label of the uncompressed variant of each model.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts) instead of a table.")

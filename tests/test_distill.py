@@ -4,6 +4,7 @@ SST-2 / CoNLL-2003 samples of suites/data, plus one real MiniLM check."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -220,3 +221,183 @@ def test_the_four_methods_run_as_suite_cells(run_suite_dict):
     assert row.loc["low-rank", "embeddings_rank"] == 8
     assert row.loc["palettize", "palette_bits"] == 3
     assert row.loc["distill", "student_layers"] == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# layer-wise distillation (layer_loss): hidden states and/or attentions of mapped layers
+# ---------------------------------------------------------------------------------------------
+
+
+def test_layer_params_validated_and_absent_from_the_default_key():
+    from harness.errors import ParameterError
+    from harness.params import as_key, validate
+
+    for bad, name in (({"layer_loss": "logits"}, "layer_loss"), ({"layer_weight": -0.5}, "layer_weight"),
+                      ({"layer_weight": "1"}, "layer_weight")):
+        with pytest.raises(ParameterError, match=f"'{name}' of compression plugin 'distill'") as err:
+            validate(Distill, bad, "compression")
+        assert err.value.key == name
+    # the default's cache key is the one from before the layer parameters existed
+    before = {"layers": None, "num_layers": None, "intermediate_size": None, "temperature": 2.0,
+              "alpha": 0.5, "epochs": 1.0}
+    assert as_key(Distill()) == before == as_key(Distill(layer_weight=3.0))
+    assert as_key(Distill(layer_loss="hidden")) == {**before, "layer_loss": "hidden", "layer_weight": 1.0}
+    assert as_key(Distill(layer_loss="both", layer_weight=0.5)) != as_key(Distill(layer_loss="both"))
+
+
+def test_layer_losses_on_hand_made_tensors():
+    from harness_plugins._lib.layer_distill import attention_loss, hidden_loss
+
+    g = torch.Generator().manual_seed(0)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    h = [torch.randn(2, 4, 6, generator=g) for _ in range(2)]
+    a = [torch.softmax(torch.randn(2, 3, 4, 4, generator=g).masked_fill(mask[:, None, None, :] == 0, -1e9), -1)
+         for _ in range(2)]
+    assert hidden_loss(h, [x.clone() for x in h], mask).item() == 0
+    assert attention_loss(a, [x.clone() for x in a], mask).item() == pytest.approx(0, abs=1e-7)
+    # the values: MSE over hidden size and real tokens; KL over real keys, per head and real query
+    h2 = [x + 0.5 for x in h]
+    assert hidden_loss(h, h2, mask).item() == pytest.approx(0.25)
+    b = [torch.softmax(torch.randn(2, 3, 4, 4, generator=g).masked_fill(mask[:, None, None, :] == 0, -1e9), -1)
+         for _ in range(2)]
+    want = []
+    for s, t in zip(a, b, strict=True):
+        rows = [F.kl_div(s[i, :, q, :n].log(), t[i, :, q, :n], reduction="sum") / 3
+                for i, n in enumerate((4, 2)) for q in range(n)]
+        want.append(sum(rows) / len(rows))
+    torch.testing.assert_close(attention_loss(a, b, mask), sum(want) / 2)
+    # padding positions (tokens, keys and queries) do not matter
+    h3, b3 = [x.clone() for x in h2], [x.clone() for x in b]
+    for x in h3:
+        x[1, 2:] = 1e3
+    for x in b3:
+        x[1, :, 2:, :] = 0.7
+        x[1, :, :, 2:] = 0.3
+    assert hidden_loss(h, h3, mask).item() == pytest.approx(0.25)
+    torch.testing.assert_close(attention_loss(a, b3, mask), attention_loss(a, b, mask))
+    assert torch.isfinite(attention_loss([x.masked_fill(mask[:, None, None, :] == 0, 0) for x in a], b, mask))
+
+
+def _mapped_gap(student, teacher, keep, batch, what):
+    """The layer term of ``what`` between a student and the teacher layers it maps to."""
+    from harness_plugins._lib.layer_distill import layer_term
+
+    flags = {"output_hidden_states": True} if what == "hidden" else {"output_attentions": True}
+    with torch.no_grad():
+        out, ref = student.eval()(**batch, **flags), teacher.eval()(**batch, **flags)
+    return layer_term(out, ref, keep, 4, what, batch["attention_mask"]).item()
+
+
+def _eager(module):
+    m = copy.deepcopy(module)
+    m.set_attn_implementation("eager")
+    return m
+
+
+def test_hidden_layer_loss_brings_the_students_layers_to_the_teachers(seq_teacher, tmp_path, monkeypatch):
+    teacher, task = seq_teacher
+    ctx = CellContext(device="cpu", seed=0, cache_dir=tmp_path, work_dir=tmp_path, show_progress=False)
+    batch = task.latency_batches(teacher, 8, 1, 0)[0]
+    before = _mapped_gap(make_student(teacher.module, [0, 3], None), teacher.module, [0, 3], batch, "hidden")
+    plain = Distill(num_layers=2, epochs=2).apply(teacher, task, ctx)
+    assert (tmp_path / TEACHER_DIR).exists() and plain.describe()["teacher_logits_cached"] is False
+    import harness_plugins.compressions.distill as distill
+
+    monkeypatch.setattr(distill, "layer_teacher", None)  # not called: no teacher per batch by default
+    Distill(num_layers=2, epochs=1).apply(teacher, task, ctx)
+    monkeypatch.undo()
+    ctx2 = CellContext(device="cpu", seed=0, cache_dir=tmp_path / "c2", work_dir=tmp_path, show_progress=False)
+    layered = Distill(num_layers=2, epochs=2, layer_loss="hidden", layer_weight=5.0).apply(teacher, task, ctx2)
+    d, p = layered.describe(), plain.describe()
+    assert not any(k.startswith("distill_layer") for k in p)
+    assert d["distill_layer_loss"] == "hidden" and d["distill_layer_weight"] == 5.0
+    assert 0 < d["distill_layer_term_last"] < d["distill_layer_term_first"] < float("inf")
+    assert d["teacher_logits_cached"] is None and not (tmp_path / "c2" / TEACHER_DIR).exists()
+    gaps = [_mapped_gap(m.module, teacher.module, [0, 3], batch, "hidden") for m in (plain, layered)]
+    assert gaps[1] < before and gaps[1] < gaps[0], (before, gaps)
+    assert teacher.module.bert.encoder.layer[0].attention.self.query.weight.requires_grad  # untouched
+    # a cache hit rebuilds the same student
+    again = Distill(num_layers=2, epochs=2, layer_loss="hidden", layer_weight=5.0).apply(teacher, task, ctx2)
+    assert again.describe()["cache_hit"] is True
+    torch.testing.assert_close(again(batch), layered(batch))
+
+
+def test_attention_layer_loss_on_a_bert(seq_teacher, tmp_path):
+    teacher, task = seq_teacher
+    ctx = CellContext(device="cpu", seed=0, cache_dir=tmp_path, work_dir=tmp_path, show_progress=False)
+    implementation = teacher.module.config._attn_implementation
+    assert implementation == "sdpa"  # which returns no attentions: the run switches to eager
+    pred = Distill(layers=[1, 3], layer_loss="attention", layer_weight=10.0).apply(teacher, task, ctx)
+    d = pred.describe()
+    assert d["distill_layer_loss"] == "attention"
+    assert 0 < d["distill_layer_term_first"] < float("inf") and 0 < d["distill_layer_term_last"] < float("inf")
+    # trained with eager attention, given back its own implementation (as a cached student has)
+    assert pred.module.config._attn_implementation == implementation
+    assert teacher.module.config._attn_implementation == implementation
+    # the term took part in training: the same student without it ends elsewhere
+    plain = Distill(layers=[1, 3]).apply(teacher, task, ctx)
+    w = [p.module.bert.encoder.layer[0].attention.self.key.weight for p in (plain, pred)]
+    assert not torch.equal(*w)
+    batch = task.latency_batches(teacher, 8, 1, 0)[0]
+    assert _mapped_gap(_eager(pred.module), _eager(teacher.module), [1, 3], batch, "attention") > 0
+
+
+@pytest.mark.parametrize(("family", "mode"), [
+    ("bert", "both"), ("bert", "attention"), ("distilbert", "hidden"), ("distilbert", "both"),
+    ("deberta-v2", "both"), ("albert", "both"), ("electra", "both"), ("mpnet", "both")])
+def test_layer_loss_on_every_architecture(family, mode):
+    """The wrapper's loss on a tiny random model of each family: finite, and descending on a batch;
+    the teacher runs frozen in eval mode, the student's attention modules without dropout."""
+    import importlib.util
+
+    import transformers as tf
+
+    from harness_plugins._lib.layer_distill import layer_teacher
+    from harness_plugins.compressions.distill import _wrapper
+
+    spec = importlib.util.spec_from_file_location("arch_support", Path(__file__).resolve().parents[1]
+                                                  / "scripts" / "arch_support.py")
+    arch = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(arch)  # type: ignore[union-attr]
+    cfg = dict(arch.FAMILIES[family])
+    torch.manual_seed(0)
+    teacher = tf.AutoModelForSequenceClassification.from_config(
+        tf.AutoConfig.for_model(cfg.pop("model_type"), num_labels=2, **cfg)).eval()
+    student = make_student(teacher, [1], None)
+    with torch.no_grad():  # a student away from its teacher layer: the term has a way to go
+        g = torch.Generator().manual_seed(2)
+        for p in student.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    layer = layer_teacher(teacher, student, [1], 2, mode, 100.0)
+    wrapped = _wrapper()(student, None, 1.0, 2.0, layer).train()
+    assert not layer.teacher.training and all(not m.training for m in layer.attention)
+    assert student.training and bool(layer.attention) == (mode != "hidden") and not any(p.requires_grad for p in layer.teacher.parameters())
+    ids = torch.randint(5, 1000, (3, 9), generator=torch.Generator().manual_seed(1))
+    batch = {"input_ids": ids, "attention_mask": (torch.arange(9) < torch.tensor([[9], [6], [3]])).long(),
+             "labels": torch.tensor([0, 1, 1])}
+    wrapped.eval()  # no dropout anywhere: the term on one batch must descend
+    opt = torch.optim.Adam(student.parameters(), lr=1e-3)
+    for _ in range(8):
+        loss = wrapped(**batch).loss
+        assert torch.isfinite(loss)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    info = layer.release(student)
+    assert layer.terms[-1] > 0 and all(b < a for a, b in zip(layer.terms, layer.terms[1:])), layer.terms
+    assert info["distill_layer_loss"] == mode
+    assert student.config._attn_implementation == teacher.config._attn_implementation
+    assert teacher.training is False and all(p.grad is None for p in teacher.parameters())
+
+
+def test_layer_loss_needs_every_layers_states():
+    from types import SimpleNamespace
+
+    from harness_plugins._lib.layer_distill import layer_term
+
+    h = tuple(torch.zeros(1, 2, 4) for _ in range(3))
+    mask = torch.ones(1, 2)
+    assert layer_term(SimpleNamespace(hidden_states=h[:2]), SimpleNamespace(hidden_states=h), [1], 2,
+                      "hidden", mask).item() == 0
+    with pytest.raises(PluginError, match="attentions of every layer"):
+        layer_term(SimpleNamespace(attentions=()), SimpleNamespace(attentions=()), [1], 2, "attention", mask)

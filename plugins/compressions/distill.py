@@ -16,7 +16,11 @@ for ``epochs``, on the loss
 
 averaged over what the task scores: every example (sequence classification), or every labelled
 first sub-token (token classification, the -100 convention). ``alpha: 0`` is the same student
-fine-tuned without a teacher (the control a distillation gain is measured against).
+fine-tuned without a teacher (the control a distillation gain is measured against). With
+``layer_loss`` (``hidden``, ``attention``, ``both``) the loss adds ``layer_weight`` x an
+intermediate-layer term, student layer ``j`` against teacher layer ``keep[j]`` (MiniLM/TinyBERT;
+``plugins/_lib/layer_distill.py``): the teacher then runs beside the student on every batch,
+and its logits come from that pass rather than from the cache below.
 
 The teacher's logits on the train split are computed once per teacher and cached on disk
 (``<cache_dir>/distill-teacher/<key>.safetensors``, key: the teacher's identity and weights, the
@@ -33,9 +37,9 @@ import dataclasses
 import functools
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 import harness
 from harness.api import CellContext, LoadedModel, Task, Transform
@@ -45,13 +49,14 @@ from harness.toolkit import (
     hash_text,
     load_tensors,
     module_fingerprint,
-    pad_batch,
 )
 from harness.toolkit.weights import WEIGHTS_FILE
 
 from .._lib.arch import discover, keep_blocks
+from .._lib.layer_distill import layer_teacher
 from .._lib.layers import device_reason, params_vs_source
 from .._lib.structured import apply_structured, ffn_scores, intermediate_field
+from .._lib.teacher_logits import teacher_logits
 from .._lib.torch_utils import cpu_copy
 
 TEACHER_DIR = "distill-teacher"
@@ -96,104 +101,6 @@ def make_student(teacher: Any, keep: list[int], intermediate_size: int | None) -
 
 
 # ---------------------------------------------------------------------------------------------
-# the teacher's logits
-# ---------------------------------------------------------------------------------------------
-
-
-def feature_key(input_ids: Any) -> bytes:
-    """How a training example finds its teacher logits: its token ids (int32 bytes)."""
-    import numpy as np
-
-    return np.asarray(input_ids, dtype=np.int32).tobytes()
-
-
-def teacher_logits(teacher: LoadedModel, features: list[dict[str, Any]], path: Path, batch_size: int,
-                   ctx: CellContext) -> tuple[dict[bytes, Any], bool]:
-    """``({feature key: logits}, cache_hit)``: the teacher's fp32 logits for every feature
-    (per token for token classification), from ``path`` or computed once and written there. A
-    cached file that does not load, or does not cover every feature, is computed again."""
-    from safetensors.torch import load_file
-
-    token_level = teacher.head.kind == "token-classification"
-    width = len(teacher.head.labels)
-    if path.is_file():
-        try:
-            return _logits_table(load_file(str(path)), features, token_level, width), True
-        except (MemoryError, KeyboardInterrupt):
-            raise
-        except Exception as exc:  # noqa: BLE001 - whatever a corrupt file makes the loader raise
-            _discard(path, exc)
-    _compute_logits(teacher, features, path, batch_size, ctx, token_level)
-    return _logits_table(load_file(str(path)), features, token_level, width), False
-
-
-def _discard(path: Path, exc: Exception) -> None:
-    """Take a cached teacher-logits file that does not load out of the cache (or say why not)."""
-    import warnings
-
-    from harness.errors import HarnessWarning
-    from harness.toolkit import CorruptCacheEntry
-
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-    except OSError as err:
-        raise CorruptCacheEntry(path, "distill: cached teacher logits do not load and cannot be "
-                                      f"removed ({err})", exc) from exc
-    warnings.warn(f"cache entry {path} did not load ({type(exc).__name__}: {exc}); computed again",
-                  HarnessWarning, stacklevel=3)
-
-
-def _compute_logits(teacher: LoadedModel, features: list[dict[str, Any]], path: Path, batch_size: int,
-                    ctx: CellContext, token_level: bool) -> None:
-    import torch
-    from safetensors.torch import save_file
-
-    ctx.progress("compress", f"distill: teacher logits for {len(features)} features")
-    module = teacher.module.eval()
-    device = next(module.parameters()).device
-    ids, lens, outs = [], [], []
-    order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
-    with torch.inference_mode():
-        for s in range(0, len(order), batch_size):
-            part = [features[i] for i in order[s : s + batch_size]]
-            batch = {k: v.to(device) for k, v in pad_batch(part, teacher.tokenizer).items()}
-            logits = module(**batch).logits.float().cpu()
-            for f, row in zip(part, logits, strict=True):
-                n = len(f["input_ids"])
-                ids.append(torch.tensor(f["input_ids"], dtype=torch.int32))
-                lens.append(n)
-                outs.append(row[:n] if token_level else row)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp-{hash_text(str(ctx.work_dir))}")
-    save_file({"ids": torch.cat(ids), "lens": torch.tensor(lens), "logits": torch.cat(
-        [o.reshape(-1, o.shape[-1]) for o in outs])}, str(tmp))
-    tmp.replace(path)
-
-
-def _logits_table(data: dict[str, Any], features: list[dict[str, Any]], token_level: bool,
-                  width: int) -> dict[bytes, Any]:
-    """{feature key: logits} from the saved tensors; ``ValueError`` when they are not consistent
-    or do not cover every feature."""
-    ids, lens, logits = data["ids"], data["lens"].tolist(), data["logits"]
-    rows = sum(lens) if token_level else len(lens)
-    if (min(lens, default=0) < 1 or sum(lens) != ids.numel() or logits.dim() != 2
-            or logits.shape != (rows, width)):
-        raise ValueError("teacher logits of the wrong shape")
-    table: dict[bytes, Any] = {}
-    pos = row = 0
-    for n in lens:
-        key = ids[pos : pos + n].numpy().tobytes()
-        table[key] = logits[row : row + n] if token_level else logits[row]
-        pos += n
-        row += n if token_level else 1
-    if any(feature_key(f["input_ids"]) not in table for f in features):
-        raise ValueError("teacher logits do not cover the training features")
-    return table
-
-
-# ---------------------------------------------------------------------------------------------
 # the loss, as a module the shared fine-tuning loop can train
 # ---------------------------------------------------------------------------------------------
 
@@ -225,11 +132,19 @@ def _wrapper() -> type:
         """The student plus the teacher's logits: ``forward(**batch, labels=...)`` returns an
         object with ``.loss`` (the distillation loss) and ``.logits``, as the loop expects."""
 
-        def __init__(self, student: Any, table: dict[bytes, Any] | None, alpha: float, temperature: float):
+        def __init__(self, student: Any, table: dict[bytes, Any] | None, alpha: float, temperature: float,
+                     layer: Any = None):
             super().__init__()
             self.student = student
             self.table = table
             self.alpha, self.temperature = alpha, temperature
+            self.layer = layer  # a LayerTeacher (layer_loss), moved to the device with the student
+
+        def train(self, mode: bool = True) -> Any:
+            super().train(mode)
+            if self.layer is not None:
+                self.layer.steady()
+            return self
 
         def _teacher(self, input_ids: Any, attention_mask: Any, like: Any) -> Any:
             out = torch.zeros_like(like)
@@ -246,6 +161,9 @@ def _wrapper() -> type:
         def forward(self, labels: Any = None, **inputs: Any) -> Any:
             from types import SimpleNamespace
 
+            if self.layer is not None:
+                return self.layer.step(self.student, labels, inputs, functools.partial(
+                    distill_loss, alpha=self.alpha, temperature=self.temperature))
             logits = self.student(**inputs).logits
             teacher = None
             if self.table is not None and self.alpha > 0:
@@ -281,6 +199,11 @@ class Distill(Transform):
         """Weight of the distillation term (0: plain fine-tuning of the student)."""
         epochs: float = Field(1.0, gt=0)
         """Training epochs on the task's train split (may be fractional)."""
+        layer_loss: Literal["none", "hidden", "attention", "both"] = "none"
+        """Add an intermediate-layer term: student layer j vs teacher layer keep[j], on hidden states
+        (MSE), attention distributions (KL) or both; the teacher then runs on every batch."""
+        layer_weight: float = Field(1.0, ge=0)
+        """Weight of the intermediate-layer term (with layer_loss)."""
 
         @field_validator("layers")
         @classmethod
@@ -296,6 +219,14 @@ class Distill(Transform):
             if self.layers is not None and self.num_layers is not None:
                 raise ValueError("give layers or num_layers, not both")
             return self
+
+        @model_serializer(mode="wrap")
+        def _key(self, handler: Any) -> Any:  # without layer_loss, cache keys as before it existed
+            data = handler(self)
+            if self.layer_loss == "none":
+                data.pop("layer_loss", None)
+                data.pop("layer_weight", None)
+            return data
 
     params: Params
     #: the train split tokenised, and the task's recipe (a task without them is skipped)
@@ -332,13 +263,15 @@ class Distill(Transform):
         features, examples = features_fn(model.tokenizer, label2id, train_len)
         if not features:
             raise PluginError(f"distill: task {task.name!r} has no training examples")
-        table, hit = None, None  # alpha 0: no teacher pass at all
-        if self.params.alpha > 0:
+        table, hit = None, None  # alpha 0: no teacher pass at all; layer_loss: the live teacher's
+        layer = None if self.params.layer_loss == "none" else layer_teacher(
+            model.module, student, keep, found.layer_count, self.params.layer_loss, self.params.layer_weight)
+        if self.params.alpha > 0 and layer is None:
             key = hash_text("teacher-logits", model.identity, module_fingerprint(model.module),
                             task.name, task.version, task.train_hash(), train_len)  # type: ignore[attr-defined]
             path = Path(ctx.cache_dir) / TEACHER_DIR / f"{key}.safetensors"
             table, hit = teacher_logits(model, features, path, recipe.batch_size, ctx)  # type: ignore[assignment]
-        wrapped = _wrapper()(student, table, self.params.alpha, self.params.temperature)
+        wrapped = _wrapper()(student, table, self.params.alpha, self.params.temperature, layer)
         carrier = LoadedModel(module=wrapped, tokenizer=model.tokenizer, head=model.head,
                               identity=f"{model.identity}+distill", source=model.source,
                               trained_for_task=True, max_length=model.max_length)
@@ -347,7 +280,8 @@ class Distill(Transform):
                            task_version=task.version, epochs=self.params.epochs, resume=True)
         run = trained.info.get("recovery", {})  # what the loop reports for a resumed run
         student = trained.module.student.to("cpu").eval()
-        return student, {"teacher_layers": found.layer_count, "kept_layers": keep,
+        extra = {} if layer is None else layer.release(student)
+        return student, {**extra, "teacher_layers": found.layer_count, "kept_layers": keep,
                 "teacher_intermediate_size": found.intermediate_size,
                 "teacher_logits_cached": hit, "distill_train_time_s": round(run.get("train_time_s", 0.0), 3),
                 "distill_train_loss": run.get("train_loss"), "distill_steps": run.get("optimizer_steps"),
