@@ -4,7 +4,7 @@ name and parameters: what ``harness.suite`` and ``harness.chain`` both read entr
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,11 @@ class Entry:
     where: str  #: key path in the suite file, e.g. "tasks[1]"
     #: a chain's steps (``harness.chain``), each an Entry of kind "compression"; () otherwise
     steps: tuple[Entry, ...] = ()
+    #: a variant of a ``grid:`` entry (``harness.grid``): the unexpanded entry's name, and this
+    #: variant's point of the grid ({grid key: value}, in the grid's order); None and {} otherwise.
+    #: Not in ``spec()``: a variant is the same cell as a hand-written entry of its name and params
+    grid_of: str | None = None
+    grid_point: dict[str, Any] = field(default_factory=dict)
 
     def spec(self) -> dict[str, Any]:
         return {"plugin": self.plugin, "name": self.name, "params": self.params}

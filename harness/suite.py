@@ -19,12 +19,13 @@ import yaml
 
 from .entries import Entry, check_params, deep_merge, plugin_and_params
 from .errors import SuiteError
+from .grid import split_grid, variant
 from .registry import Registries, unknown_name_message
 
 KINDS = ("models", "tasks", "compressions")
 KIND_SINGULAR = {"models": "model", "tasks": "task", "compressions": "compression"}
 TOP_KEYS = {"name", "description", "include", "settings", "defaults", *KINDS, "gate"}
-ENTRY_KEYS = {"plugin", "name", "params"}
+ENTRY_KEYS = {"plugin", "name", "params", "grid"}
 
 
 @dataclass(frozen=True)
@@ -274,7 +275,7 @@ def _entries(kind: str, raw: Any, defaults: dict[str, Any], path: Path | None) -
         raise SuiteError(f"a suite needs at least one entry under {kind!r}", path=path, key=kind)
     if not isinstance(raw, list):
         raise SuiteError("must be a list", path=path, key=kind)
-    entries = [_entry(kind, i, item, defaults, path) for i, item in enumerate(raw)]
+    entries = [e for i, item in enumerate(raw) for e in _entry(kind, i, item, defaults, path)]
     seen: dict[str, str] = {}
     for e in entries:
         if e.name in seen:
@@ -306,12 +307,20 @@ def _settings(raw: Any, path: Path | None) -> Settings:
     return Settings(**raw)
 
 
-def _entry(kind: str, i: int, item: Any, defaults: dict[str, Any], path: Path | None) -> Entry:
+def _entry(kind: str, i: int, item: Any, defaults: dict[str, Any], path: Path | None) -> list[Entry]:
+    """The entry of ``item``: one, or one per variant of its ``grid:`` (``harness.grid``)."""
     where = f"{kind}[{i}]"
     if isinstance(item, str):
         item = {"plugin": item}
     if not isinstance(item, dict):
         raise SuiteError("must be a plugin name or a mapping with 'plugin'", path=path, key=where)
+    return [variant(_one_entry(kind, where, one, defaults, path), point)
+            for one, point in split_grid(item, where, path, chains=kind == "compressions")]
+
+
+def _one_entry(kind: str, where: str, item: dict[str, Any], defaults: dict[str, Any],
+               path: Path | None) -> Entry:
+    """The entry of one mapping without a grid."""
     if kind == "compressions" and "chain" in item:
         from .chain import chain_entry
 
