@@ -6,7 +6,8 @@ TSVs (the first N train rows; the 872 validation sentences scored). Three subcom
 writing its JSON under benchmarks/results/ unless ``--json`` says otherwise:
 
 * ``speed``: the harness's fine-tune (``ClassificationTask.fit`` in a fresh process, fresh
-  temporary cache so it really trains, seed 42; batches grouped by length, its default) vs the
+  temporary cache so it really trains, seed 42; the recipe's default batching: grouped by
+  length in a run of >= 200 steps) vs the
   reference ``Trainer`` with random batches, and vs the ``Trainer`` with
   ``train_sampling_strategy="group_by_length"`` (fairness), one after the other, each in a fresh
   process. Prints train sentences/s, ``throughput_ratio`` (harness / Trainer, target >= 2.0),
@@ -86,7 +87,7 @@ from harness_plugins.tasks.classification import ClassificationTask
 data, n, out, cache, seed, grouped, package, recipe = sys.argv[1:9]
 task = ClassificationTask(format="sst2", data_dir=data, eval_split="validation",
                           max_train_samples=int(n) if n != "all" else None, eval_batch_size=64,
-                          group_by_length=grouped == "1", **json.loads(recipe))
+                          group_by_length={"1": True, "0": False}.get(grouped), **json.loads(recipe))
 cache = Path(cache) if cache else Path(tempfile.mkdtemp())
 ctx = CellContext(device="cpu", seed=int(seed), cache_dir=cache.absolute(),
                   work_dir=Path(tempfile.mkdtemp()), show_progress=False)
@@ -121,11 +122,11 @@ Path(out).write_text(json.dumps({"accuracy": metrics["accuracy"],
 
 # -- the fresh processes -----------------------------------------------------------------------
 def harness_fit(data_dir: str, max_train: str, tmp: Path, *, seed: int = 42, cache_dir: str = "",
-                grouped: bool = True, package: str = PACKAGE) -> dict:
+                grouped: bool | None = None, package: str = PACKAGE) -> dict:
     """The harness's fine-tune and validation accuracy in a fresh process: its JSON record."""
     out = tmp / f"harness-{seed}.json"
     subprocess.run([sys.executable, "-c", HARNESS_FIT, data_dir, max_train, str(out), cache_dir,
-                    str(seed), "1" if grouped else "0", package, json.dumps(RECIPE)], check=True)
+                    str(seed), {True: "1", False: "0"}.get(grouped, "auto"), package, json.dumps(RECIPE)], check=True)
     return json.loads(out.read_text())
 
 

@@ -33,7 +33,7 @@ from harness_plugins.tasks.ner import NERTask
 data, n, out, cache, seed, grouped = sys.argv[1:7]
 task = NERTask(data_dir=data, max_train_samples=int(n) if n != "all" else None,
                lr=5e-5, epochs=1, batch_size=32, max_length=128, warmup_ratio=0.1,
-               group_by_length=grouped == "1")
+               group_by_length={"1": True, "0": False}.get(grouped))
 cache = Path(cache) if cache else Path(tempfile.mkdtemp())
 ctx = CellContext(device="cpu", seed=int(seed), cache_dir=cache.absolute(),
                   work_dir=Path(tempfile.mkdtemp()), show_progress=False)
@@ -50,11 +50,11 @@ Path(out).write_text(json.dumps({"train_time_s": loaded.info["train_time_s"],
 
 
 def harness_fit(data_dir: str, max_train: str, tmp: Path, *, seed: int = 42, cache_dir: str = "",
-                grouped: bool = True) -> dict:
+                grouped: bool | None = None) -> dict:
     """The harness's fine-tune and test evaluation in a fresh process: its JSON record."""
     out = tmp / f"harness-{seed}.json"
     subprocess.run([sys.executable, "-c", HARNESS_FIT, data_dir, max_train, str(out), cache_dir,
-                    str(seed), "1" if grouped else "0"], check=True)
+                    str(seed), {True: "1", False: "0"}.get(grouped, "auto")], check=True)
     return json.loads(out.read_text())
 
 

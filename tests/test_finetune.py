@@ -219,8 +219,11 @@ def test_micro_batches_give_the_whole_batch_gradient(tmp_path):
         assert sorted(len(f["input_ids"]) for p, _ in parts for f in p) == sorted(
             len(f["input_ids"]) for f in feats)  # the same examples, regrouped by length
         torch.testing.assert_close(grads(parts), whole, rtol=1e-4, atol=1e-6)
-    assert micro_batch_count(Recipe(), "cpu") == 1 and micro_batch_count(Recipe(), "cuda") == 1
+    assert micro_batch_count(Recipe(group_by_length=True), "cpu") == 1
+    assert micro_batch_count(Recipe(), "cuda") == 1
     assert micro_batch_count(Recipe(group_by_length=False), "cpu") == 4
+    assert micro_batch_count(Recipe(), "cpu", grouped=True) == 1  # unset: as the run resolves it
+    assert micro_batch_count(Recipe(), "cpu", grouped=False) == 4
     assert micro_batch_count(Recipe(micro_batches=2), "cuda") == 2
     with pytest.raises(ValueError, match="micro_batches"):
         Recipe(micro_batches=-1)
@@ -256,14 +259,25 @@ def test_length_grouped_batches_cover_every_example_once_with_less_padding():
 
 
 def test_group_by_length_is_part_of_the_recipe_and_its_key(tmp_path):
-    """The grouped loop trains (the default) and is cached under another key than plain random
-    batches; plain random batches still train."""
-    grouped = run(tmp_path, Recipe(batch_size=4, seed=3, lr=1e-3))
+    """The grouped loop trains and is cached under another key than plain random batches; plain
+    random batches still train; unset, a run of fewer than GROUP_MIN_STEPS steps is not grouped
+    (the record says how the run batched)."""
+    from harness.toolkit.recipe import GROUP_MIN_STEPS, groups_by_length
+
+    grouped = run(tmp_path, Recipe(batch_size=4, seed=3, lr=1e-3, group_by_length=True))
     plain = run(tmp_path, Recipe(batch_size=4, seed=3, lr=1e-3, group_by_length=False))
+    auto = run(tmp_path, Recipe(batch_size=4, seed=3, lr=1e-3))
     assert grouped.info["recipe"]["group_by_length"] is True
     assert plain.info["recipe"]["group_by_length"] is False
-    assert grouped.info["finetune_key"] != plain.info["finetune_key"]
+    assert auto.info["recipe"]["group_by_length"] is None
+    assert len({grouped.info["finetune_key"], plain.info["finetune_key"], auto.info["finetune_key"]}) == 3
     assert grouped.info["optimizer_steps"] == plain.info["optimizer_steps"] == 5
+    record = {name: json.loads((Path(m.info["checkpoint"]) / META_FILE).read_text())["grouped_by_length"]
+              for name, m in (("grouped", grouped), ("plain", plain), ("auto", auto))}
+    assert record == {"grouped": True, "plain": False, "auto": False}  # 5 steps: too few to group
+    assert groups_by_length(Recipe(), GROUP_MIN_STEPS) and not groups_by_length(Recipe(), GROUP_MIN_STEPS - 1)
+    assert not groups_by_length(Recipe(group_by_length=False), 10**6)
+    assert groups_by_length(Recipe(group_by_length=True), 1)
 
 
 def test_grouped_token_batches_weigh_every_labelled_token_alike(tmp_path):

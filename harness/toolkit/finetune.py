@@ -3,11 +3,12 @@
 Loop: AdamW (fused kernel where available; no weight decay on biases and LayerNorm weights,
 like ``transformers.Trainer``), ``transformers.get_linear_schedule_with_warmup`` over
 ``ceil(warmup_ratio * steps)`` warm-up steps, gradient clipping at ``max_grad_norm``, gradient
-accumulation, batches of similar length (seeded random pools of 50 batches sorted by length, the
-batches shuffled; with token labels each batch's mean loss is scaled by its labelled tokens over
-the epoch's mean per batch, so every labelled token weighs the same in every batch, as random
-batches give in expectation; ``group_by_length: false``: random batches, on CPU in length-sorted
-micro-batches) with dynamic padding, and on a CUDA device automatic mixed precision (bf16 where
+accumulation, batches of similar length in runs of at least 200 optimizer steps or with
+``group_by_length: true`` (seeded random pools of 50 batches sorted by length, the batches
+shuffled; with token labels each batch's mean loss is scaled by its labelled tokens over the
+epoch's mean per batch, so every labelled token weighs the same in every batch, as random batches
+give in expectation), else random batches (on CPU in length-sorted micro-batches: the same
+update), with dynamic padding, and on a CUDA device automatic mixed precision (bf16 where
 supported, else fp16 with a gradient scaler). The new head is re-initialised under the seed, so a
 run is reproducible whatever random state loading left behind.
 
@@ -40,6 +41,7 @@ from .recipe import (
     Recipe,
     batch_units,
     effective_precision,
+    groups_by_length,
     length_grouped_batches,
     micro_batch_count,
     micro_batches,
@@ -147,6 +149,7 @@ class _Run:
     step: int = 0
     loss_sum: float = 0.0
     loss_n: int = 0
+    grouped: bool = False  #: batches grouped by length (``recipe.groups_by_length``)
     #: labelled tokens per batch over the epoch when batches are grouped by length (token
     #: labels): each batch's mean loss is scaled by its tokens over this, so every labelled
     #: token weighs the same in every batch, as random batches give in expectation
@@ -158,7 +161,7 @@ def _train_epoch(run: _Run, loader: Any, optimizer: Any, scheduler: Any, scaler:
 
     r, dev = run.recipe, run.device
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(run.precision)
-    splits = micro_batch_count(r, dev.type)
+    splits = micro_batch_count(r, dev.type, run.grouped)
     optimizer.zero_grad(set_to_none=True)
     n_batches = len(loader)
     for i, batch in enumerate(loader):
@@ -205,7 +208,7 @@ def _train(run: _Run, features: list[dict[str, Any]], n_epochs: float) -> float:
     lengths = [len(f["input_ids"]) for f in features]
 
     def epoch_batches() -> Any:
-        if r.group_by_length:
+        if run.grouped:
             return [[features[i] for i in b]
                     for b in length_grouped_batches(lengths, r.batch_size, generator)]
         dataset: Any = features  # a list is a map-style dataset
@@ -213,10 +216,11 @@ def _train(run: _Run, features: list[dict[str, Any]], n_epochs: float) -> float:
                                            generator=generator, collate_fn=list)
 
     n_batches = math.ceil(len(features) / r.batch_size)
-    if r.group_by_length and isinstance(features[0].get("labels"), (list, tuple)):
-        run.unit_mean = batch_units(features) / n_batches
     steps_per_epoch = math.ceil(n_batches / r.grad_accum)
     run.total_steps = max(1, math.ceil(steps_per_epoch * n_epochs))
+    run.grouped = groups_by_length(r, run.total_steps)
+    if run.grouped and isinstance(features[0].get("labels"), (list, tuple)):
+        run.unit_mean = batch_units(features) / n_batches
     optimizer = _optimizer(run.module, r)
     scheduler = get_linear_schedule_with_warmup(
         optimizer, math.ceil(run.total_steps * r.warmup_ratio), run.total_steps)
@@ -350,7 +354,7 @@ def finetune(
         "data_hash": data_hash, "recipe": recipe.to_dict(), "precision": run.precision,
         "device": ctx.device, "train_examples": examples, "train_features": len(features),
         "optimizer_steps": run.step, "train_loss": run.loss_sum / max(1, run.loss_n),
-        "loss_unit_mean": run.unit_mean,
+        "grouped_by_length": run.grouped, "loss_unit_mean": run.unit_mean,
         "train_time_s": train_time, "epochs": n_epochs, "torch": torch.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -43,9 +43,11 @@ class RecipeParams(Params):
     """Train on the first N examples only."""
     micro_batches: int = Field(0, ge=0)
     """Length-sorted micro-batches per batch (0: auto); saves padding, same update."""
-    group_by_length: bool = True
+    group_by_length: bool | None = None
     """Batches of similar length: pools of 50 random batches sorted by length, then the batches
-    shuffled (less padding; transformers' ``group_by_length``); false: plain random batches."""
+    shuffled (less padding; transformers' ``group_by_length``); false: plain random batches;
+    unset: grouped when the run has at least 200 optimizer steps (measured on CoNLL-2003:
+    grouping costs 0.045 entity F1 in a 64-step run, stays within parity in a 469-step one)."""
 
 
 class Recipe(RecipeParams):
@@ -79,13 +81,25 @@ def effective_precision(recipe: Recipe, device: str) -> str:
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
-def micro_batch_count(recipe: Recipe, device_type: str) -> int:
+#: the fewest optimizer steps at which an unset ``group_by_length`` groups batches by length
+GROUP_MIN_STEPS = 200
+
+
+def groups_by_length(recipe: Recipe, steps: int) -> bool:
+    """Whether a run of ``steps`` optimizer steps groups its batches by length: the recipe's
+    ``group_by_length``, or when unset, ``steps >= GROUP_MIN_STEPS``."""
+    if recipe.group_by_length is not None:
+        return bool(recipe.group_by_length)
+    return steps >= GROUP_MIN_STEPS
+
+
+def micro_batch_count(recipe: Recipe, device_type: str, grouped: bool | None = None) -> int:
     """How many length-sorted micro-batches each batch is split into (``recipe.micro_batches``;
-    ``0`` = auto: 1 on GPUs and for length-grouped batches, else 4 on CPU, where compute grows
-    with padded tokens)."""
+    ``0`` = auto: 1 on GPUs and for length-grouped batches (``grouped``, default: the recipe's
+    setting), else 4 on CPU, where compute grows with padded tokens)."""
     if recipe.micro_batches:
         return int(recipe.micro_batches)
-    return 1 if device_type == "cuda" or recipe.group_by_length else 4
+    return 1 if device_type == "cuda" or (recipe.group_by_length if grouped is None else grouped) else 4
 
 
 #: random batches per length-sorted pool (transformers' ``LengthGroupedSampler`` uses 50)
