@@ -27,6 +27,7 @@ from .rows import metric_columns
 from .suite import Entry, Settings
 from .timing import PeakMemory, describe_lengths, fixed_length, is_raw, measure_latency, measure_throughput
 from .toolkit.artifacts import dir_bytes, dir_sha256
+from .validation import eval_split_of, validation_rows, validation_split_of
 
 LATENCY_INPUTS = 64  # distinct batch-1 inputs cycled through when timing
 THROUGHPUT_BATCHES = 8
@@ -247,6 +248,8 @@ def _measure(spec: CellSpec, parts: _Parts, ctx: CellContext, step, info: dict[s
             lat = measure_latency(predictor, b1, warmup=s.warmup, min_iterations=s.min_iterations,
                                   min_duration_s=s.min_duration_s)
         thr = measure_throughput(predictor, bn, min_duration_s=min(s.min_duration_s, 5.0))
+    val = validation_split_of(task, s.validation_split)
+    val_rows = validation_rows(task, predictor, model, ctx, val) if val else []
     step("size", spec.compression)
     artifact = predictor.save(work / "artifact")
     info.update(
@@ -257,7 +260,7 @@ def _measure(spec: CellSpec, parts: _Parts, ctx: CellContext, step, info: dict[s
     described = predictor.describe()
     info["threads"] = described.pop("threads", None)
     info.update({k: v for k, v in described.items() if not isinstance(v, (dict, list))})
-    rows = [metric_columns(m) for m in metrics]
+    rows = [{**metric_columns(m), "split": eval_split_of(task)} for m in metrics] + val_rows
     for name, value in lat.stats().items():
         rows.append(_measured(name, value, higher=False,
                               samples=lat.samples_ms if name.startswith("latency_b1_") else None))

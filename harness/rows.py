@@ -8,7 +8,8 @@ no metric. Its columns come in two parts:
   (``run_id``, ``cell_id``, ``suite``, ``suite_hash``), the entries (``model``, ``task``,
   ``compression``, each with ``*_plugin`` and ``*_params`` as JSON text), the outcome
   (``status``, ``error``, ``phase``), the metric (the fields of :class:`harness.api.MetricValue`
-  under the same names, plus ``samples``), how and where it ran, and provenance. Every row has
+  under the same names, plus ``samples``, and ``split``: the data split a task metric was scored
+  on, null for the core's measurements), how and where it ran, and provenance. Every row has
   every fixed column (null where it does not apply), in this order, with this type.
 * **Extra columns**, the open-ended part: every key of a predictor's ``describe()`` whose value is
   a scalar, the core's optional provenance (``openvino_version``, ``cpu_isa``, the GPU columns),
@@ -121,7 +122,7 @@ FIELDS: tuple[tuple[str, str], ...] = (
     ("compression", _S), ("compression_plugin", _S), ("compression_params", _S),
     ("status", _S), ("error", _S), ("phase", _S),
     ("metric", _S), ("value", _F), ("ci_low", _F), ("ci_high", _F), ("metric_description", _S),
-    ("higher_is_better", _B), ("main_metric", _B), ("unit", _S), ("metric_group", _S),
+    ("higher_is_better", _B), ("main_metric", _B), ("unit", _S), ("metric_group", _S), ("split", _S),
     ("samples", _L),
     ("runtime", _S), ("device", _S), ("device_name", _S), ("precision", _S),
     ("latency_batch_size", _I), ("throughput_batch_size", _I), ("seq_len", _S),

@@ -154,6 +154,7 @@ def plan(suite: Suite, plugins: PluginSet, device_kind: str, harness_version: st
             "model": [m.spec(), identity(m)], "task": [t.spec(), identity(t)],
             "compression": [c.spec(), identity(c)], "harness": harness_version,
             "device": device_kind, "seed": s.seed, "timing": timing,
+            **({"validation_split": s.validation_split} if s.validation_split else {}),
         }
         blob = json.dumps(doc, sort_keys=True, default=str).encode()
         cells.append(CellSpec(hashlib.sha256(blob).hexdigest()[:16], m, t, c, suite.settings))

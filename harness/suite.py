@@ -52,6 +52,10 @@ class Settings:
     timing_rounds: int = 5
     timing_reference: str = "none"
     timing_processes: int = 8
+    #: a labelled split scored beside each task's evaluation split, for choices: rows
+    #: ``validation_<main metric>``, on which ``harness select`` chooses ("": none; a task
+    #: without that split, or whose evaluation split it is, records none)
+    validation_split: str = ""
 
     @classmethod
     def keys(cls) -> list[str]:

@@ -13,6 +13,12 @@ between them; where rotation timing (``harness.timephase``) timed **every** ok v
 (model, task), ``by`` = ``latency_b1_p50_ms`` / ``throughput_samples_s`` compares their rotation
 figures instead (:data:`ROTATED`; the selection's ``by`` names the metric used). A group with
 some variants not rotation-timed keeps the cell figures, so no comparison mixes the two.
+
+Where every ok variant of a (model, task), the baseline included, also scored the validation
+split (the run setting ``validation_split``; rows ``validation_<metric>``), the bound and the
+choice use those figures (the selection's ``chosen_on``), and each variant's evaluation-split
+(test) figure is reported beside them (``test_value``, ``test_delta``; the table's TEST column):
+the choice is never tuned on the test split.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import DataError
 from ..rows import as_json
 from ..textfmt import num, table
+from ..validation import PREFIX
 from .cells import CellResult, cells_of, higher_is_better, main_metric, metric_kind
 from .pareto import pareto_front
 
@@ -45,6 +52,10 @@ class Variant:
     delta: float | None  #: headline metric minus the baseline's (None without both)
     by_value: float | None
     within: bool  #: ok, both numbers known, and the drop is within the bound
+    #: the headline metric on the evaluation split and its change (= value / delta unless the
+    #: choice was made on the validation split)
+    test_value: float | None = None
+    test_delta: float | None = None
 
 
 @dataclass
@@ -60,12 +71,17 @@ class Selection:
     pareto: list[str] = field(default_factory=list)  #: compressions on the front
     variants: list[Variant] = field(default_factory=list)
     note: str = ""
+    #: the metric the bound and the choice used: ``validation_<metric>`` where every ok variant
+    #: has it (:mod:`harness.validation`), else ``metric``
+    chosen_on: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["chosen"] = self.chosen.compression if self.chosen else None
         d["delta"] = self.chosen.delta if self.chosen else None
         d["by_value"] = self.chosen.by_value if self.chosen else None
+        d["test_value"] = self.chosen.test_value if self.chosen else None
+        d["test_delta"] = self.chosen.test_delta if self.chosen else None
         return as_json(d)
 
 
@@ -104,6 +120,24 @@ def _effective_by(group: list[CellResult], by: str) -> str:
     return by
 
 
+def _choice_metric(group: list[CellResult], base: CellResult | None, metric: str | None) -> str | None:
+    """``validation_<metric>`` when the baseline and every ok variant have it, else ``metric``."""
+    val = f"{PREFIX}{metric}" if metric else None
+    ok = [c for c in group if c.status == "ok"]
+    if val and base is not None and base.status == "ok" and all(c.value(val) is not None for c in ok):
+        return val
+    return metric
+
+
+def _with_test(variants: list[Variant], group: list[CellResult], base: CellResult | None,
+               metric: str | None) -> None:
+    """Fill each variant's evaluation-split value and change."""
+    bval = base.value(metric) if base is not None and base.status == "ok" else None
+    for v, c in zip(variants, group, strict=True):
+        v.test_value = c.value(metric)
+        v.test_delta = v.test_value - bval if v.test_value is not None and bval is not None else None
+
+
 #: the variant every other variant of a (model, task) is compared with, unless told otherwise
 BASELINE = "none"
 
@@ -132,10 +166,11 @@ def select(results: pd.DataFrame, max_drop: float, by: str = "latency_b1_p50_ms"
         hib = higher_is_better(task_cells, metric, True)
         by_hib = _by_hib(task_cells, by)
         base = next((c for c in group if c.compression == baseline), None)
-        used = _effective_by(group, by)
-        variants, best = _pick(group, base, metric, used, hib, by_hib, max_drop)
-        sel = Selection(model, task, metric, used, base.value(metric) if base else None, best,
-                        variants=variants)
+        used, on = _effective_by(group, by), _choice_metric(group, base, metric)
+        variants, best = _pick(group, base, on, used, hib, by_hib, max_drop)
+        _with_test(variants, group, base, metric)
+        sel = Selection(model, task, metric, used, base.value(on) if base else None, best,
+                        variants=variants, chosen_on=on)
         pts = [v for v in variants if v.status == "ok" and v.value is not None
                and v.by_value is not None]
         front = pareto_front([((-1.0 if by_hib else 1.0) * (v.by_value or 0.0), v.value or 0.0)
@@ -156,15 +191,17 @@ def to_json(selections: list[Selection], max_drop: float, by: str) -> str:
                       indent=1, allow_nan=False) + "\n"
 
 
-_HEAD = ("MODEL", "TASK", "METRIC", "BASELINE", "CHOSEN", "DELTA", "BY", "PARETO-OPTIMAL")
+_HEAD = ("MODEL", "TASK", "METRIC", "BASELINE", "CHOSEN", "DELTA", "BY", "TEST", "PARETO-OPTIMAL")
 
 
 def to_table(selections: list[Selection]) -> str:
     rows = []
     for s in selections:
         c = s.chosen
-        rows.append([s.model, s.task, s.metric or "-", num(s.baseline),
+        test = (f"{num(c.test_value)} ({c.test_delta:+.4f})" if c and c.test_delta is not None
+                else num(c.test_value) if c else "-")
+        rows.append([s.model, s.task, s.chosen_on or s.metric or "-", num(s.baseline),
                      c.compression if c else f"(none: {s.note})",
                      f"{c.delta:+.4f}" if c and c.delta is not None else "-",
-                     f"{s.by}={num(c.by_value)}" if c else "-", ", ".join(s.pareto) or "-"])
+                     f"{s.by}={num(c.by_value)}" if c else "-", test, ", ".join(s.pareto) or "-"])
     return table(_HEAD, rows)  # one line per row: control characters become spaces

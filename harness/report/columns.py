@@ -22,6 +22,7 @@ from typing import Any
 
 from ..analysis.cells import CellResult, higher_is_better, main_metric, metric_kind
 from ..rows import as_text
+from ..validation import PREFIX as VALIDATION
 from .format import num
 from .rotation import P50 as ROTATION_P50
 from .rotation import RATIO_HELP, RATIOS, THROUGHPUT, Rotation, pick, rotation_of, source_help
@@ -79,6 +80,9 @@ class TaskLayout:
     extra: list[str]  #: task metrics with a leaderboard column of their own
     groups: list[Group]  #: task metrics in tables of their own, in the order first recorded
     rot: Rotation = field(default_factory=Rotation)  #: the rotation metrics the cells have
+    #: the split the main metric was scored on (rows' ``split``), when a validation column is
+    #: shown beside it ("" otherwise)
+    main_split: str = ""
 
 
 def _latency_metric(cells: Sequence[CellResult], q: int) -> str | None:
@@ -111,10 +115,12 @@ def layout(cells: Sequence[CellResult]) -> TaskLayout:
             g = groups.setdefault(title, Group(title))
             if name not in g.metrics:
                 g.metrics.append(name)
+    main_split = next((as_text(c.column(main, "split")) for c in ok if as_text(c.column(main, "split"))), "")
     return TaskLayout(main, higher_is_better(cells, main, True), main_desc,
                       _latency_metric(cells, 50), _latency_metric(cells, 90),
                       any(c.value("peak_gpu_mem_mb") is not None for c in ok), extra,
-                      list(groups.values()), rotation_of(ok))
+                      list(groups.values()), rotation_of(ok),
+                      (main_split or "evaluation") if any(m.startswith(VALIDATION) for m in extra) else "")
 
 
 def columns(lay: TaskLayout, cells: Sequence[CellResult]) -> list[Col]:
@@ -124,14 +130,15 @@ def columns(lay: TaskLayout, cells: Sequence[CellResult]) -> list[Col]:
     cols = [
         Col("model", "Model", False, "model label from the suite"),
         Col("compression", "Compression", False, "compression label from the suite"),
-        Col("main", f"{lay.main or 'main metric'}", True,
+        Col("main", f"{lay.main or 'main metric'}" + (f" ({lay.main_split})" if lay.main_split else ""), True,
             (lay.main_desc or "the task's main metric") + "; 95% bootstrap CI in brackets",
             hib=lay.main_hib, relative=False),
     ]
     for name in lay.extra:
         desc = next((as_text(c.column(name, "metric_description")) for c in cells
                      if as_text(c.column(name, "metric_description"))), "")
-        cols.append(Col(f"metric:{name}", name, True, desc or "a metric the task returned",
+        label = f"{name[len(VALIDATION):]} (validation)" if name.startswith(VALIDATION) else name
+        cols.append(Col(f"metric:{name}", label, True, desc or "a metric the task returned",
                         hib=higher_is_better(cells, name, True), relative=False, metric=name))
     cols += [
         Col("size_mb", "Size MB", True, "serialized model, 10^6 bytes", hib=False),

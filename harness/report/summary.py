@@ -40,11 +40,12 @@ def _row(s: Selection, row_ids: dict[tuple[str, str], str]) -> dict[str, Any]:
     c = s.chosen
     if c is None:
         return {"model": s.model, "chosen": "", "href": "", "value": "–", "delta": "",
-                "by": "–", "baseline": num(s.baseline), "note": s.note}
+                "by": "–", "baseline": num(s.baseline), "note": s.note, "test": "–"}
+    test = num(c.test_value) + (f" ({c.test_delta:+.4f})" if c.test_delta is not None else "")
     return {"model": s.model, "chosen": c.compression,
             "href": row_ids.get((s.model, c.compression), ""), "value": num(c.value),
             "delta": f"{c.delta:+.4f}" if c.delta is not None else "", "by": num(c.by_value, 2),
-            "baseline": num(s.baseline), "note": ""}
+            "baseline": num(s.baseline), "note": "", "test": test}
 
 
 def summary(sels: list[Selection], max_drop: float,
@@ -53,6 +54,9 @@ def summary(sels: list[Selection], max_drop: float,
     to link the chosen variant); None when select gave nothing for the task."""
     if not sels:
         return None
-    return {"max_drop": f"{max_drop:g}", "by": " / ".join(dict.fromkeys(s.by for s in sels)), "metric": sels[0].metric or "main metric",
+    on_validation = any(s.chosen_on != s.metric for s in sels)
+    return {"max_drop": f"{max_drop:g}", "by": " / ".join(dict.fromkeys(s.by for s in sels)),
+            "metric": sels[0].chosen_on or sels[0].metric or "main metric",
+            "test_metric": sels[0].metric if on_validation else None,
             "baseline": BASELINE,
             "rows": [_row(s, row_ids) for s in sels]}

@@ -1,0 +1,48 @@
+"""Choices on the validation split, results on the evaluation split.
+
+With the run setting ``validation_split`` (e.g. ``validation``), a cell scores that split too,
+after its evaluation split, whenever the task offers it (``Task.splits()``) and it is not the
+task's own evaluation split: its main metric becomes the row ``validation_<metric>`` (not a main
+metric; no ``metric_group``: a leaderboard column beside the main metric's; ``split`` the
+split's name). ``harness select`` chooses on
+it when every ok variant of a (model, task) has it and reports the chosen variant's evaluation
+(test) figure beside it (:mod:`harness.analysis.select`), so a release decision is never tuned on
+the test split. Every task row names its split in the ``split`` column.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from .api import CellContext, LoadedModel, Predictor, Task
+from .rows import metric_columns
+
+__all__ = ["PREFIX", "eval_split_of", "validation_rows", "validation_split_of"]
+
+PREFIX = "validation_"  #: a validation row's metric: this + the task's main metric
+
+
+def eval_split_of(task: Task) -> str | None:
+    """The split a task's ``evaluate()`` scores by default (its ``eval_split``), if it says."""
+    split = getattr(task, "eval_split", None)
+    return split if isinstance(split, str) and split else None
+
+
+def validation_split_of(task: Task, setting: str) -> str | None:
+    """The split to score beside the evaluation split: ``setting`` when the task has it and it
+    is not the task's evaluation split, else None."""
+    if not setting or setting == eval_split_of(task):
+        return None
+    return setting if setting in task.splits() else None
+
+
+def validation_rows(task: Task, predictor: Predictor, model: LoadedModel, ctx: CellContext,
+                    split: str) -> list[dict[str, Any]]:
+    """The metric part of the validation row: the task's main metric on ``split``."""
+    main = next(m for m in task.evaluate(predictor, model, ctx, split=split) if m.main_metric)
+    renamed = replace(main, metric=PREFIX + main.metric, main_metric=False,
+                      metric_group="",
+                      metric_description=f"{main.metric_description} - on the {split} split, "
+                                         "for choices (harness select)")
+    return [{**metric_columns(renamed), "split": split}]
