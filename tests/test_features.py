@@ -95,3 +95,34 @@ def test_ner_evaluation_reads_another_cells_subword_ids(tmp_path, monkeypatch):
     assert calls == [40]  # the second cell tokenised nothing
     assert values[0] == values[1]
     assert len(list((tmp_path / "cache" / "features").glob("*.json"))) == 1
+
+
+def test_classification_evaluation_reads_another_cells_features(tmp_path, monkeypatch):
+    """The ``classification`` task likewise: a second task instance with the same tokenizer
+    and split reads the tokenised split from the cache, predicts the same, and a tokenizer
+    with another vocabulary does not hit the first one's entry."""
+    from harness.api import CellContext
+    from harness.toolkit import TorchPredictor
+    from harness_plugins.models.hf import HFModel
+    from harness_plugins.tasks.classification import ClassificationTask
+
+    calls: list[int] = []
+    real = ClassificationTask.encode
+
+    def counted(tokenizer, examples, max_length):
+        calls.append(len(examples))
+        return real(tokenizer, examples, max_length)
+
+    monkeypatch.setattr(ClassificationTask, "encode", staticmethod(counted))
+    ctx = CellContext(device="cpu", seed=0, cache_dir=tmp_path / "cache", work_dir=tmp_path,
+                      show_progress=False)
+    values = []
+    for _ in range(2):
+        task = ClassificationTask(format="sst2", data_dir=str(data("sst2")), eval_split="validation",
+                                  max_eval_samples=50, bootstrap=0)
+        model = HFModel(**TINY16).load(task.head(), ctx)
+        got = task.evaluate(TorchPredictor(model.module.eval()), model, ctx)
+        values.append({m.metric: m.value for m in got})
+    assert calls == [50]  # the second cell tokenised nothing
+    assert values[0] == values[1]
+    assert len(list((tmp_path / "cache" / "features").glob("*.json"))) == 1

@@ -288,3 +288,27 @@ def test_metric_modules_are_local_evaluate_metrics(monkeypatch):
     assert s.compute()["overall_f1"] == 1.0
     with pytest.raises(ValueError, match="mode"):
         s.compute(predictions=[["O"]], references=[["O"]], mode="lenient")
+
+
+def test_classification_cis_from_row_sums_are_the_per_resample_bootstrap():
+    """Accuracy and macro-F1 CIs come from resampled row sums (one matrix product per block):
+    with an even number of examples (the same draws) they equal the per-resample loop of
+    ``np.mean`` / ``macro_f1_from_pairs`` exactly; with an odd number the draws are blocked
+    differently, so only close."""
+    from harness.stats import bootstrap, percentile_interval
+    from harness_plugins.tasks.classification import classification_metrics
+
+    rng = np.random.default_rng(3)
+    for n in (872, 301):
+        refs = rng.integers(0, 3, n).tolist()
+        preds = [r if rng.random() < 0.7 else int(rng.integers(0, 3)) for r in refs]
+        got = {m.metric: m for m in classification_metrics(refs, preds, ["a", "b", "c"], seed=5)}
+        pairs = np.array([refs, preds]).T
+        acc = percentile_interval(bootstrap((pairs[:, 0] == pairs[:, 1]).astype(float), np.mean, 1000, 5))
+        f1 = percentile_interval(bootstrap(pairs, lambda s: macro_f1_from_pairs(s, 3), 1000, 5))
+        new = (got["accuracy"].ci_low, got["accuracy"].ci_high, got["macro_f1"].ci_low, got["macro_f1"].ci_high)
+        if n % 2 == 0:
+            assert new == pytest.approx((*acc, *f1), abs=1e-12)
+        else:
+            assert new == pytest.approx((*acc, *f1), abs=0.03)
+        assert got["macro_f1"].value == pytest.approx(macro_f1_from_pairs(pairs, 3))

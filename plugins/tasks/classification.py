@@ -14,7 +14,16 @@ import harness
 from harness.api import CellContext, LoadedModel, MetricValue, Predictor
 from harness.errors import DataError, PluginError
 from harness.examples import Examples, is_example_model, predict_examples
-from harness.toolkit import EvalSetup, FineTunedTask, model_eval_length, pad_batch
+from harness.toolkit import (
+    FEATURES_VERSION,
+    EvalSetup,
+    FineTunedTask,
+    cached_json,
+    hash_text,
+    model_eval_length,
+    pad_batch,
+    tokenizer_fingerprint,
+)
 
 from .._lib.textdata import (
     FORMATS,
@@ -213,14 +222,21 @@ class ClassificationTask(FineTunedTask):
 
     # -- evaluation --------------------------------------------------------------------------
     def predict(self, predictor: Predictor, setup: EvalSetup, ctx: CellContext,
-                examples: list[Example]) -> tuple[list[int], int, list[float]]:
+                examples: list[Example], data_key: str | None = None) -> tuple[list[int], int, list[float]]:
         """Predicted label ids (in the model's label order), the number of truncated inputs and
-        the softmax probability of each predicted label."""
+        the softmax probability of each predicted label. With ``data_key`` (naming the
+        examples: the split's hash and limit) the features come from the suite's feature cache,
+        so the other cells of the suite do not tokenise the split again."""
         import torch
         from tqdm.auto import tqdm
 
         tokenizer, labels, max_len = setup.tokenizer, setup.labels, setup.max_length
-        feats = self.encode(tokenizer, examples, max_len)
+        if data_key is None:
+            feats = self.encode(tokenizer, examples, max_len)
+        else:
+            key = hash_text("cls-features", FEATURES_VERSION, tokenizer_fingerprint(tokenizer), data_key, max_len)
+            feats = cached_json(ctx.cache_dir, key, lambda: self.encode(tokenizer, examples, max_len),
+                                lambda v: isinstance(v, list) and len(v) == len(examples))
         order = sorted(range(len(feats)), key=lambda i: len(feats[i]["input_ids"]), reverse=True)
         bs = max(1, int(self.params.eval_batch_size))
         batches = [order[i : i + bs] for i in range(0, len(order), bs)]
@@ -249,7 +265,8 @@ class ClassificationTask(FineTunedTask):
             named = predict_examples(predictor, [e.text for e in examples], self.params.eval_batch_size, labels)
             preds, truncated, probs = [labels.index(p) for p in named], 0, None
         else:
-            preds, truncated, probs = self.predict(predictor, setup, ctx, examples)
+            preds, truncated, probs = self.predict(predictor, setup, ctx, examples,
+                                                   f"{self.split_hash(split)}:{limit}")
         index = {name: i for i, name in enumerate(labels)}
         refs = []
         for e in examples:
@@ -305,7 +322,13 @@ def classification_metrics(
     """Accuracy (main), macro-F1 and per-class scores of label-id ``predictions``."""
     import numpy as np
 
-    from .._lib.metrics import bootstrap_ci, classification_metric, macro_f1_from_pairs
+    from .._lib.metrics import (
+        bootstrap_ci,
+        class_indicators,
+        classification_metric,
+        macro_f1_of_sums,
+        share_of_sums,
+    )
 
     if len(references) != len(predictions):
         raise DataError(f"{len(references)} gold labels but {len(predictions)} predictions")
@@ -313,8 +336,9 @@ def classification_metrics(
     res = classification_metric().compute(predictions=predictions, references=references, num_labels=k)
     n = len(references)
     pairs = np.stack([np.asarray(references), np.asarray(predictions)], axis=1)
-    acc_ci = bootstrap_ci((pairs[:, 0] == pairs[:, 1]).astype(float), np.mean, bootstrap, seed)
-    f1_ci = bootstrap_ci(pairs, lambda s: macro_f1_from_pairs(s, k), bootstrap, seed)
+    # both from resampled row sums (one matrix product per block of resamples, same draws)
+    acc_ci = bootstrap_ci((pairs[:, 0] == pairs[:, 1]).astype(np.int64), share_of_sums(n), bootstrap, seed)
+    f1_ci = bootstrap_ci(class_indicators(pairs, k), macro_f1_of_sums(k), bootstrap, seed)
     ci = (
         f"; 95% CI: percentile bootstrap, {bootstrap} resamples of the {n} examples, seed {seed}"
         if bootstrap > 0 else ""
