@@ -401,3 +401,25 @@ def test_layer_loss_needs_every_layers_states():
                       "hidden", mask).item() == 0
     with pytest.raises(PluginError, match="attentions of every layer"):
         layer_term(SimpleNamespace(attentions=()), SimpleNamespace(attentions=()), [1], 2, "attention", mask)
+
+
+@pytest.mark.parametrize("entry", [{"plugin": "distill", "params": {"num_layers": 1, "epochs": 1}},
+                                   {"plugin": "low-rank", "params": {"rank": 8}}])
+def test_a_transform_cells_artifact_rebuilds_to_its_recorded_hash(run_suite_dict, tmp_path, entry):
+    """Rotation timing and ``compare --retime`` rebuild a cell's artifact from the caches and
+    refuse one whose hash differs from the recorded one. A student trained in the cell and the
+    same student rebuilt from the transform cache must save the same bytes: the config's
+    ``architectures`` and ``dtype`` (which save_pretrained had set on the trained one's config
+    object during training) are written from the module itself."""
+    from suite_kit import MODEL, ner_entry
+
+    from harness.cell import PluginSet
+    from harness.replay import read_recipe, rebuild
+
+    df = run_suite_dict({"models": [MODEL], "tasks": [ner_entry(32)], "compressions": [entry],
+                         "settings": {"timing_rounds": 0}})
+    cell = df.iloc[0]
+    assert cell["status"] == "ok"
+    spec, recorded = read_recipe(tmp_path / "cache", cell["cell_id"])
+    rebuilt = rebuild(spec, PluginSet.build([], []), recorded)  # raises NotRebuilt on a mismatch
+    assert rebuilt.artifact_sha256 == recorded == cell["artifact_sha256"]
