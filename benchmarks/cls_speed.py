@@ -281,13 +281,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
                 model(**b).logits.argmax(-1)
         return time.perf_counter() - t
 
-    inside: list[float] = []
+    from eval_speed import timed_calls
 
-    def timed_predictor(batch):
-        t = time.perf_counter()
-        out = predictor(batch)
-        inside[-1] += time.perf_counter() - t
-        return out
+    inside: list[float] = []
+    timed_predictor = timed_calls(predictor, inside)
 
     def harness_eval() -> tuple[float, float]:
         inside.append(0.0)

@@ -39,6 +39,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
+def timed_calls(predictor, inside: list[float]):
+    """``predictor`` whose calls add their seconds to ``inside[-1]`` (the forward passes inside
+    an evaluation: append a 0.0 before each)."""
+    def timed(batch):
+        t = time.perf_counter()
+        out = predictor(batch)
+        inside[-1] += time.perf_counter() - t
+        return out
+
+    return timed
+
+
 def harness_model(args, task, ctx):
     """A fine-tuned MiniLM: the given checkpoint, or the harness's own (cached) fine-tune."""
     from harness_plugins.models.hf import HFModel
@@ -109,12 +121,7 @@ def main() -> None:
         return fresh
 
     inside: list[float] = []
-
-    def timed_predictor(batch):
-        t = time.perf_counter()
-        out = predictor(batch)
-        inside[-1] += time.perf_counter() - t
-        return out
+    timed_predictor = timed_calls(predictor, inside)
 
     def harness_eval() -> tuple[float, float, int]:
         # a fresh task, as in another cell's worker: nothing memoised in memory; the subword ids
