@@ -39,8 +39,11 @@ def validation_split_of(task: Task, setting: str) -> str | None:
 
 def validation_rows(task: Task, predictor: Predictor, model: LoadedModel, ctx: CellContext,
                     split: str) -> list[dict[str, Any]]:
-    """The metric part of the validation row: the task's main metric on ``split``."""
-    main = next(m for m in task.evaluate(predictor, model, ctx, split=split) if m.main_metric)
+    """The metric part of the validation row: the task's main metric on ``split``. The cell's
+    recorded predictions stay those of its evaluation split (what its metrics and the paired
+    tests of ``harness compare`` rest on): this evaluation records none."""
+    quiet = replace(ctx, record_predictions=lambda table, **meta: None)
+    main = next(m for m in task.evaluate(predictor, model, quiet, split=split) if m.main_metric)
     renamed = replace(main, metric=PREFIX + main.metric, main_metric=False,
                       metric_group="",
                       metric_description=f"{main.metric_description} - on the {split} split, "

@@ -31,6 +31,7 @@ def runs(tmp_path_factory):
         run_suite(suite_from_dict(doc, tmp / "suite.yaml"), make_plugin_manager(), tmp / name,
                   RunOptions(jobs=0, show_progress=False))
         out[name] = load_results(tmp / name)
+        out[name].attrs["run_folder"] = tmp / name
     return out
 
 
@@ -52,6 +53,17 @@ def test_a_cell_scores_the_validation_split_beside_the_test_split(runs):
     same = set(plain.metric) & set(df.metric)
     f1 = {name: float(d[d.metric == "entity_f1"].value.iloc[0]) for name, d in runs.items()}
     assert f1["with"] == f1["without"] and "entity_f1" in same  # the test figure is unchanged
+
+
+def test_the_saved_predictions_stay_those_of_the_evaluation_split(runs):
+    """The validation evaluation records no predictions: the cell's file is the test split's,
+    the same as without the setting (paired tests in compare rest on it)."""
+    from harness.predictions import load_predictions
+
+    got = {name: load_predictions(df.attrs["run_folder"], ("tiny", "conll", "none"))
+           for name, df in runs.items()}
+    assert got["with"].attrs["split"] == got["without"].attrs["split"] == "test"
+    assert got["with"].equals(got["without"])
 
 
 def test_no_validation_row_when_the_evaluation_split_is_the_validation_split():
