@@ -89,13 +89,19 @@ def _by_hib(cells: list[CellResult], by: str) -> bool:
     return higher_is_better(cells, by, by.startswith("throughput_"))
 
 
+def _changes(group: list[CellResult], base: CellResult | None,
+             metric: str | None) -> list[tuple[float | None, float | None]]:
+    """Each cell's ``metric`` and its change against the ok baseline's (None without both)."""
+    bval = base.value(metric) if base is not None and base.status == "ok" else None
+    values = [c.value(metric) for c in group]
+    return [(v, v - bval if v is not None and bval is not None else None) for v in values]
+
+
 def _pick(group: list[CellResult], base: CellResult | None, metric: str | None, by: str,
           hib: bool, by_hib: bool, max_drop: float) -> tuple[list[Variant], Variant | None]:
-    bval = base.value(metric) if base is not None and base.status == "ok" else None
     out: list[Variant] = []
-    for c in group:
-        v, b = c.value(metric), c.value(by)
-        delta = v - bval if v is not None and bval is not None else None
+    for c, (v, delta) in zip(group, _changes(group, base, metric), strict=True):
+        b = c.value(by)
         drop = None if delta is None else (-delta if hib else delta)
         ok = c.status == "ok" and b is not None and drop is not None and drop <= max_drop + _EPS
         out.append(Variant(c.compression, c.status, v, delta, b, ok))
@@ -111,31 +117,30 @@ ROTATED = {"latency_b1_p50_ms": "latency_b1_rotation_p50_ms",
            "throughput_samples_s": "throughput_rotation_samples_s"}
 
 
+def _every_ok_has(group: list[CellResult], metric: str) -> bool:
+    """Whether the group has an ok cell and every ok cell records ``metric``."""
+    ok = [c for c in group if c.status == "ok"]
+    return bool(ok) and all(c.value(metric) is not None for c in ok)
+
+
 def _effective_by(group: list[CellResult], by: str) -> str:
     """``by``'s rotation-timed counterpart when every ok cell of the group has it, else ``by``."""
     rotated = ROTATED.get(by)
-    ok = [c for c in group if c.status == "ok"]
-    if rotated and ok and all(c.value(rotated) is not None for c in ok):
-        return rotated
-    return by
+    return rotated if rotated and _every_ok_has(group, rotated) else by
 
 
 def _choice_metric(group: list[CellResult], base: CellResult | None, metric: str | None) -> str | None:
     """``validation_<metric>`` when the baseline and every ok variant have it, else ``metric``."""
     val = f"{PREFIX}{metric}" if metric else None
-    ok = [c for c in group if c.status == "ok"]
-    if val and base is not None and base.status == "ok" and all(c.value(val) is not None for c in ok):
-        return val
-    return metric
+    base_ok = base is not None and base.status == "ok"
+    return val if val and base_ok and _every_ok_has(group, val) else metric
 
 
 def _with_test(variants: list[Variant], group: list[CellResult], base: CellResult | None,
                metric: str | None) -> None:
     """Fill each variant's evaluation-split value and change."""
-    bval = base.value(metric) if base is not None and base.status == "ok" else None
-    for v, c in zip(variants, group, strict=True):
-        v.test_value = c.value(metric)
-        v.test_delta = v.test_value - bval if v.test_value is not None and bval is not None else None
+    for v, (value, delta) in zip(variants, _changes(group, base, metric), strict=True):
+        v.test_value, v.test_delta = value, delta
 
 
 #: the variant every other variant of a (model, task) is compared with, unless told otherwise
