@@ -67,7 +67,7 @@
       var model = row.getAttribute("data-model");
       if (model !== null && row.hidden) { hidden[cellKey(model, row.getAttribute("data-compression"))] = true; }
     });
-      each(section.querySelectorAll("svg.chart"), function (svg) {
+    each(section.querySelectorAll("svg.chart"), function (svg) {
       var compressionOf = {}, modelShown = {};  /* data-row -> compression (labels carry only the row) */
       each(svg.querySelectorAll("circle.point[data-model]"), function (c) {
         var comp = c.getAttribute("data-compression"), model = c.getAttribute("data-model");

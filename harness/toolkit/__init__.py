@@ -16,7 +16,8 @@ Weights as data (``harness.toolkit.weights``)
     safetensors file into a module the caller built, strictly: what a cache hit reads).
 Features shared across cells (``harness.toolkit.features``)
     ``cached_json`` (a JSON cache of what a task derives from its data, e.g. subword ids),
-    ``tokenizer_fingerprint`` (a tokenizer named by what it does).
+    ``tokenizer_fingerprint`` (a tokenizer named by what it does), ``cached_tokens`` (the two
+    together: a task's tokenised data keyed by tokenizer and examples).
 Fine-tuning (``harness.toolkit.recipe``, ``.finetune``, ``.tasks``)
     ``Recipe`` (the recipe, declared once), ``finetune`` (the cached training loop),
     ``FineTunedTask`` (the base of the built-in tasks),
@@ -41,7 +42,7 @@ from .artifacts import (
     sha256_files,
     task_key,
 )
-from .features import FEATURES_VERSION, cached_json, tokenizer_fingerprint
+from .features import FEATURES_VERSION, cached_json, cached_tokens, tokenizer_fingerprint
 from .finetune import FINETUNE_VERSION, finetune, finetune_key
 from .predictor import TorchPredictor, count_parameters, input_names, pad_batch
 from .recipe import MIXED_PRECISION, Recipe, RecipeParams, effective_precision, model_eval_length
@@ -63,6 +64,7 @@ __all__ = [
     "cache_key",
     "cached_load",
     "cached_json",
+    "cached_tokens",
     "cached_or_build",
     "copy_artifact",
     "count_parameters",

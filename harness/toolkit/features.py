@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..fsutil import atomic_write_text
+from .artifacts import hash_text
 
 T = TypeVar("T")
 
@@ -77,3 +78,14 @@ def cached_json(
     except OSError:
         pass
     return value
+
+
+def cached_tokens(
+    cache_dir: str | Path | None, kind: str, tokenizer: Any, data_key: str, build: Callable[[], T],
+    valid: Callable[[Any], bool] = lambda _v: True, extra: tuple[Any, ...] = (),
+) -> T:
+    """:func:`cached_json` of a task's tokenised data, keyed by what it is (``kind``, e.g.
+    ``"ner-word-pieces"``), :data:`FEATURES_VERSION`, the tokenizer's fingerprint, ``data_key``
+    (which examples: the split's data hash and sample limit) and ``extra`` (e.g. a length)."""
+    key = hash_text(kind, FEATURES_VERSION, tokenizer_fingerprint(tokenizer), data_key, *extra)
+    return cached_json(cache_dir, key, build, valid)

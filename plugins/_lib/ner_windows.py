@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.errors import PluginError
-from harness.toolkit import FEATURES_VERSION, cached_json, hash_text, tokenizer_fingerprint
+from harness.toolkit import cached_tokens
 
 
 @dataclass
@@ -63,8 +63,8 @@ def cached_word_pieces(
 
     if cache_dir is None:
         return word_pieces(tokenizer, words)
-    key = hash_text("ner-word-pieces", FEATURES_VERSION, tokenizer_fingerprint(tokenizer), data_key)
-    return cached_json(cache_dir, key, lambda: word_pieces(tokenizer, words), matches)
+    return cached_tokens(cache_dir, "ner-word-pieces", tokenizer, data_key,
+                         lambda: word_pieces(tokenizer, words), matches)
 
 
 def make_windows(

@@ -14,16 +14,7 @@ import harness
 from harness.api import CellContext, LoadedModel, MetricValue, Predictor
 from harness.errors import DataError, PluginError
 from harness.examples import Examples, is_example_model, predict_examples
-from harness.toolkit import (
-    FEATURES_VERSION,
-    EvalSetup,
-    FineTunedTask,
-    cached_json,
-    hash_text,
-    model_eval_length,
-    pad_batch,
-    tokenizer_fingerprint,
-)
+from harness.toolkit import EvalSetup, FineTunedTask, cached_tokens, model_eval_length, pad_batch
 
 from .._lib.textdata import (
     FORMATS,
@@ -234,9 +225,9 @@ class ClassificationTask(FineTunedTask):
         if data_key is None:
             feats = self.encode(tokenizer, examples, max_len)
         else:
-            key = hash_text("cls-features", FEATURES_VERSION, tokenizer_fingerprint(tokenizer), data_key, max_len)
-            feats = cached_json(ctx.cache_dir, key, lambda: self.encode(tokenizer, examples, max_len),
-                                lambda v: isinstance(v, list) and len(v) == len(examples))
+            feats = cached_tokens(ctx.cache_dir, "cls-features", tokenizer, data_key,
+                                  lambda: self.encode(tokenizer, examples, max_len),
+                                  lambda v: isinstance(v, list) and len(v) == len(examples), (max_len,))
         order = sorted(range(len(feats)), key=lambda i: len(feats[i]["input_ids"]), reverse=True)
         bs = max(1, int(self.params.eval_batch_size))
         batches = [order[i : i + bs] for i in range(0, len(order), bs)]
