@@ -220,14 +220,19 @@ def sentence_entity_counts(
     return out
 
 
+def f1_of_counts(tp: np.ndarray, predicted: np.ndarray, gold: np.ndarray) -> np.ndarray:
+    """Elementwise F1 of true-positive, predicted and gold counts (float arrays), 0 where a
+    precision, recall or F1 would divide by 0."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = np.where(predicted > 0, tp / np.where(predicted > 0, predicted, 1), 0.0)
+        r = np.where(gold > 0, tp / np.where(gold > 0, gold, 1), 0.0)
+        return np.where(p + r > 0, 2 * p * r / np.where(p + r > 0, p + r, 1), 0.0)
+
+
 def micro_f1_from_counts(counts: np.ndarray) -> float | np.ndarray:
     """Entity micro F1 from (tp, predicted, gold) rows summed over axis -2: an (n, 3) array gives
     a float, a (B, n, 3) stack of resamples gives B values."""
-    tp, npred, ngold = np.moveaxis(np.asarray(counts).sum(axis=-2).astype(float), -1, 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p = np.where(npred > 0, tp / np.where(npred > 0, npred, 1), 0.0)
-        r = np.where(ngold > 0, tp / np.where(ngold > 0, ngold, 1), 0.0)
-        f1 = np.where(p + r > 0, 2 * p * r / np.where(p + r > 0, p + r, 1), 0.0)
+    f1 = f1_of_counts(*np.moveaxis(np.asarray(counts).sum(axis=-2).astype(float), -1, 0))
     return float(f1) if np.ndim(f1) == 0 else f1
 
 
@@ -289,11 +294,7 @@ def macro_f1_of_sums(num_labels: int) -> Callable[[np.ndarray], np.ndarray]:
 
     def macro(sums: np.ndarray) -> np.ndarray:
         c = np.asarray(sums, dtype=float).reshape(len(sums), 3 * k)
-        tp, predicted, support = c[:, :k], c[:, k:2 * k], c[:, 2 * k:]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            p = np.where(predicted > 0, tp / np.where(predicted > 0, predicted, 1), 0.0)
-            r = np.where(support > 0, tp / np.where(support > 0, support, 1), 0.0)
-            f1 = np.where(p + r > 0, 2 * p * r / np.where(p + r > 0, p + r, 1), 0.0)
+        f1 = f1_of_counts(c[:, :k], c[:, k:2 * k], c[:, 2 * k:])
         return f1.mean(axis=1) if k else np.zeros(len(c))
 
     macro.vectorized = macro.row_sums = True  # type: ignore[attr-defined]
@@ -308,11 +309,7 @@ def macro_f1_from_pairs(pairs: np.ndarray, num_labels: int) -> float:
     tp = np.bincount(ref[ref == pred], minlength=k).astype(float)
     support = np.bincount(ref, minlength=k).astype(float)
     predicted = np.bincount(pred, minlength=k).astype(float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p = np.where(predicted > 0, tp / predicted, 0.0)
-        r = np.where(support > 0, tp / support, 0.0)
-        f1 = np.where(p + r > 0, 2 * p * r / (p + r), 0.0)
-    return float(f1.mean()) if k else 0.0
+    return float(f1_of_counts(tp, predicted, support).mean()) if k else 0.0
 
 
 def ner_metrics(
