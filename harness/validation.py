@@ -2,7 +2,9 @@
 
 With the run setting ``validation_split`` (e.g. ``validation``), a cell scores that split too,
 after its evaluation split, whenever the task offers it (``Task.splits()``) and it is not the
-task's own evaluation split: its main metric becomes the row ``validation_<metric>`` (not a main
+task's own evaluation split (a task's own ``validation_split`` parameter overrides the setting:
+e.g. a held-out part of train where the validation split is the one reported):
+its main metric becomes the row ``validation_<metric>`` (not a main
 metric; no ``metric_group``: a leaderboard column beside the main metric's; ``split`` the
 split's name). ``harness select`` chooses on
 it when every ok variant of a (model, task) has it and reports the chosen variant's evaluation
@@ -30,11 +32,14 @@ def eval_split_of(task: Task) -> str | None:
 
 
 def validation_split_of(task: Task, setting: str) -> str | None:
-    """The split to score beside the evaluation split: ``setting`` when the task has it and it
-    is not the task's evaluation split, else None."""
-    if not setting or setting == eval_split_of(task):
+    """The split to score beside the evaluation split: the task's own ``validation_split``
+    attribute when it names one (a task parameter of ``harness.toolkit.FineTunedTask``), else
+    ``setting``; when the task has that split and it is not its evaluation split, else None."""
+    own = getattr(task, "validation_split", None)
+    split = own if isinstance(own, str) and own else setting
+    if not split or split == eval_split_of(task):
         return None
-    return setting if setting in task.splits() else None
+    return split if split in task.splits() else None
 
 
 def validation_rows(task: Task, predictor: Predictor, model: LoadedModel, ctx: CellContext,

@@ -26,10 +26,41 @@ def test_sst2_reader():
     assert Counter(e.label for e in val) == {"negative": 428, "positive": 444}
     assert train[0].text == "hide new secretions from the parental units" and train[0].line == 2
     assert task.eval_split == "validation"
-    # the unlabelled test file cannot be an evaluation split: a clear error naming the file
-    bad = ClassificationTask(format="sst2", data_dir=str(data("sst2")), eval_split="test")
+    # GLUE's test file has no labels: the preset does not read it (no test split, so it is not
+    # offered for validation_split), and naming it is a clear error naming the file
+    assert task.splits() == ("train", "validation")
+    with pytest.raises(ParameterError, match="eval_split 'test' has no file configured"):
+        ClassificationTask(format="sst2", data_dir=str(data("sst2")), eval_split="test")
+    bad = ClassificationTask(format="sst2", data_dir=str(data("sst2")), eval_split="test",
+                             test_file="test.tsv")
     with pytest.raises(DataError, match=r"test\.tsv:1: header has no column 'label'"):
         bad.examples("test")
+
+
+def test_holdout_is_the_end_of_train_and_the_split_to_choose_on():
+    from harness.validation import validation_split_of
+
+    kw = {"format": "sst2", "data_dir": str(data("sst2")), "max_train_samples": 300}
+    plain = ClassificationTask(**kw)
+    task = ClassificationTask(**kw, holdout=500, validation_split="holdout")
+    whole = plain.split("train").examples
+    assert task.splits() == ("train", "validation", "holdout")
+    # training reads the start of the file (the same first 300), the holdout is its last 500
+    assert [e.line for e in task.examples("train")] == [e.line for e in plain.examples("train")]
+    assert [e.line for e in task.examples("holdout")] == [e.line for e in whole[-500:]]
+    assert len(task.split("train").examples) == len(whole) - 500
+    # the train data changed (what a fine-tune's cache key rests on), the validation did not
+    assert task.split_hash("train") != plain.split_hash("train")
+    assert task.split_hash("validation") == plain.split_hash("validation")
+    assert task.labels() == plain.labels()
+    # the task's own choice split wins over the run setting; without it the setting applies
+    assert validation_split_of(task, "validation") == "holdout"
+    assert validation_split_of(plain, "holdout") is None  # plain has no holdout split
+    assert validation_split_of(plain, "validation") is None  # its evaluation split
+    with pytest.raises(DataError, match="no holdout split; set the task's holdout"):
+        plain.split("holdout")
+    with pytest.raises(DataError, match=r"train\.tsv: holdout 70000 leaves no train examples"):
+        ClassificationTask(**{**kw, "holdout": 70000}).examples("train")
 
 
 def test_ag_news_reader_and_missing_train_split(ctx):

@@ -49,6 +49,10 @@ class FineTunedTask(Task):
         """Resamples of the 95% bootstrap confidence intervals (0: none)."""
         max_eval_samples: int | None = Field(None, ge=1)
         """Score only the first N examples of the evaluated split."""
+        validation_split: str | None = None
+        """The split this task's choices are made on (``harness select``), scored beside the
+        evaluation split; overrides the run setting ``validation_split`` for this task (e.g.
+        ``holdout`` where the validation split is the one reported)."""
 
     params: Params
     #: ``LoadedModel.head.kind`` this task trains and evaluates
@@ -88,6 +92,11 @@ class FineTunedTask(Task):
         raise PluginError(f"task {self.name!r} does not hand out raw examples (raw_examples)")
 
     # -- shared --------------------------------------------------------------------------------
+    @property
+    def validation_split(self) -> str | None:
+        """The ``validation_split`` parameter (``harness.validation`` reads it)."""
+        return self.params.validation_split
+
     def head(self) -> Head:
         return Head(self.head_kind, tuple(self.labels()))
 

@@ -216,7 +216,7 @@ def preset(fmt: str) -> dict[str, Any]:
         return {
             "table": "tsv", "header": True, "text_column": "sentence", "text_pair_column": None,
             "label_column": "label", "label_names": ["negative", "positive"], "label_offset": 0,
-            "files": {"train": "train.tsv", "validation": "validation.tsv", "test": "test.tsv"},
+            "files": {"train": "train.tsv", "validation": "validation.tsv", "test": None},  # GLUE test: no labels
             "eval_split": "validation", "classes_file": None,
         }
     if fmt == "ag_news":

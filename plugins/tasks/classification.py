@@ -8,7 +8,7 @@ import random
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 import harness
 from harness.api import CellContext, LoadedModel, MetricValue, Predictor
@@ -29,6 +29,7 @@ from .._lib.textdata import (
 )
 
 SPLITS = ("train", "validation", "test")
+HOLDOUT = "holdout"  #: the split of the last ``holdout`` train examples
 
 
 class ClassificationTask(FineTunedTask):
@@ -69,6 +70,11 @@ class ClassificationTask(FineTunedTask):
         """Index of the first label in the files (AG News counts from 1; default: the format's)."""
         classes_file: str | None = None
         """File in ``data_dir`` with one label name a line (default: the format's; "": none)."""
+        holdout: int = Field(0, ge=0)
+        """The last N examples of the train file held out of training as the split ``holdout``
+        (for choices, with ``validation_split: holdout``, where the validation split is the one
+        reported, as SST-2's unlabelled test split leaves it); training reads the examples
+        before them (``max_train_samples`` counts from the start)."""
 
         @model_validator(mode="before")
         @classmethod
@@ -99,6 +105,8 @@ class ClassificationTask(FineTunedTask):
         self.files = {split: getattr(p, f"{split}_file") or None for split in SPLITS}
         self._splits: dict[str, TextSplit | None] = {}
         self._names: list[str] | None = None
+        if p.holdout:
+            self.split_names = (*SPLITS, HOLDOUT)
 
     @property
     def eval_split(self) -> str:  # type: ignore[override]
@@ -119,6 +127,26 @@ class ClassificationTask(FineTunedTask):
         return self._names
 
     def split(self, split: str, required: bool = True) -> TextSplit | None:
+        if split == HOLDOUT or (split == "train" and self.params.holdout):
+            data = self._held_out(split)
+        else:
+            data = self._read(split)
+        if data is None and required:
+            if split == HOLDOUT and not self.params.holdout:
+                raise DataError(f"task {self.name!r}: no {HOLDOUT} split; set the task's holdout "
+                                "(the number of train examples to hold out of training)")
+            path = self._path("train" if split == HOLDOUT else split)
+            hint = ""
+            if self.params.format == "ag_news" and split == "train":
+                hint = (
+                    "; AG News' train split is not shipped with the test data: download train.csv "
+                    "(same layout as test.csv) and set the task's data_dir or train_file to it"
+                )
+            raise DataError(f"{path or '(no file configured)'}: the {split} split is missing (data file not found){hint}")
+        return data
+
+    def _read(self, split: str) -> TextSplit | None:
+        """``split`` as its file holds it (None: no file)."""
         if split not in self._splits:
             path = self._path(split)
             data = None
@@ -129,17 +157,21 @@ class ClassificationTask(FineTunedTask):
                     label_map=LabelMap(self._fixed_names(), self.params.label_offset), header=self.params.header,
                 )
             self._splits[split] = data
-        data = self._splits[split]
-        if data is None and required:
-            path = self._path(split)
-            hint = ""
-            if self.params.format == "ag_news" and split == "train":
-                hint = (
-                    "; AG News' train split is not shipped with the test data: download train.csv "
-                    "(same layout as test.csv) and set the task's data_dir or train_file to it"
-                )
-            raise DataError(f"{path or '(no file configured)'}: the {split} split is missing (data file not found){hint}")
-        return data
+        return self._splits[split]
+
+    def _held_out(self, split: str) -> TextSplit | None:
+        """The train file's examples before its last ``holdout`` (``train``) or those last ones
+        (``holdout``); a train file with no more than ``holdout`` examples is a DataError."""
+        n = self.params.holdout
+        whole = self._read("train") if n else None
+        if whole is None:
+            return None
+        if len(whole.examples) <= n:
+            raise DataError(f"{whole.path}: holdout {n} leaves no train examples "
+                            f"({len(whole.examples)} in the file); lower the task's holdout")
+        cut = len(whole.examples) - n
+        part = whole.examples[:cut] if split == "train" else whole.examples[cut:]
+        return TextSplit(whole.path, part, f"{whole.sha256}:{split}-of-holdout-{n}")
 
     def examples(self, split: str, limit: int | None = None) -> list[Example]:
         """The first ``limit`` examples of ``split`` (default: ``max_train_samples`` for
@@ -159,7 +191,7 @@ class ClassificationTask(FineTunedTask):
         if names is not None:
             return list(names)
         values: set[str] = set()
-        for sp in SPLITS:
+        for sp in self.split_names:
             data = self.split(sp, required=sp == self.eval_split)
             if data is not None:
                 values |= {e.label for e in data.examples}
