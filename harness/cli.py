@@ -323,13 +323,9 @@ def compare_command(ctx: click.Context, baseline: Path, current: Path, overrides
 
     gate: dict[str, Any] = suite_gate(suite_path) if suite_path else {}
     th = gate_thresholds(gate, path=suite_path)
-    noise_band = noise_band or ("runs" if noise_runs else None)
-    if noise_band:
-        overrides = (f"noise_band={noise_band}", *overrides)
-    if paired_alpha is not None:
-        overrides = (f"paired_alpha={paired_alpha}", *overrides)
-    if gate_on:
-        overrides = (f"accuracy_gate_on={gate_on}", *overrides)
+    flags = {"noise_band": noise_band or ("runs" if noise_runs else None),
+             "paired_alpha": paired_alpha, "accuracy_gate_on": gate_on}  # -t overrides win
+    overrides = (*(f"{k}={v}" for k, v in flags.items() if v is not None), *overrides)
     if overrides:
         for text in overrides:
             set_dotted(gate, text)
@@ -343,40 +339,44 @@ def compare_command(ctx: click.Context, baseline: Path, current: Path, overrides
 
 
 def _retime(ctx: click.Context, rounds: int, cache_dir: Any) -> Any:
-    """The gate's re-timing options (None: use the recorded figures)."""
-    if not rounds:
-        return None
-    from .gate import RetimeOptions
-
-    return RetimeOptions(rounds, Path(cache_dir or ".harness-cache"), ctx.obj["disabled"],
-                         ctx.obj["extra"], progress=lambda text: click.echo(text, err=True))
+    from .gate import RetimeOptions  # None when not re-timing
+    return RetimeOptions.given(rounds, cache_dir, ctx.obj["disabled"], ctx.obj["extra"],
+                               lambda text: click.echo(text, err=True))
 
 
 @main.command("select")
 @click.argument("results", type=click.Path(path_type=Path))
-@click.option("--max-drop", type=float, required=True,
-              help="Largest allowed absolute drop of the headline metric vs the baseline variant.")
+@click.option("--max-drop", type=float,
+              help="Largest allowed absolute drop of the headline metric vs the baseline variant "
+                   "(required without --grid).")
 @click.option("--by", default="latency_b1_p50_ms", show_default=True,
               help="Measurement to optimise (per the rows' higher_is_better; latency and throughput "
                    "rotation-timed where a whole (model, task) is; BY names the metric used).")
 @click.option("--baseline", "baseline_compression", default="none", show_default=True,
               help="Compression label of the uncompressed variant of each model.")
+@click.option("--grid", is_flag=True, help="Of each grid (names entry@point) the best on validation.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts) instead of a table.")
-def select_command(results: Path, max_drop: float, by: str, baseline_compression: str,
-                   as_json: bool) -> None:
-    """Per model and task, the best variant of RESULTS within an accuracy bound.
+def select_command(results: Path, max_drop: float | None, by: str, baseline_compression: str,
+                   grid: bool, as_json: bool) -> None:
+    """Per model and task, the best variant of RESULTS within an accuracy bound (--max-drop);
+    with --grid, of each parameter grid the best variant on the validation split.
 
     \b
     Example:
       harness select runs/nightly --max-drop 0.01 --by latency_b1_p50_ms
       harness select runs/nightly --max-drop 0.005 --by size_bytes --json
+      harness select runs/teachers --grid
     """
+    from .analysis import grids, select
     from .analysis.cells import read_table
-    from .analysis.select import select, to_json, to_table
 
-    sel = select(read_table(results, "results"), max_drop, by, baseline=baseline_compression,
-                 name=str(results))
-    click.echo(to_json(sel, max_drop, by) if as_json else to_table(sel), nl=False)
+    table = read_table(results, "results")
+    if grid:
+        return click.echo((grids.to_json if as_json else grids.to_table)(grids.choose(table, str(results))), nl=False)
+    if max_drop is None:
+        raise click.UsageError("--max-drop is required (or --grid)")
+    sel = select.select(table, max_drop, by, baseline=baseline_compression, name=str(results))
+    click.echo(select.to_json(sel, max_drop, by) if as_json else select.to_table(sel), nl=False)
 
 
 @main.command("history")

@@ -5,6 +5,8 @@ variant's test figure beside it."""
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 from report_fixtures import make_results
@@ -143,3 +145,46 @@ def test_the_report_summary_says_the_choice_was_made_on_validation(tmp_path):
     unnamed = _with_validation(make_results(), {}).assign(split=None)  # rows of an older version
     conll = next(t for t in build_view(unnamed)["tasks"] if t["name"] == "conll2003")
     assert [c.label for c in conll["columns"]][2] == "entity_f1 (evaluation)"
+
+
+def _grid_of_compressions(df: pd.DataFrame) -> pd.DataFrame:
+    """minilm-l6's conll2003 cells only, compressions renamed as the variants of one grid:
+    dynamic-int8 -> q@bits=8, prune-50 -> q@bits=4, ov-int8 -> q@bits=2 (none stays none)."""
+    names = {"dynamic-int8": "q@bits=8", "prune-50": "q@bits=4", "ov-int8": "q@bits=2"}
+    one = df[(df.model == "minilm-l6") & (df.task == "conll2003")].copy()
+    one["compression"] = one["compression"].map(lambda c: names.get(c, c))
+    one["cell_id"] = one["cell_id"].astype(str) + one["compression"]
+    return one
+
+
+def test_select_grid_chooses_each_grid_on_validation_and_reports_its_test_figure(tmp_path):
+    from click.testing import CliRunner
+
+    from harness.analysis.grids import choose, to_json, to_table
+    from harness.cli import select_command
+
+    df = _grid_of_compressions(make_results())
+    test = {c: float(v) for c, v in df[df.metric == "entity_f1"][["compression", "value"]].values}
+    best_on_test = max((c for c in test if "@" in c), key=test.get)
+    # on validation the best test variant falls 0.2 behind: another one is chosen
+    shifted = _with_validation(df, {best_on_test: -0.2})
+    (choice,) = choose(shifted)  # one grid ('none' is no variant of it)
+    assert (choice.task, choice.compression, choice.metric) == ("conll2003", "q", "entity_f1")
+    assert choice.chosen_on == "validation_entity_f1" and len(choice.variants) == 3
+    assert choice.chosen.compression != best_on_test
+    assert choice.chosen.test == pytest.approx(test[choice.chosen.compression])
+    assert choice.chosen.validation == pytest.approx(max(v.validation for v in choice.variants))
+    assert '"chosen_on": "validation_entity_f1"' in to_json([choice])
+    chosen_mark = re.compile(re.escape(choice.chosen.compression) + r"\s+\*")
+    assert chosen_mark.search(to_table([choice])) and to_table([choice]).count("*") == 1
+    # without validation figures nothing is chosen (never on the test split), and it says why
+    (plain,) = choose(df)
+    assert plain.chosen is None and "validation_split" in plain.note
+    assert "(none: no validation_entity_f1" in to_table([plain])
+    assert choose(make_results()) == []  # no grid in it
+    # the command line: --grid needs no --max-drop; without --grid --max-drop is required
+    shifted.to_json(tmp_path / "results.json", orient="records")
+    res = CliRunner().invoke(select_command, [str(tmp_path / "results.json"), "--grid"])
+    assert res.exit_code == 0 and chosen_mark.search(res.output), res.output
+    res = CliRunner().invoke(select_command, [str(tmp_path / "results.json")])
+    assert res.exit_code == 2 and "--max-drop is required (or --grid)" in res.output

@@ -49,6 +49,12 @@ class RetimeOptions:
     extra: Sequence[str] = ()
     progress: Callable[[str], None] = lambda text: None
 
+    @classmethod
+    def given(cls, rounds: int, cache_dir: Any, disabled: Sequence[str], extra: Sequence[str],
+              progress: Callable[[str], None]) -> RetimeOptions | None:
+        """The options of ``--retime ROUNDS`` (None for 0: the recorded figures are used)."""
+        return cls(rounds, Path(cache_dir or ".harness-cache"), disabled, extra, progress) if rounds else None
+
 
 @dataclass
 class Retimed:
