@@ -78,6 +78,54 @@ def _rotation(c, base_name: str) -> tuple[float, float, float, float] | None:
     return p50, thr, 1 / lat_ratio, thr_ratio
 
 
+def _speed(c, baseline: str, b_p50: float, b_thr: float) -> tuple[float, float, float, float]:
+    """(p50, throughput, batch-1 speed-up, throughput ratio): the rotation figures against
+    ``baseline`` where the run has them, else the cell's own against the baseline cell's."""
+    rot = _rotation(c, baseline)
+    if rot is not None:
+        return rot
+    p50, thr = _value(c, "latency_b1_p50_ms"), _value(c, "throughput_samples_s")
+    return p50, thr, b_p50 / p50, thr / b_thr
+
+
+def goals(df, baseline: str = "none", size_x: float = 10.0, speed_x: float = 10.0,
+          max_drop: float = 0.01) -> str:
+    """Per (model, task): the variants at least ``size_x`` smaller (saved bytes) and ``speed_x``
+    faster at batch 1 than ``baseline`` within ``max_drop`` of its main metric; where none is,
+    the nearest points: the most accurate one that is small and fast enough, and of those within
+    the drop the one whose smaller factor (size or speed) is largest."""
+    out = []
+    for (model, task), cells in df.groupby(["model", "task"], sort=False):
+        base = cells[(cells.compression == baseline) & (cells.status == "ok")]
+        if base.empty or (cells.compression != baseline).sum() == 0:
+            continue
+        main_name = base[base.main_metric == True].metric.iloc[0]  # noqa: E712
+        b_acc, b_size = _value(base, main_name), _value(base, "size_bytes")
+        b_p50, b_thr = _value(base, "latency_b1_p50_ms"), _value(base, "throughput_samples_s")
+        points = []
+        for comp, c in cells[cells.status == "ok"].groupby("compression", sort=False):
+            if comp == baseline:
+                continue
+            up = _speed(c, baseline, b_p50, b_thr)[2]
+            points.append((comp, _value(c, main_name) - b_acc, b_size / _value(c, "size_bytes"), up))
+        say = [f"{p[0]} ({p[1]:+.4f}, {p[2]:.1f}x smaller, {p[3]:.1f}x faster)" for p in points]
+        met = [say[i] for i, p in enumerate(points) if p[2] >= size_x and p[3] >= speed_x and p[1] >= -max_drop]
+        head = f"- **{model} on {task}** ({size_x:g}x smaller, {speed_x:g}x faster, within {max_drop:g}): "
+        if met:
+            out.append(head + "met by " + "; ".join(met))
+            continue
+        fast = [i for i, p in enumerate(points) if p[2] >= size_x and p[3] >= speed_x]
+        close = [i for i, p in enumerate(points) if p[1] >= -max_drop]
+        near = []
+        if fast:
+            near.append("most accurate of those small and fast enough: " + say[max(fast, key=lambda i: points[i][1])])
+        if close:
+            near.append("within the drop, the largest smaller factor: "
+                        + say[max(close, key=lambda i: min(points[i][2], points[i][3]))])
+        out.append(head + "not met; " + "; ".join(near or ["no variant"]))
+    return "\n".join(out) + "\n"
+
+
 def tables(df, baseline: str = "none", run: Path | None = None) -> str:
     out = []
     for (model, task), cells in df.groupby(["model", "task"], sort=False):
@@ -90,27 +138,24 @@ def tables(df, baseline: str = "none", run: Path | None = None) -> str:
         thr_bs = int(base.throughput_batch_size.iloc[0])
         rotated = False
         out.append(f"### {model} on {task} ({main_name})\n")
-        out.append(f"| compression | steps | {main_name} (95% CI) | vs fp32 | paired 95% CI | size MB | "
-                   f"size vs fp32 | b1 p50 ms | b1 speed-up | b{thr_bs} samples/s | throughput ratio | "
-                   f"build time | precision | runtime |")
-        out.append("|" + "---|" * 14)
+        out.append(f"| compression | steps | {main_name} (95% CI) | vs fp32 | paired 95% CI | validation | "
+                   f"size MB | size vs fp32 | b1 p50 ms | b1 speed-up | b{thr_bs} samples/s | "
+                   f"throughput ratio | build time | precision | runtime |")
+        out.append("|" + "---|" * 15)
         for comp, c in cells.groupby("compression", sort=False):
             if (c.status != "ok").all():
                 reason = str(c.error.dropna().iloc[0]) if c.error.notna().any() else ""
-                out.append(f"| {comp} | {c.status.iloc[0]}: {reason[:120]} |" + " |" * 12)
+                out.append(f"| {comp} | {c.status.iloc[0]}: {reason[:120]} |" + " |" * 13)
                 continue
             m = _metric(c, main_name)
             acc, size = float(m.value), _value(c, "size_bytes")
-            rot = _rotation(c, baseline)
-            if rot is not None:
-                p50, thr, up, tr = rot
-                rotated = True
-            else:
-                p50, thr = _value(c, "latency_b1_p50_ms"), _value(c, "throughput_samples_s")
-                up, tr = b_p50 / p50, thr / b_thr
+            rotated = rotated or _rotation(c, baseline) is not None
+            p50, thr, up, tr = _speed(c, baseline, b_p50, b_thr)
+            val = _value(c, f"validation_{main_name}")
             out.append(
                 f"| {comp} | {_steps(c)} | {acc:.4f}{_ci(m)} | {acc - b_acc:+.4f} | "
-                f"{_paired(run, model, task, baseline, comp)} | {size / 1e6:.1f} | {size / b_size:.0%} | "
+                f"{_paired(run, model, task, baseline, comp)} | {'' if val is None else f'{val:.4f}'} | "
+                f"{size / 1e6:.1f} | {size / b_size:.0%} | "
                 f"{p50:.2f} | {up:.2f}x | {thr:.1f} | {tr:.2f}x | {_build_time(c)} | "
                 f"{c.precision.iloc[0]} | {c.runtime.iloc[0]} |"
             )
@@ -131,10 +176,14 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("results", help="a run folder (or a results file: then no paired CIs)")
     ap.add_argument("--baseline", default="none", help="the compression the ratios are against")
+    ap.add_argument("--goal", action="store_true",
+                    help="also say which variants reach 10x smaller, 10x faster within 0.01 (or the nearest)")
     args = ap.parse_args()
     run = Path(args.results)
-    print(tables(harness.load_results(args.results), args.baseline,
-                 run if run.is_dir() else None))
+    df = harness.load_results(args.results)
+    print(tables(df, args.baseline, run if run.is_dir() else None))
+    if args.goal:
+        print(goals(df, args.baseline))
 
 
 if __name__ == "__main__":

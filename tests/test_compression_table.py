@@ -37,7 +37,8 @@ def test_tables_have_paired_cis_steps_and_rotation_timing(run_suite_dict, tmp_pa
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1] == "prune → dynamic-int8"
     lo, hi = (float(x) for x in cells[4].split(" to "))  # McNemar CI of the change
-    assert -1 <= lo <= hi <= 1 and cells[11] != "-" and cells[12] == "int8"
+    assert -1 <= lo <= hi <= 1 and cells[12] != "-" and cells[13] == "int8"
+    assert cells[5] == ""  # no validation split scored in this run
     # a run timed in rotation: the latency columns are its figures and per-round ratios
     rotation = []
     for comp, p50, thr, lat_ratio, thr_ratio in (("none", 4.0, 10.0, 1.0, 1.0),
@@ -50,3 +51,12 @@ def test_tables_have_paired_cis_steps_and_rotation_timing(run_suite_dict, tmp_pa
     text = mod.tables(pd.concat([df, pd.DataFrame(rotation)], ignore_index=True), "none", run)
     row = next(line for line in text.splitlines() if line.startswith("| pr-int8 |"))
     assert "| 2.00 | 2.00x | 25.0 | 2.50x |" in row and "timed in rotation" in text and "3 rounds" in text
+    # the goal: 2x faster (rotation) is met at 2x/1x, and missed at 10x/10x with the nearest said
+    rotated = pd.concat([df, pd.DataFrame(rotation)], ignore_index=True)
+    drop = rotated[rotated.compression == "pr-int8"]
+    b_acc = float(rotated[(rotated.compression == "none") & (rotated.main_metric == True)].value.iloc[0])  # noqa: E712
+    acc = float(drop[drop.main_metric == True].value.iloc[0])  # noqa: E712
+    assert "met by pr-int8" in mod.goals(rotated, size_x=1.0, speed_x=2.0, max_drop=1.0)
+    missed = mod.goals(rotated, max_drop=max(0.0, b_acc - acc))
+    assert "not met; within the drop, the largest smaller factor: pr-int8" in missed
+    assert "2.0x faster" in missed
