@@ -340,15 +340,15 @@ def compare_command(ctx: click.Context, baseline: Path, current: Path, overrides
 
 def _retime(ctx: click.Context, rounds: int, cache_dir: Any) -> Any:
     from .gate import RetimeOptions  # None when not re-timing
-    return RetimeOptions.given(rounds, cache_dir, ctx.obj["disabled"], ctx.obj["extra"],
+    obj = ctx.obj or {}  # a command invoked on its own has no group options
+    return RetimeOptions.given(rounds, cache_dir, obj.get("disabled", []), obj.get("extra", []),
                                lambda text: click.echo(text, err=True))
 
 
 @main.command("select")
 @click.argument("results", type=click.Path(path_type=Path))
 @click.option("--max-drop", type=float,
-              help="Largest allowed absolute drop of the headline metric vs the baseline variant "
-                   "(required without --grid).")
+              help="Largest allowed absolute drop of the headline metric vs the baseline (required without --grid).")
 @click.option("--by", default="latency_b1_p50_ms", show_default=True,
               help="Measurement to optimise (per the rows' higher_is_better; latency and throughput "
                    "rotation-timed where a whole (model, task) is; BY names the metric used).")
