@@ -175,6 +175,8 @@ def test_select_grid_chooses_each_grid_on_validation_and_reports_its_test_figure
     assert choice.chosen.test == pytest.approx(test[choice.chosen.compression])
     assert choice.chosen.validation == pytest.approx(max(v.validation for v in choice.variants))
     assert '"chosen_on": "validation_entity_f1"' in to_json([choice])
+    assert (choice.chosen.validation_split, choice.chosen.test_split) == ("validation", "test")
+    assert f"{choice.chosen.validation:.4f} (validation)" in to_table([choice])
     chosen_mark = re.compile(re.escape(choice.chosen.compression) + r"\s+\*")
     assert chosen_mark.search(to_table([choice])) and to_table([choice]).count("*") == 1
     # without validation figures nothing is chosen (never on the test split), and it says why

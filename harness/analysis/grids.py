@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..grid import NAME_SEP
-from ..rows import as_json
+from ..rows import as_json, as_text
 from ..textfmt import num, table
 from ..validation import PREFIX
 from .cells import CellResult, cells_of, higher_is_better, main_metric
@@ -37,8 +37,10 @@ class GridVariant:
     compression: str
     status: str
     validation: float | None  #: the main metric on the validation split
-    test: float | None  #: the main metric on the evaluation split
+    test: float | None  #: the main metric on the evaluation split (the one reported)
     train_time_s: float | None = None  #: the fine-tuning it cost (cached: the first run's)
+    validation_split: str = ""  #: the splits' names, as the rows give them
+    test_split: str = ""
 
 
 @dataclass
@@ -66,9 +68,14 @@ def base_name(name: str) -> str:
 
 
 def _variant(c: CellResult, metric: str | None) -> GridVariant:
-    val = c.value(f"{PREFIX}{metric}") if metric else None
-    return GridVariant(c.task, c.compression, c.status, val, c.value(metric),
-                       c.value("train_time_s"))
+    val = f"{PREFIX}{metric}" if metric else None
+    return GridVariant(c.task, c.compression, c.status, c.value(val), c.value(metric),
+                       c.value("train_time_s"), as_text(c.column(val, "split")),
+                       as_text(c.column(metric, "split")))
+
+
+def _with_split(value: float | None, split: str) -> str:
+    return f"{num(value)} ({split})" if value is not None and split else num(value)
 
 
 def _choose_one(model: str, task: str, compression: str, group: list[CellResult]) -> GridChoice:
@@ -103,19 +110,21 @@ def to_json(choices: list[GridChoice]) -> str:
     return json.dumps({"grids": [c.to_dict() for c in choices]}, indent=1, allow_nan=False) + "\n"
 
 
-_HEAD = ("MODEL", "TASK", "COMPRESSION", "CHOSEN", "VALIDATION", "TEST", "TRAIN_S")
+_HEAD = ("MODEL", "TASK", "COMPRESSION", "CHOSEN", "CHOSEN ON", "REPORTED", "TRAIN_S")
 
 
 def to_table(choices: list[GridChoice]) -> str:
-    """One line per variant; the chosen one's CHOSEN is ``*``; a grid without a choice gets a
-    line with its reason."""
+    """One line per variant: its validation figure (CHOSEN ON) and evaluation-split figure
+    (REPORTED), each with its split's name; the chosen one's CHOSEN is ``*``; a grid without a
+    choice gets a line with its reason."""
     rows = []
     for c in choices:
         for v in c.variants:
             mark = "*" if v is c.chosen else ""
             status = "" if v.status == "ok" else f" ({v.status})"
-            rows.append([c.model, v.task + status, v.compression, mark, num(v.validation),
-                         num(v.test), num(v.train_time_s)])
+            rows.append([c.model, v.task + status, v.compression, mark,
+                         _with_split(v.validation, v.validation_split),
+                         _with_split(v.test, v.test_split), num(v.train_time_s)])
         if c.chosen is None:
             rows.append([c.model, c.task, c.compression, f"(none: {c.note})", "", "", ""])
     if not rows:
