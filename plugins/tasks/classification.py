@@ -166,12 +166,15 @@ class ClassificationTask(FineTunedTask):
         whole = self._read("train") if n else None
         if whole is None:
             return None
-        if len(whole.examples) <= n:
-            raise DataError(f"{whole.path}: holdout {n} leaves no train examples "
-                            f"({len(whole.examples)} in the file); lower the task's holdout")
-        cut = len(whole.examples) - n
-        part = whole.examples[:cut] if split == "train" else whole.examples[cut:]
-        return TextSplit(whole.path, part, f"{whole.sha256}:{split}-of-holdout-{n}")
+        key = f"{split}#holdout"  # sliced once, like the files' splits
+        if key not in self._splits:
+            if len(whole.examples) <= n:
+                raise DataError(f"{whole.path}: holdout {n} leaves no train examples "
+                                f"({len(whole.examples)} in the file); lower the task's holdout")
+            cut = len(whole.examples) - n
+            part = whole.examples[:cut] if split == "train" else whole.examples[cut:]
+            self._splits[key] = TextSplit(whole.path, part, f"{whole.sha256}:{split}-of-holdout-{n}")
+        return self._splits[key]
 
     def examples(self, split: str, limit: int | None = None) -> list[Example]:
         """The first ``limit`` examples of ``split`` (default: ``max_train_samples`` for
