@@ -1,7 +1,11 @@
 """A compression that plants a known slowdown, for the gate's re-timing tests and the
 false-alarm study (docs/regression-gate.md): ``slowed`` runs the model as ``none`` does (eager
-fp32 torch), then busy-waits ``factor`` times the call's own duration, so every call takes
-``1 + factor`` times as long. Load it with ``-p slowed`` and ``tests/plugins`` on PYTHONPATH."""
+fp32 torch) ``1 + int(factor)`` times per call, then busy-waits the fraction of ``factor`` times
+one forward's duration, so every call takes ``1 + factor`` times as long. Whole factors repeat
+the real forward (the same kernels and threads, so a shared machine's noise hits the slowed
+model as it hits the plain one); a busy wait after a forward lets the framework's worker threads
+go to sleep and pay their wake-up in the next call, which on a busy VM made a planted 10x read
+as 10x-100x. Load it with ``-p slowed`` and ``tests/plugins`` on PYTHONPATH."""
 
 from __future__ import annotations
 
@@ -22,7 +26,10 @@ class SlowedPredictor(TorchPredictor):
     def __call__(self, batch: Mapping[str, Any]) -> Any:
         t0 = time.perf_counter()
         out = super().__call__(batch)
-        until = time.perf_counter() + self.factor * (time.perf_counter() - t0)
+        one = time.perf_counter() - t0
+        for _ in range(int(self.factor)):  # whole factors: the real forward again
+            out = super().__call__(batch)
+        until = time.perf_counter() + (self.factor % 1) * one
         while time.perf_counter() < until:  # busy: a slower kernel, not an idle sleep
             pass
         return out
