@@ -23,8 +23,8 @@ from ..rows import KEY, CellKey, as_bool, as_float, as_text, cell_key, is_null, 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["KEY", "CellKey", "CellResult", "cells_of", "higher_is_better", "main_metric",
-           "metric_kind", "read_table"]
+__all__ = ["KEY", "CellKey", "CellResult", "cells_of", "every_ok_has", "higher_is_better",
+           "main_metric", "metric_kind", "read_table"]
 
 #: Columns a table must have to be read as results (``KEY``, the columns that name a cell, and
 #: ``CellKey``, their values, come from :mod:`harness.rows`).
@@ -132,6 +132,12 @@ def main_metric(cells: Iterable[CellResult]) -> str | None:
         return max(votes, key=lambda m: (votes[m], m))
     return next((m for c in cells for m in c.metrics
                  if metric_kind(m) == "accuracy" and "." not in m), None)
+
+
+def every_ok_has(cells: Iterable[CellResult], metric: str | None) -> bool:
+    """Whether the cells include an ok one and every ok one records ``metric``."""
+    ok = [c for c in cells if c.status == "ok"]
+    return bool(ok) and all(c.value(metric) is not None for c in ok)
 
 
 def higher_is_better(cells: Iterable[CellResult], metric: str | None, default: bool) -> bool:

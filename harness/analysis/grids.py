@@ -21,7 +21,7 @@ from ..grid import NAME_SEP
 from ..rows import as_json, as_text
 from ..textfmt import num, table
 from ..validation import PREFIX
-from .cells import CellResult, cells_of, higher_is_better, main_metric
+from .cells import CellResult, cells_of, every_ok_has, higher_is_better, main_metric
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -85,7 +85,7 @@ def _choose_one(model: str, task: str, compression: str, group: list[CellResult]
     ok = [v for v in variants if v.status == "ok"]
     if not ok:
         choice.note = "no variant finished"
-    elif any(v.validation is None for v in ok):
+    elif not every_ok_has(group, f"{PREFIX}{metric}"):
         choice.note = (f"no {PREFIX}{metric} on every finished variant: set the run setting "
                        "validation_split (or the task's) to choose; never chosen on the test split")
     else:

@@ -31,7 +31,7 @@ from ..errors import DataError
 from ..rows import as_json
 from ..textfmt import num, table
 from ..validation import PREFIX
-from .cells import CellResult, cells_of, higher_is_better, main_metric, metric_kind
+from .cells import CellResult, cells_of, every_ok_has, higher_is_better, main_metric, metric_kind
 from .pareto import pareto_front
 
 if TYPE_CHECKING:
@@ -117,23 +117,17 @@ ROTATED = {"latency_b1_p50_ms": "latency_b1_rotation_p50_ms",
            "throughput_samples_s": "throughput_rotation_samples_s"}
 
 
-def _every_ok_has(group: list[CellResult], metric: str) -> bool:
-    """Whether the group has an ok cell and every ok cell records ``metric``."""
-    ok = [c for c in group if c.status == "ok"]
-    return bool(ok) and all(c.value(metric) is not None for c in ok)
-
-
 def _effective_by(group: list[CellResult], by: str) -> str:
     """``by``'s rotation-timed counterpart when every ok cell of the group has it, else ``by``."""
     rotated = ROTATED.get(by)
-    return rotated if rotated and _every_ok_has(group, rotated) else by
+    return rotated if rotated and every_ok_has(group, rotated) else by
 
 
 def _choice_metric(group: list[CellResult], base: CellResult | None, metric: str | None) -> str | None:
     """``validation_<metric>`` when the baseline and every ok variant have it, else ``metric``."""
     val = f"{PREFIX}{metric}" if metric else None
     base_ok = base is not None and base.status == "ok"
-    return val if val and base_ok and _every_ok_has(group, val) else metric
+    return val if val and base_ok and every_ok_has(group, val) else metric
 
 
 def _with_test(variants: list[Variant], group: list[CellResult], base: CellResult | None,
