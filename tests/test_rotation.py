@@ -74,7 +74,7 @@ def runs(tmp_path_factory):
     slowed 5x per call. One cache. The planted factors are large and the bands below wide: on a
     2-core VM whose cores were stolen in bursts (2026-12-06, AMD EPYC, 33% steal), one turn's p50
     ran up to 20x its usual value, and the median of five per-round ratios read a planted 5x as
-    anything from 1.9x to 14.5x. What the bands check is that the planted slowdown shows, in its
+    anything from 2.3x to 14.5x. What the bands check is that the planted slowdown shows, in its
     direction and order of size; how closely rounds cancel load is benchmarks' business."""
     tmp = tmp_path_factory.mktemp("rotation")
     out = {}

@@ -4,8 +4,8 @@ fp32 torch) ``1 + int(factor)`` times per call, then busy-waits the fraction of 
 one forward's duration, so every call takes ``1 + factor`` times as long. Whole factors repeat
 the real forward (the same kernels and threads, so a shared machine's noise hits the slowed
 model as it hits the plain one); a busy wait after a forward lets the framework's worker threads
-go to sleep and pay their wake-up in the next call, which on a busy VM made a planted 10x read
-as 10x-100x. Load it with ``-p slowed`` and ``tests/plugins`` on PYTHONPATH."""
+go to sleep and pay their wake-up in the next call, which on a busy VM gave a planted 10x
+per-round ratios of 8.7x-56x. Load it with ``-p slowed`` and ``tests/plugins`` on PYTHONPATH."""
 
 from __future__ import annotations
 
