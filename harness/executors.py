@@ -22,6 +22,7 @@ from .api import Executor, ExecutorContext
 from .cell import CellOutcome, CellSpec, PluginSet, run_cell
 from .errors import HarnessWarning
 from .hookspecs import hookimpl
+from .scheduling import next_ready
 
 #: a worker's start-up (imports, plugin loading) does not count towards a cell's timeout,
 #: up to this many seconds
@@ -152,6 +153,7 @@ class _Worker:
     cell: CellSpec | None = None
     started: float = 0.0
     begun: bool = False
+    phase: str = "setup"  #: the cell's phase as last reported (what it is building)
 
 
 class LocalExecutor(Executor):
@@ -202,7 +204,7 @@ class LocalExecutor(Executor):
         while pending or any(w.cell for w in self.workers):
             for w in self.workers:
                 if w.cell is None and pending:
-                    self._assign(w, pending.pop(0))
+                    self._assign_next(w, pending)
             try:
                 msg = self.outbox.get(timeout=0.2)
             except queue.Empty:
@@ -214,11 +216,19 @@ class LocalExecutor(Executor):
                 if reason:
                     self._replace(w, reason, by_id, on_phase, on_done)
 
+    def _assign_next(self, w: _Worker, pending: list[CellSpec]) -> None:
+        """Give ``w`` the first pending cell that needs nothing another worker is building now
+        (``harness.scheduling``); none while every pending cell waits on one."""
+        spec = next_ready(pending, [(x.cell, x.phase) for x in self.workers if x.cell])
+        if spec is not None:
+            pending.remove(spec)
+            self._assign(w, spec)
+
     @staticmethod
     def _assign(w: _Worker, spec: CellSpec) -> None:
         # inside the worker the pinned GPU is always cuda:0
         w.cell = replace(spec, device="cuda:0" if w.device.startswith("cuda") else "cpu")
-        w.started, w.begun = time.monotonic(), False
+        w.started, w.begun, w.phase = time.monotonic(), False, "setup"
         w.inbox.put(w.cell)
 
     @staticmethod
@@ -265,6 +275,7 @@ class LocalExecutor(Executor):
         if w is None:  # a late message for a cell already reported (e.g. timed out)
             return
         if kind == "phase":
+            w.phase = msg[2]
             if msg[2] == "setup" and not w.begun:
                 w.started, w.begun = time.monotonic(), True  # worker start-up excluded
             on_phase(by_id[cell_id], msg[2])
