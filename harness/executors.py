@@ -145,6 +145,12 @@ def _worker_main(disabled: list[str], extra: list[str], threads: int | None,
         outbox.put(("done", spec.cell_id, outcome))
 
 
+def phase_text(phase: str, text: str) -> str:
+    """What ``on_phase`` gets: the phase, and a plugin's progress text in it when there is one
+    (``fine-tune: step 300/2195 loss 0.2100``): a long fine-tune shows how far it is."""
+    return f"{phase}: {text}" if text else phase
+
+
 @dataclass
 class _Worker:
     device: str
@@ -275,10 +281,11 @@ class LocalExecutor(Executor):
         if w is None:  # a late message for a cell already reported (e.g. timed out)
             return
         if kind == "phase":
-            w.phase = msg[2]
+            if not msg[3]:  # the core's announcement of a phase, not a plugin's progress text
+                w.phase = msg[2]  # (a student's training reports "fine-tune" inside "compress")
             if msg[2] == "setup" and not w.begun:
                 w.started, w.begun = time.monotonic(), True  # worker start-up excluded
-            on_phase(by_id[cell_id], msg[2])
+            on_phase(by_id[cell_id], phase_text(msg[2], msg[3]))
         elif kind == "done":
             w.cell = None
             on_done(by_id[cell_id], msg[2])
@@ -323,7 +330,7 @@ class InlineExecutor(Executor):
                 spec = replace(cell, device=ectx.devices[0])
 
                 def progress(phase: str, text: str, spec: CellSpec = spec) -> None:
-                    on_phase(spec, phase)
+                    on_phase(spec, phase_text(phase, text))
 
                 on_done(spec, run_cell(spec, plugins, progress=progress))
 

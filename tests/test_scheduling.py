@@ -60,3 +60,24 @@ def test_two_workers_fine_tune_a_cold_teacher_once(tmp_path):
     # the second cell was held until the first had its fine-tuned checkpoint (not trained twice)
     assert began >= left_fit
     assert [p for cid, p, _ in seen if cid == second].count("fine-tune") >= 1
+
+
+def test_a_plugins_progress_text_does_not_change_the_cells_phase(tmp_path):
+    from harness.executors import _Worker
+
+    d1 = _cells(tmp_path, [{"name": "d1", **DISTILL}])[0]
+    ex, w = LocalExecutor(), _Worker("cpu", cell=d1)
+    ex.workers = [w]
+    phases: list[str] = []
+
+    def handle(phase: str, text: str) -> None:
+        ex._handle(("phase", d1.cell_id, phase, text), {d1.cell_id: d1},
+                   lambda c, p: phases.append(p), lambda c, o: None)
+
+    handle("compress", "")
+    # the student's training loop reports "fine-tune" steps inside the core's "compress" phase:
+    # the worker is still building the chain prefix, not the (model, task) checkpoint
+    handle("fine-tune", "step 10/100 loss 0.5")
+    assert w.phase == "compress" and phases == ["compress", "fine-tune: step 10/100 loss 0.5"]
+    handle("evaluate", "")
+    assert w.phase == "evaluate"
