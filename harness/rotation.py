@@ -76,6 +76,13 @@ def _time_turn(rebuilt: Any, budget: RoundBudget) -> Timed:
                  thr.get("throughput_samples_s", 0.0))
 
 
+def timing_threads(device: str) -> int | None:
+    """Torch threads of a variant timed in rotation: every core on CPU, as a cell's worker has
+    with ``--jobs 1`` (whatever ``--jobs`` the cells ran with: each variant runs alone); None on
+    a GPU. Its rows record this in ``threads``."""
+    return None if device.startswith("cuda") else (os.cpu_count() or 1)
+
+
 def _serve(conn: Any, spec: CellSpec, expect: str | None, disabled: list[str], extra: list[str],
            threads: int | None, parent: int | None = None) -> None:
     """A timing process: rebuild the predictor, say so, then time a turn per request. It ends
@@ -123,7 +130,7 @@ class Variant:
         self.conn, child = ctx.Pipe()
         device = spec.device
         # pinned to its GPU, where it is cuda:0; on CPU the threads a cell's worker has (--jobs 1)
-        threads = None if device.startswith("cuda") else (os.cpu_count() or 1)
+        threads = timing_threads(device)
         if threads is None:
             spec = replace(spec, device="cuda:0")
         self.proc = ctx.Process(target=_serve, daemon=True, args=(

@@ -28,7 +28,16 @@ from .api import MetricValue
 from .cell import CellSpec
 from .errors import HarnessWarning
 from .fsutil import atomic_write_text
-from .rotation import RotationError, RoundBudget, Timed, Variant, ratio, rotate, start_all
+from .rotation import (
+    RotationError,
+    RoundBudget,
+    Timed,
+    Variant,
+    ratio,
+    rotate,
+    start_all,
+    timing_threads,
+)
 from .rows import as_text, build, cell_label, metric_columns
 
 __all__ = ["ROTATION_METRICS", "group_rows", "time_groups"]
@@ -186,6 +195,9 @@ def _time_one(run: Any, members: list[CellSpec], key: str, budget: RoundBudget,
     rows = []
     for cell_id, metric_parts in parts.items():
         base = {k: v for k, v in latest[cell_id].items() if k not in _METRIC_COLUMNS}
+        threads = timing_threads(str(base.get("device") or "cpu"))
+        if threads is not None:  # the rotation's, not the cell worker's (--jobs 2: 1 each)
+            base["threads"] = threads
         extra = {"timing_group": key, "timing_block": block, "timing_rows": n,
                  "timing_rounds": s.timing_rounds, "timing_reference": s.timing_reference,
                  "timing_wall_s": wall, "cached": cached}

@@ -3,8 +3,10 @@ once, and a chain's shared first step (a distilled student) is trained once, wit
 
 from __future__ import annotations
 
+import os
 import time
 
+import pytest
 from suite_kit import ner_entry
 
 from harness.api import ExecutorContext
@@ -13,6 +15,7 @@ from harness.executors import LocalExecutor
 from harness.scheduling import building, needs, next_ready
 from harness.suite import suite_from_dict
 from harness.testing import FAST_SETTINGS, TINY_BERT
+from harness.timephase import ROTATION_METRICS
 
 DISTILL = {"plugin": "distill", "params": {"num_layers": 1, "epochs": 0.1}}
 
@@ -81,3 +84,17 @@ def test_a_plugins_progress_text_does_not_change_the_cells_phase(tmp_path):
     assert w.phase == "compress" and phases == ["compress", "fine-tune: step 10/100 loss 0.5"]
     handle("evaluate", "")
     assert w.phase == "evaluate"
+
+
+def test_rotation_rows_record_the_threads_the_rotation_used(run_suite_dict, tmp_path):
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("needs 2 cores: --jobs 2 then gives each cell worker fewer threads than the rotation")
+    doc = {"models": [{"plugin": "hf", "name": "tiny", "params": TINY_BERT}], "tasks": [ner_entry(16)],
+           "compressions": ["none", "dynamic-int8"], "settings": {"timing_rounds": 2}}
+    df = run_suite_dict(doc, jobs=2)
+    rotation = df[df.metric.isin(list(ROTATION_METRICS))]
+    cells = df[~df.metric.isin(list(ROTATION_METRICS))]
+    # the cells ran in 2 workers of cpu_count // 2 threads; each variant in rotation ran alone
+    # with every core, and its rows say so (a copy of the cell's threads was wrong)
+    assert set(cells.threads) == {os.cpu_count() // 2}
+    assert len(rotation) and set(rotation.threads) == {os.cpu_count()}
