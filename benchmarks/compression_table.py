@@ -142,10 +142,11 @@ def tables(df, baseline: str = "none", run: Path | None = None) -> str:
                    f"size MB | size vs fp32 | b1 p50 ms | b1 speed-up | b{thr_bs} samples/s | "
                    f"throughput ratio | build time | precision | runtime |")
         out.append("|" + "---|" * 15)
+        not_ok: dict[str, list[tuple[str, str]]] = {}  # status -> (compression, reason), below the table
         for comp, c in cells.groupby("compression", sort=False):
             if (c.status != "ok").all():
                 reason = str(c.error.dropna().iloc[0]) if c.error.notna().any() else ""
-                out.append(f"| {comp} | {c.status.iloc[0]}: {reason[:120]} |" + " |" * 13)
+                not_ok.setdefault(str(c.status.iloc[0]), []).append((str(comp), reason))
                 continue
             m = _metric(c, main_name)
             acc, size = float(m.value), _value(c, "size_bytes")
@@ -159,8 +160,15 @@ def tables(df, baseline: str = "none", run: Path | None = None) -> str:
                 f"{p50:.2f} | {up:.2f}x | {thr:.1f} | {tr:.2f}x | {_build_time(c)} | "
                 f"{c.precision.iloc[0]} | {c.runtime.iloc[0]} |"
             )
+        for status, items in not_ok.items():
+            reasons = sorted({r for _, r in items})
+            more = f"; {len(reasons) - 1} other reasons alike" if len(reasons) > 1 else ""
+            out.append(f"\n{len(items)} {status}: {', '.join(c for c, _ in items)} "
+                       f"(\"{reasons[0]}\"{more}).")
         first = base.iloc[0]
         rounds = base.timing_rounds.dropna() if "timing_rounds" in base else []
+        if rotated and len(rounds):  # the rotation's own threads (every core), not the cell's
+            first = base.loc[rounds.index[0]]
         timing = (f"latency and throughput: timed in rotation, each variant alone in its own "
                   f"process, {int(rounds.iloc[0]) if len(rounds) else '?'} rounds (median; "
                   f"ratios: median of per-round ratios)" if rotated else

@@ -47,10 +47,15 @@ def test_tables_have_paired_cis_steps_and_rotation_timing(run_suite_dict, tmp_pa
         for metric, value in (("latency_b1_rotation_p50_ms", p50), ("throughput_rotation_samples_s", thr),
                               ("latency_b1_ratio", lat_ratio), ("throughput_ratio", thr_ratio)):
             rotation.append(row.to_dict() | {"metric": metric, "value": value, "timing_rounds": 3,
-                                             "timing_reference": "none"})
-    text = mod.tables(pd.concat([df, pd.DataFrame(rotation)], ignore_index=True), "none", run)
+                                             "timing_reference": "none", "threads": 7})
+    skipped = df[(df.compression == "none")].iloc[:1].assign(
+        compression="needs-gpu", status="skipped", error="compression 'x' needs a GPU", metric=None)
+    text = mod.tables(pd.concat([df, pd.DataFrame(rotation), skipped], ignore_index=True), "none", run)
     row = next(line for line in text.splitlines() if line.startswith("| pr-int8 |"))
     assert "| 2.00 | 2.00x | 25.0 | 2.50x |" in row and "timed in rotation" in text and "3 rounds" in text
+    # the rotation's threads (its own rows), not the cell's; a skipped cell is a line, not a row
+    assert "; 7 threads;" in text and "| needs-gpu |" not in text
+    assert "1 skipped: needs-gpu (\"compression 'x' needs a GPU\")." in text
     # the goal: 2x faster (rotation) is met at 2x/1x, and missed at 10x/10x with the nearest said
     rotated = pd.concat([df, pd.DataFrame(rotation)], ignore_index=True)
     drop = rotated[rotated.compression == "pr-int8"]
