@@ -22,7 +22,7 @@ from .api import Executor, ExecutorContext
 from .cell import CellOutcome, CellSpec, PluginSet, run_cell
 from .errors import HarnessWarning
 from .hookspecs import hookimpl
-from .scheduling import next_ready
+from .scheduling import built, next_ready
 
 #: a worker's start-up (imports, plugin loading) does not count towards a cell's timeout,
 #: up to this many seconds
@@ -177,6 +177,7 @@ class LocalExecutor(Executor):
         devices, jobs = ectx.devices, max(1, ectx.jobs)
         self.threads = max(1, ncpu // jobs) if devices == ["cpu"] else None
         slots = [devices[i % len(devices)] for i in range(jobs)]
+        self.built: set[str] = set()  # cached work finished in this run (harness.scheduling)
         self.workers = [_Worker(d) for d in slots]
         for w in self.workers:
             self._start(w)
@@ -225,7 +226,7 @@ class LocalExecutor(Executor):
     def _assign_next(self, w: _Worker, pending: list[CellSpec]) -> None:
         """Give ``w`` the first pending cell that needs nothing another worker is building now
         (``harness.scheduling``); none while every pending cell waits on one."""
-        spec = next_ready(pending, [(x.cell, x.phase) for x in self.workers if x.cell])
+        spec = next_ready(pending, [(x.cell, x.phase) for x in self.workers if x.cell], self.built)
         if spec is not None:
             pending.remove(spec)
             self._assign(w, spec)
@@ -283,6 +284,7 @@ class LocalExecutor(Executor):
         if kind == "phase":
             if not msg[3]:  # the core's announcement of a phase, not a plugin's progress text
                 w.phase = msg[2]  # (a student's training reports "fine-tune" inside "compress")
+                self.built |= built(by_id[cell_id], msg[2])
             if msg[2] == "setup" and not w.begun:
                 w.started, w.begun = time.monotonic(), True  # worker start-up excluded
             on_phase(by_id[cell_id], phase_text(msg[2], msg[3]))

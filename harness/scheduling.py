@@ -8,14 +8,15 @@ that need the same checkpoint would both build it at once (a teacher fine-tuned 
 at half the cores). So a cell waits while another worker is in the phase that builds something
 it needs (``load`` / ``fine-tune``: the checkpoint; ``compress``: a chain prefix), and a free
 worker takes the first pending cell that does not. When that phase ends the work is in the cache
-and the held cells run from it. Keys are plugin names and parameters, never entry names: the
+(:func:`built`), the held cells run from it and it holds no cell back again (later cells of the
+same checkpoint start at once). Keys are plugin names and parameters, never entry names: the
 compression ``distill-3`` and a chain's first step ``distill`` with the same parameters share.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Sequence, Set
 
 from .cell import CellSpec
 from .entries import Entry
@@ -54,11 +55,21 @@ def building(spec: CellSpec, phase: str) -> set[str]:
     return _prefixes(spec) if phase == "compress" else set()
 
 
-def next_ready(pending: Sequence[CellSpec],
-               in_flight: Iterable[tuple[CellSpec, str]]) -> CellSpec | None:
-    """The first pending cell that needs nothing a cell in flight (spec, phase) is building; None
-    when every pending cell waits (the caller tries again as phases change)."""
+def built(spec: CellSpec, phase: str) -> set[str]:
+    """What is in the cache once a cell announces ``phase``: its checkpoint after the fit
+    phases, its step prefixes too after ``compress``."""
+    if phase in FIT_PHASES:
+        return set()
+    return {_base(spec)} | (set() if phase == "compress" else _prefixes(spec))
+
+
+def next_ready(pending: Sequence[CellSpec], in_flight: Iterable[tuple[CellSpec, str]],
+               done: Set[str] = frozenset()) -> CellSpec | None:
+    """The first pending cell that needs nothing a cell in flight (spec, phase) is building and
+    is not ``done`` (built earlier in the run, :func:`built`); None when every pending cell waits
+    (the caller tries again as phases change)."""
     busy: set[str] = set()
     for spec, phase in in_flight:
         busy |= building(spec, phase)
+    busy -= done
     return next((c for c in pending if not needs(c) & busy), None)

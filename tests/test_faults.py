@@ -55,6 +55,17 @@ def wait_for(cond, what: str, timeout: float = 120) -> None:
         time.sleep(0.05)
 
 
+#: two tasks that train different checkpoints: rendezvous cells of different (model, task)
+#: groups start at once (cells of one group wait while the first may be fine-tuning its
+#: checkpoint, harness.scheduling, and a rendezvous cell waits in its setup)
+TWO_TASKS = [NER, {**ner_entry(40), "name": "conll-b"}]
+
+
+def apart(first: str, second: str) -> list[str]:
+    """``--only`` options running ``first`` on the first task and ``second`` on the second."""
+    return [f"--only=tiny/conll/{first}", f"--only=tiny/conll-b/{second}"]
+
+
 def rendezvous(folder: Path, role: str, name: str | None = None) -> dict:
     return {"plugin": "rendezvous", "name": name or role,
             "params": {"folder": str(folder), "role": role}}
@@ -80,9 +91,10 @@ def test_worker_death_does_not_lose_another_workers_result(tmp_path):
     meet = tmp_path / "meet"
     meet.mkdir()
     suite = write_suite(tmp_path, [rendezvous(meet, "crash"), rendezvous(meet, "finish")],
-                        timeout_s=8.0)
+                        tasks=TWO_TASKS, timeout_s=8.0)
     proc = start("run", str(suite), "--out", str(tmp_path / "out"), "--jobs", "2",
-                 "--devices", "cuda:0,cuda:1", "--no-progress", "--no-report", cwd=tmp_path)
+                 "--devices", "cuda:0,cuda:1", "--no-progress", "--no-report",
+                 *apart("crash", "finish"), cwd=tmp_path)
     try:
         wait_for(lambda: (meet / "crash.started").exists() and (meet / "finish.started").exists(),
                  "both cells to start")
@@ -109,9 +121,10 @@ def _run_with_two_busy_workers(tmp_path: Path, extra=()) -> tuple[subprocess.Pop
     meet.mkdir()
     # two cells that wait for a 'go' that never comes: both workers stay busy
     comps = [*extra, rendezvous(meet, "a"), rendezvous(meet, "b")]
-    suite = write_suite(tmp_path, comps)
+    suite = write_suite(tmp_path, comps, tasks=TWO_TASKS)
     proc = start("run", str(suite), "--out", str(tmp_path / "out"), "--jobs", "2",
-                 "--no-progress", "--no-report", cwd=tmp_path)
+                 "--no-progress", "--no-report", *apart("a", "b"),
+                 *(f"--only=tiny/conll/{c}" for c in extra), cwd=tmp_path)
     wait_for(lambda: (meet / "a.started").exists() and (meet / "b.started").exists(),
              "both workers to be inside a cell")
     return proc, psutil.Process(proc.pid).children(recursive=True)

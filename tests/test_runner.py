@@ -29,6 +29,14 @@ def suite_doc(tmp: Path, compressions, **settings) -> dict:
             "models": [MODEL], "tasks": [NER], "compressions": compressions}
 
 
+def two_tasks(doc: dict) -> dict:
+    """``doc`` with a second task (fewer train sentences: another checkpoint): two (model, task)
+    groups, so two workers start at once (cells of one group wait while the first may fine-tune
+    its model, harness.scheduling)."""
+    other = {**NER, "name": "conll-b", "params": {**NER["params"], "max_train_samples": 40}}
+    return doc | {"tasks": [NER, other]}
+
+
 def write_suite(tmp: Path, doc: dict) -> Path:
     p = tmp / "suite.yaml"
     p.write_text(yaml.safe_dump(doc))
@@ -206,8 +214,8 @@ def test_only_filters_cells(run_suite_dict):
 def test_one_worker_per_device_pinned_with_cuda_visible_devices(tmp_path):
     """Simulates two GPUs: each worker is pinned to one, sees it as cuda:0, and cells are
     spread over both (CI has no GPU; the real CUDA path is checked on a GPU machine)."""
-    comps = [{"plugin": "where-am-i", "name": f"w{i}", "params": {"tag": i}} for i in range(6)]
-    suite = write_suite(tmp_path, suite_doc(tmp_path, comps))
+    comps = [{"plugin": "where-am-i", "name": f"w{i}", "params": {"tag": i}} for i in range(3)]
+    suite = write_suite(tmp_path, two_tasks(suite_doc(tmp_path, comps)))
     r = cli("run", str(suite), "--out", str(tmp_path / "out"), "--devices", "cuda:0,cuda:1",
             "--no-progress", "--no-report", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -224,8 +232,8 @@ def test_one_worker_per_device_pinned_with_cuda_visible_devices(tmp_path):
 
 
 def test_jobs_on_cpu_split_threads(tmp_path):
-    comps = [{"plugin": "where-am-i", "name": f"w{i}", "params": {"tag": i}} for i in range(4)]
-    suite = write_suite(tmp_path, suite_doc(tmp_path, comps))
+    comps = [{"plugin": "where-am-i", "name": f"w{i}", "params": {"tag": i}} for i in range(2)]
+    suite = write_suite(tmp_path, two_tasks(suite_doc(tmp_path, comps)))
     r = cli("run", str(suite), "--out", str(tmp_path / "out"), "--jobs", "2", "--no-progress",
             "--no-report", cwd=tmp_path)
     assert r.returncode == 0, r.stderr

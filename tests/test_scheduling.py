@@ -12,7 +12,7 @@ from suite_kit import ner_entry
 from harness.api import ExecutorContext
 from harness.cell import CellSpec
 from harness.executors import LocalExecutor
-from harness.scheduling import building, needs, next_ready
+from harness.scheduling import building, built, needs, next_ready
 from harness.suite import suite_from_dict
 from harness.testing import FAST_SETTINGS, TINY_BERT
 from harness.timephase import ROTATION_METRICS
@@ -47,6 +47,12 @@ def test_a_cell_waits_for_the_checkpoint_or_prefix_another_is_building(tmp_path)
     assert building(d1, "compress") <= needs(chain)
     assert not building(dyn, "compress") & needs(d1)
     assert building(none, "time") == set()
+    # once built in this run, the checkpoint and the prefix hold nothing back: a later cell of
+    # the same (model, task) in its fit phases is loading it from the cache, not training it
+    assert built(none, "fine-tune") == set() and built(none, "compress") == needs(none) - building(none, "compress")
+    done = built(d1, "evaluate")
+    assert next_ready(cells[1:4], [(none, "load")], done) is dyn
+    assert next_ready([chain], [(d1, "compress")], done) is chain
 
 
 def test_two_workers_fine_tune_a_cold_teacher_once(tmp_path):
@@ -62,6 +68,8 @@ def test_two_workers_fine_tune_a_cold_teacher_once(tmp_path):
     began = min(t for cid, p, t in seen if cid == second)
     # the second cell was held until the first had its fine-tuned checkpoint (not trained twice)
     assert began >= left_fit
+    # both workers serving a (model, task) once its checkpoint is built: test_runner's
+    # test_jobs_on_cpu_split_threads
     assert [p for cid, p, _ in seen if cid == second].count("fine-tune") >= 1
 
 
@@ -70,7 +78,7 @@ def test_a_plugins_progress_text_does_not_change_the_cells_phase(tmp_path):
 
     d1 = _cells(tmp_path, [{"name": "d1", **DISTILL}])[0]
     ex, w = LocalExecutor(), _Worker("cpu", cell=d1)
-    ex.workers = [w]
+    ex.workers, ex.built = [w], set()
     phases: list[str] = []
 
     def handle(phase: str, text: str) -> None:
