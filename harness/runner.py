@@ -44,6 +44,7 @@ from .provenance import device_name, environment, gpu_environment
 from .results import RESULTS_FILE, ResultsWriter
 from .rows import KEY, build, cell_key, cell_label
 from .suite import Suite
+from .textfmt import skipped_lines
 from .version import __version__
 
 
@@ -371,14 +372,19 @@ class _Progress:
 
         self.bar = tqdm(total=total, unit="cell", disable=not enabled or total == 0,
                         file=sys.stderr, dynamic_ncols=True)
+        self.skipped: list[tuple[str, str]] = []
 
     def phase(self, label: str, phase: str) -> None:
         self.bar.set_postfix_str(f"{label}: {phase}", refresh=True)
 
     def done(self, label: str, status: str, error: str | None) -> None:
-        if status != "ok":
+        if status == "skipped":  # said at the end, a line per (model, task)
+            self.skipped.append((label, str(error)))
+        elif status != "ok":
             self.bar.write(f"{status.upper()}: {label}: {error}", file=sys.stderr)
         self.bar.update(1)
 
     def close(self) -> None:
         self.bar.close()
+        for line in skipped_lines(self.skipped):
+            print(line, file=sys.stderr)

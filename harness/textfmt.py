@@ -39,3 +39,26 @@ def num(v: float | None, digits: int = 4, none: str = "–") -> str:
     if a >= 10:
         return f"{v:.2f}"
     return f"{v:.{digits}f}" if a < 1 else f"{v:.{max(2, digits - 1)}f}"
+
+
+def skipped_lines(skipped: Sequence[tuple[str, str]], names: int = 6) -> list[str]:
+    """Console lines for skipped cells (``(label "model/task/compression", reason)``), one per
+    (model, task): a suite with a classic baseline skips 24 compressions of it, which as one line
+    each would bury the run's output. A group's reason is shown once when all agree, else the
+    first one as an example (each cell's reason is in the results' ``error`` column)."""
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for label, reason in skipped:
+        group, _, comp = label.rpartition("/")
+        groups.setdefault(group, []).append((comp, reason))
+    out = []
+    for group, items in groups.items():
+        if len(items) == 1:
+            out.append(f"SKIPPED: {group}/{items[0][0]}: {items[0][1]}")
+            continue
+        comps = [c for c, _ in items]
+        shown = ", ".join(comps[:names]) + (f" and {len(comps) - names} more" if len(comps) > names else "")
+        reasons = {r for _, r in items}
+        why = (items[0][1] if len(reasons) == 1 else
+               f"{len(reasons)} reasons, e.g. {items[0][0]}: {items[0][1]} (each in the results' error column)")
+        out.append(f"SKIPPED: {len(items)} cells of {group} ({shown}): {why}")
+    return out

@@ -275,3 +275,14 @@ def test_pinning_respects_the_callers_cuda_visible_devices():
     assert physical_gpu("cuda:0", "2,3") == "2" and physical_gpu("cuda:1", "2, 3") == "3"
     assert physical_gpu("cuda:1", "GPU-5a1c,GPU-77e0") == "GPU-77e0"  # UUIDs pass through
     assert physical_gpu("cuda:4", "2,3") == "4"  # not in the list: as given
+
+
+def test_skipped_cells_are_one_console_line_per_model_and_task(tmp_path):
+    comps = [{"plugin": "needs-tpu", "name": f"tpu{i}"} for i in range(3)]
+    suite = write_suite(tmp_path, suite_doc(tmp_path, comps))
+    r = cli("run", str(suite), "--out", str(tmp_path / "out"), "--no-progress", "--no-report", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.startswith("SKIPPED")]
+    # three cells, one reason: one line naming them all (each row keeps its own reason)
+    assert len(lines) == 1 and lines[0].startswith("SKIPPED: 3 cells of tiny/conll (tpu0, tpu1, tpu2): ")
+    assert set(harness.load_results(tmp_path / "out").status) == {"skipped"}
