@@ -114,12 +114,19 @@ def _chunks(members: list[CellSpec], ref: CellSpec | None, size: int) -> list[li
     return [([ref] if ref else []) + others[i:i + step] for i in range(0, len(others), step)]
 
 
+def _rounds(say: Any, where: str) -> Any:
+    """The progress callback of a chunk's rounds: ``chunk 2/4 (8 processes), round 3/5``."""
+    return lambda done, total: say(f"{where}round {done}/{total}")
+
+
 def _measure(members: list[CellSpec], ref: CellSpec | None, s: Any, budget: RoundBudget,
              rows: Mapping[str, Mapping[str, Any]], opts: Any,
              say: Any) -> dict[str, list[dict[str, Any]]]:
     """Time the group chunk by chunk; the metric parts by cell id."""
     parts: dict[str, list[dict[str, Any]]] = {}
-    for chunk in _chunks(members, ref, max(2, s.timing_processes)):
+    chunks = _chunks(members, ref, max(2, s.timing_processes))
+    for i, chunk in enumerate(chunks, 1):
+        where = f"chunk {i}/{len(chunks)} ({len(chunk)} processes), " if len(chunks) > 1 else ""
         variants = [Variant(m.cell_id, m, expect_sha256=as_text(rows[m.cell_id].get("artifact_sha256")) or None,
                             disabled=opts.disabled_plugins, extra=opts.extra_plugins)
                     for m in chunk]
@@ -129,7 +136,7 @@ def _measure(members: list[CellSpec], ref: CellSpec | None, s: Any, budget: Roun
                 _warn(f"rotation timing left out {cell_label(rows[name])}: {why}")
             if len(ready) < 2:
                 continue
-            timed = rotate(ready, s.timing_rounds, budget, progress=lambda d, t: say(f"round {d}/{t}"))
+            timed = rotate(ready, s.timing_rounds, budget, progress=_rounds(say, where))
         finally:
             for v in variants:
                 v.close()

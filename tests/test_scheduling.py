@@ -94,12 +94,15 @@ def test_a_plugins_progress_text_does_not_change_the_cells_phase(tmp_path):
     assert w.phase == "evaluate"
 
 
-def test_rotation_rows_record_the_threads_the_rotation_used(run_suite_dict, tmp_path):
+def test_rotation_rows_record_the_threads_the_rotation_used(run_suite_dict, tmp_path, capfd):
     if (os.cpu_count() or 1) < 2:
         pytest.skip("needs 2 cores: --jobs 2 then gives each cell worker fewer threads than the rotation")
     doc = {"models": [{"plugin": "hf", "name": "tiny", "params": TINY_BERT}], "tasks": [ner_entry(16)],
-           "compressions": ["none", "dynamic-int8"], "settings": {"timing_rounds": 2}}
-    df = run_suite_dict(doc, jobs=2)
+           "compressions": ["none", "dynamic-int8", {"plugin": "dynamic-int8", "name": "int8-b"}],
+           "settings": {"timing_rounds": 2, "timing_processes": 2}}
+    df = run_suite_dict(doc, jobs=2, show_progress=True)
+    # two chunks of two processes (the reference in each): the progress line says which
+    assert "chunk 2/2 (2 processes), round 2/2" in capfd.readouterr().err
     rotation = df[df.metric.isin(list(ROTATION_METRICS))]
     cells = df[~df.metric.isin(list(ROTATION_METRICS))]
     # the cells ran in 2 workers of cpu_count // 2 threads; each variant in rotation ran alone
