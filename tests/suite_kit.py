@@ -1,6 +1,6 @@
 """Helpers for tests that run small suites through the core or the ``harness`` command
-(``test_faults.py``, ``test_faults_round3.py``, ``test_api_contract.py``). Plain constants and
-functions only: fixtures are in conftest.py."""
+(``test_faults.py``, ``test_faults_round3.py``, ``test_api_contract.py``, ``test_runner.py``).
+Plain constants and functions only: fixtures are in conftest.py."""
 
 from __future__ import annotations
 
@@ -24,6 +24,14 @@ def ner_entry(samples: int) -> dict[str, Any]:
     return {"plugin": "ner", "name": "conll", "params": {
         "data_dir": str(SAMPLE), "max_train_samples": samples, "max_eval_samples": samples,
         "batch_size": 16}}
+
+
+def second_ner(samples: int = 40) -> dict[str, Any]:
+    """A second ``ner`` task, ``conll-b``, on ``SAMPLE`` with another train size, so another
+    fine-tuned checkpoint: its cells and the first task's are different (model, task) groups,
+    which two workers start at once (cells of one group wait while the first may be
+    fine-tuning its checkpoint, harness.scheduling)."""
+    return {**ner_entry(samples), "name": "conll-b"}
 
 
 def write_suite(tmp: Path, compressions, *, tasks, **settings) -> Path:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from suite_kit import MODEL, PLUGINS, SAMPLE, doc_module, ner_entry
+from suite_kit import MODEL, PLUGINS, SAMPLE, doc_module, ner_entry, second_ner
 from suite_kit import write_suite as _write_suite
 
 import harness
@@ -55,10 +55,9 @@ def wait_for(cond, what: str, timeout: float = 120) -> None:
         time.sleep(0.05)
 
 
-#: two tasks that train different checkpoints: rendezvous cells of different (model, task)
-#: groups start at once (cells of one group wait while the first may be fine-tuning its
-#: checkpoint, harness.scheduling, and a rendezvous cell waits in its setup)
-TWO_TASKS = [NER, {**ner_entry(40), "name": "conll-b"}]
+#: two tasks that train different checkpoints: rendezvous cells of the two groups start at once
+#: (a rendezvous cell waits in its setup, where a cell holds back the rest of its group)
+TWO_TASKS = [NER, second_ner()]
 
 
 def apart(first: str, second: str) -> list[str]:

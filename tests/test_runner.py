@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from suite_kit import second_ner
 
 import harness
 from harness.results import read_rows
@@ -30,11 +31,8 @@ def suite_doc(tmp: Path, compressions, **settings) -> dict:
 
 
 def two_tasks(doc: dict) -> dict:
-    """``doc`` with a second task (fewer train sentences: another checkpoint): two (model, task)
-    groups, so two workers start at once (cells of one group wait while the first may fine-tune
-    its model, harness.scheduling)."""
-    other = {**NER, "name": "conll-b", "params": {**NER["params"], "max_train_samples": 40}}
-    return doc | {"tasks": [NER, other]}
+    """``doc`` with a second task (``suite_kit.second_ner``: two (model, task) groups)."""
+    return doc | {"tasks": [NER, second_ner()]}
 
 
 def write_suite(tmp: Path, doc: dict) -> Path:
